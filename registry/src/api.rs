@@ -1,0 +1,220 @@
+//! The `LiveStream` custom resource (`streamfleet.io/v1alpha1`): the one definition of what a
+//! stream is. The operator generates the CRD from these types, and the edge's `--streams FILE`
+//! loader parses manifests with them, so a manifest means the same thing everywhere.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of one live stream: who may publish it and how it is played.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "streamfleet.io",
+    version = "v1alpha1",
+    kind = "LiveStream",
+    plural = "livestreams",
+    shortname = "lst",
+    namespaced,
+    status = "LiveStreamStatus",
+    doc = "A live stream that encoders publish to over RTMP and players watch through any Streamfleet edge.",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Ready, Live, Disabled or Error"
+    ),
+    printcolumn(
+        name = "Playback",
+        type_ = "string",
+        json_path = ".status.playbackName",
+        description = "Name players use: rtmp://HOST/live/<playback>"
+    ),
+    printcolumn(
+        name = "Publisher",
+        type_ = "string",
+        json_path = ".status.publisher.edge",
+        description = "Edge pod holding the publisher"
+    ),
+    printcolumn(
+        name = "Viewers",
+        type_ = "integer",
+        json_path = ".status.viewers",
+        description = "Players on all edges"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStreamSpec {
+    /// The Secret key that holds the publish key (the last path segment of
+    /// `rtmp://HOST/live/<publishKey>`). When absent, the operator creates a Secret
+    /// `<name>-publish-key` with a random 32-byte key and names it in `status.publishKeySecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_key_secret_ref: Option<SecretKeyRef>,
+
+    /// Name players use in `rtmp://HOST/live/<playbackName>`. Defaults to `metadata.name`.
+    /// Must be a DNS label and unique across the cluster; knowing it never lets anyone publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("playbackName must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub playback_name: Option<String>,
+
+    /// Whether publishing is allowed. Setting `false` rejects new publishers and drops the current
+    /// one within one lease renew interval. Defaults to `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Most players allowed at once, counted over all edges. Absent means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_viewers: Option<u32>,
+
+    /// What happens when a second encoder publishes with the valid key while the stream is live:
+    /// `ReplaceIdle` (default) replaces the current publisher only if it has sent no media for a
+    /// second (a silently dead encoder reconnecting), `Reject` always refuses the newcomer,
+    /// `Replace` always hands the stream to the newcomer. A cooldown stops two live encoders from
+    /// knocking each other off in a loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover_policy: Option<TakeoverPolicy>,
+
+    /// Free text shown to operators; not used by Streamfleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("size(self) <= 1024").message("description must be at most 1024 characters"))]
+    pub description: Option<String>,
+
+    /// Restrict the stream to edges whose `--edge-labels` match all of these labels. Empty or
+    /// absent means every edge serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_selector: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A reference to one key of a Secret in the LiveStream's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as the LiveStream.
+    #[x_kube(validation = kube::core::Rule::new("size(self) > 0").message("publishKeySecretRef.name must not be empty"))]
+    pub name: String,
+    /// Key inside the Secret's data whose value is the publish key. Defaults to `publishKey`.
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "publishKey".to_string()
+}
+
+/// Who wins when a second encoder publishes to a live stream with the valid key.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum TakeoverPolicy {
+    /// Replace the current publisher only when it has sent no media for the idle threshold.
+    #[default]
+    ReplaceIdle,
+    /// Never replace a live publisher.
+    Reject,
+    /// Always replace the current publisher (subject to the takeover cooldown).
+    Replace,
+}
+
+impl TakeoverPolicy {
+    /// Stable wire name, as written in manifests and in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TakeoverPolicy::ReplaceIdle => "ReplaceIdle",
+            TakeoverPolicy::Reject => "Reject",
+            TakeoverPolicy::Replace => "Replace",
+        }
+    }
+
+    /// Parses the wire name; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ReplaceIdle" => Some(TakeoverPolicy::ReplaceIdle),
+            "Reject" => Some(TakeoverPolicy::Reject),
+            "Replace" => Some(TakeoverPolicy::Replace),
+            _ => None,
+        }
+    }
+}
+
+/// Observed state, written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStreamStatus {
+    /// Pending, Ready, Live, Disabled or Error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions: `Ready` (the stream is in the registry and can be published) and
+    /// `Live` (a publisher is connected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The playback name in effect (`spec.playbackName` or `metadata.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playback_name: Option<String>,
+    /// The current publisher, while live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherStatus>,
+    /// Players on all edges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<u32>,
+    /// Ingest bitrate measured by the edge holding the publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_bitrate_kbps: Option<u64>,
+    /// When a publisher was last admitted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_published_at: Option<String>,
+    /// Name of the Secret holding the publish key (never the key itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_key_secret: Option<String>,
+}
+
+/// Lifecycle phase shown by `kubectl get lst`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Not yet written to the registry (e.g. the Secret is missing).
+    Pending,
+    /// In the registry, waiting for a publisher.
+    Ready,
+    /// A publisher is connected.
+    Live,
+    /// `spec.enabled` is false.
+    Disabled,
+    /// The spec cannot be served; see the conditions.
+    Error,
+}
+
+/// Where the current publisher is connected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherStatus {
+    /// Edge pod holding the publisher's lease.
+    pub edge: String,
+    /// The encoder's address as the edge saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    /// When the publisher was admitted (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl LiveStreamSpec {
+    /// `spec.enabled`, defaulting to true.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    /// `spec.takeoverPolicy`, defaulting to `ReplaceIdle`.
+    pub fn takeover(&self) -> TakeoverPolicy {
+        self.takeover_policy.unwrap_or_default()
+    }
+}
+
+impl LiveStream {
+    /// The playback name in effect: `spec.playbackName`, else `metadata.name`.
+    pub fn effective_playback_name(&self) -> Option<String> {
+        self.spec.playback_name.clone().or_else(|| self.metadata.name.clone())
+    }
+}

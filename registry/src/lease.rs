@@ -1,0 +1,169 @@
+//! Publisher leases: the value types of "one active publisher per stream, cluster-wide", and
+//! the timing rules that make a holder stop before anyone else can be admitted.
+//!
+//! A lease is granted by [`Registry::acquire`](crate::Registry::acquire), kept alive by the
+//! [`LeaseKeeper`](crate::lease_keeper::LeaseKeeper) and freed by
+//! [`Registry::release`](crate::Registry::release).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{KeyHash, StreamId};
+
+/// Who asks for a lease: filled in by the edge when an encoder sends `publish`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublisherInfo {
+    /// `--edge-id` of the edge pod.
+    pub edge: String,
+    /// The encoder's address as the edge saw it.
+    pub remote_addr: Option<String>,
+    /// Internal address other edges pull this stream from (`--advertise-addr`).
+    pub relay_addr: Option<String>,
+}
+
+/// What everyone else can see about the current holder of a stream's lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    pub edge: String,
+    pub remote_addr: Option<String>,
+    pub relay_addr: Option<String>,
+    /// Wall-clock time of admission, ms since the Unix epoch (the registry's clock).
+    pub since_ms: u64,
+    /// Fencing token of the holder's grant.
+    pub fence: u64,
+    /// Set while the holder has sent no media for the idle threshold (ms since the Unix epoch).
+    pub idle_since_ms: Option<u64>,
+    /// Ingest bitrate last reported by the holder.
+    pub ingest_kbps: Option<u64>,
+}
+
+/// A granted lease. Only the holder knows `token`; renew, release and holder updates present it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub stream: StreamId,
+    /// Key hash the publisher presented; a reclaim after a registry restart re-checks it.
+    pub key_hash: KeyHash,
+    /// Random per grant: proves ownership to the compare-and-set scripts.
+    pub token: String,
+    /// Strictly increasing across all grants of the registry, even across Redis restarts that
+    /// lose the counter (see docs/registry.md, "Fencing").
+    pub fence: u64,
+    /// The registry epoch the grant was made in; a changed epoch means the registry restarted.
+    pub epoch: u64,
+    pub holder: HolderInfo,
+    /// True when this grant replaced a previous holder under the stream's takeover policy.
+    pub took_over: bool,
+}
+
+/// Options that shape a grant; the takeover *policy* comes from the stream record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcquireOptions {
+    pub ttl: Duration,
+    /// A holder idle (no media) for this long may be replaced under `ReplaceIdle`.
+    pub idle_threshold: Duration,
+    /// After a takeover, the stream cannot be taken over again for this long.
+    pub takeover_cooldown: Duration,
+}
+
+impl AcquireOptions {
+    pub fn new(timing: &LeaseTiming) -> Self {
+        AcquireOptions {
+            ttl: timing.ttl,
+            idle_threshold: Duration::from_secs(1),
+            takeover_cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Outcome of one renew attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// The lease is ours and its expiry was pushed back by one TTL.
+    Renewed,
+    /// The lease key is gone. With `registry_restarted` the registry lost its data (new epoch)
+    /// and the holder should reclaim; otherwise it was revoked (or expired).
+    Missing { registry_restarted: bool },
+    /// Someone else holds the lease now.
+    HeldByOther,
+}
+
+/// Lease timing, all derived from the TTL so that the invariants hold for any TTL:
+/// `ttl > ttl − margin (the stop deadline) > renew interval > retry interval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long Redis keeps a lease without a renew.
+    pub ttl: Duration,
+    /// Renew this often while things are fine (TTL/3).
+    pub renew_every: Duration,
+    /// Stop publishing this long before the lease could expire in Redis (TTL/3): absorbs clock
+    /// rate drift, scheduling stalls and one round trip.
+    pub safety_margin: Duration,
+    /// Retry this often (±20 % jitter) while renews fail (TTL/15, at most 1 s).
+    pub retry_every: Duration,
+}
+
+impl LeaseTiming {
+    /// Default TTL: 15 s (renew every 5 s, hard stop 10 s after the last good renew was sent).
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+
+    pub fn from_ttl(ttl: Duration) -> Self {
+        LeaseTiming {
+            ttl,
+            renew_every: ttl / 3,
+            safety_margin: ttl / 3,
+            retry_every: (ttl / 15).min(Duration::from_secs(1)),
+        }
+    }
+
+    /// How long after the *send* time of a successful acquire/renew the holder may keep
+    /// publishing.
+    pub fn hold_for(&self) -> Duration {
+        self.ttl.saturating_sub(self.safety_margin)
+    }
+}
+
+impl Default for LeaseTiming {
+    fn default() -> Self {
+        LeaseTiming::from_ttl(Self::DEFAULT_TTL)
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A random lease token: 128 bits, hex.
+pub(crate) fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Live state of a stream as the operator reports it in status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveStatus {
+    pub holder: Option<HolderInfo>,
+    /// Sum of the unexpired per-edge viewer counts.
+    pub viewers: u32,
+    pub viewers_by_edge: std::collections::BTreeMap<String, u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_invariants_hold_for_defaults_and_fast_profile() {
+        for ttl in [Duration::from_secs(15), Duration::from_secs(6), Duration::from_millis(900)] {
+            let t = LeaseTiming::from_ttl(ttl);
+            assert!(t.ttl > t.hold_for());
+            assert!(t.hold_for() > t.renew_every);
+            assert!(t.renew_every > t.retry_every);
+        }
+        let d = LeaseTiming::default();
+        assert_eq!(d.renew_every, Duration::from_secs(5));
+        assert_eq!(d.hold_for(), Duration::from_secs(10));
+        assert_eq!(d.retry_every, Duration::from_secs(1));
+    }
+}

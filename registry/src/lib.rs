@@ -1,0 +1,32 @@
+//! The registry: the contract between the Streamfleet operator and its edges.
+//!
+//! Layout:
+//! - [`api`]: the `LiveStream` custom resource types (the single source of the CRD).
+//! - [`record`]: stream records (what the operator writes, what edges look up).
+//! - [`manifest`]: LiveStream + Secret YAML into records (edge `--streams`, operator `sync`).
+//! - [`backend`]: the [`Registry`] trait every backend implements.
+//! - [`memory`]: the in-memory backend (one node, the quick start).
+//! - [`redis`]: the Redis backend (a fleet): key schema and Lua scripts in `redis/scripts`.
+//! - [`lease`]: lease value types and timing; [`lease_keeper`]: where a lease is renewed.
+//! - [`takeover`]: the pure decision whether a new publisher may replace the live one.
+//!
+//! Invariant: at most one publisher per stream holds a lease at any time, cluster-wide, and a
+//! holder that can no longer prove its lease stops before anyone else can be admitted.
+
+pub mod api;
+pub mod backend;
+pub mod error;
+pub mod lease;
+pub mod lease_keeper;
+pub mod manifest;
+pub mod memory;
+pub mod record;
+pub mod redis;
+pub mod takeover;
+
+pub use backend::{HolderUpdate, Registry, SharedRegistry};
+pub use error::{ConflictKind, LossReason, RegistryError, Result};
+pub use lease::{AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome};
+pub use lease_keeper::{KeeperEvent, LeaseKeeper};
+pub use memory::MemoryRegistry;
+pub use record::{KeyHash, StreamId, StreamRecord, TakeoverPolicy};

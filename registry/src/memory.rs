@@ -1,0 +1,306 @@
+//! In-memory registry: one process, no Redis. Serves the quick start and single-node use, and
+//! keeps exactly the semantics of the Redis backend (same contract tests), including lease
+//! expiry, so an edge behaves the same whichever backend it runs on.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::{
+    backend::{HolderUpdate, Registry},
+    error::{ConflictKind, RegistryError, Result},
+    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token, now_ms},
+    record::{KeyHash, StreamId, StreamRecord},
+};
+
+/// The memory backend's epoch never changes: it cannot restart without its holders.
+const EPOCH: u64 = 1;
+
+#[derive(Default)]
+pub struct MemoryRegistry {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    streams: BTreeMap<StreamId, StreamRecord>,
+    by_key: HashMap<KeyHash, StreamId>,
+    by_playback: HashMap<String, StreamId>,
+    leases: HashMap<StreamId, HeldLease>,
+    /// Last takeover per stream, for the cooldown (outlives the lease that did it).
+    last_takeover: HashMap<StreamId, Instant>,
+    viewers: HashMap<StreamId, HashMap<String, (u32, Instant)>>,
+    fence: u64,
+}
+
+struct HeldLease {
+    token: String,
+    expires: Instant,
+    holder: HolderInfo,
+    idle_since: Option<Instant>,
+}
+
+impl State {
+    /// Drops an expired lease so every operation sees the same truth Redis would.
+    fn live_lease(&mut self, id: &StreamId) -> Option<&mut HeldLease> {
+        let now = Instant::now();
+        if self.leases.get(id).is_some_and(|l| l.expires <= now) {
+            self.leases.remove(id);
+        }
+        self.leases.get_mut(id)
+    }
+
+    fn record_for_key(&self, key: &KeyHash) -> Result<&StreamRecord> {
+        let id = self
+            .by_key
+            .get(key)
+            .ok_or_else(|| RegistryError::NotFound { what: format!("publish key {}…", key.short()) })?;
+        let rec = self.streams.get(id).ok_or_else(|| RegistryError::NotFound { what: format!("stream {id}") })?;
+        if !rec.enabled {
+            return Err(RegistryError::Disabled { stream: rec.id.clone() });
+        }
+        Ok(rec)
+    }
+}
+
+impl MemoryRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every mutation is a few
+        // assignments), so a poisoned lock is safe to keep using.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn put_stream(&self, rec: &StreamRecord) -> Result<()> {
+        if !crate::record::valid_playback_name(&rec.playback_name) {
+            return Err(RegistryError::Invalid(format!("playback name {:?} is not a DNS label", rec.playback_name)));
+        }
+        let mut st = self.lock();
+        if let Some(owner) = st.by_key.get(&rec.key_hash).filter(|o| **o != rec.id) {
+            return Err(RegistryError::Conflict { what: ConflictKind::PublishKey(rec.key_hash), owner: owner.clone() });
+        }
+        if let Some(owner) = st.by_playback.get(&rec.playback_name).filter(|o| **o != rec.id) {
+            return Err(RegistryError::Conflict {
+                what: ConflictKind::PlaybackName(rec.playback_name.clone()),
+                owner: owner.clone(),
+            });
+        }
+        if let Some(old) = st.streams.get(&rec.id).cloned() {
+            st.by_key.remove(&old.key_hash);
+            st.by_playback.remove(&old.playback_name);
+        }
+        st.by_key.insert(rec.key_hash, rec.id.clone());
+        st.by_playback.insert(rec.playback_name.clone(), rec.id.clone());
+        st.streams.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    async fn delete_stream(&self, id: &StreamId) -> Result<bool> {
+        let mut st = self.lock();
+        st.leases.remove(id);
+        st.viewers.remove(id);
+        st.last_takeover.remove(id);
+        match st.streams.remove(id) {
+            Some(old) => {
+                st.by_key.remove(&old.key_hash);
+                st.by_playback.remove(&old.playback_name);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn get_stream(&self, id: &StreamId) -> Result<Option<StreamRecord>> {
+        Ok(self.lock().streams.get(id).cloned())
+    }
+
+    async fn list_streams(&self) -> Result<Vec<StreamRecord>> {
+        Ok(self.lock().streams.values().cloned().collect())
+    }
+
+    async fn revoke(&self, id: &StreamId) -> Result<bool> {
+        let mut st = self.lock();
+        let had = st.live_lease(id).is_some();
+        st.leases.remove(id);
+        Ok(had)
+    }
+
+    async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord> {
+        self.lock().record_for_key(key).cloned()
+    }
+
+    async fn lookup_playback(&self, name: &str) -> Result<StreamRecord> {
+        let st = self.lock();
+        st.by_playback
+            .get(name)
+            .and_then(|id| st.streams.get(id))
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound { what: format!("playback name {name:?}") })
+    }
+
+    async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
+        let mut st = self.lock();
+        let rec = st.record_for_key(key)?.clone();
+        let now = Instant::now();
+        let mut took_over = false;
+        if let Some(cur) = st.live_lease(&rec.id) {
+            let holder = cur.holder.clone();
+            let idle_for = cur.idle_since.map(|t| now.saturating_duration_since(t));
+            let cooldown_left = st
+                .last_takeover
+                .get(&rec.id)
+                .map(|t| opts.takeover_cooldown.saturating_sub(now.saturating_duration_since(*t)))
+                .filter(|d| !d.is_zero());
+            let decision = crate::takeover::decide(rec.takeover, idle_for, opts.idle_threshold, cooldown_left);
+            if let crate::takeover::Decision::Refuse { retry_in } = decision {
+                return Err(RegistryError::AlreadyActive { stream: rec.id.clone(), holder, retry_in });
+            }
+            took_over = true;
+        }
+        if took_over {
+            st.last_takeover.insert(rec.id.clone(), now);
+        }
+        st.fence += 1;
+        let holder = HolderInfo {
+            edge: who.edge.clone(),
+            remote_addr: who.remote_addr.clone(),
+            relay_addr: who.relay_addr.clone(),
+            since_ms: now_ms(),
+            fence: st.fence,
+            idle_since_ms: None,
+            ingest_kbps: None,
+        };
+        let token = new_token();
+        st.leases.insert(
+            rec.id.clone(),
+            HeldLease { token: token.clone(), expires: now + opts.ttl, holder: holder.clone(), idle_since: None },
+        );
+        Ok(Lease { stream: rec.id, key_hash: *key, token, fence: st.fence, epoch: EPOCH, holder, took_over })
+    }
+
+    async fn reclaim(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
+        // The memory backend never loses leases behind a holder's back; a reclaim is a plain
+        // re-acquire that must find the stream free and the key valid.
+        let mut st = self.lock();
+        let rec = st.record_for_key(&lease.key_hash)?.clone();
+        if rec.id != lease.stream {
+            return Err(RegistryError::NotFound { what: format!("stream {}", lease.stream) });
+        }
+        if let Some(cur) = st.live_lease(&rec.id) {
+            if cur.token != lease.token {
+                return Err(RegistryError::AlreadyActive {
+                    stream: rec.id,
+                    holder: cur.holder.clone(),
+                    retry_in: None,
+                });
+            }
+        }
+        st.fence += 1;
+        lease.fence = st.fence;
+        lease.holder.fence = st.fence;
+        let held = HeldLease {
+            token: lease.token.clone(),
+            expires: Instant::now() + ttl,
+            holder: lease.holder.clone(),
+            idle_since: None,
+        };
+        st.leases.insert(rec.id, held);
+        Ok(())
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<RenewOutcome> {
+        let mut st = self.lock();
+        match st.live_lease(&lease.stream) {
+            Some(cur) if cur.token == lease.token => {
+                cur.expires = Instant::now() + ttl;
+                Ok(RenewOutcome::Renewed)
+            }
+            Some(_) => Ok(RenewOutcome::HeldByOther),
+            None => Ok(RenewOutcome::Missing { registry_restarted: false }),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        let mut st = self.lock();
+        if st.live_lease(&lease.stream).is_some_and(|cur| cur.token == lease.token) {
+            st.leases.remove(&lease.stream);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn update_holder(&self, lease: &Lease, update: HolderUpdate) -> Result<()> {
+        let mut st = self.lock();
+        match st.live_lease(&lease.stream) {
+            Some(cur) if cur.token == lease.token => {
+                match update.idle {
+                    Some(true) if cur.idle_since.is_none() => {
+                        cur.idle_since = Some(Instant::now());
+                        cur.holder.idle_since_ms = Some(now_ms());
+                    }
+                    Some(false) => {
+                        cur.idle_since = None;
+                        cur.holder.idle_since_ms = None;
+                    }
+                    _ => {}
+                }
+                if let Some(kbps) = update.ingest_kbps {
+                    cur.holder.ingest_kbps = Some(kbps);
+                }
+                Ok(())
+            }
+            Some(_) => {
+                Err(RegistryError::LeaseLost { stream: lease.stream.clone(), reason: crate::error::LossReason::Stolen })
+            }
+            None => Err(RegistryError::LeaseLost {
+                stream: lease.stream.clone(),
+                reason: crate::error::LossReason::Revoked,
+            }),
+        }
+    }
+
+    async fn set_viewers(&self, edge: &str, counts: &[(StreamId, u32)], ttl: Duration) -> Result<()> {
+        let mut st = self.lock();
+        let expires = Instant::now() + ttl;
+        for (id, n) in counts {
+            st.viewers.entry(id.clone()).or_default().insert(edge.to_string(), (*n, expires));
+        }
+        Ok(())
+    }
+
+    async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
+        let mut st = self.lock();
+        let holder = st.live_lease(id).map(|l| l.holder.clone());
+        let now = Instant::now();
+        let mut viewers_by_edge = BTreeMap::new();
+        if let Some(per_edge) = st.viewers.get_mut(id) {
+            per_edge.retain(|_, (_, exp)| *exp > now);
+            for (edge, (n, _)) in per_edge.iter() {
+                if *n > 0 {
+                    viewers_by_edge.insert(edge.clone(), *n);
+                }
+            }
+        }
+        let viewers = viewers_by_edge.values().sum();
+        Ok(LiveStatus { holder, viewers, viewers_by_edge })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn epoch(&self) -> Result<u64> {
+        Ok(EPOCH)
+    }
+}

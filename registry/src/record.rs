@@ -1,0 +1,140 @@
+//! Stream records: what the operator writes for each LiveStream and what edges look up when an
+//! encoder or a player arrives. A record carries the SHA-256 of the publish key, never the key.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use crate::api::TakeoverPolicy;
+
+/// `namespace/name` of a LiveStream: the identity of a stream everywhere in the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl StreamId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        StreamId { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// Parses `namespace/name`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ns, name) = s.split_once('/')?;
+        if ns.is_empty() || name.is_empty() || name.contains('/') {
+            return None;
+        }
+        Some(StreamId::new(ns, name))
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// SHA-256 of a publish key. The registry indexes streams by it so that Redis, logs and metrics
+/// never see a key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash([u8; 32]);
+
+impl KeyHash {
+    /// Hashes a publish key as the encoder sends it.
+    pub fn of_key(key: &str) -> Self {
+        KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// Parses 64 lowercase or uppercase hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(KeyHash(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// First 8 hex digits: enough to tell keys apart in a log line, useless to an attacker.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", self.short())
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+/// Everything an edge needs to admit a publisher or a player for one stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub id: StreamId,
+    pub key_hash: KeyHash,
+    pub playback_name: String,
+    pub enabled: bool,
+    /// Players allowed over all edges; `None` is unlimited.
+    pub max_viewers: Option<u32>,
+    pub takeover: TakeoverPolicy,
+    /// `metadata.generation` of the LiveStream this record came from.
+    pub generation: i64,
+}
+
+/// Checks a playback name: a DNS label (what the CRD schema enforces too).
+pub fn valid_playback_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_sha256_hex() {
+        // sha256("abc")
+        assert_eq!(KeyHash::of_key("abc").to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(KeyHash::of_key("abc").short(), "ba7816bf");
+        let h = KeyHash::of_key("k");
+        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(KeyHash::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn playback_names_are_dns_labels() {
+        assert!(valid_playback_name("news-1"));
+        assert!(!valid_playback_name("-news"));
+        assert!(!valid_playback_name("News"));
+        assert!(!valid_playback_name(""));
+        assert!(!valid_playback_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn stream_id_round_trips() {
+        let id = StreamId::new("media", "news");
+        assert_eq!(StreamId::parse(&id.to_string()), Some(id));
+        assert_eq!(StreamId::parse("nonamespace"), None);
+        assert_eq!(StreamId::parse("a/b/c"), None);
+    }
+}
