@@ -1,0 +1,200 @@
+{{/*
+Names, labels, images and the Redis/relay wiring shared by every template.
+*/}}
+
+{{- define "streamfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every object name; component names are appended, so keep room for them. */}}
+{{- define "streamfleet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.namespace" -}}
+{{- .Release.Namespace }}
+{{- end }}
+
+{{- define "streamfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "streamfleet.labels" -}}
+helm.sh/chart: {{ include "streamfleet.chart" . }}
+{{ include "streamfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: streamfleet
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "streamfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Component labels: call with (dict "ctx" $ "component" "edge"). */}}
+{{- define "streamfleet.componentLabels" -}}
+{{ include "streamfleet.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "streamfleet.componentSelectorLabels" -}}
+{{ include "streamfleet.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* image reference: call with (dict "ctx" $ "image" .Values.edge.image). */}}
+{{- define "streamfleet.image" -}}
+{{- if .image.digest -}}
+{{ .image.repository }}@{{ .image.digest }}
+{{- else -}}
+{{ .image.repository }}:{{ .image.tag | default .ctx.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{- define "streamfleet.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets -}}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* ---- object names ---------------------------------------------------------------- */}}
+{{- define "streamfleet.edge.fullname" -}}{{ include "streamfleet.fullname" . }}-edge{{- end }}
+{{- define "streamfleet.operator.fullname" -}}{{ include "streamfleet.fullname" . }}-operator{{- end }}
+{{- define "streamfleet.redis.fullname" -}}{{ include "streamfleet.fullname" . }}-redis{{- end }}
+{{- define "streamfleet.relay.secretName" -}}
+{{- .Values.edge.relay.existingSecret | default (printf "%s-relay" (include "streamfleet.fullname" .)) }}
+{{- end }}
+{{- define "streamfleet.relay.secretKey" -}}
+{{- if .Values.edge.relay.existingSecret }}{{ .Values.edge.relay.existingSecretKey }}{{ else }}relay-secret{{ end }}
+{{- end }}
+
+{{- define "streamfleet.edge.serviceAccountName" -}}
+{{- if .Values.edge.serviceAccount.create }}
+{{- .Values.edge.serviceAccount.name | default (include "streamfleet.edge.fullname" .) }}
+{{- else }}
+{{- .Values.edge.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- .Values.operator.serviceAccount.name | default (include "streamfleet.operator.fullname" .) }}
+{{- else }}
+{{- .Values.operator.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/* ---- Redis wiring ---------------------------------------------------------------- */}}
+
+{{/* The URL edges and the operator dial. The password never goes in it: it is a mounted file. */}}
+{{- define "streamfleet.redis.url" -}}
+{{- if .Values.redis.bundled }}
+{{- printf "redis://%s.%s.svc:%d/0" (include "streamfleet.redis.fullname" .) (include "streamfleet.namespace" .) (int .Values.redis.port) }}
+{{- else }}
+{{- required "redis.external.url is required when redis.bundled is false" .Values.redis.external.url }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the Redis password, or "" when Redis has none. */}}
+{{- define "streamfleet.redis.passwordSecret" -}}
+{{- if .Values.redis.bundled }}
+{{- if .Values.redis.auth.enabled }}
+{{- .Values.redis.auth.existingSecret | default (include "streamfleet.redis.fullname" .) }}
+{{- end }}
+{{- else }}
+{{- .Values.redis.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.redis.passwordKey" -}}
+{{- if .Values.redis.bundled }}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretPasswordKey }}{{ else }}redis-password{{ end }}
+{{- else }}
+{{- .Values.redis.external.existingSecretPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/* Environment for a registry client (edge and operator). */}}
+{{- define "streamfleet.redis.env" -}}
+- name: STREAMFLEET_REDIS_URL
+  value: {{ include "streamfleet.redis.url" . | quote }}
+{{- if include "streamfleet.redis.passwordSecret" . }}
+- name: STREAMFLEET_REDIS_PASSWORD_FILE
+  value: /etc/streamfleet/redis/password
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.redis.volumeMounts" -}}
+{{- if include "streamfleet.redis.passwordSecret" . -}}
+- name: redis-password
+  mountPath: /etc/streamfleet/redis
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "streamfleet.redis.volumes" -}}
+{{- if include "streamfleet.redis.passwordSecret" . -}}
+- name: redis-password
+  secret:
+    secretName: {{ include "streamfleet.redis.passwordSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "streamfleet.redis.passwordKey" . }}
+        path: password
+{{- end }}
+{{- end }}
+
+{{/*
+A Secret value generated once and kept: reuse the value already in the cluster (lookup), else
+generate. Call with (dict "ctx" $ "name" "<secret>" "key" "<key>" "length" 48); returns base64.
+Offline rendering (helm template, GitOps tools) cannot look up and generates a new value each
+time: use an existingSecret there.
+*/}}
+{{- define "streamfleet.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" (include "streamfleet.namespace" .ctx) .name }}
+{{- if and $existing $existing.data (hasKey $existing.data .key) }}
+{{- index $existing.data .key }}
+{{- else }}
+{{- randAlphaNum (int .length) | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/* ---- edge timing ----------------------------------------------------------------- */}}
+
+{{/* preStop sleep + drain timeout + margin, unless set explicitly (never below the first two). */}}
+{{- define "streamfleet.edge.terminationGracePeriodSeconds" -}}
+{{- $floor := add (int .Values.edge.preStopSleepSeconds) (int .Values.edge.drainTimeoutSeconds) }}
+{{- if kindIs "invalid" .Values.edge.terminationGracePeriodSeconds }}
+{{- add $floor (int .Values.edge.terminationGraceMarginSeconds) }}
+{{- else }}
+{{- if lt (int .Values.edge.terminationGracePeriodSeconds) (int $floor) }}
+{{- fail (printf "edge.terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds + drainTimeoutSeconds (%d), or edges are killed mid-drain" (int .Values.edge.terminationGracePeriodSeconds) (int $floor)) }}
+{{- end }}
+{{- int .Values.edge.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* Effective minimum edge count (the HPA's floor when it is on). */}}
+{{- define "streamfleet.edge.minReplicas" -}}
+{{- if .Values.edge.autoscaling.enabled }}{{ int .Values.edge.autoscaling.minReplicas }}{{ else }}{{ int .Values.edge.replicaCount }}{{ end }}
+{{- end }}
+
+{{/* Namespace for monitoring objects: call with (dict "ctx" $ "ns" .Values.metrics.serviceMonitor.namespace). */}}
+{{- define "streamfleet.monitoringNamespace" -}}
+{{- .ns | default (include "streamfleet.namespace" .ctx) }}
+{{- end }}

@@ -1,0 +1,159 @@
+"""Values for every toggle of the chart. Each scenario is rendered, linted and validated against
+the Kubernetes schemas by test_render.py; the focused tests use some of them again."""
+
+EXTERNAL_REDIS = {
+    "redis": {
+        "bundled": False,
+        "external": {
+            "url": "rediss://redis.example.internal:6380/0",
+            "existingSecret": "registry-redis",
+            "existingSecretPasswordKey": "password",
+        },
+    }
+}
+
+SCENARIOS: dict[str, dict] = {
+    "defaults": {},
+    "redis-external": EXTERNAL_REDIS,
+    "redis-external-no-password": {
+        "redis": {"bundled": False, "external": {"url": "redis://redis.example.internal:6379/0"}}
+    },
+    "redis-no-password": {"redis": {"auth": {"enabled": False}}},
+    "redis-existing-password": {
+        "redis": {"auth": {"existingSecret": "my-redis", "existingSecretPasswordKey": "pw"}}
+    },
+    "redis-persistence": {
+        "redis": {
+            "persistence": {"enabled": True, "storageClass": "fast-ssd", "size": "5Gi"},
+            "maxmemory": "512mb",
+            "extraArgs": ["--tcp-keepalive", "60"],
+        }
+    },
+    "redis-persistence-everysec": {
+        "redis": {"persistence": {"enabled": True, "appendfsync": "everysec"}}
+    },
+    "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    "service-monitor-labels": {
+        "metrics": {
+            "serviceMonitor": {
+                "enabled": True,
+                "namespace": "monitoring",
+                "additionalLabels": {"release": "kube-prometheus-stack"},
+                "relabelings": [{"action": "labeldrop", "regex": "pod_template_hash"}],
+                "metricRelabelings": [{"action": "drop", "regex": "go_.*", "sourceLabels": ["__name__"]}],
+            }
+        }
+    },
+    "pod-monitor": {"metrics": {"podMonitor": {"enabled": True}}},
+    "prometheus-rule": {"metrics": {"prometheusRule": {"enabled": True}}},
+    "prometheus-rule-extra": {
+        "metrics": {
+            "prometheusRule": {
+                "enabled": True,
+                "additionalLabels": {"team": "video"},
+                "extraRules": [{"alert": "Custom", "expr": "vector(1) > 2", "for": "1m"}],
+            }
+        }
+    },
+    "dashboards": {"dashboards": {"enabled": True}},
+    "dashboards-elsewhere": {
+        "dashboards": {
+            "enabled": True,
+            "namespace": "grafana",
+            "annotations": {"grafana_folder": "Streaming"},
+        }
+    },
+    "hpa": {"edge": {"autoscaling": {"enabled": True}}},
+    "hpa-custom": {
+        "edge": {
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 3,
+                "maxReplicas": 30,
+                "targetMemoryUtilizationPercentage": 70,
+                "metrics": [
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "streamfleet_edge_connections_active"},
+                            "target": {"type": "AverageValue", "averageValue": "500"},
+                        },
+                    }
+                ],
+            }
+        }
+    },
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "network-policy-restricted": {
+        "networkPolicy": {
+            "enabled": True,
+            "rtmpFrom": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ],
+        }
+    },
+    "network-policy-external-redis": {"networkPolicy": {"enabled": True}, **EXTERNAL_REDIS},
+    "pdb-disabled": {
+        "edge": {"podDisruptionBudget": {"enabled": False}},
+        "operator": {"podDisruptionBudget": {"enabled": False}},
+    },
+    "single-replicas": {"edge": {"replicaCount": 1}, "operator": {"replicaCount": 1}},
+    "crds-disabled": {"crds": {"enabled": False}},
+    "crds-not-kept": {"crds": {"keep": False}},
+    "relay-existing-secret": {
+        "edge": {"relay": {"existingSecret": "fleet-relay", "existingSecretKey": "token"}}
+    },
+    "service-nodeport": {
+        "edge": {"service": {"type": "NodePort", "nodePort": 31935, "externalTrafficPolicy": "Cluster"}}
+    },
+    "service-clusterip": {"edge": {"service": {"type": "ClusterIP", "externalTrafficPolicy": ""}}},
+    "service-lb-options": {
+        "edge": {
+            "service": {
+                "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+                "loadBalancerSourceRanges": ["198.51.100.0/24", "203.0.113.0/24"],
+                "loadBalancerClass": "service.k8s.aws/nlb",
+                "allocateLoadBalancerNodePorts": False,
+                "ipFamilyPolicy": "PreferDualStack",
+                "ipFamilies": ["IPv4", "IPv6"],
+            }
+        }
+    },
+    "hard-anti-affinity": {"edge": {"podAntiAffinity": "hard", "topologySpreadConstraints": []}},
+    "custom-timing": {
+        "edge": {"leaseTTL": "6s", "drainTimeoutSeconds": 60, "preStopSleepSeconds": 0}
+    },
+    "extras": {
+        "commonLabels": {"team": "video"},
+        "global": {"imagePullSecrets": [{"name": "regcred"}]},
+        "edge": {
+            "image": {"digest": "sha256:" + "a" * 64},
+            "extraArgs": ["--edge-labels=region=eu-west"],
+            "extraEnv": [{"name": "EXTRA", "value": "1"}],
+            "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+            "podAnnotations": {"a": "b"},
+            "podLabels": {"c": "d"},
+            "priorityClassName": "streaming",
+            "nodeSelector": {"pool": "edge"},
+            "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+        "operator": {
+            "image": {"tag": "dev"},
+            "extraArgs": ["--verbose"],
+            "serviceAccount": {"annotations": {"iam": "role"}},
+        },
+    },
+    "everything": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+        "dashboards": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+        "edge": {"autoscaling": {"enabled": True}},
+        "redis": {"persistence": {"enabled": True}},
+    },
+}

@@ -1,0 +1,81 @@
+"""NetworkPolicies: RTMP open, the relay port only from edges, Redis only from the fleet."""
+
+from chartkit import FULLNAME, render
+
+EDGE = f"{FULLNAME}-edge"
+OPERATOR = f"{FULLNAME}-operator"
+REDIS = f"{FULLNAME}-redis"
+
+
+def pod_labels(out, kind, name):
+    return out.get(kind, name)["spec"]["template"]["metadata"]["labels"]
+
+
+def allowed_from(policy, port):
+    """The `from` peers of the rule(s) opening `port`; None means from anywhere."""
+    peers = []
+    for rule in policy["spec"]["ingress"]:
+        if any(p["port"] == port for p in rule["ports"]):
+            if "from" not in rule:
+                return None
+            peers.extend(rule["from"])
+    assert peers, f"port {port} not opened"
+    return peers
+
+
+def selects(peer, labels):
+    return set(peer) == {"podSelector"} and peer["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_off_by_default():
+    assert render({}).of_kind("NetworkPolicy") == []
+
+
+def test_policies_cover_every_workload():
+    out = render({"networkPolicy": {"enabled": True}})
+    workloads = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in out.docs if d["kind"] in ("Deployment", "StatefulSet")}
+    for name, labels in workloads.items():
+        matching = [p for p in out.of_kind("NetworkPolicy") if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert len(matching) == 1, name
+        assert matching[0]["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_relay_only_from_edges_and_rtmp_from_anywhere():
+    out = render({"networkPolicy": {"enabled": True}})
+    policy = out.get("NetworkPolicy", EDGE)
+    edge_labels = pod_labels(out, "Deployment", EDGE)
+    operator_labels = pod_labels(out, "Deployment", OPERATOR)
+    assert allowed_from(policy, "rtmp") is None
+    relay_peers = allowed_from(policy, "relay")
+    assert all(selects(p, edge_labels) for p in relay_peers)
+    assert not any(selects(p, operator_labels) for p in relay_peers)
+
+
+def test_redis_only_from_edges_and_operator():
+    out = render({"networkPolicy": {"enabled": True}})
+    peers = allowed_from(out.get("NetworkPolicy", REDIS), "redis")
+    edge_labels = pod_labels(out, "Deployment", EDGE)
+    operator_labels = pod_labels(out, "Deployment", OPERATOR)
+    assert len(peers) == 2
+    assert any(selects(p, edge_labels) for p in peers)
+    assert any(selects(p, operator_labels) for p in peers)
+    assert all(selects(p, edge_labels) or selects(p, operator_labels) for p in peers)
+    # Named ports resolve against the pods' container ports.
+    redis_ports = {p["name"] for c in out.get("StatefulSet", REDIS)["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    assert "redis" in redis_ports
+
+
+def test_restricted_sources():
+    rtmp_from = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    metrics_from = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    out = render({"networkPolicy": {"enabled": True, "rtmpFrom": rtmp_from, "metricsFrom": metrics_from}})
+    edge = out.get("NetworkPolicy", EDGE)
+    assert allowed_from(edge, "rtmp") == rtmp_from
+    assert allowed_from(edge, "http") == metrics_from
+    assert allowed_from(out.get("NetworkPolicy", OPERATOR), "http") == metrics_from
+
+
+def test_no_redis_policy_for_external_redis():
+    out = render({"networkPolicy": {"enabled": True}, "redis": {"bundled": False, "external": {"url": "redis://r:6379"}}})
+    assert out.find("NetworkPolicy", REDIS) is None
+    assert out.find("NetworkPolicy", EDGE) is not None

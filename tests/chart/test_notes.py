@@ -1,0 +1,33 @@
+"""NOTES.txt tells the user how to reach the fleet, publish and play."""
+
+from chartkit import FULLNAME, render
+
+
+def test_notes_print_publish_and_play_urls():
+    notes = render({}).notes
+    assert "rtmp://$RTMP_HOST:1935/live/<publishKey>" in notes
+    assert "rtmp://$RTMP_HOST:1935/live/<playbackName>" in notes
+    assert "kubectl get lst" in notes
+    assert "It may take a few minutes for the load balancer IP to be available" in notes
+    assert f"kubectl get service --namespace streamfleet {FULLNAME}-edge --watch" in notes
+    assert "{.status.loadBalancer.ingress[0].ip}" in notes
+
+
+def test_notes_follow_the_service_port_and_type():
+    notes = render({"edge": {"service": {"type": "NodePort", "port": 19350}}}).notes
+    assert "rtmp://$RTMP_HOST:19350/live/<publishKey>" in notes
+    assert "nodePort" in notes
+    assert "load balancer IP" not in notes
+    notes = render({"edge": {"service": {"type": "ClusterIP"}}}).notes
+    assert f"kubectl port-forward --namespace streamfleet service/{FULLNAME}-edge 1935:1935" in notes
+
+
+def test_notes_warn_about_an_ephemeral_registry():
+    assert "no persistence" in render({}).notes
+    assert "no persistence" not in render({"redis": {"persistence": {"enabled": True}}}).notes
+    assert "no persistence" not in render({"redis": {"bundled": False, "external": {"url": "redis://r:6379"}}}).notes
+
+
+def test_notes_point_at_the_dashboard_when_shipped():
+    assert "Grafana dashboard" not in render({}).notes
+    assert f"{FULLNAME}-dashboards" in render({"dashboards": {"enabled": True}}).notes

@@ -1,0 +1,125 @@
+"""Operator Deployment, leader election and least-privilege RBAC (exactly the verbs it uses)."""
+
+import helm_python as helm
+import pytest
+
+from chartkit import FULLNAME, NAMESPACE, container, env_map, render
+
+OPERATOR = f"{FULLNAME}-operator"
+
+# What the operator does with the API server, and nothing else (see issue 4 and
+# templates/operator/_rbac-rules.tpl).
+EXPECTED_CLUSTER_RULES = {
+    ("streamfleet.io", "livestreams"): {"get", "list", "watch", "patch", "update"},
+    ("streamfleet.io", "livestreams/status"): {"get", "patch"},
+    ("streamfleet.io", "livestreams/finalizers"): {"update"},
+    ("", "secrets"): {"get", "list", "watch", "create"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+EXPECTED_NAMESPACE_RULES = {
+    ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+}
+
+
+def flatten(rules):
+    """(apiGroup, resource) -> verbs; a wildcard or resourceName-less duplicate is a failure."""
+    out = {}
+    for rule in rules:
+        assert "*" not in rule["verbs"], rule
+        assert "nonResourceURLs" not in rule, rule
+        for group in rule["apiGroups"]:
+            assert group != "*", rule
+            for resource in rule["resources"]:
+                assert resource != "*", rule
+                key = (group, resource)
+                assert key not in out, f"{key} granted twice"
+                assert len(rule["verbs"]) == len(set(rule["verbs"])), rule
+                out[key] = set(rule["verbs"])
+    return out
+
+
+def operator_pod(values=None):
+    out = render(values)
+    return out, out.get("Deployment", OPERATOR)["spec"]["template"]["spec"]
+
+
+def test_cluster_role_is_exactly_what_the_operator_uses():
+    role = render({}).get("ClusterRole", OPERATOR)
+    assert flatten(role["rules"]) == EXPECTED_CLUSTER_RULES
+
+
+def test_leases_only_in_the_release_namespace():
+    out = render({})
+    role = out.get("Role", OPERATOR)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert flatten(role["rules"]) == EXPECTED_NAMESPACE_RULES
+
+
+def test_no_other_roles():
+    out = render({})
+    assert [r["metadata"]["name"] for r in out.of_kind("ClusterRole")] == [OPERATOR]
+    assert [r["metadata"]["name"] for r in out.of_kind("Role")] == [OPERATOR]
+
+
+def test_bindings_grant_the_roles_to_the_operator_service_account():
+    out, pod = operator_pod()
+    sa = pod["serviceAccountName"]
+    assert out.get("ServiceAccount", sa)
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = out.get(kind, OPERATOR)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": OPERATOR}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+
+
+def test_rbac_can_be_left_to_the_cluster_admin():
+    out = render({"operator": {"rbac": {"create": False}}})
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert out.of_kind(kind) == []
+
+
+def test_two_replicas_with_leader_election():
+    out, pod = operator_pod()
+    assert out.get("Deployment", OPERATOR)["spec"]["replicas"] == 2
+    c = container(pod, "operator")
+    env = env_map(c)
+    assert env["STREAMFLEET_LEADER_ELECTION"] == "true"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert c["args"][0] == "run"
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+
+
+def test_several_replicas_without_leader_election_is_refused():
+    with pytest.raises(helm.HelmError, match="leaderElection"):
+        render({"operator": {"leaderElection": {"enabled": False}}})
+    _, pod = operator_pod({"operator": {"replicaCount": 1, "leaderElection": {"enabled": False}}})
+    assert env_map(container(pod, "operator"))["STREAMFLEET_LEADER_ELECTION"] == "false"
+
+
+def test_http_port_probes_and_metrics_service():
+    out, pod = operator_pod()
+    c = container(pod, "operator")
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert env_map(c)["STREAMFLEET_HTTP_LISTEN"] == "0.0.0.0:8080"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    svc = out.get("Service", f"{OPERATOR}-metrics")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_operator_pdb():
+    out = render({})
+    pdb = out.get("PodDisruptionBudget", OPERATOR)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == out.get("Deployment", OPERATOR)["spec"]["selector"]
+    assert render({"operator": {"replicaCount": 1, "leaderElection": {"enabled": True}}}).find(
+        "PodDisruptionBudget", OPERATOR
+    ) is None
+
+
+def test_operator_image():
+    out, pod = operator_pod()
+    version = out.get("Deployment", OPERATOR)["metadata"]["labels"]["app.kubernetes.io/version"]
+    assert container(pod, "operator")["image"] == f"ghcr.io/streamfleet/streamfleet-operator:{version}"
