@@ -1,0 +1,110 @@
+//! CPU time and resident memory of a process tree, from `/proc`: the server under test (with its
+//! children, so nginx's master and worker are both counted) and the load tool itself.
+
+use std::fs;
+
+/// CPU and memory of a process tree at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcSample {
+    /// User + system CPU seconds consumed so far.
+    pub cpu_s: f64,
+    /// Resident set size in KiB.
+    pub rss_kib: u64,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Parses `/proc/PID/stat` into (utime + stime) clock ticks. The command name may contain spaces
+/// and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 overall, utime 14, stime 15 → indexes 11 and 12 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Parses `VmRSS:` (KiB) out of `/proc/PID/status`; kernel threads have none.
+pub fn parse_status_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        if let Ok(s) = fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// Samples `pid` and all its descendants. Fails if `pid` itself is gone.
+pub fn sample_tree(pid: u32) -> Result<ProcSample, String> {
+    let ticks = clock_ticks_per_second();
+    let mut todo = vec![pid];
+    let mut total = ProcSample::default();
+    let mut first = true;
+    while let Some(p) = todo.pop() {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat"));
+        let status = fs::read_to_string(format!("/proc/{p}/status"));
+        match (stat, status) {
+            (Ok(stat), Ok(status)) => {
+                let t = parse_stat_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{p}/stat"))?;
+                total.cpu_s += t as f64 / ticks;
+                total.rss_kib += parse_status_rss_kib(&status).unwrap_or(0);
+            }
+            (Err(e), _) | (_, Err(e)) if first => return Err(format!("cannot read /proc/{p}: {e}")),
+            // A child that exited between listing and reading no longer counts.
+            _ => {}
+        }
+        first = false;
+        todo.extend(children(p));
+    }
+    Ok(total)
+}
+
+/// This process (the load tool).
+pub fn sample_self() -> ProcSample {
+    sample_tree(std::process::id()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let stat = "4242 (nginx: worker (x) ) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 75 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn parses_vmrss() {
+        assert_eq!(parse_status_rss_kib("Name:\tnginx\nVmRSS:\t   16128 kB\nThreads: 1\n"), Some(16128));
+        assert_eq!(parse_status_rss_kib("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process_and_sees_cpu_being_spent() {
+        let before = sample_self();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(60) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = sample_self();
+        assert!(after.rss_kib > 0);
+        assert!(after.cpu_s > before.cpu_s, "{before:?} -> {after:?}");
+        assert!(sample_tree(u32::MAX).is_err());
+    }
+}

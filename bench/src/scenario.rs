@@ -1,0 +1,261 @@
+//! Runs a load scenario: publishers start (ramped), the stream warms up, players join (ramped),
+//! the run settles, then a steady window is measured: per-frame latency, delivery, and the
+//! server's CPU and memory over exactly that window. `fanout`, `join` and `ingest` are all this
+//! one engine with different shapes (one stream and many players; players joining one at a time;
+//! many streams with a player each).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::BenchError;
+use crate::media::plan::MediaPlan;
+use crate::player::{self, PlayerConfig, PlayerOutcome, Window};
+use crate::procstat::{self, ProcSample};
+use crate::publisher::{self, PublisherConfig, PublisherOutcome};
+use crate::rtmp::RtmpUrl;
+use crate::stats::Summary;
+use crate::stats::run_report::{ClientCounts, FrameStats, Params, RunReport, ServerStats, ToolStats};
+
+/// The shape of a load run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub scenario: String,
+    pub server_label: String,
+    pub tag: String,
+    /// Publish and play URL templates (`{i}` = stream index).
+    pub publish_url: String,
+    pub play_url: String,
+    pub publishers: usize,
+    /// Total players, spread round-robin over the streams whose publisher started.
+    pub players: usize,
+    pub publisher_interval: Duration,
+    pub player_interval: Duration,
+    /// After the publishers start, before players join (lets the server see a keyframe).
+    pub warmup: Duration,
+    /// After everyone joined, before the window (lets a GOP-cache burst drain).
+    pub settle: Duration,
+    pub window: Duration,
+    pub join_timeout: Duration,
+    pub server_pid: Option<u32>,
+    pub read_buffer: usize,
+    pub media_name: String,
+}
+
+/// Runs the scenario and returns its report.
+pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport, BenchError> {
+    let cancel = CancellationToken::new();
+    // Stop every client however this function ends.
+    let _stop = cancel.clone().drop_guard();
+    let server_sample = |when: &str| -> Result<Option<ProcSample>, BenchError> {
+        match spec.server_pid {
+            None => Ok(None),
+            Some(pid) => procstat::sample_tree(pid)
+                .map(Some)
+                .map_err(|m| BenchError::Proc { pid, message: format!("{m} ({when})") }),
+        }
+    };
+    server_sample("at start")?;
+
+    // Publishers.
+    let mut pub_tasks = Vec::new();
+    let mut pub_ready = Vec::new();
+    let mut ticker = tokio::time::interval(spec.publisher_interval.max(Duration::from_micros(1)));
+    for i in 0..spec.publishers {
+        ticker.tick().await;
+        let url = RtmpUrl::parse_indexed(&spec.publish_url, i)
+            .map_err(|message| BenchError::Url { url: spec.publish_url.clone(), message })?;
+        let cfg = PublisherConfig { url, stream: i as u32, plan: plan.clone(), start_timeout: spec.join_timeout };
+        let (tx, rx) = oneshot::channel();
+        pub_tasks.push(tokio::spawn(publisher::run(cfg, cancel.clone(), tx)));
+        pub_ready.push(rx);
+    }
+    let mut live = Vec::new();
+    let mut first_failure = None;
+    for (i, rx) in pub_ready.into_iter().enumerate() {
+        match rx.await {
+            Ok(Ok(())) => live.push(i),
+            Ok(Err(reason)) => {
+                first_failure.get_or_insert(reason);
+            }
+            Err(_) => {
+                first_failure.get_or_insert("publisher task ended".to_string());
+            }
+        }
+    }
+    if live.is_empty() {
+        return Err(BenchError::Publisher(first_failure.unwrap_or_else(|| "no publishers requested".into())));
+    }
+    tokio::time::sleep(spec.warmup).await;
+    let before = server_sample("before players")?;
+
+    // Players.
+    let window = Arc::new(Window::default());
+    let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
+    let mut player_tasks = Vec::with_capacity(spec.players);
+    let mut ticker = tokio::time::interval(spec.player_interval.max(Duration::from_micros(1)));
+    for i in 0..spec.players {
+        ticker.tick().await;
+        let stream = live[i % live.len()];
+        let url = RtmpUrl::parse_indexed(&spec.play_url, stream)
+            .map_err(|message| BenchError::Url { url: spec.play_url.clone(), message })?;
+        let cfg =
+            PlayerConfig { url, stream: stream as u32, join_timeout: spec.join_timeout, read_buffer: spec.read_buffer };
+        player_tasks.push(tokio::spawn(player::run(cfg, window.clone(), cancel.clone(), resolved_tx.clone())));
+    }
+    drop(resolved_tx);
+    // Every player reports once (started or failed); each has its own join deadline, so this
+    // ends by the last player's deadline at the latest.
+    let mut resolved = 0;
+    while resolved < spec.players && resolved_rx.recv().await.is_some() {
+        resolved += 1;
+    }
+    tokio::time::sleep(spec.settle).await;
+
+    // The steady window.
+    let tool_start = procstat::sample_self();
+    let server_start = server_sample("window start")?;
+    window.open();
+    let opened = tokio::time::Instant::now();
+    tokio::time::sleep(spec.window).await;
+    window.close();
+    let window_s = opened.elapsed().as_secs_f64();
+    let server_end = server_sample("window end")?;
+    let tool_end = procstat::sample_self();
+
+    cancel.cancel();
+    let mut players = Vec::with_capacity(player_tasks.len());
+    for t in player_tasks {
+        players.push(
+            t.await.unwrap_or_else(|e| PlayerOutcome { failure: Some(format!("task: {e}")), ..Default::default() }),
+        );
+    }
+    let mut pubs = Vec::with_capacity(pub_tasks.len());
+    for t in pub_tasks {
+        pubs.push(
+            t.await.unwrap_or_else(|e| PublisherOutcome { failure: Some(format!("task: {e}")), ..Default::default() }),
+        );
+    }
+
+    let mut report = summarize(spec, &plan, players, &pubs, window_s);
+    let gb = report.delivered_mbps * window_s / 8.0 / 1000.0;
+    let per_gb = |cpu: f64| (gb > 0.0).then(|| cpu / gb);
+    if let (Some(pid), Some(b), Some(s), Some(e)) = (spec.server_pid, before, server_start, server_end) {
+        let cpu = e.cpu_s - s.cpu_s;
+        let connected = report.players.as_ref().map(|p| p.connected).unwrap_or(0);
+        report.server_stats = Some(ServerStats {
+            pid,
+            cpu_s: cpu,
+            cpu_pct: cpu / window_s * 100.0,
+            cpu_s_per_gb: per_gb(cpu),
+            rss_before_kib: b.rss_kib,
+            rss_after_kib: e.rss_kib,
+            rss_per_player_kib: (connected > 0).then(|| (e.rss_kib as f64 - b.rss_kib as f64) / connected as f64),
+        });
+    }
+    let tool_cpu = tool_end.cpu_s - tool_start.cpu_s;
+    report.tool = ToolStats {
+        cpu_s: tool_cpu,
+        cpu_pct: tool_cpu / window_s * 100.0,
+        cpu_s_per_gb: per_gb(tool_cpu),
+        rss_kib: tool_end.rss_kib,
+        publisher_max_lag_ms: pubs.iter().map(|p| p.max_lag_ms).fold(0.0, f64::max),
+    };
+    Ok(report)
+}
+
+fn count<'a>(
+    requested: usize,
+    outcomes: impl Iterator<Item = (&'a Option<String>, &'a Option<String>)>,
+) -> ClientCounts {
+    let mut c = ClientCounts { requested, ..Default::default() };
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (failure, dropped) in outcomes {
+        match failure {
+            Some(f) => {
+                c.failed += 1;
+                *reasons.entry(f.clone()).or_default() += 1;
+            }
+            None => {
+                c.connected += 1;
+                if let Some(d) = dropped {
+                    c.dropped += 1;
+                    *reasons.entry(format!("dropped: {d}")).or_default() += 1;
+                }
+            }
+        }
+    }
+    c.reasons = reasons;
+    c
+}
+
+/// Turns the clients' outcomes into the report (server and tool figures are added by the caller).
+pub fn summarize(
+    spec: &LoadSpec,
+    plan: &MediaPlan,
+    mut players: Vec<PlayerOutcome>,
+    pubs: &[PublisherOutcome],
+    window_s: f64,
+) -> RunReport {
+    let player_counts = count(spec.players, players.iter().map(|p| (&p.failure, &p.dropped)));
+    let pub_counts = count(spec.publishers, pubs.iter().map(|p| (&p.failure, &p.dropped)));
+    let collect = |f: &dyn Fn(&PlayerOutcome) -> Option<f64>| -> Option<Summary> {
+        let mut v: Vec<f64> = players.iter().filter_map(f).collect();
+        Summary::of(&mut v)
+    };
+    let play_start_ms = collect(&|p| p.play_start_ms);
+    let first_frame_ms = collect(&|p| p.first_frame_ms);
+    let first_keyframe_ms = collect(&|p| p.first_keyframe_ms);
+    let mut gaps: Vec<f64> = players.iter().filter(|p| p.frames_window > 1).map(|p| p.max_gap_ms_window).collect();
+    gaps.sort_by(f64::total_cmp);
+    let frames = FrameStats {
+        received: players.iter().map(|p| p.frames_window).sum(),
+        missing: players.iter().map(|p| p.missing_window).sum(),
+        foreign: players.iter().map(|p| p.foreign).sum(),
+        max_gap_ms: gaps.last().copied().unwrap_or(0.0),
+        player_max_gap_p99_ms: crate::stats::percentile(&gaps, 99.0),
+    };
+    let bytes_window: u64 = players.iter().map(|p| p.bytes_window).sum();
+    let delivered_mbps = bytes_window as f64 * 8.0 / window_s.max(1e-9) / 1e6;
+    let mut all: Vec<u32> = Vec::with_capacity(players.iter().map(|p| p.latency_us.len()).sum());
+    let mut steady: Vec<u32> = Vec::with_capacity(players.iter().map(|p| p.latency_window_us.len()).sum());
+    for p in &mut players {
+        all.append(&mut p.latency_us);
+        steady.append(&mut p.latency_window_us);
+    }
+    RunReport {
+        scenario: spec.scenario.clone(),
+        server: spec.server_label.clone(),
+        tag: spec.tag.clone(),
+        unix_time: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        params: Params {
+            players: spec.players,
+            publishers: spec.publishers,
+            ramp_per_s: 1.0 / spec.player_interval.as_secs_f64().max(1e-9),
+            interval_ms: Some(spec.player_interval.as_secs_f64() * 1000.0),
+            window_s,
+            settle_s: spec.settle.as_secs_f64(),
+            media: spec.media_name.clone(),
+            media_kbps: plan.bitrate_bps() / 1000.0,
+            gop_ms: plan.gop_ms,
+            fps: plan.fps,
+        },
+        per_player_mbps: (player_counts.connected > 0).then(|| delivered_mbps / player_counts.connected as f64),
+        players: Some(player_counts),
+        publishers: Some(pub_counts),
+        play_start_ms,
+        first_frame_ms,
+        first_keyframe_ms,
+        latency_window_ms: Summary::of_micros_as_ms(&mut steady),
+        latency_all_ms: Summary::of_micros_as_ms(&mut all),
+        delivered_mbps,
+        frames,
+        server_stats: None,
+        tool: ToolStats::default(),
+        admission_ms: None,
+    }
+}
