@@ -121,15 +121,18 @@ def chart() -> helm.Chart:
     return helm.Chart.load(str(CHART))
 
 
-def render(values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE) -> Rendered:
-    """Render like `helm install sf charts/streamfleet -n <namespace>` (offline: lookup is empty)."""
-    return _render_cached(json.dumps(values or {}, sort_keys=True), namespace)
+def render(
+    values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE, release: str = RELEASE
+) -> Rendered:
+    """Render like `helm install <release> charts/streamfleet -n <namespace>` (offline: `lookup`
+    finds nothing)."""
+    return _render_cached(json.dumps(values or {}, sort_keys=True), namespace, release)
 
 
 @functools.lru_cache(maxsize=None)
-def _render_cached(values_json: str, namespace: str) -> Rendered:
+def _render_cached(values_json: str, namespace: str, release: str) -> Rendered:
     out = chart().render(
-        values=json.loads(values_json), name=RELEASE, namespace=namespace, is_install=True
+        values=json.loads(values_json), name=release, namespace=namespace, is_install=True
     )
     docs: list[dict[str, Any]] = []
     notes = ""

@@ -129,7 +129,7 @@ SCENARIOS: dict[str, dict] = {
         "global": {"imagePullSecrets": [{"name": "regcred"}]},
         "edge": {
             "image": {"digest": "sha256:" + "a" * 64},
-            "extraArgs": ["--edge-labels=region=eu-west"],
+            "extraArgs": ["--max-connections=5000"],
             "extraEnv": [{"name": "EXTRA", "value": "1"}],
             "extraVolumes": [{"name": "extra", "emptyDir": {}}],
             "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
@@ -141,9 +141,30 @@ SCENARIOS: dict[str, dict] = {
         },
         "operator": {
             "image": {"tag": "dev"},
-            "extraArgs": ["--verbose"],
+            "extraArgs": ["--gc-interval=10m"],
             "serviceAccount": {"annotations": {"iam": "role"}},
         },
+    },
+    # A second, edge-only release (a regional pool for edgeSelector): the first release's Redis,
+    # relay secret, operator and CRD.
+    "edge-pool": {
+        "crds": {"enabled": False},
+        "operator": {"enabled": False},
+        "edge": {"relay": {"existingSecret": "sf-streamfleet-relay"}},
+        "redis": {
+            "bundled": False,
+            "external": {
+                "url": "redis://sf-streamfleet-redis.streamfleet.svc:6379/0",
+                "existingSecret": "sf-streamfleet-redis",
+                "existingSecretPasswordKey": "redis-password",
+            },
+        },
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+        "networkPolicy": {"enabled": True},
     },
     "everything": {
         "metrics": {

@@ -223,3 +223,20 @@ def test_everything_together():
     assert len(out.of_kind("ServiceMonitor")) == 2
     assert len(out.of_kind("PodMonitor")) == 2
     assert len(out.of_kind("PrometheusRule")) == 1
+
+
+@pytest.mark.parametrize("component,names", [("edge", "EDGE_METRICS"), ("operator", "OPERATOR_METRICS")])
+def test_contract_metrics_are_registered_by_the_binaries(component, names):
+    """The names the dashboard and alerts rely on appear in the binary's sources, so a rename there
+    fails here rather than silently blanking a panel."""
+    import chartkit
+
+    sources = "\n".join(p.read_text() for p in (chartkit.ROOT / component / "src").rglob("*.rs"))
+    if "prometheus" not in sources:
+        pytest.skip(f"{component} does not register metrics yet")
+    prefix = f"streamfleet_{component}_"
+    missing = [
+        m for m in sorted(getattr(chartkit, names))
+        if f'"{m}"' not in sources and f'"{prefix}{m}"' not in sources
+    ]
+    assert missing == [], f"{component} sources do not register {missing}"

@@ -79,3 +79,19 @@ def test_no_redis_policy_for_external_redis():
     out = render({"networkPolicy": {"enabled": True}, "redis": {"bundled": False, "external": {"url": "redis://r:6379"}}})
     assert out.find("NetworkPolicy", REDIS) is None
     assert out.find("NetworkPolicy", EDGE) is not None
+
+
+def test_an_edge_only_release_reaches_the_main_release_relay_and_redis():
+    from scenarios import SCENARIOS
+
+    main = render({"networkPolicy": {"enabled": True}})
+    pool = render(SCENARIOS["edge-pool"], release="eu")
+    pool_labels = pod_labels(pool, "Deployment", "eu-streamfleet-edge")
+    assert pool_labels["app.kubernetes.io/instance"] == "eu"
+    assert any(selects(p, pool_labels) for p in allowed_from(main.get("NetworkPolicy", EDGE), "relay"))
+    assert any(selects(p, pool_labels) for p in allowed_from(main.get("NetworkPolicy", REDIS), "redis"))
+    # ... and nothing that is not a Streamfleet edge or operator does.
+    stranger = {"app.kubernetes.io/name": "other", "app.kubernetes.io/component": "edge"}
+    assert not any(selects(p, stranger) for p in allowed_from(main.get("NetworkPolicy", REDIS), "redis"))
+    redis_by_edge = {"app.kubernetes.io/name": "streamfleet", "app.kubernetes.io/component": "redis"}
+    assert not any(selects(p, redis_by_edge) for p in allowed_from(main.get("NetworkPolicy", EDGE), "relay"))

@@ -1,6 +1,11 @@
 """NOTES.txt tells the user how to reach the fleet, publish and play."""
 
-from chartkit import FULLNAME, render
+import re
+
+import yaml
+
+from chartkit import CRD_SOURCE, FULLNAME, load_yaml_docs, render
+from crdschema import LiveStreamValidator
 
 
 def test_notes_print_publish_and_play_urls():
@@ -31,3 +36,20 @@ def test_notes_warn_about_an_ephemeral_registry():
 def test_notes_point_at_the_dashboard_when_shipped():
     assert "Grafana dashboard" not in render({}).notes
     assert f"{FULLNAME}-dashboards" in render({"dashboards": {"enabled": True}}).notes
+
+
+def test_notes_example_stream_is_a_valid_livestream():
+    notes = render({}).notes
+    heredoc = re.search(r"<<'EOF'\n(.*?)\n\s*EOF\n", notes, re.S)
+    assert heredoc, "NOTES.txt has no example manifest"
+    manifest = yaml.safe_load("\n".join(line[3:] for line in heredoc.group(1).splitlines()))
+    (crd,) = load_yaml_docs(CRD_SOURCE)
+    assert LiveStreamValidator(crd).errors(manifest) == []
+    name = manifest["metadata"]["name"]
+    assert f"{name}-publish-key" in notes, "NOTES must name the generated key Secret of its example"
+
+
+def test_release_named_like_the_chart_gets_short_names():
+    out = render({}, release="streamfleet")
+    assert out.find("Service", "streamfleet-edge") is not None, out.names()
+    assert "kubectl get service --namespace streamfleet streamfleet-edge --watch" in out.notes

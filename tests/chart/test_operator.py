@@ -4,6 +4,7 @@ import helm_python as helm
 import pytest
 
 from chartkit import FULLNAME, NAMESPACE, container, env_map, render
+from scenarios import SCENARIOS
 
 OPERATOR = f"{FULLNAME}-operator"
 
@@ -123,3 +124,22 @@ def test_operator_image():
     out, pod = operator_pod()
     version = out.get("Deployment", OPERATOR)["metadata"]["labels"]["app.kubernetes.io/version"]
     assert container(pod, "operator")["image"] == f"ghcr.io/streamfleet/streamfleet-operator:{version}"
+
+
+def test_edge_only_release_has_no_operator():
+    out = render(SCENARIOS["edge-pool"])
+    operator_objects = [
+        n for n in out.names()
+        if "operator" in n or n.split("/")[0] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    assert operator_objects == []
+    assert out.of_kind("CustomResourceDefinition") == []
+    (rule,) = out.of_kind("PrometheusRule")
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert alerts and not [a for a in alerts if "Operator" in a]
+    assert out.find("Deployment", f"{FULLNAME}-edge") is not None
+
+
+def test_leader_lease_is_named_after_the_release():
+    _, pod = operator_pod()
+    assert env_map(container(pod, "operator"))["STREAMFLEET_LEASE_NAME"] == OPERATOR
