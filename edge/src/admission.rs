@@ -1,0 +1,232 @@
+//! Where a publish is admitted. An encoder's `publish(key)` becomes: look the key up (unknown
+//! or disabled keys are refused without touching any lease), then acquire the stream's
+//! cluster-wide lease under its takeover policy, retrying while the registry says waiting may
+//! help (the current holder may be idle soon, or a cooldown ends) until the publish deadline,
+//! then start the [`LeaseKeeper`] that renews it. Only then is `NetStream.Publish.Start` sent.
+//!
+//! Every refusal has a metric label and a description the encoder shows to its user; none of
+//! them disturbs the live publisher.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use streamfleet_registry::{
+    KeeperEvent, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord, lease_keeper::KeeperObserver,
+};
+use tokio::time::{Instant, sleep, timeout_at};
+
+use crate::{context::Context, metrics::Metrics};
+
+/// How often a newcomer asks again while the registry says waiting may help. Short, so a
+/// reconnecting encoder gets in as soon as the old publisher counts as idle.
+const RETRY_POLL: Duration = Duration::from_millis(100);
+/// Backoff while the registry is unreachable.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownKey,
+    Disabled { stream: String },
+    AlreadyActive { stream: String, edge: String, since_ms: u64 },
+    Unavailable(String),
+    Other { label: &'static str, message: String },
+}
+
+impl Rejection {
+    /// Metric label (`publish_rejections_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::Disabled { .. } => "disabled",
+            Rejection::AlreadyActive { .. } => "already_active",
+            Rejection::Unavailable(_) => "unavailable",
+            Rejection::Other { label, .. } => label,
+        }
+    }
+
+    /// The `description` of the `NetStream.Publish.BadName` status the encoder receives.
+    pub fn description(&self) -> String {
+        match self {
+            Rejection::UnknownKey => "unknown stream key: no LiveStream uses this publish key".into(),
+            Rejection::Disabled { stream } => format!("stream {stream} is disabled (spec.enabled is false)"),
+            Rejection::AlreadyActive { stream, edge, since_ms } => {
+                let age = now_ms().saturating_sub(*since_ms) / 1000;
+                format!(
+                    "stream {stream} is already being published (on edge {edge}, for {age}s); its takeover policy does not allow replacing it now"
+                )
+            }
+            Rejection::Unavailable(e) => format!("stream registry unavailable, try again: {e}"),
+            Rejection::Other { message, .. } => message.clone(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl From<RegistryError> for Rejection {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound { .. } => Rejection::UnknownKey,
+            RegistryError::Disabled { stream } => Rejection::Disabled { stream: stream.to_string() },
+            RegistryError::AlreadyActive { stream, holder, .. } => {
+                Rejection::AlreadyActive { stream: stream.to_string(), edge: holder.edge, since_ms: holder.since_ms }
+            }
+            RegistryError::Unavailable(m) => Rejection::Unavailable(m),
+            RegistryError::Quarantined { retry_in } => Rejection::Other {
+                label: "quarantined",
+                message: format!(
+                    "stream registry restarted; new publishers are admitted again in {} ms",
+                    retry_in.as_millis()
+                ),
+            },
+            other => Rejection::Other { label: other.label(), message: other.to_string() },
+        }
+    }
+}
+
+/// A publisher that holds its stream's lease.
+pub struct Admitted {
+    pub record: StreamRecord,
+    pub lease: Lease,
+    pub keeper: LeaseKeeper,
+}
+
+/// Admits a publisher with key hash `key` from `remote`, or says why not, by `deadline`.
+pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: Instant) -> Result<Admitted, Rejection> {
+    let registry = &ctx.registry;
+    let record = loop {
+        match timeout_at(deadline, registry.lookup(key)).await {
+            Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
+            Ok(Ok(r)) => break r,
+            Ok(Err(e)) if e.is_transient() && Instant::now() + UNAVAILABLE_BACKOFF < deadline => {
+                tracing::debug!(error = %e, "lookup failed; retrying");
+                sleep(UNAVAILABLE_BACKOFF).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    };
+    let who = PublisherInfo {
+        edge: ctx.settings.edge_id.clone(),
+        remote_addr: Some(remote.to_string()),
+        relay_addr: ctx.settings.advertise_addr.clone(),
+    };
+    let opts = ctx.settings.acquire;
+    // Waiting for a live holder to become replaceable is bounded separately: a holder that keeps
+    // sending media will not become idle, and its challenger should hear so quickly.
+    let takeover_deadline = deadline.min(Instant::now() + ctx.settings.takeover_wait);
+    loop {
+        let sent_at = Instant::now();
+        let result = match timeout_at(deadline, registry.acquire(key, &who, &opts)).await {
+            Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
+            Ok(r) => r,
+        };
+        let mut wait_until = deadline;
+        let wait = match result {
+            Ok(lease) => {
+                let keeper = LeaseKeeper::start(
+                    registry.clone(),
+                    lease.clone(),
+                    sent_at,
+                    ctx.settings.lease_timing,
+                    Some(keeper_observer(ctx.metrics.clone())),
+                );
+                return Ok(Admitted { record, lease, keeper });
+            }
+            Err(RegistryError::AlreadyActive { retry_in: Some(d), .. }) => {
+                wait_until = takeover_deadline;
+                d.clamp(Duration::from_millis(10), RETRY_POLL)
+            }
+            Err(RegistryError::Quarantined { retry_in }) => retry_in.clamp(Duration::from_millis(10), RETRY_POLL * 5),
+            Err(RegistryError::Unavailable(_)) => UNAVAILABLE_BACKOFF,
+            Err(e) => return Err(e.into()),
+        };
+        if Instant::now() + wait >= wait_until {
+            // Report the last refusal as it was.
+            return Err(match registry.acquire(key, &who, &opts).await {
+                Ok(lease) => {
+                    // Admitted at the last moment after all: release rather than race the
+                    // deadline (the encoder is being told no).
+                    let _ = registry.release(&lease).await;
+                    Rejection::Other { label: "timeout", message: "publish admission timed out".into() }
+                }
+                Err(e) => e.into(),
+            });
+        }
+        sleep(wait).await;
+    }
+}
+
+fn keeper_observer(metrics: Arc<Metrics>) -> KeeperObserver {
+    Arc::new(move |event| match event {
+        KeeperEvent::Renewed | KeeperEvent::Reclaimed => metrics.lease_renewals.inc(),
+        KeeperEvent::RenewFailed => metrics.lease_renew_failures.inc(),
+        KeeperEvent::Lost(reason) => metrics.lease_losses.with_label_values(&[reason.as_str()]).inc(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, context::Settings};
+    use clap::Parser;
+    use streamfleet_registry::{MemoryRegistry, Registry, StreamId, TakeoverPolicy};
+
+    async fn ctx(policy: TakeoverPolicy, extra: &[&str]) -> Arc<Context> {
+        let mut args = vec!["streamfleet-edge", "--streams", "unused.yaml", "--edge-id", "e1"];
+        args.extend_from_slice(extra);
+        let config = Config::parse_from(args);
+        let reg = Arc::new(MemoryRegistry::new());
+        let rec = StreamRecord {
+            id: StreamId::new("default", "demo"),
+            key_hash: KeyHash::of_key("k"),
+            playback_name: "demo".into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: policy,
+            generation: 1,
+        };
+        reg.put_stream(&rec).await.unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        Context::new(Settings::from_config(&config), reg, Arc::new(Metrics::new().unwrap()), rx)
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn unknown_key_and_busy_stream_are_refused() {
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        assert_eq!(admit(&c, &KeyHash::of_key("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(second.reason(), "already_active");
+        assert!(second.description().contains("already being published"), "{}", second.description());
+        // Release frees it at once.
+        first.keeper.release().await.unwrap();
+        assert!(admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn replace_idle_admits_once_holder_reports_idle() {
+        let c = ctx(TakeoverPolicy::ReplaceIdle, &["--takeover-idle-threshold", "400ms"]).await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let lease = first.lease.clone();
+        let reg = c.registry.clone();
+        let marker = tokio::spawn(async move {
+            sleep(Duration::from_millis(100)).await;
+            reg.update_holder(&lease, streamfleet_registry::HolderUpdate { idle: Some(true), ingest_kbps: None }).await
+        });
+        let t0 = Instant::now();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        marker.await.unwrap().unwrap();
+        assert!(second.lease.took_over);
+        // Idle reported at ~100 ms, threshold 400 ms minus the 100 ms reporting delay.
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(350) && waited < Duration::from_millis(1500), "{waited:?}");
+    }
+}

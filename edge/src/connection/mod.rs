@@ -1,0 +1,7 @@
+//! One RTMP connection: [`protocol`] is the sans-IO state machine (handshake, chunk stream,
+//! commands through `rml_rtmp`'s `ServerSession`), [`driver`] runs it on a socket.
+
+pub mod driver;
+pub mod protocol;
+
+pub use protocol::{ConnError, Connection, Event, Media, MediaKind, Output, ProtocolConfig};

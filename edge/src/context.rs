@@ -1,0 +1,116 @@
+//! What every connection task shares: settings derived from the command line, the registry,
+//! the local streams, the session table, metrics and the shutdown signal.
+
+use std::{sync::Arc, time::Duration};
+
+use streamfleet_registry::{AcquireOptions, LeaseTiming, SharedRegistry};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    config::Config, connection::protocol::ProtocolConfig, fanout::OutboxLimits, metrics::Metrics,
+    rtmp::chunk_reader::ReaderLimits, sessions::SessionTable, stream_hub::StreamHub,
+};
+
+/// Timeouts and limits, resolved once from the [`Config`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub edge_id: String,
+    pub advertise_addr: Option<String>,
+    pub protocol: ProtocolConfig,
+    pub handshake_timeout: Duration,
+    pub publish_timeout: Duration,
+    pub idle_publisher_timeout: Duration,
+    pub play_wait_timeout: Duration,
+    pub outbox: OutboxLimits,
+    pub lease_timing: LeaseTiming,
+    pub acquire: AcquireOptions,
+    /// A publisher silent this long reports itself idle to the registry; the newcomer's
+    /// `idle_threshold` is the takeover threshold minus this, so a takeover needs exactly
+    /// `--takeover-idle-threshold` of silence in total.
+    pub idle_report_after: Duration,
+    /// Most time a new publisher waits for the live one to become replaceable.
+    pub takeover_wait: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub drain_timeout: Duration,
+    pub gop_cache_max_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        let lease_timing = LeaseTiming::from_ttl(c.lease_ttl);
+        let idle_report_after = (c.takeover_idle_threshold / 4).min(Duration::from_millis(250));
+        let acquire = AcquireOptions {
+            ttl: lease_timing.ttl,
+            idle_threshold: c.takeover_idle_threshold.saturating_sub(idle_report_after),
+            takeover_cooldown: c.takeover_cooldown,
+        };
+        let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        Settings {
+            edge_id: c.edge_id(),
+            advertise_addr: c.advertise_addr(),
+            protocol: ProtocolConfig {
+                app: c.rtmp_app.clone(),
+                limits: ReaderLimits {
+                    max_chunk_size: c.max_chunk_size,
+                    max_message_size: u32::try_from(c.max_message_size).unwrap_or(0x00FF_FFFF).min(0x00FF_FFFF),
+                    max_chunk_streams: 64,
+                },
+                max_pending_input: 256 * 1024,
+            },
+            handshake_timeout: c.handshake_timeout,
+            publish_timeout: c.publish_timeout,
+            idle_publisher_timeout: c.idle_publisher_timeout,
+            play_wait_timeout: c.play_wait_timeout,
+            outbox: OutboxLimits { max_bytes: to_usize(c.player_queue_bytes), slow_timeout: c.slow_player_timeout },
+            lease_timing,
+            acquire,
+            idle_report_after,
+            takeover_wait: c.takeover_wait,
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            drain_timeout: c.drain_timeout,
+            gop_cache_max_bytes: to_usize(c.gop_cache_max_bytes),
+        }
+    }
+}
+
+/// Shared by all tasks of one edge process.
+pub struct Context {
+    pub settings: Settings,
+    pub registry: SharedRegistry,
+    pub hub: StreamHub,
+    pub sessions: Arc<SessionTable>,
+    pub metrics: Arc<Metrics>,
+    /// `true` once draining started (SIGTERM): connection tasks end their sessions.
+    pub shutdown: watch::Receiver<bool>,
+    /// Poked when a stream's local viewer count changes (the reporter batches the writes).
+    pub viewers_changed: Notify,
+    /// Local viewer counts as last reported to the registry (for maxViewers accounting).
+    pub reported_viewers: std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        settings: Settings,
+        registry: SharedRegistry,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Context> {
+        let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
+        Arc::new(Context {
+            settings,
+            registry,
+            hub,
+            sessions: SessionTable::new(),
+            metrics,
+            shutdown,
+            viewers_changed: Notify::new(),
+            reported_viewers: std::sync::Mutex::new(Default::default()),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,463 @@
+//! Inbound RTMP chunk stream → whole messages, enforcing the edge's limits.
+//!
+//! `rml_rtmp`'s `ChunkDeserializer` accepts chunk sizes up to 2^31, buffers 16 MiB messages,
+//! keeps one reassembly buffer for all chunk streams (interleaved streams corrupt it) and
+//! subtracts untrusted lengths without checks (a panic in debug builds, a huge allocation in
+//! release). This reader replaces it on the inbound path: per-chunk-stream reassembly, every
+//! length checked before use, nothing allocated ahead of the bytes that actually arrived, and a
+//! clear error (which closes only that connection) for anything out of bounds.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::msg_type;
+
+/// The chunk size every RTMP peer starts with.
+const INITIAL_CHUNK_SIZE: u32 = 128;
+/// A 24-bit timestamp field of all ones means "see the extended timestamp".
+const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
+/// Reassembly buffers start at most this large and grow only as bytes arrive, so a header
+/// announcing a large message costs nothing until its bytes are actually sent.
+const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
+
+/// Limits applied to one connection's inbound chunk stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderLimits {
+    /// Largest chunk size a peer may announce with `SetChunkSize`.
+    pub max_chunk_size: u32,
+    /// Largest message, and the most bytes of incomplete messages buffered at once.
+    pub max_message_size: u32,
+    /// Most chunk stream ids a peer may use (each keeps a header and maybe a partial message).
+    pub max_chunk_streams: usize,
+}
+
+impl Default for ReaderLimits {
+    fn default() -> Self {
+        ReaderLimits { max_chunk_size: 65_536, max_message_size: 8 * 1024 * 1024, max_chunk_streams: 64 }
+    }
+}
+
+/// One complete inbound RTMP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub csid: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+    pub timestamp: u32,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("peer announced chunk size {size}; allowed is 1..={max}")]
+    BadChunkSize { size: u32, max: u32 },
+    #[error("SetChunkSize message has {len} bytes instead of 4")]
+    MalformedSetChunkSize { len: usize },
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge { len: u32, max: u32 },
+    #[error("chunk on chunk stream {csid} refers to a previous header that was never sent")]
+    NoPreviousHeader { csid: u32 },
+    #[error("chunk stream {csid} starts a new message before finishing the previous one")]
+    InterruptedMessage { csid: u32 },
+    #[error("peer uses more than {max} chunk streams")]
+    TooManyChunkStreams { max: usize },
+    #[error("incomplete messages buffered exceed {max} bytes")]
+    TooMuchPartialData { max: u32 },
+}
+
+/// What the reader remembers about one chunk stream (the header fields later chunks may omit).
+#[derive(Debug, Default)]
+struct ChunkStream {
+    timestamp: u32,
+    /// The timestamp field of the last header (absolute for format 0, a delta otherwise);
+    /// a format-3 chunk starting a new message adds it again, as ffmpeg and librtmp do.
+    delta: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// Whether the last header used an extended timestamp: format-3 chunks then carry one too.
+    extended: bool,
+    /// The message being reassembled, if its first chunk has arrived but not its last.
+    partial: Option<BytesMut>,
+}
+
+/// A parsed chunk header (not yet consumed from the buffer).
+struct Header {
+    fmt: u8,
+    csid: u32,
+    /// Bytes of basic + message header + extended timestamp.
+    len: usize,
+    timestamp_field: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    extended: Option<u32>,
+}
+
+/// Incremental chunk parser: [`push`](Self::push) bytes, then call
+/// [`next_message`](Self::next_message) until it returns `Ok(None)`.
+pub struct ChunkReader {
+    limits: ReaderLimits,
+    chunk_size: u32,
+    buf: BytesMut,
+    streams: HashMap<u32, ChunkStream>,
+    /// Bytes held in incomplete messages over all chunk streams.
+    partial_bytes: usize,
+}
+
+impl ChunkReader {
+    pub fn new(limits: ReaderLimits) -> Self {
+        ChunkReader {
+            limits,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            buf: BytesMut::with_capacity(8 * 1024),
+            streams: HashMap::new(),
+            partial_bytes: 0,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet parsed into a complete chunk.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed. After an error the
+    /// connection must be closed: the stream cannot be resynchronised.
+    pub fn next_message(&mut self) -> Result<Option<Message>, ChunkError> {
+        loop {
+            match self.next_chunk()? {
+                Step::NeedMore => return Ok(None),
+                Step::Partial => continue,
+                Step::Complete(msg) => {
+                    self.apply_protocol_control(&msg)?;
+                    return Ok(Some(msg));
+                }
+            }
+        }
+    }
+
+    /// Chunk size and abort change how the following chunks parse, so the reader applies them
+    /// itself before anything else can be parsed.
+    fn apply_protocol_control(&mut self, msg: &Message) -> Result<(), ChunkError> {
+        match msg.type_id {
+            msg_type::SET_CHUNK_SIZE => {
+                if msg.payload.len() < 4 {
+                    return Err(ChunkError::MalformedSetChunkSize { len: msg.payload.len() });
+                }
+                // The top bit is reserved (must be zero); a value with it set is out of range.
+                let size = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
+                if size == 0 || size > self.limits.max_chunk_size {
+                    return Err(ChunkError::BadChunkSize { size, max: self.limits.max_chunk_size });
+                }
+                self.chunk_size = size;
+            }
+            msg_type::ABORT if msg.payload.len() >= 4 => {
+                let csid = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
+                if let Some(partial) = self.streams.get_mut(&csid).and_then(|s| s.partial.take()) {
+                    self.partial_bytes -= partial.len();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Parses the header at the front of the buffer without consuming it.
+    fn peek_header(&self) -> Result<Option<Header>, ChunkError> {
+        let b = &self.buf[..];
+        let Some(&first) = b.first() else { return Ok(None) };
+        let fmt = first >> 6;
+        let (csid, mut pos) = match first & 0x3f {
+            0 => match b.get(1) {
+                Some(&x) => (u32::from(x) + 64, 2),
+                None => return Ok(None),
+            },
+            1 => match (b.get(1), b.get(2)) {
+                (Some(&lo), Some(&hi)) => (u32::from(hi) * 256 + u32::from(lo) + 64, 3),
+                _ => return Ok(None),
+            },
+            x => (u32::from(x), 1),
+        };
+        let header_len = [11usize, 7, 3, 0][usize::from(fmt)];
+        if b.len() < pos + header_len {
+            return Ok(None);
+        }
+        let prev = self.streams.get(&csid);
+        if fmt != 0 && prev.is_none() {
+            return Err(ChunkError::NoPreviousHeader { csid });
+        }
+        let u24 = |at: usize| u32::from_be_bytes([0, b[at], b[at + 1], b[at + 2]]);
+        let mut h = Header {
+            fmt,
+            csid,
+            len: 0,
+            timestamp_field: prev.map_or(0, |p| p.delta),
+            length: prev.map_or(0, |p| p.length),
+            type_id: prev.map_or(0, |p| p.type_id),
+            stream_id: prev.map_or(0, |p| p.stream_id),
+            extended: None,
+        };
+        if fmt <= 2 {
+            h.timestamp_field = u24(pos);
+        }
+        if fmt <= 1 {
+            h.length = u24(pos + 3);
+            h.type_id = b[pos + 6];
+        }
+        if fmt == 0 {
+            h.stream_id = u32::from_le_bytes([b[pos + 7], b[pos + 8], b[pos + 9], b[pos + 10]]);
+        }
+        pos += header_len;
+        let has_extended =
+            if fmt == 3 { prev.is_some_and(|p| p.extended) } else { h.timestamp_field == EXTENDED_TIMESTAMP_MARK };
+        if has_extended {
+            if b.len() < pos + 4 {
+                return Ok(None);
+            }
+            h.extended = Some(u32::from_be_bytes([b[pos], b[pos + 1], b[pos + 2], b[pos + 3]]));
+            pos += 4;
+        }
+        h.len = pos;
+        Ok(Some(h))
+    }
+
+    fn next_chunk(&mut self) -> Result<Step, ChunkError> {
+        let Some(h) = self.peek_header()? else { return Ok(Step::NeedMore) };
+        let in_progress = self.streams.get(&h.csid).and_then(|s| s.partial.as_ref()).map(|p| p.len());
+
+        if let Some(received) = in_progress {
+            if h.fmt != 3 {
+                return Err(ChunkError::InterruptedMessage { csid: h.csid });
+            }
+            // Continuation chunk of the message being reassembled on this chunk stream.
+            let length = self.streams.get(&h.csid).map_or(0, |s| s.length) as usize;
+            let chunk_len = (length.saturating_sub(received)).min(self.chunk_size as usize);
+            if self.buf.len() < h.len + chunk_len {
+                return Ok(Step::NeedMore);
+            }
+            self.buf.advance(h.len);
+            let data = self.buf.split_to(chunk_len);
+            let Some(stream) = self.streams.get_mut(&h.csid) else { return Ok(Step::Partial) };
+            let Some(partial) = stream.partial.as_mut() else { return Ok(Step::Partial) };
+            partial.extend_from_slice(&data);
+            self.partial_bytes += chunk_len;
+            if partial.len() < length {
+                return Ok(Step::Partial);
+            }
+            let payload = stream.partial.take().map(BytesMut::freeze).unwrap_or_default();
+            self.partial_bytes -= payload.len();
+            return Ok(Step::Complete(Message {
+                csid: h.csid,
+                type_id: stream.type_id,
+                stream_id: stream.stream_id,
+                timestamp: stream.timestamp,
+                payload,
+            }));
+        }
+
+        // First chunk of a new message.
+        if h.length > self.limits.max_message_size {
+            return Err(ChunkError::MessageTooLarge { len: h.length, max: self.limits.max_message_size });
+        }
+        if !self.streams.contains_key(&h.csid) && self.streams.len() >= self.limits.max_chunk_streams {
+            return Err(ChunkError::TooManyChunkStreams { max: self.limits.max_chunk_streams });
+        }
+        let length = h.length as usize;
+        let chunk_len = length.min(self.chunk_size as usize);
+        if self.buf.len() < h.len + chunk_len {
+            return Ok(Step::NeedMore);
+        }
+        if chunk_len < length && self.partial_bytes + chunk_len > self.limits.max_message_size as usize {
+            return Err(ChunkError::TooMuchPartialData { max: self.limits.max_message_size });
+        }
+        self.buf.advance(h.len);
+        let data = self.buf.split_to(chunk_len);
+
+        let stream = self.streams.entry(h.csid).or_default();
+        let delta = h.extended.unwrap_or(h.timestamp_field);
+        stream.timestamp = if h.fmt == 0 { delta } else { stream.timestamp.wrapping_add(delta) };
+        stream.delta = delta;
+        stream.extended = h.extended.is_some();
+        stream.length = h.length;
+        stream.type_id = h.type_id;
+        stream.stream_id = h.stream_id;
+
+        if chunk_len == length {
+            // The common case: the whole message in one chunk, handed on without a copy.
+            return Ok(Step::Complete(Message {
+                csid: h.csid,
+                type_id: stream.type_id,
+                stream_id: stream.stream_id,
+                timestamp: stream.timestamp,
+                payload: data.freeze(),
+            }));
+        }
+        let mut partial = BytesMut::with_capacity(length.min(INITIAL_REASSEMBLY_CAPACITY));
+        partial.extend_from_slice(&data);
+        stream.partial = Some(partial);
+        self.partial_bytes += chunk_len;
+        Ok(Step::Partial)
+    }
+}
+
+enum Step {
+    NeedMore,
+    Partial,
+    Complete(Message),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk_writer::serialize_message;
+
+    fn set_chunk_size(size: u32) -> Bytes {
+        serialize_message(2, msg_type::SET_CHUNK_SIZE, 0, 0, &size.to_be_bytes(), 128)
+    }
+
+    fn read_all(r: &mut ChunkReader) -> Result<Vec<Message>, ChunkError> {
+        let mut out = Vec::new();
+        while let Some(m) = r.next_message()? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reassembles_multi_chunk_messages_split_anywhere() {
+        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let bytes = serialize_message(6, msg_type::VIDEO, 1, 1234, &payload, 128);
+        for split in [1, 7, 12, 128, 140, 999, bytes.len() - 1] {
+            let mut r = ChunkReader::new(ReaderLimits::default());
+            r.push(&bytes[..split]);
+            assert!(read_all(&mut r).unwrap().is_empty(), "split {split}");
+            r.push(&bytes[split..]);
+            let msgs = read_all(&mut r).unwrap();
+            assert_eq!(msgs.len(), 1);
+            assert_eq!(msgs[0].payload, payload);
+            assert_eq!((msgs[0].timestamp, msgs[0].stream_id, msgs[0].type_id), (1234, 1, msg_type::VIDEO));
+        }
+    }
+
+    #[test]
+    fn interleaved_chunk_streams_reassemble_separately() {
+        let a: Vec<u8> = vec![0xaa; 300];
+        let b: Vec<u8> = vec![0xbb; 200];
+        let ca = serialize_message(4, msg_type::AUDIO, 1, 10, &a, 128);
+        let cb = serialize_message(5, msg_type::VIDEO, 1, 20, &b, 128);
+        // chunk boundaries: a = 12+128 | 1+128 | 1+44 ; b = 12+128 | 1+72
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&ca[..140]);
+        wire.extend_from_slice(&cb[..140]);
+        wire.extend_from_slice(&ca[140..]);
+        wire.extend_from_slice(&cb[140..]);
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&wire);
+        let msgs = read_all(&mut r).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].payload, a);
+        assert_eq!(msgs[1].payload, b);
+    }
+
+    #[test]
+    fn applies_chunk_size_within_limits_and_rejects_zero_and_huge() {
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&set_chunk_size(4096));
+        read_all(&mut r).unwrap();
+        assert_eq!(r.chunk_size(), 4096);
+
+        for bad in [0u32, 65_537, 1 << 31, u32::MAX] {
+            let mut r = ChunkReader::new(ReaderLimits::default());
+            r.push(&set_chunk_size(bad));
+            assert!(matches!(read_all(&mut r), Err(ChunkError::BadChunkSize { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_oversized_message_from_its_header() {
+        let limits = ReaderLimits { max_message_size: 1000, ..Default::default() };
+        let mut r = ChunkReader::new(limits);
+        // Only the 12-byte header of a 2000-byte message: rejected before any payload arrives.
+        let bytes = serialize_message(6, msg_type::VIDEO, 1, 0, &[0u8; 2000], 128);
+        r.push(&bytes[..12]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::MessageTooLarge { len: 2000, max: 1000 }));
+    }
+
+    #[test]
+    fn rejects_continuation_without_header_and_interrupted_messages() {
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&[0xC0 | 9, 1, 2, 3]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::NoPreviousHeader { csid: 9 }));
+
+        // A format-1 header on a chunk stream whose message is incomplete (the case that makes
+        // rml_rtmp's deserializer underflow).
+        let big = serialize_message(6, msg_type::VIDEO, 1, 0, &[1u8; 300], 128);
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&big[..140]);
+        r.push(&[0x40 | 6, 0, 0, 0, 0, 0, 10, msg_type::VIDEO]);
+        r.push(&[0u8; 10]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::InterruptedMessage { csid: 6 }));
+    }
+
+    #[test]
+    fn bounds_partial_data_over_all_chunk_streams() {
+        let limits = ReaderLimits { max_message_size: 1000, ..Default::default() };
+        let mut r = ChunkReader::new(limits);
+        let mut result = Ok(vec![]);
+        for csid in 3..20 {
+            let m = serialize_message(csid, msg_type::VIDEO, 1, 0, &[0u8; 900], 128);
+            r.push(&m[..140]);
+            result = read_all(&mut r);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ChunkError::TooMuchPartialData { max: 1000 }));
+    }
+
+    #[test]
+    fn limits_chunk_stream_count() {
+        let limits = ReaderLimits { max_chunk_streams: 4, ..Default::default() };
+        let mut r = ChunkReader::new(limits);
+        for csid in 3..7 {
+            r.push(&serialize_message(csid, msg_type::AUDIO, 1, 0, &[1], 128));
+        }
+        assert_eq!(read_all(&mut r).unwrap().len(), 4);
+        r.push(&serialize_message(50, msg_type::AUDIO, 1, 0, &[1], 128));
+        assert_eq!(read_all(&mut r), Err(ChunkError::TooManyChunkStreams { max: 4 }));
+    }
+
+    #[test]
+    fn compressed_headers_accumulate_timestamps() {
+        // fmt0 ts=100 len 2, then fmt2 delta 40 (same length/type), then fmt3 (delta again).
+        let mut wire = serialize_message(4, msg_type::AUDIO, 1, 100, &[1, 2], 128).to_vec();
+        wire.extend_from_slice(&[0x80 | 4, 0, 0, 40, 3, 4]);
+        wire.extend_from_slice(&[0xC0 | 4, 5, 6]);
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&wire);
+        let ts: Vec<u32> = read_all(&mut r).unwrap().iter().map(|m| m.timestamp).collect();
+        assert_eq!(ts, vec![100, 140, 180]);
+    }
+
+    #[test]
+    fn extended_timestamps_round_trip() {
+        let payload = vec![7u8; 500];
+        let bytes = serialize_message(6, msg_type::VIDEO, 1, 0x0100_0000, &payload, 128);
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&bytes);
+        let msgs = read_all(&mut r).unwrap();
+        assert_eq!(msgs[0].timestamp, 0x0100_0000);
+        assert_eq!(msgs[0].payload, payload);
+    }
+}

@@ -1,0 +1,476 @@
+//! Per-stream state on this edge: the local publisher slot, what a new player needs for a fast
+//! start (metadata, sequence headers, the GOP since the last keyframe), and the players the
+//! publisher's frames fan out to.
+//!
+//! Timestamps: the first publisher's timestamps pass through unchanged; a later publisher
+//! (republish, takeover) is rebased to continue after the last frame players saw, so players
+//! that stayed connected across the change see a continuous timeline.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::SystemTime,
+};
+
+use streamfleet_registry::StreamId;
+use tokio::{
+    sync::{oneshot, watch},
+    time::Instant,
+};
+
+use crate::{
+    codec::{self, Codec},
+    connection::protocol::{Media, MediaKind},
+    fanout::{Frame, FrameKind, Offer, Outbox},
+    rtmp::messages::{Level, on_status_payload},
+};
+
+/// Why a local publisher is told to stop by the stream itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// A newer publisher for the same stream was admitted (takeover).
+    Replaced,
+}
+
+/// Whether the stream has a publisher on this edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveState {
+    Offline,
+    Live { publisher: u64 },
+}
+
+/// What the stream knows about its current publisher, for the HTTP API.
+#[derive(Debug, Clone)]
+pub struct PublisherMeta {
+    pub session: u64,
+    pub remote_addr: String,
+    pub since: SystemTime,
+}
+
+struct PublisherSlot {
+    meta: PublisherMeta,
+    kick: Option<oneshot::Sender<Kick>>,
+}
+
+struct Player {
+    session: u64,
+    outbox: Arc<Outbox>,
+}
+
+struct State {
+    publisher: Option<PublisherSlot>,
+    metadata: Option<Arc<Frame>>,
+    video_seq: Option<Arc<Frame>>,
+    audio_seq: Option<Arc<Frame>>,
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
+    players: Vec<Player>,
+    /// Added to incoming timestamps (wrapping); recomputed at each new publisher's first message.
+    ts_offset: u32,
+    rebase_pending: bool,
+    last_out_ts: Option<u32>,
+    video_codec: Codec,
+    audio_codec: Codec,
+}
+
+/// Counters readable without the lock.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub bytes_in: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub dropped_messages: AtomicU64,
+}
+
+/// Snapshot for `/api/v1/streams`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamSnapshot {
+    pub stream: String,
+    pub playback_name: String,
+    pub live: bool,
+    pub publisher_remote_addr: Option<String>,
+    pub publisher_since: Option<String>,
+    pub players: usize,
+    pub video_codec: String,
+    pub audio_codec: String,
+    pub gop_cache_frames: usize,
+    pub gop_cache_bytes: usize,
+    pub bytes_in: u64,
+    pub frames_in: u64,
+    pub dropped_messages: u64,
+}
+
+pub struct Stream {
+    pub id: StreamId,
+    pub playback: String,
+    max_gop_bytes: usize,
+    state: Mutex<State>,
+    live: watch::Sender<LiveState>,
+    pub stats: StreamStats,
+}
+
+/// The result of fanning out one message.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutResult {
+    pub delivered: usize,
+    pub dropped: usize,
+    /// Players removed because their outbox closed (too slow for too long, or gone).
+    pub removed: usize,
+}
+
+impl Stream {
+    pub fn new(id: StreamId, playback: String, max_gop_bytes: usize) -> Stream {
+        Stream {
+            id,
+            playback,
+            max_gop_bytes,
+            state: Mutex::new(State {
+                publisher: None,
+                metadata: None,
+                video_seq: None,
+                audio_seq: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                players: Vec::new(),
+                ts_offset: 0,
+                rebase_pending: false,
+                last_out_ts: None,
+                video_codec: Codec::Unknown,
+                audio_codec: Codec::Unknown,
+            }),
+            live: watch::channel(LiveState::Offline).0,
+            stats: StreamStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Critical sections only update fields and push to queues; the data stays consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows publisher changes (players wait on it).
+    pub fn watch_live(&self) -> watch::Receiver<LiveState> {
+        self.live.subscribe()
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(*self.live.borrow(), LiveState::Live { .. })
+    }
+
+    /// Installs a new local publisher, replacing (kicking) any previous one at once. Returns the
+    /// receiver the publisher's task selects on, and whether someone was replaced.
+    pub fn begin_publish(&self, meta: PublisherMeta) -> (oneshot::Receiver<Kick>, bool) {
+        let (tx, rx) = oneshot::channel();
+        let session = meta.session;
+        let mut st = self.lock();
+        let replaced = match st.publisher.take() {
+            Some(mut old) => {
+                if let Some(kick) = old.kick.take() {
+                    let _ = kick.send(Kick::Replaced);
+                }
+                true
+            }
+            None => false,
+        };
+        st.publisher = Some(PublisherSlot { meta, kick: Some(tx) });
+        st.metadata = None;
+        st.video_seq = None;
+        st.audio_seq = None;
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.rebase_pending = st.last_out_ts.is_some();
+        let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
+        fan_out(&mut st, &notice, Instant::now(), &self.stats);
+        drop(st);
+        self.live.send_replace(LiveState::Live { publisher: session });
+        (rx, replaced)
+    }
+
+    /// Removes the publisher if `session` still holds the slot (a replaced publisher must not
+    /// end its successor's stream). Players stay and wait for a republish.
+    pub fn end_publish(&self, session: u64) -> bool {
+        let mut st = self.lock();
+        if st.publisher.as_ref().map(|p| p.meta.session) != Some(session) {
+            return false;
+        }
+        st.publisher = None;
+        st.metadata = None;
+        st.video_seq = None;
+        st.audio_seq = None;
+        st.gop.clear();
+        st.gop_bytes = 0;
+        let notice =
+            status_frame("NetStream.Play.UnpublishNotify", &format!("{} is no longer published", self.playback));
+        fan_out(&mut st, &notice, Instant::now(), &self.stats);
+        drop(st);
+        self.live.send_replace(LiveState::Offline);
+        true
+    }
+
+    /// Takes one message from the publisher `session`: classifies it, updates the fast-start
+    /// caches and offers it to every player. Messages from a replaced publisher are ignored.
+    pub fn publish(&self, session: u64, media: Media) -> Option<FanoutResult> {
+        let now = Instant::now();
+        let len = media.payload.len();
+        let mut st = self.lock();
+        if st.publisher.as_ref().map(|p| p.meta.session) != Some(session) {
+            return None;
+        }
+        if st.rebase_pending {
+            // Continue 1 ms after the last frame players saw.
+            st.ts_offset = st.last_out_ts.unwrap_or(0).wrapping_add(1).wrapping_sub(media.timestamp);
+            st.rebase_pending = false;
+        }
+        let ts = media.timestamp.wrapping_add(st.ts_offset);
+        st.last_out_ts = Some(ts);
+        let frame = match media.kind {
+            MediaKind::Video => {
+                let info = codec::video(&media.payload);
+                st.video_codec = info.codec;
+                let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, info.sequence_header, media.payload));
+                if info.sequence_header {
+                    st.video_seq = Some(f.clone());
+                } else if info.keyframe {
+                    st.gop.clear();
+                    st.gop_bytes = 0;
+                    cache_gop(&mut st, &f, self.max_gop_bytes);
+                } else if !st.gop.is_empty() {
+                    cache_gop(&mut st, &f, self.max_gop_bytes);
+                }
+                f
+            }
+            MediaKind::Audio => {
+                let info = codec::audio(&media.payload);
+                st.audio_codec = info.codec;
+                let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.sequence_header, media.payload));
+                if info.sequence_header {
+                    st.audio_seq = Some(f.clone());
+                } else if !st.gop.is_empty() {
+                    cache_gop(&mut st, &f, self.max_gop_bytes);
+                }
+                f
+            }
+            MediaKind::Metadata => {
+                // Timestamp 0: FFmpeg's FLV demuxer reads onMetaData at any time but turns one
+                // with a non-zero timestamp (e.g. after rebasing) into an extra data stream.
+                let f = Arc::new(Frame::new(FrameKind::Data, 0, false, true, media.payload));
+                st.metadata = Some(f.clone());
+                f
+            }
+            MediaKind::Data => Arc::new(Frame::new(FrameKind::Data, ts, false, false, media.payload)),
+        };
+        let result = fan_out(&mut st, &frame, now, &self.stats);
+        drop(st);
+        self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        Some(result)
+    }
+
+    /// Adds a player whose `play` was accepted: queues metadata, sequence headers and the
+    /// cached GOP first (so its first picture does not wait for the next keyframe), then live
+    /// frames as they come. A GOP larger than the player's queue is skipped (the player starts
+    /// at the next keyframe instead).
+    ///
+    /// `cap`: the most players this edge may have on the stream (maxViewers minus the other
+    /// edges' viewers); checked under the lock so local admissions cannot overshoot it.
+    pub fn add_player(
+        &self,
+        session: u64,
+        outbox: Arc<Outbox>,
+        queue_limit: usize,
+        cap: Option<usize>,
+    ) -> Result<usize, usize> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if cap.is_some_and(|cap| st.players.len() >= cap) {
+            return Err(st.players.len());
+        }
+        for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
+            outbox.offer(f, now);
+        }
+        if st.gop_bytes <= queue_limit {
+            for f in &st.gop {
+                outbox.offer(f, now);
+            }
+        }
+        st.players.push(Player { session, outbox });
+        Ok(st.players.len())
+    }
+
+    pub fn remove_player(&self, session: u64) -> usize {
+        let mut st = self.lock();
+        st.players.retain(|p| p.session != session);
+        st.players.len()
+    }
+
+    pub fn player_count(&self) -> usize {
+        self.lock().players.len()
+    }
+
+    pub fn has_publisher(&self) -> bool {
+        self.lock().publisher.is_some()
+    }
+
+    pub fn snapshot(&self) -> StreamSnapshot {
+        let st = self.lock();
+        StreamSnapshot {
+            stream: self.id.to_string(),
+            playback_name: self.playback.clone(),
+            live: st.publisher.is_some(),
+            publisher_remote_addr: st.publisher.as_ref().map(|p| p.meta.remote_addr.clone()),
+            publisher_since: st.publisher.as_ref().map(|p| humantime::format_rfc3339_millis(p.meta.since).to_string()),
+            players: st.players.len(),
+            video_codec: st.video_codec.name(),
+            audio_codec: st.audio_codec.name(),
+            gop_cache_frames: st.gop.len(),
+            gop_cache_bytes: st.gop_bytes,
+            bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
+            frames_in: self.stats.frames_in.load(Ordering::Relaxed),
+            dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn cache_gop(st: &mut State, f: &Arc<Frame>, max_gop_bytes: usize) {
+    if st.gop_bytes + f.payload.len() > max_gop_bytes {
+        // A stream without keyframes (or absurdly long GOPs) must not grow memory: drop the
+        // cache; it restarts at the next keyframe.
+        st.gop.clear();
+        st.gop_bytes = 0;
+        return;
+    }
+    st.gop_bytes += f.payload.len();
+    st.gop.push(f.clone());
+}
+
+fn status_frame(code: &str, description: &str) -> Arc<Frame> {
+    Arc::new(Frame::new(FrameKind::Status, 0, false, true, on_status_payload(Level::Status, code, description)))
+}
+
+fn fan_out(st: &mut State, frame: &Arc<Frame>, now: Instant, stats: &StreamStats) -> FanoutResult {
+    let mut result = FanoutResult::default();
+    st.players.retain(|p| match p.outbox.offer(frame, now) {
+        Offer::Queued => {
+            result.delivered += 1;
+            true
+        }
+        Offer::Dropped => {
+            result.dropped += 1;
+            true
+        }
+        Offer::Closed => {
+            result.removed += 1;
+            false
+        }
+    });
+    if result.dropped > 0 {
+        stats.dropped_messages.fetch_add(result.dropped as u64, Ordering::Relaxed);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::OutboxLimits;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn stream() -> Stream {
+        Stream::new(StreamId::new("default", "demo"), "demo".into(), 1 << 20)
+    }
+
+    fn meta(session: u64) -> PublisherMeta {
+        PublisherMeta { session, remote_addr: "127.0.0.1:1".into(), since: SystemTime::now() }
+    }
+
+    fn video(ts: u32, bytes: &[u8]) -> Media {
+        Media { kind: MediaKind::Video, timestamp: ts, payload: Bytes::copy_from_slice(bytes) }
+    }
+
+    fn audio(ts: u32, bytes: &[u8]) -> Media {
+        Media { kind: MediaKind::Audio, timestamp: ts, payload: Bytes::copy_from_slice(bytes) }
+    }
+
+    fn outbox() -> Arc<Outbox> {
+        Outbox::new(OutboxLimits { max_bytes: 1 << 20, slow_timeout: Duration::from_secs(10) })
+    }
+
+    #[test]
+    fn gop_cache_starts_at_last_keyframe() {
+        let s = stream();
+        let _kick = s.begin_publish(meta(1));
+        s.publish(1, video(0, &[0x17, 0, 0xAA])); // sequence header
+        s.publish(1, audio(0, &[0xAF, 0, 0x12])); // AAC config
+        s.publish(1, video(0, &[0x17, 1, 1])); // key
+        s.publish(1, video(33, &[0x27, 1, 2]));
+        s.publish(1, audio(40, &[0xAF, 1, 3]));
+        s.publish(1, video(66, &[0x17, 1, 4])); // new key: cache restarts
+        s.publish(1, video(99, &[0x27, 1, 5]));
+        let snap = s.snapshot();
+        assert_eq!(snap.gop_cache_frames, 2);
+        assert_eq!(snap.video_codec, "h264");
+        assert_eq!(snap.audio_codec, "aac");
+
+        // A new player gets sequence headers, then the GOP from the last keyframe.
+        let ob = outbox();
+        s.add_player(9, ob.clone(), 1 << 20, None).unwrap();
+        let st = ob.state.lock().unwrap();
+        let frames: Vec<(u32, bool, bool)> = st
+            .queue
+            .iter()
+            .filter_map(|i| match i {
+                crate::fanout::Item::Frame(f) => Some((f.timestamp, f.essential, f.keyframe)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames, vec![(0, true, false), (0, true, false), (66, false, true), (99, false, false)]);
+    }
+
+    #[test]
+    fn takeover_kicks_old_publisher_and_ignores_its_stragglers() {
+        let s = stream();
+        let (mut kick1, replaced) = s.begin_publish(meta(1));
+        assert!(!replaced);
+        s.publish(1, video(1000, &[0x17, 1, 1]));
+        let (_kick2, replaced) = s.begin_publish(meta(2));
+        assert!(replaced);
+        assert_eq!(kick1.try_recv(), Ok(Kick::Replaced));
+        assert!(s.publish(1, video(1033, &[0x27, 1, 2])).is_none(), "old publisher is ignored");
+        assert!(!s.end_publish(1), "old publisher cannot end the new one's stream");
+        assert!(s.is_live());
+        // The new publisher starts at 0: rebased to continue after 1000.
+        let ob = outbox();
+        s.add_player(7, ob.clone(), 1 << 20, None).unwrap();
+        s.publish(2, video(0, &[0x17, 1, 3]));
+        assert_eq!(s.snapshot().gop_cache_frames, 1);
+        let st = ob.state.lock().unwrap();
+        let last = st.queue.back().unwrap();
+        let crate::fanout::Item::Frame(f) = last else { panic!("expected a frame") };
+        assert_eq!(f.timestamp, 1001);
+    }
+
+    #[test]
+    fn gop_cache_is_bounded() {
+        let s = Stream::new(StreamId::new("d", "x"), "x".into(), 100);
+        let _k = s.begin_publish(meta(1));
+        s.publish(1, video(0, &[0x17, 1, 0]));
+        for i in 0..10 {
+            s.publish(1, video(i, &[0x27; 20]));
+        }
+        assert!(s.snapshot().gop_cache_bytes <= 100);
+    }
+
+    #[test]
+    fn unpublish_keeps_players_waiting() {
+        let s = stream();
+        let _k = s.begin_publish(meta(1));
+        let ob = outbox();
+        s.add_player(5, ob, 1 << 20, Some(1)).unwrap();
+        assert_eq!(s.add_player(6, outbox(), 1 << 20, Some(1)), Err(1), "cap reached");
+        assert!(s.end_publish(1));
+        assert!(!s.is_live());
+        assert_eq!(s.player_count(), 1);
+    }
+}

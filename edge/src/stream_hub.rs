@@ -1,0 +1,94 @@
+//! The streams present on this edge (published here, played here, or both), by stream id.
+//! A stream stays while anyone holds it: publisher and player tasks hold an `Arc<Stream>` and
+//! give it back with [`StreamHub::release`], which removes it (and its per-stream metrics) once
+//! the last holder is gone.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use streamfleet_registry::StreamId;
+
+use crate::{metrics::Metrics, stream::Stream};
+
+pub struct StreamHub {
+    streams: Mutex<HashMap<StreamId, Arc<Stream>>>,
+    max_gop_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl StreamHub {
+    pub fn new(max_gop_bytes: usize, metrics: Arc<Metrics>) -> StreamHub {
+        StreamHub { streams: Mutex::new(HashMap::new()), max_gop_bytes, metrics }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Arc<Stream>>> {
+        // Inserts and removes only; a poisoned map is still a valid map.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream, created if this edge does not have it yet.
+    pub fn get_or_create(&self, id: &StreamId, playback: &str) -> Arc<Stream> {
+        let mut map = self.lock();
+        // If the record's playback name changed while the old stream object is still in use,
+        // new holders get a fresh object under the new name.
+        if let Some(s) = map.get(id)
+            && s.playback == playback
+        {
+            return s.clone();
+        }
+        let s = Arc::new(Stream::new(id.clone(), playback.to_string(), self.max_gop_bytes));
+        map.insert(id.clone(), s.clone());
+        s
+    }
+
+    pub fn get(&self, id: &StreamId) -> Option<Arc<Stream>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Gives back a holder's reference; drops the stream when nobody else holds it.
+    pub fn release(&self, stream: Arc<Stream>) {
+        let id = stream.id.clone();
+        let playback = stream.playback.clone();
+        let ptr = Arc::as_ptr(&stream);
+        drop(stream);
+        let mut map = self.lock();
+        if let Some(s) = map.get(&id)
+            && Arc::as_ptr(s) == ptr
+            && Arc::strong_count(s) == 1
+        {
+            map.remove(&id);
+            self.metrics.forget_stream(&playback);
+        }
+    }
+
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.playback.cmp(&b.playback));
+        v
+    }
+
+    /// Players per stream on this edge (for the registry's viewer counts).
+    pub fn viewer_counts(&self) -> Vec<(StreamId, u32)> {
+        self.lock().values().map(|s| (s.id.clone(), s.player_count() as u32)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_removes_only_unheld_streams() {
+        let hub = StreamHub::new(1 << 20, Arc::new(Metrics::new().unwrap()));
+        let id = StreamId::new("default", "demo");
+        let a = hub.get_or_create(&id, "demo");
+        let b = hub.get_or_create(&id, "demo");
+        assert!(Arc::ptr_eq(&a, &b));
+        hub.release(a);
+        assert!(hub.get(&id).is_some(), "b still holds it");
+        hub.release(b);
+        assert!(hub.get(&id).is_none());
+    }
+}
