@@ -42,7 +42,10 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.viewers",
         description = "Players on all edges"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::Rule::new(
+        "has(self.spec.playbackName) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
+    ).message("metadata.name is the playback name when spec.playbackName is absent, so it must then be a DNS label (at most 63 lowercase letters, digits and '-'); or set spec.playbackName").field_path(".metadata.name")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStreamSpec {
@@ -55,7 +58,8 @@ pub struct LiveStreamSpec {
     /// Name players use in `rtmp://HOST/live/<playbackName>`. Defaults to `metadata.name`.
     /// Must be a DNS label and unique across the cluster; knowing it never lets anyone publish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63").message("playbackName must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("playbackName must be a DNS label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub playback_name: Option<String>,
 
     /// Whether publishing is allowed. Setting `false` rejects new publishers and drops the current
@@ -63,27 +67,28 @@ pub struct LiveStreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
 
-    /// Most players allowed at once, counted over all edges. Absent means no limit.
+    /// Most players allowed at once, counted over all edges; at least 1. Absent means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[x_kube(validation = kube::core::Rule::new("self >= 1").message("maxViewers must be at least 1; omit it for no limit"))]
     pub max_viewers: Option<u32>,
 
-    /// What happens when a second encoder publishes with the valid key while the stream is live:
-    /// `ReplaceIdle` (default) replaces the current publisher only if it has sent no media for a
-    /// second (a silently dead encoder reconnecting), `Reject` always refuses the newcomer,
-    /// `Replace` always hands the stream to the newcomer. A cooldown stops two live encoders from
-    /// knocking each other off in a loop.
+    /// What happens when a second encoder publishes with the valid key while the stream is live
+    /// (see the values below). Defaults to `ReplaceIdle`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub takeover_policy: Option<TakeoverPolicy>,
 
-    /// Free text shown to operators; not used by Streamfleet.
+    /// Free text for the people running the stream (at most 1024 characters); not used by
+    /// Streamfleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("size(self) <= 1024").message("description must be at most 1024 characters"))]
+    #[schemars(length(max = 1024))]
     pub description: Option<String>,
 
-    /// Restrict the stream to edges whose `--edge-labels` match all of these labels. Empty or
-    /// absent means every edge serves it.
+    /// Restrict the stream to edges whose labels match all of these `key: value` pairs (at most
+    /// 32; keys are label keys such as `region` or `example.com/tier`, values are label values of
+    /// at most 63 characters). Empty or absent means every edge serves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "edge_selector_schema")]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, size(k) > 0 && size(k) <= 317)").message("edgeSelector keys must be label keys: 1 to 317 characters ([prefix/]name)"))]
     pub edge_selector: Option<std::collections::BTreeMap<String, String>>,
 }
 
@@ -92,10 +97,15 @@ pub struct LiveStreamSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as the LiveStream.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = kube::core::Rule::new("size(self) > 0").message("publishKeySecretRef.name must not be empty"))]
+    #[x_kube(validation = kube::core::Rule::new("size(self) == 0 || self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("publishKeySecretRef.name must be a Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
-    /// Key inside the Secret's data whose value is the publish key. Defaults to `publishKey`.
+    /// Key inside the Secret's `data` (or `stringData`) whose value is the publish key.
+    /// Defaults to `publishKey`.
     #[serde(default = "default_secret_key")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("publishKeySecretRef.key must be a Secret data key: letters, digits, '-', '_' and '.'"))]
     pub key: String,
 }
 
@@ -103,7 +113,25 @@ fn default_secret_key() -> String {
     "publishKey".to_string()
 }
 
-/// Who wins when a second encoder publishes to a live stream with the valid key.
+/// `edgeSelector`: a bounded map of label values, so the API server can cost its CEL rule.
+fn edge_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": 32,
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": 63,
+            "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+        }
+    })
+}
+
+/// What happens when a second encoder publishes with the valid key while the stream is live:
+/// `ReplaceIdle` (the default) replaces the current publisher only if it has sent no media for a
+/// second (a silently dead encoder reconnecting), `Reject` always refuses the newcomer, `Replace`
+/// always hands the stream to the newcomer. A cooldown stops two live encoders from knocking each
+/// other off in a loop.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum TakeoverPolicy {
     /// Replace the current publisher only when it has sent no media for the idle threshold.
@@ -140,14 +168,16 @@ impl TakeoverPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStreamStatus {
-    /// Pending, Ready, Live, Disabled or Error.
+    /// Lifecycle phase (see the type description).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions: `Ready` (the stream is in the registry and can be published) and
-    /// `Live` (a publisher is connected).
+    /// Standard conditions. `Ready`: the stream is in the registry and accepts a publisher (False
+    /// with reason `SecretNotFound`, `SecretKeyMissing`, `InvalidPublishKey`,
+    /// `PlaybackNameConflict`, `PublishKeyConflict`, `InvalidSpec` or `Disabled`). `Live`: a
+    /// publisher is connected (reason `Publishing`, else `NoPublisher` or `NotReady`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -171,7 +201,10 @@ pub struct LiveStreamStatus {
     pub publish_key_secret: Option<String>,
 }
 
-/// Lifecycle phase shown by `kubectl get lst`.
+/// Lifecycle phase shown by `kubectl get lst`: `Pending` (not in the registry yet, e.g. the
+/// publish-key Secret is missing), `Ready` (registered, waiting for a publisher), `Live` (a
+/// publisher is connected), `Disabled` (`spec.enabled` is false) or `Error` (the spec cannot be
+/// served, e.g. a playback-name conflict; see the `Ready` condition).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
     /// Not yet written to the registry (e.g. the Secret is missing).

@@ -95,9 +95,24 @@ struct SecretMeta {
     namespace: Option<String>,
 }
 
+/// One LiveStream of a manifest file with the record built from it and its Secret.
+#[derive(Debug, Clone)]
+pub struct ManifestStream {
+    /// 1-based position of the LiveStream's document in the file.
+    pub document: usize,
+    pub stream: LiveStream,
+    pub record: StreamRecord,
+}
+
 /// Parses a multi-document YAML of LiveStreams and Secrets into records. Other kinds are
 /// ignored. Every problem found is returned, not just the first.
 pub fn load_manifests(yaml: &str) -> Result<Vec<StreamRecord>, Vec<ManifestError>> {
+    load_manifest_streams(yaml).map(|streams| streams.into_iter().map(|s| s.record).collect())
+}
+
+/// Like [`load_manifests`], keeping each LiveStream and its document number next to its record
+/// (what `streamfleet-operator sync` needs to report per stream).
+pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<ManifestError>> {
     let mut errors = Vec::new();
     let mut streams: Vec<(usize, LiveStream)> = Vec::new();
     // (namespace, name) -> key -> value
@@ -169,7 +184,7 @@ pub fn load_manifests(yaml: &str) -> Result<Vec<StreamRecord>, Vec<ManifestError
         }
     }
 
-    let mut records: Vec<StreamRecord> = Vec::new();
+    let mut records: Vec<ManifestStream> = Vec::new();
     for (document, ls) in streams {
         let ns = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
         let name = ls.metadata.name.clone().unwrap_or_default();
@@ -201,20 +216,23 @@ pub fn load_manifests(yaml: &str) -> Result<Vec<StreamRecord>, Vec<ManifestError
         };
         match record_for(&ls, key) {
             Ok(rec) => {
-                if let Some(other) = records.iter().find(|r| r.id == rec.id) {
-                    errors.push(mk("metadata.name", format!("LiveStream {} is defined twice", other.id)));
-                } else if let Some(other) = records.iter().find(|r| r.playback_name == rec.playback_name) {
+                if let Some(other) = records.iter().find(|r| r.record.id == rec.id) {
+                    errors.push(mk("metadata.name", format!("LiveStream {} is defined twice", other.record.id)));
+                } else if let Some(other) = records.iter().find(|r| r.record.playback_name == rec.playback_name) {
                     errors.push(mk(
                         "spec.playbackName",
-                        format!("{:?} is already used by {}", rec.playback_name, other.id),
+                        format!(
+                            "{:?} is already used by {} (document {})",
+                            rec.playback_name, other.record.id, other.document
+                        ),
                     ));
-                } else if let Some(other) = records.iter().find(|r| r.key_hash == rec.key_hash) {
+                } else if let Some(other) = records.iter().find(|r| r.record.key_hash == rec.key_hash) {
                     errors.push(mk(
                         "spec.publishKeySecretRef",
-                        format!("the publish key is already used by {}", other.id),
+                        format!("the publish key is already used by {} (document {})", other.record.id, other.document),
                     ));
                 } else {
-                    records.push(rec);
+                    records.push(ManifestStream { document, stream: ls, record: rec });
                 }
             }
             Err(e) => errors.push(mk(&e.field, e.message)),
@@ -275,6 +293,11 @@ spec:
         assert_eq!(sports.playback_name, "sport-1");
         assert_eq!(sports.takeover, TakeoverPolicy::ReplaceIdle);
         assert!(!sports.enabled);
+
+        let streams = load_manifest_streams(GOOD).expect("valid manifests");
+        assert_eq!(streams.iter().map(|s| s.document).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(streams[1].stream.spec.playback_name.as_deref(), Some("sport-1"));
+        assert_eq!(streams.into_iter().map(|s| s.record).collect::<Vec<_>>(), recs);
     }
 
     fn errors_of(yaml: &str) -> Vec<ManifestError> {

@@ -1,0 +1,405 @@
+//! The Kubernetes controller: the [`Context`] every reconcile shares, the reconcile entry point
+//! (finalizer first, then apply or cleanup), the error policy with per-object exponential
+//! backoff, and [`run`], which wires the watches (LiveStreams, the Secrets they use, registry
+//! epoch changes) and the orphan collector together.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::{Action, Config as ControllerConfig},
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::Store,
+        watcher,
+    },
+};
+use serde_json::json;
+use streamfleet_registry::{
+    SharedRegistry, StreamId,
+    api::{LiveStream, LiveStreamStatus, Phase},
+    manifest::{RecordError, record_for},
+};
+use tokio::time::Instant;
+
+use crate::{
+    conflicts::{self, Claim},
+    error::{Error, Result},
+    gc,
+    metrics::Metrics,
+    reconcile,
+    secrets::{self, MANAGER, SecretCache},
+    status::{self, Change, Observed, Problem, READY, StatusInput},
+};
+
+/// The finalizer that keeps a LiveStream until its registry record is gone.
+pub const FINALIZER: &str = "streamfleet.io/registry";
+/// Most LiveStreams reconciled at once: bounds the load on Redis and the API server.
+const CONCURRENCY: u16 = 32;
+/// First and last retry delay after a failed reconcile.
+const BACKOFF_MIN: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Timing of the steady-state loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Requeue of a live stream (how fresh viewers and bitrate are in status).
+    pub live_requeue: Duration,
+    /// Requeue of every other stream (how soon a new publisher shows as Live).
+    pub idle_requeue: Duration,
+    /// Minimum time between two status patches that only change live counters.
+    pub status_min_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            live_requeue: Duration::from_secs(5),
+            idle_requeue: Duration::from_secs(30),
+            status_min_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// Kubernetes client: Secrets, status patches, finalizers.
+    pub client: Client,
+    /// The registry the records are written to.
+    pub registry: SharedRegistry,
+    /// Publishes Events on LiveStreams (aggregated into series by kube).
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Every LiveStream the controller knows: playback-name conflicts are judged against it.
+    pub store: Store<LiveStream>,
+    /// Secrets read for LiveStreams, invalidated by the Secret watch.
+    pub secrets: SecretCache,
+    /// Consecutive failures per stream, for the exponential backoff.
+    failures: Mutex<HashMap<StreamId, u32>>,
+    /// When each stream's status was last patched, for the live-counter rate limit.
+    last_status_patch: Mutex<HashMap<StreamId, Instant>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        registry: SharedRegistry,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        store: Store<LiveStream>,
+        secrets: SecretCache,
+    ) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            registry,
+            metrics,
+            settings,
+            store,
+            secrets,
+            failures: Mutex::default(),
+            last_status_patch: Mutex::default(),
+        }
+    }
+
+    /// The delay before retrying `id` after one more failure.
+    fn next_backoff(&self, id: Option<&StreamId>) -> Duration {
+        let attempt = match id {
+            Some(id) => {
+                let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                let n = f.entry(id.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n - 1
+            }
+            None => 0,
+        };
+        backoff_delay(attempt, rand::random::<f64>())
+    }
+
+    fn reset_backoff(&self, id: &StreamId) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// `None` when a live-only status patch may go out now, else how long to wait.
+    fn status_patch_wait(&self, id: &StreamId) -> Option<Duration> {
+        let last = self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()?;
+        let next = last + self.settings.status_min_interval;
+        let now = Instant::now();
+        (next > now).then(|| next - now)
+    }
+
+    fn note_status_patch(&self, id: &StreamId) {
+        self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Instant::now());
+    }
+
+    fn forget(&self, id: &StreamId) {
+        self.reset_backoff(id);
+        self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.metrics.set_phase(id, None);
+    }
+
+    async fn publish(&self, ls: &LiveStream, type_: EventType, reason: &str, note: String) {
+        let ev = KubeEvent {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &ls.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish an Event");
+        }
+    }
+}
+
+/// `min(5 s · 2^attempt, 5 min)`, spread by ±10 % (`jitter` in [0, 1)) so objects that failed
+/// together do not retry together.
+pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
+    let base = BACKOFF_MIN.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
+    base.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
+}
+
+/// `namespace/name` of a LiveStream.
+pub fn stream_id(ls: &LiveStream) -> Result<StreamId> {
+    let ns = ls.meta().namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = ls.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    Ok(StreamId::new(ns, name))
+}
+
+/// Reconciles one LiveStream: the finalizer is the only top-level action, so a record is never
+/// written for an object that could be deleted without the operator noticing.
+pub async fn reconcile(ls: Arc<LiveStream>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let id = stream_id(&ls)?;
+    let api: Api<LiveStream> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    let action = finalizer(&api, FINALIZER, ls, |event| async {
+        match event {
+            FinalizerEvent::Apply(ls) => apply(&ls, &ctx).await,
+            FinalizerEvent::Cleanup(ls) => cleanup(&ls, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.reset_backoff(&id);
+    Ok(action)
+}
+
+/// Failed reconciles retry with per-object exponential backoff (5 s → 5 min).
+pub fn error_policy(ls: Arc<LiveStream>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(err.metric_label());
+    let id = stream_id(&ls).ok();
+    let delay = ctx.next_backoff(id.as_ref());
+    tracing::warn!(stream = %id.map(|i| i.to_string()).unwrap_or_default(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Maps a record-building failure to the problem shown in status.
+fn record_problem(e: RecordError, secret: &str) -> Problem {
+    if e.field == "publish key" {
+        Problem::InvalidPublishKey { secret: secret.to_string(), message: e.message }
+    } else {
+        Problem::InvalidSpec { field: e.field, message: e.message }
+    }
+}
+
+/// Makes the registry match the LiveStream and reports the result in status.
+async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
+    let id = stream_id(ls)?;
+    let me = Claim::of(ls).ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let claims: Vec<Claim> = ctx.store.state().iter().filter_map(|o| Claim::of(o)).collect();
+    let (secret_name, key_name) = secrets::key_location(ls);
+
+    let desired = match conflicts::rival(&me, &claims) {
+        Some(older) => {
+            Err(Problem::PlaybackNameConflict { playback_name: me.playback_name.clone(), owner: older.id.to_string() })
+        }
+        None => {
+            let secret = if ls.spec.publish_key_secret_ref.is_some() {
+                secrets::fetch(&ctx.client, &ctx.secrets, &id.namespace, &secret_name).await?
+            } else {
+                let (secret, created) = secrets::ensure_generated(&ctx.client, &ctx.secrets, ls).await?;
+                if created {
+                    tracing::info!(stream = %id, secret = %secret_name, "generated a publish-key Secret");
+                    let note = format!("generated Secret {secret_name} with a random publish key");
+                    ctx.publish(ls, EventType::Normal, "SecretCreated", note).await;
+                }
+                Some(secret)
+            };
+            match secret {
+                None => Err(Problem::SecretNotFound { secret: secret_name.clone() }),
+                Some(s) => secrets::read_key(&s, &key_name)
+                    .and_then(|key| record_for(ls, &key).map_err(|e| record_problem(e, &secret_name))),
+            }
+        }
+    };
+
+    let may_evict = |owner: &StreamId| conflicts::may_evict(&me, owner, &claims);
+    let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &may_evict).await?;
+    announce(ls, ctx, &outcome, &me.playback_name).await;
+
+    let desired_status = status::desired_status(&StatusInput {
+        generation: ls.metadata.generation,
+        playback_name: me.playback_name.clone(),
+        enabled: ls.spec.is_enabled(),
+        publish_key_secret: Some(secret_name),
+        observed: &outcome.observed,
+        previous: ls.status.as_ref(),
+        now: Timestamp::now(),
+    });
+    ctx.metrics.set_phase(&id, desired_status.phase);
+    let wait = match status::classify(ls.status.as_ref(), &desired_status) {
+        Change::None => None,
+        Change::LiveOnly if ctx.status_patch_wait(&id).is_some() => ctx.status_patch_wait(&id),
+        Change::LiveOnly | Change::Significant => {
+            patch_status(&ctx.client, &id, &desired_status).await?;
+            ctx.note_status_patch(&id);
+            None
+        }
+    };
+    let every = match desired_status.phase {
+        Some(Phase::Live) => ctx.settings.live_requeue,
+        _ => ctx.settings.idle_requeue,
+    };
+    Ok(Action::requeue(wait.map_or(every, |w| w.min(every))))
+}
+
+/// Events for what changed: a new problem (Warning, once per reason change), a key rotation,
+/// a revoked publisher, an evicted record.
+async fn announce(ls: &LiveStream, ctx: &Context, outcome: &reconcile::ApplyOutcome, playback: &str) {
+    let previous_reason =
+        ls.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)).map(|c| c.reason.as_str());
+    if let Observed::Blocked(p) = &outcome.observed
+        && previous_reason != Some(p.reason())
+    {
+        ctx.publish(ls, EventType::Warning, p.reason(), p.message()).await;
+    }
+    let applied = &outcome.applied;
+    if applied.key_rotated {
+        let note = if applied.revoked {
+            "publish key changed: the connected publisher was disconnected and must reconnect with the new key"
+        } else {
+            "publish key changed"
+        };
+        ctx.publish(ls, EventType::Normal, "KeyRotated", note.to_string()).await;
+    } else if applied.revoked && !ls.spec.is_enabled() {
+        let note = "spec.enabled is false: the connected publisher was disconnected".to_string();
+        ctx.publish(ls, EventType::Normal, "PublisherRevoked", note).await;
+    }
+    for owner in &applied.evicted {
+        let note = format!("removed the registry record of {owner}, which claimed playback name {playback:?} later");
+        ctx.publish(ls, EventType::Normal, "PlaybackNameReclaimed", note).await;
+    }
+}
+
+/// Writes the whole status with server-side apply, as the operator's field manager.
+async fn patch_status(client: &Client, id: &StreamId, status: &LiveStreamStatus) -> Result<()> {
+    let api: Api<LiveStream> = Api::namespaced(client.clone(), &id.namespace);
+    let body = json!({
+        "apiVersion": LiveStream::api_version(&()),
+        "kind": LiveStream::kind(&()),
+        "status": serde_json::to_value(status).map_err(Error::Serialization)?,
+    });
+    api.patch_status(&id.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+/// Removes the record and any live lease; the finalizer is released only when this succeeds.
+async fn cleanup(ls: &LiveStream, ctx: &Context) -> Result<Action> {
+    let id = stream_id(ls)?;
+    if let Err(e) = reconcile::remove_record(ctx.registry.as_ref(), &id).await {
+        let note = format!(
+            "cannot remove the stream from the registry ({e}); the deletion completes once the registry is reachable"
+        );
+        ctx.publish(ls, EventType::Warning, "CleanupBlocked", note).await;
+        return Err(e);
+    }
+    tracing::info!(stream = %id, "removed from the registry");
+    ctx.forget(&id);
+    Ok(Action::await_change())
+}
+
+/// Yields once each time the registry's epoch changes (Redis restarted empty): every record
+/// must then be rewritten.
+pub fn epoch_changes(registry: SharedRegistry, every: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold((registry, None::<u64>), move |(registry, mut last)| async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match registry.epoch().await {
+                Ok(epoch) if last.is_some_and(|l| l != epoch) => {
+                    tracing::warn!(epoch, "registry epoch changed (restarted empty): rewriting every record");
+                    return Some(((), (registry, Some(epoch))));
+                }
+                Ok(epoch) => last = Some(epoch),
+                Err(e) => tracing::debug!(error = %e, "registry epoch unavailable"),
+            }
+        }
+    })
+}
+
+/// What [`controller`] needs besides the client and registry.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub settings: Settings,
+    pub identity: String,
+    pub gc_interval: Duration,
+    pub epoch_poll: Duration,
+}
+
+/// The controller with its watches and the orphan collector; resolves when `shutdown` does.
+pub async fn controller(
+    client: Client,
+    registry: SharedRegistry,
+    metrics: Arc<Metrics>,
+    opts: ControllerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let streams: Api<LiveStream> = Api::all(client.clone());
+    let controller = Controller::new(streams, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
+    let store = controller.store();
+    let cache = SecretCache::default();
+    let (map_store, map_cache) = (store.clone(), cache.clone());
+    let controller = controller
+        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |secret: Secret| {
+            if let (Some(ns), Some(name)) = (secret.namespace(), secret.meta().name.as_deref()) {
+                map_cache.invalidate(&ns, name);
+            }
+            secrets::referencing(&secret, &map_store.state())
+        })
+        .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
+        .graceful_shutdown_on(shutdown);
+    let reporter = Reporter { controller: MANAGER.to_string(), instance: Some(opts.identity.clone()) };
+    let ctx = Arc::new(Context::new(
+        client,
+        registry.clone(),
+        reporter,
+        metrics,
+        opts.settings.clone(),
+        store.clone(),
+        cache,
+    ));
+    let run = controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "controller event");
+        }
+    });
+    let collect = gc::run(registry.as_ref(), store, opts.gc_interval);
+    tokio::select! {
+        () = run => {}
+        () = collect => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

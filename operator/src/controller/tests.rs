@@ -1,0 +1,357 @@
+//! Reconcile scenarios against a mocked API server (every request checked in order) and a
+//! registry: the memory backend here, the same scenarios against a real redis-server in
+//! `redis_scenarios` when the Redis backend is available.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use kube::runtime::controller::Action;
+use serde_json::Value;
+use streamfleet_registry::{
+    AcquireOptions, KeyHash, Lease, LeaseTiming, MemoryRegistry, PublisherInfo, RenewOutcome, SharedRegistry, StreamId,
+    StreamRecord, TakeoverPolicy,
+};
+
+use super::*;
+use crate::fixtures::{LiveStreamExt, livestream, secret};
+
+const LS_PATH: &str = "/apis/streamfleet.io/v1alpha1/namespaces/default/livestreams";
+
+async fn run(ls: &LiveStream, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action>> {
+    tokio::spawn(reconcile(Arc::new(ls.clone()), ctx.clone()))
+}
+
+async fn finish(task: tokio::task::JoinHandle<Result<Action>>) -> Result<Action> {
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("reconcile finishes").expect("no panic")
+}
+
+fn record(ns: &str, name: &str, key: &str, playback: &str) -> StreamRecord {
+    StreamRecord {
+        id: StreamId::new(ns, name),
+        key_hash: KeyHash::of_key(key),
+        playback_name: playback.into(),
+        enabled: true,
+        max_viewers: None,
+        takeover: TakeoverPolicy::ReplaceIdle,
+        generation: 1,
+    }
+}
+
+async fn publish(reg: &SharedRegistry, key: &str) -> Lease {
+    let who = PublisherInfo { edge: "edge-a".into(), remote_addr: Some("192.0.2.7:50000".into()), relay_addr: None };
+    reg.acquire(&KeyHash::of_key(key), &who, &AcquireOptions::new(&LeaseTiming::default())).await.expect("admitted")
+}
+
+async fn still_held(reg: &SharedRegistry, lease: &Lease) -> bool {
+    reg.renew(lease, Duration::from_secs(15)).await.expect("renew answered") == RenewOutcome::Renewed
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn memory() -> SharedRegistry {
+    Arc::new(MemoryRegistry::new())
+}
+
+// ---- scenarios (registry-agnostic) ------------------------------------------------------------
+
+pub(crate) async fn finalizer_is_added_before_anything_else(reg: SharedRegistry) {
+    let ls = livestream("news");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    let seen = api
+        .expect("PATCH", &format!("{LS_PATH}/news"), |s| {
+            let mut obj = serde_json::to_value(&ls).expect("JSON");
+            obj["metadata"]["finalizers"] = serde_json::json!([FINALIZER]);
+            let _ = s;
+            (200, obj)
+        })
+        .await;
+    assert_eq!(seen.body[1]["op"], "add", "{}", seen.body);
+    assert_eq!(seen.body[1]["value"], serde_json::json!([FINALIZER]));
+    assert_eq!(finish(task).await.expect("ok"), Action::await_change());
+    api.expect_nothing_more().await;
+    assert!(reg.list_streams().await.expect("list").is_empty(), "no record before the finalizer is in place");
+}
+
+pub(crate) async fn create_generates_the_secret_writes_the_record_and_status(reg: SharedRegistry) {
+    let ls = livestream("news").finalized();
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-publish-key", None).await;
+    let created = api.expect("POST", "/api/v1/namespaces/default/secrets", |s| (201, s.body.clone())).await;
+    let owner = &created.body["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].as_str()),
+        (Some("LiveStream"), Some("news"), Some("uid-news"))
+    );
+    let encoded = created.body["data"]["publishKey"].as_str().expect("key in data");
+    let key =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64")).expect("utf8");
+    assert_eq!(key.len(), 43);
+    assert!(!key.contains(['/', '?']));
+
+    let (type_, reason, _) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "SecretCreated"));
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(status["publishKeySecret"], "news-publish-key");
+    assert_eq!(status["playbackName"], "news");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Live")["reason"], "NoPublisher");
+    assert!(!status.to_string().contains(&key), "status must never carry the key");
+
+    assert_eq!(finish(task).await.expect("ok"), Action::requeue(Settings::default().idle_requeue));
+    api.expect_nothing_more().await;
+    let rec = reg.get_stream(&StreamId::new("default", "news")).await.expect("get").expect("record written");
+    assert_eq!(rec.key_hash, KeyHash::of_key(&key));
+    assert_eq!(rec.playback_name, "news");
+    assert!(rec.enabled);
+}
+
+pub(crate) async fn key_rotation_updates_the_record_and_revokes_the_publisher(reg: SharedRegistry) {
+    reg.put_stream(&record("default", "news", "old-key", "news")).await.expect("put");
+    let lease = publish(&reg, "old-key").await;
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "new-key"))).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "KeyRotated"));
+    assert!(note.contains("disconnected"), "{note}");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Ready");
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+
+    let rec = reg.get_stream(&StreamId::new("default", "news")).await.expect("get").expect("record");
+    assert_eq!(rec.key_hash, KeyHash::of_key("new-key"));
+    assert!(!still_held(&reg, &lease).await, "the publisher that used the old key lost its lease");
+    assert!(reg.lookup(&KeyHash::of_key("old-key")).await.is_err(), "the old key no longer admits anyone");
+}
+
+pub(crate) async fn disabling_revokes_the_publisher(reg: SharedRegistry) {
+    reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
+    let lease = publish(&reg, "k").await;
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey").disabled();
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "k"))).await;
+    let (_, reason, _) = api.expect_event("default").await;
+    assert_eq!(reason, "PublisherRevoked");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Disabled");
+    assert_eq!(condition(&status, "Ready")["reason"], "Disabled");
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+
+    assert!(!still_held(&reg, &lease).await, "disabling drops the publisher");
+    let rec = reg.get_stream(&StreamId::new("default", "news")).await.expect("get").expect("record kept");
+    assert!(!rec.enabled);
+}
+
+pub(crate) async fn delete_removes_the_record_then_the_finalizer(reg: SharedRegistry) {
+    reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
+    let lease = publish(&reg, "k").await;
+    let ls = livestream("news").finalized().deleting();
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    let seen = api
+        .expect("PATCH", &format!("{LS_PATH}/news"), |_| {
+            let mut obj = serde_json::to_value(&ls).expect("JSON");
+            obj["metadata"]["finalizers"] = serde_json::json!([]);
+            (200, obj)
+        })
+        .await;
+    assert_eq!(seen.body[0], serde_json::json!({"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER}));
+    assert_eq!(seen.body[1], serde_json::json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+    assert_eq!(finish(task).await.expect("ok"), Action::await_change());
+    api.expect_nothing_more().await;
+    assert_eq!(reg.get_stream(&StreamId::new("default", "news")).await.expect("get"), None);
+    assert!(!still_held(&reg, &lease).await);
+}
+
+pub(crate) async fn the_older_stream_keeps_a_contested_playback_name(reg: SharedRegistry) {
+    // The newer stream got into the registry first (say, the older one was just fixed).
+    reg.put_stream(&record("default", "news", "new-key", "news")).await.expect("put");
+    let older = livestream("anchor")
+        .in_namespace("media")
+        .finalized()
+        .playback("news")
+        .created_at(1_600_000_000)
+        .with_secret("anchor-key", "publishKey");
+    let newer = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let known = [older.clone(), newer.clone()];
+
+    // The newer one learns it lost: Warning Event, Ready=False, and its record is evicted.
+    let (ctx, mut api) = Context::test(reg.clone(), &known);
+    let task = run(&newer, &ctx).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "PlaybackNameConflict"));
+    assert!(note.contains("media/anchor"), "{note}");
+    let status = api.expect_status_patch(&newer).await;
+    assert_eq!(status["phase"], "Error");
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("PlaybackNameConflict")));
+    finish(task).await.expect("a conflict is reported, not an error");
+    api.expect_nothing_more().await;
+    assert_eq!(reg.get_stream(&StreamId::new("default", "news")).await.expect("get"), None);
+
+    // The older one takes the name.
+    let (ctx, mut api) = Context::test(reg.clone(), &known);
+    let task = run(&older, &ctx).await;
+    api.expect_secret_get("media", "anchor-key", Some(&secret("media", "anchor-key", "publishKey", "anchor"))).await;
+    let status = api.expect_status_patch(&older).await;
+    assert_eq!(status["phase"], "Ready");
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+    assert_eq!(reg.lookup_playback("news").await.expect("owner").id, StreamId::new("media", "anchor"));
+}
+
+pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg: SharedRegistry) {
+    reg.put_stream(&record("default", "news", "new-key", "news")).await.expect("put");
+    let older = livestream("anchor")
+        .in_namespace("media")
+        .finalized()
+        .playback("news")
+        .created_at(1_600_000_000)
+        .with_secret("anchor-key", "publishKey");
+    let newer = livestream("news").finalized();
+    let (ctx, mut api) = Context::test(reg.clone(), &[older.clone(), newer]);
+    let task = run(&older, &ctx).await;
+    api.expect_secret_get("media", "anchor-key", Some(&secret("media", "anchor-key", "publishKey", "anchor"))).await;
+    let (_, reason, note) = api.expect_event("media").await;
+    assert_eq!(reason, "PlaybackNameReclaimed");
+    assert!(note.contains("default/news"), "{note}");
+    api.expect_status_patch(&older).await;
+    finish(task).await.expect("ok");
+    assert_eq!(reg.lookup_playback("news").await.expect("owner").id, StreamId::new("media", "anchor"));
+    assert_eq!(reg.get_stream(&StreamId::new("default", "news")).await.expect("get"), None);
+}
+
+pub(crate) async fn a_missing_secret_is_a_condition_not_a_crash(reg: SharedRegistry) {
+    let ls = livestream("news").finalized().with_secret("nope", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "nope", None).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "SecretNotFound"));
+    assert!(note.contains("nope"), "{note}");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Pending");
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("SecretNotFound")));
+    // Requeued (the Secret watch also wakes it up as soon as the Secret appears).
+    assert_eq!(finish(task).await.expect("ok"), Action::requeue(Settings::default().idle_requeue));
+    api.expect_nothing_more().await;
+    assert!(reg.list_streams().await.expect("list").is_empty());
+}
+
+// ---- memory-backend runs ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn finalizer_first() {
+    finalizer_is_added_before_anything_else(memory()).await;
+}
+
+#[tokio::test]
+async fn create() {
+    create_generates_the_secret_writes_the_record_and_status(memory()).await;
+}
+
+#[tokio::test]
+async fn key_rotation() {
+    key_rotation_updates_the_record_and_revokes_the_publisher(memory()).await;
+}
+
+#[tokio::test]
+async fn disable() {
+    disabling_revokes_the_publisher(memory()).await;
+}
+
+#[tokio::test]
+async fn delete_with_finalizer() {
+    delete_removes_the_record_then_the_finalizer(memory()).await;
+}
+
+#[tokio::test]
+async fn playback_name_conflict() {
+    the_older_stream_keeps_a_contested_playback_name(memory()).await;
+}
+
+#[tokio::test]
+async fn playback_name_eviction() {
+    the_older_stream_evicts_a_newer_record_holding_its_name(memory()).await;
+}
+
+#[tokio::test]
+async fn secret_missing() {
+    a_missing_secret_is_a_condition_not_a_crash(memory()).await;
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_patched_and_live_counters_are_rate_limited() {
+    let reg = memory();
+    let ls = livestream("news").finalized().with_secret("k", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1")));
+
+    // First pass writes the status.
+    let task = run(&ls, &ctx).await;
+    let status = api.expect_status_patch(&ls).await;
+    finish(task).await.expect("ok");
+    let mut ls = ls;
+    ls.status = Some(serde_json::from_value(status).expect("status parses"));
+
+    // Same state: no request at all (the Secret comes from the cache).
+    let task = run(&ls, &ctx).await;
+    finish(task).await.expect("ok");
+
+    // Went live: a significant change, written at once.
+    publish(&reg, "key-1").await;
+    let task = run(&ls, &ctx).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Live");
+    assert_eq!(status["publisher"]["edge"], "edge-a");
+    assert_eq!(finish(task).await.expect("ok"), Action::requeue(Settings::default().live_requeue));
+    ls.status = Some(serde_json::from_value(status).expect("status parses"));
+
+    // Only the viewer count moved, right after a patch: deferred, requeued within the interval.
+    reg.set_viewers("edge-b", &[(StreamId::new("default", "news"), 12)], Duration::from_secs(30))
+        .await
+        .expect("viewers");
+    let task = run(&ls, &ctx).await;
+    let Action { .. } = finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+}
+
+#[test]
+fn backoff_doubles_from_five_seconds_to_five_minutes() {
+    let mid = |n| backoff_delay(n, 0.5);
+    assert_eq!(mid(0), Duration::from_secs(5));
+    assert_eq!(mid(1), Duration::from_secs(10));
+    assert_eq!(mid(3), Duration::from_secs(40));
+    assert_eq!(mid(7), Duration::from_secs(300));
+    assert_eq!(mid(40), Duration::from_secs(300));
+    assert!(backoff_delay(0, 0.0) >= Duration::from_millis(4500));
+    assert!(backoff_delay(0, 0.999) <= Duration::from_millis(5500));
+}
+
+#[tokio::test]
+async fn failures_back_off_per_object_and_reset_on_success() {
+    let (ctx, _api) = Context::test(memory(), &[]);
+    let a = StreamId::new("default", "a");
+    let b = StreamId::new("default", "b");
+    let d1 = ctx.next_backoff(Some(&a));
+    let d2 = ctx.next_backoff(Some(&a));
+    let d3 = ctx.next_backoff(Some(&a));
+    assert!(d1 < d2 && d2 < d3, "{d1:?} {d2:?} {d3:?}");
+    assert!(ctx.next_backoff(Some(&b)) < Duration::from_secs(6), "another object starts fresh");
+    ctx.reset_backoff(&a);
+    assert!(ctx.next_backoff(Some(&a)) < Duration::from_secs(6));
+}

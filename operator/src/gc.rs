@@ -1,0 +1,87 @@
+//! Garbage collection of orphaned registry records: records whose LiveStream no longer exists
+//! (deleted while the operator was down, or with its finalizer removed by hand). Runs once the
+//! LiveStream cache is complete, then periodically.
+
+use std::{collections::HashSet, time::Duration};
+
+use kube::runtime::reflector::Store;
+use streamfleet_registry::{Registry, StreamId, StreamRecord, api::LiveStream, manifest::DEFAULT_NAMESPACE};
+
+use crate::{error::Result, reconcile::remove_record};
+
+/// Records without a LiveStream.
+pub fn orphans(records: &[StreamRecord], existing: &HashSet<StreamId>) -> Vec<StreamId> {
+    records.iter().filter(|r| !existing.contains(&r.id)).map(|r| r.id.clone()).collect()
+}
+
+/// Removes orphaned records and returns their ids. The registry is listed *before* the
+/// LiveStreams are snapshotted: a record written after the listing is not considered, and every
+/// record in the listing was written for an object the snapshot already holds (the cache is
+/// updated before reconcile runs), so a new stream's record is never collected.
+pub async fn collect(registry: &dyn Registry, existing: impl FnOnce() -> HashSet<StreamId>) -> Result<Vec<StreamId>> {
+    let records = registry.list_streams().await?;
+    let orphaned = orphans(&records, &existing());
+    for id in &orphaned {
+        remove_record(registry, id).await?;
+        tracing::info!(stream = %id, "removed orphaned registry record");
+    }
+    Ok(orphaned)
+}
+
+/// The ids of the LiveStreams in a reflector store.
+pub fn ids_in(store: &Store<LiveStream>) -> HashSet<StreamId> {
+    store
+        .state()
+        .iter()
+        .filter_map(|ls| {
+            let name = ls.metadata.name.clone()?;
+            let ns = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+            Some(StreamId::new(ns, name))
+        })
+        .collect()
+}
+
+/// Collects orphans when the store is ready and every `every` after that, until dropped.
+pub async fn run(registry: &dyn Registry, store: Store<LiveStream>, every: Duration) {
+    if store.wait_until_ready().await.is_err() {
+        // The store's writer is gone, so the controller is stopping: nothing left to collect.
+        return futures::future::pending().await;
+    }
+    loop {
+        if let Err(e) = collect(registry, || ids_in(&store)).await {
+            tracing::warn!(error = %e, "orphan collection failed; retrying at the next interval");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamfleet_registry::{KeyHash, MemoryRegistry, TakeoverPolicy};
+
+    fn record(name: &str) -> StreamRecord {
+        StreamRecord {
+            id: StreamId::new("media", name),
+            key_hash: KeyHash::of_key(name),
+            playback_name: name.into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: TakeoverPolicy::Reject,
+            generation: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_records_without_a_livestream_are_collected() {
+        let reg = MemoryRegistry::new();
+        for n in ["kept", "orphan"] {
+            reg.put_stream(&record(n)).await.expect("put");
+        }
+        let existing = HashSet::from([StreamId::new("media", "kept"), StreamId::new("media", "no-record")]);
+        let removed = collect(&reg, || existing).await.expect("collected");
+        assert_eq!(removed, vec![StreamId::new("media", "orphan")]);
+        let left: Vec<_> = reg.list_streams().await.expect("list").into_iter().map(|r| r.id.name).collect();
+        assert_eq!(left, vec!["kept".to_string()]);
+    }
+}
