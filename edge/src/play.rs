@@ -76,7 +76,7 @@ async fn play(ctx: &Arc<Context>, io: &mut Io, record: &StreamRecord, stream: &A
         Ok(cap) => cap,
         Err(e) => return refuse(ctx, io, "unavailable", FAILED, &format!("stream registry unavailable: {e}")),
     };
-    if cap == Some(0) {
+    if cap.is_some_and(|cap| stream.player_count() >= cap) {
         return refuse(ctx, io, "max_viewers", FAILED, &max_viewers_text(record));
     }
     if let Err(e) = io.conn.accept().map_err(Ended::Protocol).and_then(|outs| io.apply(outs)) {

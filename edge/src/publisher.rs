@@ -9,7 +9,7 @@
 //! idle, which is what lets a reconnecting encoder replace it under `ReplaceIdle`.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -130,10 +130,15 @@ async fn ingest(
                         last_media = Instant::now();
                         if holder.borrow().idle {
                             holder.send_modify(|h| h.idle = false);
+                            stream.publisher_idle.store(false, Ordering::Relaxed);
                         }
                     }
                     window_bytes += media.payload.len() as u64;
-                    stream.publish(session, media);
+                    if let Some(fanout) = stream.publish(session, media)
+                        && fanout.dropped > 0
+                    {
+                        ctx.metrics.slow_player_dropped_messages.inc_by(fanout.dropped as u64);
+                    }
                 }
                 Ok(Event::PublishFinished) => return Ended::Closed("publisher finished".into()),
                 Ok(_) => {}
@@ -161,6 +166,7 @@ async fn ingest(
                 if silent >= settings.idle_report_after && !holder.borrow().idle {
                     tracing::debug!(silent_ms = silent.as_millis() as u64, "publisher idle");
                     holder.send_modify(|h| h.idle = true);
+                    stream.publisher_idle.store(true, Ordering::Relaxed);
                 }
                 let window = now.saturating_duration_since(window_start);
                 if window >= BITRATE_WINDOW {

@@ -89,6 +89,8 @@ pub struct StreamSnapshot {
     pub stream: String,
     pub playback_name: String,
     pub live: bool,
+    /// The publisher has paused sending media (a takeover under ReplaceIdle may replace it).
+    pub publisher_idle: bool,
     pub publisher_remote_addr: Option<String>,
     pub publisher_since: Option<String>,
     pub players: usize,
@@ -108,6 +110,9 @@ pub struct Stream {
     state: Mutex<State>,
     live: watch::Sender<LiveState>,
     pub stats: StreamStats,
+    /// The local publisher has sent no media for the idle-report threshold (it may be replaced
+    /// under `ReplaceIdle`).
+    pub publisher_idle: std::sync::atomic::AtomicBool,
 }
 
 /// The result of fanning out one message.
@@ -141,6 +146,7 @@ impl Stream {
             }),
             live: watch::channel(LiveState::Offline).0,
             stats: StreamStats::default(),
+            publisher_idle: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -180,6 +186,7 @@ impl Stream {
         st.gop.clear();
         st.gop_bytes = 0;
         st.rebase_pending = st.last_out_ts.is_some();
+        self.publisher_idle.store(false, Ordering::Relaxed);
         let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
         fan_out(&mut st, &notice, Instant::now(), &self.stats);
         drop(st);
@@ -318,6 +325,7 @@ impl Stream {
             stream: self.id.to_string(),
             playback_name: self.playback.clone(),
             live: st.publisher.is_some(),
+            publisher_idle: st.publisher.is_some() && self.publisher_idle.load(Ordering::Relaxed),
             publisher_remote_addr: st.publisher.as_ref().map(|p| p.meta.remote_addr.clone()),
             publisher_since: st.publisher.as_ref().map(|p| humantime::format_rfc3339_millis(p.meta.since).to_string()),
             players: st.players.len(),

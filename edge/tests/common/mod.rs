@@ -1,0 +1,481 @@
+//! Shared harness of the edge's process tests: starts the real `streamfleet-edge` binary on
+//! free loopback ports (it binds port 0 and logs the addresses; the harness waits for those log
+//! lines), talks HTTP to it, runs ffmpeg/ffprobe, and drives raw RTMP clients (rml_rtmp's
+//! `ClientSession`) for behaviour ffmpeg cannot produce (silent encoders, readers that stop
+//! reading). Every child process is killed on drop; every wait has a deadline.
+
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use rml_rtmp::{
+    handshake::{Handshake, HandshakeProcessResult, PeerType},
+    sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    },
+    time::RtmpTimestamp,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    time::{Instant, sleep, timeout},
+};
+
+/// Manifests every test edge loads: `demo` (ReplaceIdle), `solo` (Reject), `limited`
+/// (maxViewers 1).
+pub const STREAMS_YAML: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: demo-key}
+stringData: {publishKey: demo-publish-key}
+---
+apiVersion: streamfleet.io/v1alpha1
+kind: LiveStream
+metadata: {name: demo}
+spec:
+  publishKeySecretRef: {name: demo-key, key: publishKey}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: solo-key}
+stringData: {publishKey: solo-publish-key}
+---
+apiVersion: streamfleet.io/v1alpha1
+kind: LiveStream
+metadata: {name: solo}
+spec:
+  publishKeySecretRef: {name: solo-key, key: publishKey}
+  takeoverPolicy: Reject
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: limited-key}
+stringData: {publishKey: limited-publish-key}
+---
+apiVersion: streamfleet.io/v1alpha1
+kind: LiveStream
+metadata: {name: limited}
+spec:
+  publishKeySecretRef: {name: limited-key, key: publishKey}
+  maxViewers: 1
+"#;
+
+/// Polls `check` every 20 ms until it yields a value or `limit` passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A temporary file removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sf-edge-test-{}-{n}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A running edge process.
+pub struct Edge {
+    pub child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub pid: u32,
+    logs: Arc<Mutex<Vec<String>>>,
+    _streams: Option<TempFile>,
+}
+
+impl Edge {
+    /// An edge with the in-memory registry loaded from [`STREAMS_YAML`], plus `extra` flags.
+    pub async fn start(extra: &[&str]) -> Edge {
+        let file = TempFile::new("streams.yaml", STREAMS_YAML);
+        let mut args: Vec<String> = vec!["--streams".into(), file.0.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut edge = Edge::start_with(args).await;
+        edge._streams = Some(file);
+        edge
+    }
+
+    /// An edge with exactly these flags (plus loopback listeners on free ports).
+    pub async fn start_with(mut args: Vec<String>) -> Edge {
+        args.extend(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"].map(String::from));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet-edge"))
+            .args(&args)
+            .env("RUST_LOG", "info,streamfleet_edge=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn streamfleet-edge");
+        let pid = child.id().expect("edge pid");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let find = |logs: &Arc<Mutex<Vec<String>>>, what: &str| -> Option<SocketAddr> {
+            logs.lock().unwrap().iter().find_map(|l| {
+                let rest = l.split(what).nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (rtmp, http) = loop {
+            if let (Some(r), Some(h)) = (find(&logs, "rtmp listening addr="), find(&logs, "http listening addr=")) {
+                break (r, h);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("edge exited with {status} before listening:\n{}", logs.lock().unwrap().join("\n"));
+            }
+            assert!(Instant::now() < deadline, "edge did not start:\n{}", logs.lock().unwrap().join("\n"));
+            sleep(Duration::from_millis(20)).await;
+        };
+        Edge { child, rtmp, http, pid, logs, _streams: None }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://{}/live/{name}", self.rtmp)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// `GET path` → (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// The value of one exposition line, e.g. `streamfleet_edge_publish_rejections_total{reason="unknown_key"}`;
+    /// 0 when the series does not exist yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The stream entry of `/api/v1/streams` for a playback name.
+    pub async fn stream(&self, playback: &str) -> Option<serde_json::Value> {
+        let v = self.json("/api/v1/streams").await;
+        v["streams"].as_array()?.iter().find(|s| s["playback_name"] == playback).cloned()
+    }
+
+    /// Waits until the stream is live and has received at least `frames` messages.
+    pub async fn wait_live(&self, playback: &str, frames: u64, limit: Duration) -> serde_json::Value {
+        wait_for(&format!("stream {playback} live with {frames} frames"), limit, || async {
+            self.stream(playback).await.filter(|s| s["live"] == true && s["frames_in"].as_u64().unwrap_or(0) >= frames)
+        })
+        .await
+    }
+
+    pub async fn sessions(&self) -> Vec<serde_json::Value> {
+        self.json("/api/v1/sessions").await["sessions"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Resident memory of the edge process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Minimal HTTP/1.0 GET (the edge's own endpoints only).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    timeout(Duration::from_secs(5), work)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
+}
+
+/// ffmpeg publishing a generated pattern (H.264 + AAC) in real time for `seconds`.
+pub fn ffmpeg_publish(url: &str, seconds: u32, gop: u32) -> Child {
+    ffmpeg_publish_args(url, seconds, gop, &[])
+}
+
+pub fn ffmpeg_publish_args(url: &str, seconds: u32, gop: u32, video_args: &[&str]) -> Child {
+    streamfleet_testkit::require_tool("ffmpeg");
+    let t = seconds.to_string();
+    let g = gop.to_string();
+    let mut args: Vec<&str> = vec![
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        &g,
+        "-pix_fmt",
+        "yuv420p",
+    ];
+    args.extend_from_slice(video_args);
+    args.extend_from_slice(&["-c:a", "aac", "-b:a", "64k", "-t", &t, "-f", "flv", url]);
+    Command::new("ffmpeg")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// Waits for a child with a deadline; returns (success, stderr).
+pub async fn finish(child: Child, limit: Duration) -> (bool, String) {
+    match timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()),
+        Ok(Err(e)) => panic!("waiting for child: {e}"),
+        Err(_) => panic!("child did not finish within {limit:?}"),
+    }
+}
+
+/// `ffprobe` output (compact format) for an RTMP URL.
+pub async fn ffprobe(args: &[&str], url: &str, limit: Duration) -> (bool, String, String) {
+    streamfleet_testkit::require_tool("ffprobe");
+    let child = Command::new("ffprobe")
+        .args(["-hide_banner", "-v", "error", "-rw_timeout", "15000000"])
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffprobe");
+    match timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Ok(Err(e)) => panic!("ffprobe: {e}"),
+        Err(_) => panic!("ffprobe did not finish within {limit:?}"),
+    }
+}
+
+/// A raw RTMP client over TCP driven by rml_rtmp's `ClientSession`.
+pub struct RawClient {
+    pub socket: TcpStream,
+    pub session: ClientSession,
+    pub events: Vec<ClientSessionEvent>,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects, handshakes and sends `connect("live")`, waiting for it to be accepted.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::connect_socket(TcpStream::connect(addr).await.expect("tcp connect")).await
+    }
+
+    pub async fn connect_socket(mut socket: TcpStream) -> RawClient {
+        socket.set_nodelay(true).ok();
+        let mut hs = Handshake::new(PeerType::Client);
+        let c0c1 = hs.generate_outbound_p0_and_p1().unwrap();
+        socket.write_all(&c0c1).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let remaining = loop {
+            let n = timeout(Duration::from_secs(5), socket.read(&mut buf)).await.expect("handshake timeout").unwrap();
+            assert!(n > 0, "server closed during handshake");
+            match hs.process_bytes(&buf[..n]).unwrap() {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    socket.write_all(&response_bytes).await.unwrap()
+                }
+                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                    socket.write_all(&response_bytes).await.unwrap();
+                    break remaining_bytes;
+                }
+            }
+        };
+        let (session, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+        let mut c = RawClient { socket, session, events: Vec::new(), buf };
+        c.results(initial).await;
+        if !remaining.is_empty() {
+            let r = c.session.handle_input(&remaining).unwrap();
+            c.results(r).await;
+        }
+        let r = c.session.request_connection("live".into());
+        c.one(r).await;
+        c.until("connect accepted", |e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)).await.unwrap();
+        c
+    }
+
+    async fn results(&mut self, results: Vec<ClientSessionResult>) {
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => self.socket.write_all(&p.bytes).await.unwrap(),
+                ClientSessionResult::RaisedEvent(e) => self.events.push(e),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+    }
+
+    pub async fn one(&mut self, r: Result<ClientSessionResult, ClientSessionError>) {
+        self.results(vec![r.expect("client session")]).await;
+    }
+
+    /// Reads until an event matches (Ok) or an error status / EOF arrives (Err with details).
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if self.events.iter().any(&pred) {
+                return Ok(());
+            }
+            if let Some(code) = self.events.iter().find_map(|e| match e {
+                ClientSessionEvent::UnhandleableOnStatusCode { code }
+                    if code.contains("BadName") || code.contains("NotFound") || code.contains("Failed") =>
+                {
+                    Some(code.clone())
+                }
+                _ => None,
+            }) {
+                return Err(code);
+            }
+            let n = match tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)).await {
+                Err(_) => panic!("timed out waiting for {what}; events: {:?}", self.events),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(format!("connection closed while waiting for {what}")),
+                Ok(Ok(n)) => n,
+            };
+            let input = self.buf[..n].to_vec();
+            let r = self.session.handle_input(&input).map_err(|e| format!("client session: {e:?}"))?;
+            self.results(r).await;
+        }
+    }
+
+    pub async fn publish(&mut self, key: &str) -> Result<(), String> {
+        let r = self.session.request_publishing(key.into(), PublishRequestType::Live);
+        self.one(r).await;
+        self.until("publish accepted", |e| matches!(e, ClientSessionEvent::PublishRequestAccepted)).await
+    }
+
+    pub async fn play(&mut self, name: &str) -> Result<(), String> {
+        let r = self.session.request_playback(name.into());
+        self.one(r).await;
+        self.until("play accepted", |e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted)).await
+    }
+
+    pub async fn send_video(&mut self, data: Bytes, ts: u32) {
+        let r = self.session.publish_video_data(data, RtmpTimestamp::new(ts), false);
+        self.one(r).await;
+    }
+
+    /// Whether the server closed the connection within `limit` (reading and discarding input).
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(n)) => {
+                    let input = self.buf[..n].to_vec();
+                    if let Ok(r) = self.session.handle_input(&input) {
+                        for x in r {
+                            if let ClientSessionResult::RaisedEvent(e) = x {
+                                self.events.push(e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a raw socket is closed by the server within `limit` (reads and discards).
+pub async fn socket_closed_within(socket: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A minimal H.264 keyframe/inter frame in FLV VIDEODATA form (not decodable; enough for the
+/// edge's keyframe detection).
+pub fn fake_avc(key: bool, len: usize) -> Bytes {
+    let mut v = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+    v.resize(len.max(5), 0xAB);
+    Bytes::from(v)
+}

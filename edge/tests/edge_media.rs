@@ -1,0 +1,223 @@
+//! Real-client tests of the edge binary: ffmpeg publishes, ffprobe plays; admission by key,
+//! rejection of a second publisher, fast republish, takeover of a silent publisher, fast start
+//! on a keyframe, maxViewers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Edge, RawClient, fake_avc, ffmpeg_publish, ffprobe, finish, wait_for};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn ffmpeg_publish_is_played_by_ffprobe_with_h264_and_aac() {
+    let edge = Edge::start(&[]).await;
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+
+    let (ok, out, err) = ffprobe(
+        &["-show_entries", "stream=codec_type,codec_name", "-of", "compact"],
+        &edge.url("demo"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "ffprobe failed: {err}\n{}", edge.logs());
+    assert!(out.contains("codec_name=h264|codec_type=video"), "{out}");
+    assert!(out.contains("codec_name=aac|codec_type=audio"), "{out}");
+    assert_eq!(out.lines().count(), 2, "exactly one video and one audio stream: {out}");
+
+    // The session table records the publisher with its flashVer, the metrics count bytes.
+    let sessions = edge.sessions().await;
+    let publisher_session = sessions.iter().find(|s| s["role"] == "publisher").expect("publisher session");
+    assert!(publisher_session["flash_ver"].as_str().unwrap_or_default().starts_with("FMLE/"), "{publisher_session}");
+    assert_eq!(publisher_session["playback_name"], "demo");
+    assert!(edge.metric("streamfleet_edge_bytes_received_total").await > 10_000.0);
+    assert!(edge.metric("streamfleet_edge_bytes_sent_total").await > 10_000.0);
+    assert_eq!(edge.metric("streamfleet_edge_time_to_first_frame_seconds_count").await, 1.0);
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn second_publisher_and_wrong_key_are_rejected_without_disturbing_the_live_one() {
+    let edge = Edge::start(&[]).await;
+    let first = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    let before = edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+
+    let t0 = Instant::now();
+    let second = ffmpeg_publish(&edge.url("demo-publish-key"), 5, 30);
+    let (ok, stderr) = finish(second, Duration::from_secs(15)).await;
+    assert!(!ok, "second publisher must fail");
+    assert!(stderr.contains("already being published"), "stderr: {stderr}");
+    // ReplaceIdle waits at most --takeover-wait (2 s) for a live holder to go idle.
+    assert!(t0.elapsed() < Duration::from_secs(6), "rejection took {:?}", t0.elapsed());
+    assert_eq!(edge.metric("streamfleet_edge_publish_rejections_total{reason=\"already_active\"}").await, 1.0);
+
+    let wrong = ffmpeg_publish(&edge.url("not-a-key"), 5, 30);
+    let (ok, stderr) = finish(wrong, Duration::from_secs(15)).await;
+    assert!(!ok);
+    assert!(stderr.contains("unknown stream key"), "stderr: {stderr}");
+    assert_eq!(edge.metric("streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"}").await, 1.0);
+
+    // The first publisher kept going: same session, frames still arriving.
+    let after = edge.stream("demo").await.expect("stream");
+    assert_eq!(after["publisher_remote_addr"], before["publisher_remote_addr"]);
+    let frames = after["frames_in"].as_u64().unwrap();
+    edge.wait_live("demo", frames + 30, Duration::from_secs(10)).await;
+    assert_eq!(edge.metric("streamfleet_edge_publishers_active").await, 1.0);
+    drop(first);
+}
+
+#[tokio::test]
+async fn republish_after_the_publisher_stops_is_admitted_within_a_second() {
+    let edge = Edge::start(&[]).await;
+    let mut first = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    first.kill().await.expect("kill first publisher");
+    first.wait().await.ok();
+
+    let t0 = Instant::now();
+    let second = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    let old = edge.stream("demo").await.and_then(|s| s["publisher_remote_addr"].as_str().map(String::from));
+    let admitted = wait_for("second publisher admitted", Duration::from_secs(5), || async {
+        let s = edge.stream("demo").await?;
+        let addr = s["publisher_remote_addr"].as_str()?.to_string();
+        (s["live"] == true && Some(&addr) != old.as_ref()).then_some(t0.elapsed())
+    })
+    .await;
+    eprintln!("republish admitted {admitted:?} after the first publisher stopped");
+    assert!(admitted < Duration::from_secs(1), "took {admitted:?}");
+    assert_eq!(edge.metric("streamfleet_edge_publish_rejections_total{reason=\"already_active\"}").await, 0.0);
+    drop(second);
+}
+
+#[tokio::test]
+async fn silently_dead_encoder_is_replaced_within_a_second_of_reconnecting() {
+    let edge = Edge::start(&[]).await;
+    // An encoder that publishes, then goes silent with its TCP connection still open.
+    let mut dead = RawClient::connect(edge.rtmp).await;
+    dead.publish("demo-publish-key").await.expect("first publish");
+    dead.send_video(fake_avc(true, 200), 0).await;
+    dead.send_video(fake_avc(false, 100), 33).await;
+    edge.wait_live("demo", 2, Duration::from_secs(5)).await;
+    // The edge notices the silence and tells the registry it is idle.
+    wait_for("publisher marked idle", Duration::from_secs(5), || async {
+        edge.stream("demo").await.filter(|s| s["publisher_idle"] == true)
+    })
+    .await;
+
+    let t0 = Instant::now();
+    let mut fresh = RawClient::connect(edge.rtmp).await;
+    fresh.publish("demo-publish-key").await.expect("reconnecting encoder admitted");
+    let took = t0.elapsed();
+    eprintln!("takeover of a silent publisher took {took:?} from the reconnect");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(edge.metric("streamfleet_edge_takeovers_total").await, 1.0);
+    // The old connection is dropped at once.
+    assert!(dead.closed_within(Duration::from_secs(2)).await, "old publisher still connected");
+    fresh.send_video(fake_avc(true, 200), 0).await;
+    wait_for("new publisher's frames", Duration::from_secs(5), || async {
+        edge.stream("demo").await.filter(|s| s["live"] == true && s["publisher_idle"] == false)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reject_policy_refuses_even_a_silent_holder() {
+    let edge = Edge::start(&[]).await;
+    let mut holder = RawClient::connect(edge.rtmp).await;
+    holder.publish("solo-publish-key").await.expect("first publish");
+    holder.send_video(fake_avc(true, 100), 0).await;
+    wait_for("publisher marked idle", Duration::from_secs(5), || async {
+        edge.stream("solo").await.filter(|s| s["publisher_idle"] == true)
+    })
+    .await;
+    let mut second = RawClient::connect(edge.rtmp).await;
+    let err = second.publish("solo-publish-key").await.expect_err("Reject policy");
+    assert!(err.contains("BadName"), "{err}");
+    assert_eq!(edge.metric("streamfleet_edge_takeovers_total").await, 0.0);
+    assert!(!holder.closed_within(Duration::from_millis(200)).await, "holder must stay connected");
+}
+
+#[tokio::test]
+async fn mid_stream_player_gets_a_keyframe_first_without_waiting_for_the_next_one() {
+    let edge = Edge::start(&[]).await;
+    // 2 s GOP; join at a random point inside a GOP (after > 1 GOP of stream).
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 40, 60);
+    edge.wait_live("demo", 200, Duration::from_secs(20)).await;
+
+    let (ok, out, err) = ffprobe(
+        &[
+            "-select_streams",
+            "v",
+            "-show_packets",
+            "-read_intervals",
+            "%+#5",
+            "-show_entries",
+            "packet=pts,flags",
+            "-of",
+            "compact",
+        ],
+        &edge.url("demo"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "ffprobe failed: {err}");
+    let packets: Vec<&str> = out.lines().filter(|l| l.starts_with("packet")).collect();
+    assert!(packets.len() >= 2, "{out}");
+    assert!(packets[0].contains("flags=K"), "first video packet is not a keyframe: {out}");
+    // Fast start: the cached GOP is sent at once, so the first frame does not wait for the next
+    // keyframe (which can be up to 2 s away); the histogram has the observation.
+    assert_eq!(edge.metric("streamfleet_edge_time_to_first_frame_seconds_count").await, 1.0);
+    let ttff = edge.metric("streamfleet_edge_time_to_first_frame_seconds_sum").await;
+    eprintln!("time to first frame: {:.1} ms", ttff * 1000.0);
+    assert!(ttff < 0.5, "time to first frame {ttff} s");
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn player_waits_for_the_stream_and_unknown_names_are_not_found() {
+    let edge = Edge::start(&["--play-wait-timeout", "10s"]).await;
+    let mut nope = RawClient::connect(edge.rtmp).await;
+    let err = nope.play("no-such-stream").await.expect_err("unknown playback name");
+    assert!(err.contains("StreamNotFound"), "{err}");
+
+    // A player that arrives before the publisher is accepted once the stream goes live.
+    let mut early = RawClient::connect(edge.rtmp).await;
+    let r = early.session.request_playback("demo".into());
+    early.one(r).await;
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    early
+        .until("play accepted after publish", |e| {
+            matches!(e, rml_rtmp::sessions::ClientSessionEvent::PlaybackRequestAccepted)
+        })
+        .await
+        .expect("early player accepted");
+    early
+        .until("video", |e| matches!(e, rml_rtmp::sessions::ClientSessionEvent::VideoDataReceived { .. }))
+        .await
+        .expect("early player receives video");
+    assert_eq!(edge.metric("streamfleet_edge_play_rejections_total{reason=\"not_found\"}").await, 1.0);
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn max_viewers_is_enforced() {
+    let edge = Edge::start(&[]).await;
+    let mut publisher = RawClient::connect(edge.rtmp).await;
+    publisher.publish("limited-publish-key").await.unwrap();
+    publisher.send_video(fake_avc(true, 100), 0).await;
+    let mut first = RawClient::connect(edge.rtmp).await;
+    first.play("limited").await.expect("first viewer");
+    let mut second = RawClient::connect(edge.rtmp).await;
+    let err = second.play("limited").await.expect_err("over maxViewers");
+    assert!(err.contains("Failed"), "{err}");
+    assert_eq!(edge.metric("streamfleet_edge_play_rejections_total{reason=\"max_viewers\"}").await, 1.0);
+    drop(first);
+    // The slot frees when the first viewer leaves.
+    wait_for("viewer slot freed", Duration::from_secs(5), || async {
+        (edge.metric("streamfleet_edge_players_active").await == 0.0).then_some(())
+    })
+    .await;
+    let mut third = RawClient::connect(edge.rtmp).await;
+    third.play("limited").await.expect("slot reused");
+}
