@@ -1,9 +1,12 @@
 //! Opens the registry from the command line: the Redis URL, and the password from a file when
 //! one is given (a mounted Secret), so it never appears in the process list or the environment.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
-use streamfleet_registry::{RegistryError, SharedRegistry};
+use streamfleet_registry::{
+    RegistryError, SharedRegistry,
+    redis::{RedisConfig, RedisRegistry},
+};
 
 use crate::config::RegistryArgs;
 
@@ -28,6 +31,24 @@ pub fn read_password(path: &Path) -> Result<String, ConnectError> {
 pub async fn connect(args: &RegistryArgs) -> Result<SharedRegistry, ConnectError> {
     let url = args.redis_url.as_deref().ok_or(ConnectError::MissingUrl)?;
     let password = args.redis_password_file.as_deref().map(read_password).transpose()?;
-    let _ = (url, password);
-    Err(ConnectError::Registry(Box::new(RegistryError::Unavailable("the Redis backend is not built yet".into()))))
+    let mut cfg = RedisConfig::new(url);
+    cfg.password = password;
+    // A Redis that is down is not fatal here (calls fail as `unavailable` and are retried); a
+    // bad URL or refused credentials are.
+    let registry = RedisRegistry::connect(cfg).await.map_err(|e| ConnectError::Registry(Box::new(e)))?;
+    Ok(Arc::new(registry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_files_lose_their_trailing_newline() {
+        let path = std::env::temp_dir().join(format!("sf-op-pw-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").expect("write");
+        assert_eq!(read_password(&path).expect("read"), "s3cret");
+        std::fs::remove_file(&path).expect("cleanup");
+        assert!(matches!(read_password(&path), Err(ConnectError::PasswordFile { .. })));
+    }
 }

@@ -355,3 +355,97 @@ async fn failures_back_off_per_object_and_reset_on_success() {
     ctx.reset_backoff(&a);
     assert!(ctx.next_backoff(Some(&a)) < Duration::from_secs(6));
 }
+
+// ---- the same scenarios on a real redis-server ------------------------------------------------
+
+mod on_redis {
+    use super::*;
+    use streamfleet_registry::redis::{RedisConfig, RedisRegistry};
+    use streamfleet_testkit::RedisServer;
+
+    /// A registry on a private redis-server (kept alive by the returned guard).
+    async fn redis() -> (SharedRegistry, RedisServer) {
+        let server = RedisServer::start();
+        let reg = RedisRegistry::connect(RedisConfig::new(server.url())).await.expect("connects");
+        // A fresh Redis never served edges: no lease from before can exist.
+        reg.end_quarantine().await.expect("quarantine lifted");
+        (Arc::new(reg), server)
+    }
+
+    #[tokio::test]
+    async fn create() {
+        let (reg, _server) = redis().await;
+        create_generates_the_secret_writes_the_record_and_status(reg).await;
+    }
+
+    #[tokio::test]
+    async fn key_rotation() {
+        let (reg, _server) = redis().await;
+        key_rotation_updates_the_record_and_revokes_the_publisher(reg).await;
+    }
+
+    #[tokio::test]
+    async fn disable() {
+        let (reg, _server) = redis().await;
+        disabling_revokes_the_publisher(reg).await;
+    }
+
+    #[tokio::test]
+    async fn delete_with_finalizer() {
+        let (reg, _server) = redis().await;
+        delete_removes_the_record_then_the_finalizer(reg).await;
+    }
+
+    #[tokio::test]
+    async fn playback_name_conflict() {
+        let (reg, _server) = redis().await;
+        the_older_stream_keeps_a_contested_playback_name(reg).await;
+    }
+
+    #[tokio::test]
+    async fn playback_name_eviction() {
+        let (reg, _server) = redis().await;
+        the_older_stream_evicts_a_newer_record_holding_its_name(reg).await;
+    }
+
+    #[tokio::test]
+    async fn secret_missing() {
+        let (reg, _server) = redis().await;
+        a_missing_secret_is_a_condition_not_a_crash(reg).await;
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_a_transient_error_and_deletes_wait() {
+        let (reg, mut server) = redis().await;
+        reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
+        server.kill();
+        let ls = livestream("news").finalized().deleting();
+        let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+        let task = run(&ls, &ctx).await;
+        let (type_, reason, note) = api.expect_event("default").await;
+        assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "CleanupBlocked"));
+        assert!(note.contains("registry"), "{note}");
+        let err = finish(task).await.expect_err("cleanup cannot finish without the registry");
+        assert_eq!(err.metric_label(), "registry_unavailable");
+        // The finalizer stays (no PATCH was sent), and the retry backs off.
+        api.expect_nothing_more().await;
+        let first = error_policy(Arc::new(ls.clone()), &err, ctx.clone());
+        let second = error_policy(Arc::new(ls), &err, ctx.clone());
+        assert!(first != second, "consecutive failures back off further");
+        assert!(
+            ctx.metrics
+                .render()
+                .contains("streamfleet_operator_reconcile_errors_total{reason=\"registry_unavailable\"} 2")
+        );
+    }
+
+    #[tokio::test]
+    async fn orphans_are_collected_from_redis() {
+        let (reg, _server) = redis().await;
+        reg.put_stream(&record("default", "kept", "k1", "kept")).await.expect("put");
+        reg.put_stream(&record("default", "gone", "k2", "gone")).await.expect("put");
+        let removed = crate::gc::collect(reg.as_ref(), || [StreamId::new("default", "kept")].into()).await.expect("gc");
+        assert_eq!(removed, vec![StreamId::new("default", "gone")]);
+        assert_eq!(reg.list_streams().await.expect("list").len(), 1);
+    }
+}
