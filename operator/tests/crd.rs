@@ -169,3 +169,27 @@ fn printer_columns_and_status_subresource() {
     let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
 }
+
+#[test]
+fn the_shipped_examples_pass_admission() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = match serde::Deserialize::deserialize(doc) {
+                Ok(v) => v,
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
+            if value["kind"] == "LiveStream" {
+                assert_eq!(admission_errors(&value), Vec::<String>::new(), "{}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no LiveStream found in {}", dir.display());
+}
