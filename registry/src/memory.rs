@@ -2,6 +2,9 @@
 //! keeps exactly the semantics of the Redis backend (same contract tests), including lease
 //! expiry, so an edge behaves the same whichever backend it runs on.
 
+// `RegistryError::AlreadyActive` carries the holder by value on purpose (see redis/mod.rs).
+#![allow(clippy::result_large_err)]
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
@@ -32,8 +35,9 @@ struct State {
     by_key: HashMap<KeyHash, StreamId>,
     by_playback: HashMap<String, StreamId>,
     leases: HashMap<StreamId, HeldLease>,
-    /// Last takeover per stream, for the cooldown (outlives the lease that did it).
-    last_takeover: HashMap<StreamId, Instant>,
+    /// When each stream's takeover cooldown ends: set by a takeover with the taker's cooldown
+    /// (as the Redis backend's `takeover:{id}` key with PX) and outlives the lease that did it.
+    cooldown_until: HashMap<StreamId, Instant>,
     viewers: HashMap<StreamId, HashMap<String, (u32, Instant)>>,
     fence: u64,
 }
@@ -110,7 +114,7 @@ impl Registry for MemoryRegistry {
         let mut st = self.lock();
         st.leases.remove(id);
         st.viewers.remove(id);
-        st.last_takeover.remove(id);
+        st.cooldown_until.remove(id);
         match st.streams.remove(id) {
             Some(old) => {
                 st.by_key.remove(&old.key_hash);
@@ -158,9 +162,9 @@ impl Registry for MemoryRegistry {
             let holder = cur.holder.clone();
             let idle_for = cur.idle_since.map(|t| now.saturating_duration_since(t));
             let cooldown_left = st
-                .last_takeover
+                .cooldown_until
                 .get(&rec.id)
-                .map(|t| opts.takeover_cooldown.saturating_sub(now.saturating_duration_since(*t)))
+                .map(|until| until.saturating_duration_since(now))
                 .filter(|d| !d.is_zero());
             let decision = crate::takeover::decide(rec.takeover, idle_for, opts.idle_threshold, cooldown_left);
             if let crate::takeover::Decision::Refuse { retry_in } = decision {
@@ -169,7 +173,7 @@ impl Registry for MemoryRegistry {
             took_over = true;
         }
         if took_over {
-            st.last_takeover.insert(rec.id.clone(), now);
+            st.cooldown_until.insert(rec.id.clone(), now + opts.takeover_cooldown);
         }
         st.fence += 1;
         let holder = HolderInfo {
@@ -197,18 +201,16 @@ impl Registry for MemoryRegistry {
         if rec.id != lease.stream {
             return Err(RegistryError::NotFound { what: format!("stream {}", lease.stream) });
         }
-        if let Some(cur) = st.live_lease(&rec.id) {
-            if cur.token != lease.token {
-                return Err(RegistryError::AlreadyActive {
-                    stream: rec.id,
-                    holder: cur.holder.clone(),
-                    retry_in: None,
-                });
-            }
+        if let Some(cur) = st.live_lease(&rec.id)
+            && cur.token != lease.token
+        {
+            return Err(RegistryError::AlreadyActive { stream: rec.id, holder: cur.holder.clone(), retry_in: None });
         }
         st.fence += 1;
         lease.fence = st.fence;
+        lease.epoch = EPOCH;
         lease.holder.fence = st.fence;
+        lease.holder.idle_since_ms = None;
         let held = HeldLease {
             token: lease.token.clone(),
             expires: Instant::now() + ttl,

@@ -1,0 +1,48 @@
+-- acquire: admit a publisher, atomically with every check it depends on.
+-- ARGV: prefix, key_hash, token, ttl_ms, idle_threshold_ms, takeover_cooldown_ms, edge,
+--       remote_addr, relay_addr ('' when absent).
+-- Returns one of
+--   {'ok', id, epoch, counter, since_ms, took_over ('1'|'0')}
+--   {'not_found'} | {'disabled', id} | {'quarantined', retry_in_ms}
+--   {'active', id, retry_in_ms (-1: never), holder fields...}
+-- The takeover rule is takeover::decide in Rust, restated here: Reject never replaces; Replace
+-- waits only for the cooldown; ReplaceIdle also waits until the holder has reported idle for the
+-- threshold. Cooldown left = PTTL of the takeover key, which outlives the lease that set it.
+local key_hash, token = ARGV[2], ARGV[3]
+local ttl, idle_threshold, cooldown = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local id, policy = stream_for_key(key_hash)
+if not id then return policy end
+local now = now_ms()
+local epoch, boot = ensure_epoch(now)
+local took_over = false
+if redis.call('EXISTS', P .. 'lease:' .. id) == 1 then
+  local wait
+  if policy == 'Replace' then
+    wait = 0
+  elseif policy == 'ReplaceIdle' then
+    local idle_since = redis.call('HGET', P .. 'holder:' .. id, 'idle_since')
+    if idle_since then
+      wait = math.max(0, idle_threshold - (now - tonumber(idle_since)))
+    else
+      wait = idle_threshold
+    end
+  else
+    -- Reject, or a policy this version does not know: never replace.
+    return active_reply(id, -1)
+  end
+  local cooldown_left = redis.call('PTTL', P .. 'takeover:' .. id)
+  if cooldown_left > wait then wait = cooldown_left end
+  if wait > 0 then return active_reply(id, wait) end
+  took_over = true
+end
+local q = quarantine_left(boot, ttl, now)
+if q > 0 then return { 'quarantined', num(q) } end
+local taken_over_at = ''
+if took_over then
+  taken_over_at = num(now)
+  if cooldown > 0 then redis.call('SET', P .. 'takeover:' .. id, taken_over_at, 'PX', cooldown) end
+end
+local e, c = grant(id, token, ttl, now, epoch, {
+  edge = ARGV[7], remote = ARGV[8], relay = ARGV[9], since = num(now), kbps = '', taken_over_at = taken_over_at,
+})
+return { 'ok', id, num(e), num(c), num(now), took_over and '1' or '0' }

@@ -1,0 +1,21 @@
+-- update_holder: holder-side live state, fenced by the lease token.
+-- ARGV: prefix, id, token, idle ('1' now idle, '0' media again, '' unchanged), kbps ('' unchanged).
+-- Returns 'ok', 'other' (someone else holds the lease) or 'missing'.
+local id, token = ARGV[2], ARGV[3]
+local lk, hk = P .. 'lease:' .. id, P .. 'holder:' .. id
+local current = redis.call('GET', lk)
+if current ~= token then
+  if current then return 'other' end
+  return 'missing'
+end
+if ARGV[4] == '1' then
+  -- Keep the first report: idleness counts from when it began.
+  redis.call('HSETNX', hk, 'idle_since', num(now_ms()))
+elseif ARGV[4] == '0' then
+  redis.call('HDEL', hk, 'idle_since')
+end
+if ARGV[5] ~= '' then redis.call('HSET', hk, 'kbps', ARGV[5]) end
+-- The holder hash must never outlive the lease.
+local pttl = redis.call('PTTL', lk)
+if pttl > 0 then redis.call('PEXPIRE', hk, pttl) end
+return 'ok'

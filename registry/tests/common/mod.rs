@@ -1,0 +1,143 @@
+//! Shared by the registry's integration tests: backends to run the contract against (a private
+//! redis-server per test), record and publisher builders, and polling with a deadline (the
+//! tests wait for conditions, never for a fixed time).
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use streamfleet_registry::{
+    AcquireOptions, KeyHash, PublisherInfo, SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
+    redis::{RedisConfig, RedisRegistry},
+};
+use streamfleet_testkit::RedisServer;
+use tokio::time::Instant;
+
+/// A registry under test plus whatever must outlive it (its redis-server).
+pub struct Backend {
+    pub registry: SharedRegistry,
+    pub server: Option<RedisServer>,
+}
+
+impl Backend {
+    pub fn memory() -> Self {
+        Backend { registry: Arc::new(streamfleet_registry::MemoryRegistry::new()), server: None }
+    }
+
+    /// A fresh redis-server and a registry on it, past the first-boot quarantine (nothing can
+    /// hold a lease on a Redis that was just created).
+    pub async fn redis() -> Self {
+        let server = RedisServer::start();
+        let reg = connect(&server.url()).await;
+        reg.end_quarantine().await.expect("end quarantine");
+        Backend { registry: Arc::new(reg), server: Some(server) }
+    }
+
+    pub fn registry(&self) -> SharedRegistry {
+        self.registry.clone()
+    }
+}
+
+pub async fn connect(url: &str) -> RedisRegistry {
+    RedisRegistry::connect(RedisConfig::new(url)).await.expect("connect to the test redis-server")
+}
+
+pub fn config(url: &str, command_timeout_ms: u64) -> RedisConfig {
+    let mut cfg = RedisConfig::new(url);
+    cfg.command_timeout = Duration::from_millis(command_timeout_ms);
+    cfg.connect_timeout = Duration::from_millis(command_timeout_ms);
+    cfg
+}
+
+pub fn id(name: &str) -> StreamId {
+    StreamId::new("media", name)
+}
+
+pub fn key(name: &str) -> KeyHash {
+    KeyHash::of_key(&format!("publish-key-of-{name}"))
+}
+
+/// An enabled record for stream `media/<name>`, playback name `<name>`.
+pub fn rec(name: &str) -> StreamRecord {
+    StreamRecord {
+        id: id(name),
+        key_hash: key(name),
+        playback_name: name.to_string(),
+        enabled: true,
+        max_viewers: Some(100),
+        takeover: TakeoverPolicy::ReplaceIdle,
+        generation: 1,
+    }
+}
+
+pub fn rec_with(name: &str, takeover: TakeoverPolicy) -> StreamRecord {
+    StreamRecord { takeover, ..rec(name) }
+}
+
+pub fn who(edge: &str) -> PublisherInfo {
+    PublisherInfo {
+        edge: edge.to_string(),
+        remote_addr: Some(format!("192.0.2.1:{}", 40000 + edge.len())),
+        relay_addr: Some(format!("{edge}.edges:1936")),
+    }
+}
+
+pub fn opts() -> AcquireOptions {
+    AcquireOptions {
+        ttl: Duration::from_secs(10),
+        idle_threshold: Duration::from_secs(1),
+        takeover_cooldown: Duration::from_secs(5),
+    }
+}
+
+/// Polls `check` every 20 ms until it yields `Some`, panicking after `within`.
+pub async fn poll_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain connection to a test Redis, to inspect or prepare keys behind the registry's back.
+pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).expect("redis url").get_multiplexed_async_connection().await.expect("raw redis connection")
+}
+
+/// Collects keeper events; `next` awaits one with a deadline.
+pub struct EventTap {
+    rx: tokio::sync::mpsc::UnboundedReceiver<streamfleet_registry::KeeperEvent>,
+}
+
+impl EventTap {
+    pub fn new() -> (Self, streamfleet_registry::lease_keeper::KeeperObserver) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            EventTap { rx },
+            Arc::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        )
+    }
+
+    /// Waits for `want`, skipping other events; panics after `within`.
+    pub async fn wait_for(&mut self, want: streamfleet_registry::KeeperEvent, within: Duration) {
+        let found = tokio::time::timeout(within, async {
+            while let Some(e) = self.rx.recv().await {
+                if e == want {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "keeper event {want:?} did not come within {within:?}");
+    }
+}

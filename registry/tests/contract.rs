@@ -1,0 +1,512 @@
+//! The registry contract, written once and run against both backends: every case below is a
+//! `#[tokio::test]` in `memory::` (the in-memory registry) and in `redis::` (a private
+//! redis-server per test). An edge or the operator must not be able to tell them apart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use streamfleet_registry::{
+    ConflictKind, HolderUpdate, Lease, LossReason, RegistryError, RenewOutcome, SharedRegistry, StreamRecord,
+    TakeoverPolicy,
+};
+
+/// Instantiates every case for both backends.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = crate::common::Backend::memory();
+                    super::cases::$case(backend.registry()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let backend = crate::common::Backend::redis().await;
+                    super::cases::$case(backend.registry()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    put_get_list_delete,
+    invalid_playback_name_is_refused,
+    conflicts_on_key_and_playback_name,
+    changing_key_or_playback_name_frees_the_old_ones,
+    lookup_errors_name_the_problem,
+    second_publisher_is_already_active_and_sees_the_holder,
+    release_is_compare_and_delete,
+    renew_outcomes,
+    replace_idle_takes_over_an_idle_holder,
+    reject_never_replaces,
+    replace_honours_the_takeover_cooldown,
+    update_holder_is_fenced,
+    viewers_sum_over_edges_and_expire_per_edge,
+    live_status_reports_the_holder,
+    revoke_is_seen_at_the_next_renew,
+    fencing_tokens_strictly_increase,
+    delete_stream_drops_its_lease_and_viewers,
+    a_lease_expires_after_its_ttl,
+    reclaim_takes_back_a_free_stream_only,
+    epoch_is_stable_while_the_backend_runs,
+);
+
+fn assert_conflict(r: Result<(), RegistryError>, what: ConflictKind, owner: &str) {
+    match r {
+        Err(RegistryError::Conflict { what: w, owner: o }) => {
+            assert_eq!(w, what);
+            assert_eq!(o, id(owner));
+        }
+        other => panic!("expected a conflict on {what}, got {other:?}"),
+    }
+}
+
+async fn holder_edge(reg: &SharedRegistry, name: &str) -> Option<String> {
+    reg.live_status(&id(name)).await.unwrap().holder.map(|h| h.edge)
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn put_get_list_delete(reg: SharedRegistry) {
+        let (a, b) = (rec("alpha"), rec("beta"));
+        reg.put_stream(&b).await.unwrap();
+        reg.put_stream(&a).await.unwrap();
+        assert_eq!(reg.get_stream(&a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(reg.list_streams().await.unwrap(), vec![a.clone(), b.clone()], "sorted by id");
+
+        // Replacing keeps one record per id and every field round-trips.
+        let a2 = StreamRecord {
+            generation: 2,
+            max_viewers: None,
+            takeover: TakeoverPolicy::Reject,
+            enabled: false,
+            ..a.clone()
+        };
+        reg.put_stream(&a2).await.unwrap();
+        assert_eq!(reg.get_stream(&a.id).await.unwrap(), Some(a2.clone()));
+        assert_eq!(reg.list_streams().await.unwrap(), vec![a2, b.clone()]);
+
+        assert!(reg.delete_stream(&a.id).await.unwrap());
+        assert!(!reg.delete_stream(&a.id).await.unwrap(), "second delete finds nothing");
+        assert_eq!(reg.get_stream(&a.id).await.unwrap(), None);
+        assert_eq!(reg.list_streams().await.unwrap(), vec![b]);
+        assert!(matches!(reg.lookup(&a.key_hash).await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(reg.lookup_playback("alpha").await, Err(RegistryError::NotFound { .. })));
+    }
+
+    pub async fn invalid_playback_name_is_refused(reg: SharedRegistry) {
+        let bad = StreamRecord { playback_name: "Not_A_Label".into(), ..rec("alpha") };
+        assert!(matches!(reg.put_stream(&bad).await, Err(RegistryError::Invalid(m)) if m.contains("Not_A_Label")));
+        assert_eq!(reg.list_streams().await.unwrap(), vec![], "nothing written");
+    }
+
+    pub async fn conflicts_on_key_and_playback_name(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let same_key = StreamRecord { key_hash: a.key_hash, ..rec("beta") };
+        assert_conflict(reg.put_stream(&same_key).await, ConflictKind::PublishKey(a.key_hash), "alpha");
+        let same_name = StreamRecord { playback_name: "alpha".into(), ..rec("beta") };
+        assert_conflict(reg.put_stream(&same_name).await, ConflictKind::PlaybackName("alpha".into()), "alpha");
+        // A refused record leaves no trace and the owner is intact.
+        assert_eq!(reg.get_stream(&id("beta")).await.unwrap(), None);
+        assert_eq!(reg.lookup(&a.key_hash).await.unwrap(), a);
+        assert_eq!(reg.lookup_playback("alpha").await.unwrap(), a);
+    }
+
+    pub async fn changing_key_or_playback_name_frees_the_old_ones(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let moved = StreamRecord { key_hash: key("rotated"), playback_name: "alpha-tv".into(), ..a.clone() };
+        reg.put_stream(&moved).await.unwrap();
+        assert!(matches!(reg.lookup(&a.key_hash).await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(reg.lookup_playback("alpha").await, Err(RegistryError::NotFound { .. })));
+        assert_eq!(reg.lookup(&key("rotated")).await.unwrap(), moved);
+        assert_eq!(reg.lookup_playback("alpha-tv").await.unwrap(), moved);
+        // Another stream may now take the freed key and name.
+        let b = StreamRecord { key_hash: a.key_hash, playback_name: "alpha".into(), ..rec("beta") };
+        reg.put_stream(&b).await.unwrap();
+        assert_eq!(reg.lookup(&a.key_hash).await.unwrap(), b);
+    }
+
+    pub async fn lookup_errors_name_the_problem(reg: SharedRegistry) {
+        let unknown = key("nobody");
+        match reg.lookup(&unknown).await {
+            Err(RegistryError::NotFound { what }) => assert!(what.contains(&unknown.short()), "{what}"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert!(matches!(reg.acquire(&unknown, &who("e1"), &opts()).await, Err(RegistryError::NotFound { .. })));
+        assert!(
+            matches!(reg.lookup_playback("nope").await, Err(RegistryError::NotFound { what }) if what.contains("nope"))
+        );
+
+        let off = StreamRecord { enabled: false, ..rec("off") };
+        reg.put_stream(&off).await.unwrap();
+        assert!(matches!(reg.lookup(&off.key_hash).await, Err(RegistryError::Disabled { stream }) if stream == off.id));
+        assert!(matches!(
+            reg.acquire(&off.key_hash, &who("e1"), &opts()).await,
+            Err(RegistryError::Disabled { stream }) if stream == off.id
+        ));
+        // Players get the record and see for themselves that it is disabled.
+        assert_eq!(reg.lookup_playback("off").await.unwrap(), off);
+        assert_eq!(reg.live_status(&off.id).await.unwrap().holder, None, "a refused acquire leaves no lease");
+    }
+
+    pub async fn second_publisher_is_already_active_and_sees_the_holder(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(first.stream, a.id);
+        assert_eq!(first.key_hash, a.key_hash);
+        assert!(!first.took_over);
+        assert_eq!(first.holder.edge, "edge-1");
+        assert_eq!(first.holder.relay_addr, who("edge-1").relay_addr);
+        assert_eq!(first.holder.fence, first.fence);
+        assert!(first.holder.since_ms > 0);
+
+        match reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await {
+            Err(RegistryError::AlreadyActive { stream, holder, retry_in }) => {
+                assert_eq!(stream, a.id);
+                assert_eq!(holder, first.holder, "losers see exactly who holds it");
+                // ReplaceIdle with a holder that is not idle: asking again after one threshold may help.
+                assert_eq!(retry_in, Some(opts().idle_threshold));
+            }
+            other => panic!("expected AlreadyActive, got {other:?}"),
+        }
+        // The refused attempt changed nothing.
+        assert_eq!(reg.renew(&first, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+        assert_eq!(holder_edge(&reg, "alpha").await.as_deref(), Some("edge-1"));
+        assert_eq!(reg.lookup(&a.key_hash).await.unwrap(), a);
+    }
+
+    pub async fn release_is_compare_and_delete(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        let forged = Lease { token: "0123456789abcdef".into(), ..first.clone() };
+        assert!(!reg.release(&forged).await.unwrap(), "a wrong token frees nothing");
+        assert_eq!(reg.renew(&first, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+
+        assert!(reg.release(&first).await.unwrap());
+        assert!(!reg.release(&first).await.unwrap(), "releasing twice is safe");
+        assert_eq!(holder_edge(&reg, "alpha").await, None);
+
+        // Free at once for the next publisher; the stale lease cannot free the new one.
+        let second = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert!(!second.took_over);
+        assert!(!reg.release(&first).await.unwrap());
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.map(|h| h.fence), Some(second.fence));
+
+        // Releasing on a stream that was never acquired at all.
+        let b = rec("beta");
+        reg.put_stream(&b).await.unwrap();
+        let never = Lease { stream: b.id.clone(), key_hash: b.key_hash, ..first };
+        assert!(!reg.release(&never).await.unwrap());
+        assert_eq!(holder_edge(&reg, "beta").await, None);
+    }
+
+    pub async fn renew_outcomes(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Replace);
+        reg.put_stream(&a).await.unwrap();
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(reg.renew(&first, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+
+        let second = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert!(second.took_over);
+        assert_eq!(reg.renew(&first, opts().ttl).await.unwrap(), RenewOutcome::HeldByOther);
+        assert_eq!(reg.renew(&second, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+
+        assert!(reg.release(&second).await.unwrap());
+        assert_eq!(reg.renew(&second, opts().ttl).await.unwrap(), RenewOutcome::Missing { registry_restarted: false });
+        assert_eq!(holder_edge(&reg, "alpha").await, None, "a failed renew does not resurrect the lease");
+    }
+
+    pub async fn replace_idle_takes_over_an_idle_holder(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::ReplaceIdle);
+        reg.put_stream(&a).await.unwrap();
+        let o = opts(); // idle threshold 1 s
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &o).await.unwrap();
+        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        assert!(reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms.is_some());
+
+        // Idle, but not yet for the threshold: refused with the time left.
+        match reg.acquire(&a.key_hash, &who("edge-2"), &o).await {
+            Err(RegistryError::AlreadyActive { holder, retry_in: Some(left), .. }) => {
+                assert_eq!(holder.edge, "edge-1");
+                assert!(holder.idle_since_ms.is_some());
+                assert!(left <= o.idle_threshold, "{left:?}");
+            }
+            other => panic!("expected AlreadyActive with retry_in, got {other:?}"),
+        }
+        let second = poll_until("the idle holder to be replaceable", Duration::from_secs(5), || async {
+            reg.acquire(&a.key_hash, &who("edge-2"), &o).await.ok()
+        })
+        .await;
+        assert!(second.took_over);
+        assert!(second.fence > first.fence);
+        assert_eq!(reg.renew(&first, o.ttl).await.unwrap(), RenewOutcome::HeldByOther);
+        assert!(matches!(
+            reg.update_holder(&first, HolderUpdate::default()).await,
+            Err(RegistryError::LeaseLost { reason: LossReason::Stolen, .. })
+        ));
+        let holder = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!((holder.edge.as_str(), holder.idle_since_ms), ("edge-2", None), "the new holder starts active");
+    }
+
+    pub async fn reject_never_replaces(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let o = streamfleet_registry::AcquireOptions { idle_threshold: Duration::ZERO, ..opts() };
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &o).await.unwrap();
+        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        for _ in 0..3 {
+            match reg.acquire(&a.key_hash, &who("edge-2"), &o).await {
+                Err(RegistryError::AlreadyActive { holder, retry_in, .. }) => {
+                    assert_eq!(holder.edge, "edge-1");
+                    assert_eq!(retry_in, None, "waiting never helps under Reject");
+                }
+                other => panic!("expected AlreadyActive, got {other:?}"),
+            }
+        }
+        assert_eq!(reg.renew(&first, o.ttl).await.unwrap(), RenewOutcome::Renewed);
+    }
+
+    pub async fn replace_honours_the_takeover_cooldown(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Replace);
+        reg.put_stream(&a).await.unwrap();
+        let o = streamfleet_registry::AcquireOptions { takeover_cooldown: Duration::from_millis(800), ..opts() };
+        let first = reg.acquire(&a.key_hash, &who("edge-1"), &o).await.unwrap();
+        let second = reg.acquire(&a.key_hash, &who("edge-2"), &o).await.unwrap();
+        assert!(second.took_over, "Replace takes over a live holder at once");
+        match reg.acquire(&a.key_hash, &who("edge-3"), &o).await {
+            Err(RegistryError::AlreadyActive { holder, retry_in: Some(left), .. }) => {
+                assert_eq!(holder.edge, "edge-2");
+                assert!(left > Duration::ZERO && left <= o.takeover_cooldown, "{left:?}");
+            }
+            other => panic!("expected the cooldown to refuse, got {other:?}"),
+        }
+        let third = poll_until("the takeover cooldown to end", Duration::from_secs(5), || async {
+            reg.acquire(&a.key_hash, &who("edge-3"), &o).await.ok()
+        })
+        .await;
+        assert!(third.took_over);
+        assert!(first.fence < second.fence && second.fence < third.fence);
+        assert_eq!(reg.renew(&second, o.ttl).await.unwrap(), RenewOutcome::HeldByOther);
+    }
+
+    pub async fn update_holder_is_fenced(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { idle: None, ingest_kbps: Some(2500) }).await.unwrap();
+        let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!((h.ingest_kbps, h.idle_since_ms), (Some(2500), None));
+
+        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        let idle_since = reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms;
+        assert!(idle_since.is_some());
+        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: Some(10) }).await.unwrap();
+        let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!(h.idle_since_ms, idle_since, "idleness counts from its first report");
+        assert_eq!(h.ingest_kbps, Some(10));
+        reg.update_holder(&lease, HolderUpdate { idle: Some(false), ingest_kbps: None }).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms, None);
+
+        let forged = Lease { token: "not-the-token".into(), ..lease.clone() };
+        assert!(matches!(
+            reg.update_holder(&forged, HolderUpdate { idle: Some(true), ingest_kbps: Some(1) }).await,
+            Err(RegistryError::LeaseLost { reason: LossReason::Stolen, .. })
+        ));
+        let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!((h.ingest_kbps, h.idle_since_ms), (Some(10), None), "a stale holder cannot write");
+
+        assert!(reg.release(&lease).await.unwrap());
+        assert!(matches!(
+            reg.update_holder(&lease, HolderUpdate::default()).await,
+            Err(RegistryError::LeaseLost { reason: LossReason::Revoked, .. })
+        ));
+        assert_eq!(holder_edge(&reg, "alpha").await, None, "an update never recreates a holder");
+    }
+
+    pub async fn viewers_sum_over_edges_and_expire_per_edge(reg: SharedRegistry) {
+        let (a, b) = (rec("alpha"), rec("beta"));
+        reg.put_stream(&a).await.unwrap();
+        reg.put_stream(&b).await.unwrap();
+        let long = Duration::from_secs(30);
+        reg.set_viewers("edge-1", &[(a.id.clone(), 3), (b.id.clone(), 1)], long).await.unwrap();
+        reg.set_viewers("edge-2", &[(a.id.clone(), 4)], Duration::from_millis(400)).await.unwrap();
+        let s = reg.live_status(&a.id).await.unwrap();
+        assert_eq!(s.viewers, 7);
+        assert_eq!(s.viewers_by_edge, [("edge-1".to_string(), 3), ("edge-2".to_string(), 4)].into());
+        assert_eq!(reg.live_status(&b.id).await.unwrap().viewers, 1);
+
+        // edge-2 stops reporting (it crashed): its viewers vanish by themselves, edge-1's stay.
+        let s = poll_until("edge-2's viewer report to expire", Duration::from_secs(5), || async {
+            let s = reg.live_status(&a.id).await.unwrap();
+            (s.viewers == 3).then_some(s)
+        })
+        .await;
+        assert_eq!(s.viewers_by_edge, [("edge-1".to_string(), 3)].into());
+
+        // A new report replaces the edge's previous one, per stream.
+        reg.set_viewers("edge-1", &[(a.id.clone(), 0)], long).await.unwrap();
+        let s = reg.live_status(&a.id).await.unwrap();
+        assert_eq!((s.viewers, s.viewers_by_edge.len()), (0, 0));
+        reg.set_viewers("edge-1", &[(b.id.clone(), 5)], long).await.unwrap();
+        assert_eq!(reg.live_status(&b.id).await.unwrap().viewers, 5);
+        reg.set_viewers("edge-1", &[], long).await.unwrap();
+        assert_eq!(reg.live_status(&b.id).await.unwrap().viewers, 5, "an empty report changes nothing");
+    }
+
+    pub async fn live_status_reports_the_holder(reg: SharedRegistry) {
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let s = reg.live_status(&a.id).await.unwrap();
+        assert_eq!((s.holder, s.viewers), (None, 0));
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder, Some(lease.holder.clone()));
+        assert!(reg.release(&lease).await.unwrap());
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder, None);
+        // A stream nobody registered simply has no live state.
+        assert_eq!(reg.live_status(&id("ghost")).await.unwrap(), Default::default());
+    }
+
+    pub async fn revoke_is_seen_at_the_next_renew(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        assert!(!reg.revoke(&a.id).await.unwrap(), "nothing to revoke yet");
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert!(reg.revoke(&a.id).await.unwrap());
+        assert_eq!(reg.renew(&lease, opts().ttl).await.unwrap(), RenewOutcome::Missing { registry_restarted: false });
+        assert!(matches!(
+            reg.update_holder(&lease, HolderUpdate::default()).await,
+            Err(RegistryError::LeaseLost { reason: LossReason::Revoked, .. })
+        ));
+        let next = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert!(!next.took_over, "after a revoke the stream is free, even under Reject");
+        assert!(next.fence > lease.fence);
+    }
+
+    pub async fn fencing_tokens_strictly_increase(reg: SharedRegistry) {
+        let names = ["alpha", "beta", "gamma"];
+        for n in names {
+            reg.put_stream(&rec_with(n, TakeoverPolicy::Replace)).await.unwrap();
+        }
+        let o = streamfleet_registry::AcquireOptions { takeover_cooldown: Duration::ZERO, ..opts() };
+        let mut fences = Vec::new();
+        for round in 0..30 {
+            let n = names[round % names.len()];
+            let lease = reg.acquire(&key(n), &who(&format!("edge-{round}")), &o).await.unwrap();
+            assert_eq!(lease.holder.fence, lease.fence);
+            fences.push(lease.fence);
+            // Mix fresh grants, takeovers (no release) and reclaims.
+            match round % 3 {
+                0 => assert!(reg.release(&lease).await.unwrap()),
+                1 => {}
+                _ => {
+                    let mut lease = lease;
+                    assert!(reg.release(&lease).await.unwrap());
+                    reg.reclaim(&mut lease, o.ttl).await.unwrap();
+                    fences.push(lease.fence);
+                }
+            }
+        }
+        assert!(fences.windows(2).all(|w| w[0] < w[1]), "fences must strictly increase: {fences:?}");
+    }
+
+    pub async fn delete_stream_drops_its_lease_and_viewers(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        reg.set_viewers("edge-1", &[(a.id.clone(), 2)], Duration::from_secs(30)).await.unwrap();
+        assert!(reg.delete_stream(&a.id).await.unwrap());
+        assert_eq!(reg.renew(&lease, opts().ttl).await.unwrap(), RenewOutcome::Missing { registry_restarted: false });
+        assert_eq!(reg.live_status(&a.id).await.unwrap(), Default::default());
+        // Recreated, the stream starts free.
+        reg.put_stream(&a).await.unwrap();
+        let again = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert!(!again.took_over);
+    }
+
+    pub async fn a_lease_expires_after_its_ttl(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let short = streamfleet_registry::AcquireOptions { ttl: Duration::from_millis(300), ..opts() };
+        let old = reg.acquire(&a.key_hash, &who("edge-1"), &short).await.unwrap();
+        assert!(matches!(
+            reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await,
+            Err(RegistryError::AlreadyActive { .. })
+        ));
+        // The holder stops renewing (it hung or died): the lease disappears by itself.
+        poll_until("the lease to expire", Duration::from_secs(5), || async {
+            reg.live_status(&a.id).await.unwrap().holder.is_none().then_some(())
+        })
+        .await;
+        assert_eq!(reg.renew(&old, short.ttl).await.unwrap(), RenewOutcome::Missing { registry_restarted: false });
+
+        let new = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert!(!new.took_over && new.fence > old.fence);
+        // The old holder wakes up: it can neither extend, free nor write the new holder's lease.
+        assert_eq!(reg.renew(&old, opts().ttl).await.unwrap(), RenewOutcome::HeldByOther);
+        assert!(!reg.release(&old).await.unwrap());
+        assert!(matches!(
+            reg.update_holder(&old, HolderUpdate { idle: Some(true), ingest_kbps: None }).await,
+            Err(RegistryError::LeaseLost { reason: LossReason::Stolen, .. })
+        ));
+        assert_eq!(reg.renew(&new, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+        let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!((h.edge.as_str(), h.fence, h.idle_since_ms), ("edge-2", new.fence, None));
+    }
+
+    pub async fn reclaim_takes_back_a_free_stream_only(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let mut lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        let before = lease.clone();
+        assert!(reg.release(&lease).await.unwrap()); // as if the registry had lost it
+        reg.reclaim(&mut lease, opts().ttl).await.unwrap();
+        assert!(lease.fence > before.fence, "a reclaim is a new grant with a new fence");
+        assert_eq!((lease.token.as_str(), lease.holder.edge.as_str()), (before.token.as_str(), "edge-1"));
+        assert_eq!(lease.holder.since_ms, before.holder.since_ms, "still the same publish session");
+        assert_eq!(reg.renew(&lease, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.map(|h| h.fence), Some(lease.fence));
+
+        // Someone else got in first: the reclaim must not steal it.
+        assert!(reg.release(&lease).await.unwrap());
+        let other = reg.acquire(&a.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        let mut stale = lease.clone();
+        assert!(matches!(
+            reg.reclaim(&mut stale, opts().ttl).await,
+            Err(RegistryError::AlreadyActive { holder, .. }) if holder.edge == "edge-2"
+        ));
+        assert_eq!(reg.renew(&other, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+        assert!(reg.release(&other).await.unwrap());
+
+        // The key was rotated, or the stream disabled, meanwhile: no reclaim.
+        reg.put_stream(&StreamRecord { key_hash: key("rotated"), ..a.clone() }).await.unwrap();
+        assert!(matches!(reg.reclaim(&mut stale, opts().ttl).await, Err(RegistryError::NotFound { .. })));
+        reg.put_stream(&StreamRecord { enabled: false, ..a.clone() }).await.unwrap();
+        assert!(matches!(reg.reclaim(&mut stale, opts().ttl).await, Err(RegistryError::Disabled { .. })));
+        assert_eq!(holder_edge(&reg, "alpha").await, None);
+    }
+
+    pub async fn epoch_is_stable_while_the_backend_runs(reg: SharedRegistry) {
+        reg.ping().await.unwrap();
+        let epoch = reg.epoch().await.unwrap();
+        assert!(epoch > 0);
+        let a = rec("alpha");
+        reg.put_stream(&a).await.unwrap();
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(lease.epoch, epoch, "grants carry the current epoch");
+        reg.release(&lease).await.unwrap();
+        assert_eq!(reg.epoch().await.unwrap(), epoch);
+    }
+}
