@@ -77,7 +77,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn to_server_bytes(&mut self, bytes: &[u8]) {
+    fn deliver_to_server(&mut self, bytes: &[u8]) {
         self.sent.extend_from_slice(bytes);
         let mut outs = self.server.feed(bytes).unwrap();
         if self.server.pending().is_some() {
@@ -98,7 +98,7 @@ impl Recorder {
     fn results(&mut self, results: Vec<ClientSessionResult>) {
         for r in results {
             if let ClientSessionResult::OutboundResponse(p) = r {
-                self.to_server_bytes(&p.bytes);
+                self.deliver_to_server(&p.bytes);
             }
         }
     }
@@ -156,7 +156,7 @@ fn regenerate_seeds() {
         let x = r.client.request_playback("demo".into());
         r.one(x);
         let (ping, _) = r.client.send_ping_request().unwrap();
-        r.to_server_bytes(&ping.bytes);
+        r.deliver_to_server(&ping.bytes);
         let x = r.client.stop_playback().unwrap();
         r.results(x);
     });
