@@ -62,9 +62,13 @@ async fn play(ctx: &Arc<Context>, io: &mut Io, record: &StreamRecord, stream: &A
     let wait = ctx.settings.play_wait_timeout;
     if !stream.is_live() {
         let mut live = stream.watch_live();
+        let mut shutdown = ctx.shutdown.clone();
         let waited = tokio::select! {
-            r = timeout_at(Instant::now() + wait, live.wait_for(|s| matches!(s, LiveState::Live { .. }))) => r.is_ok(),
+            r = timeout_at(Instant::now() + wait, wait_live(&mut live)) => r.is_ok(),
             ended = io.until_closed_while_pending() => return ended,
+            _ = crate::shutdown::draining(&mut shutdown) => {
+                return refuse(ctx, io, "draining", NOT_FOUND, "edge is shutting down; reconnect to play");
+            }
         };
         if !waited {
             let why =
@@ -143,6 +147,14 @@ async fn watch_player(ctx: &Arc<Context>, io: &mut Io, stream: &Arc<Stream>) -> 
                 return io.send(bytes).err().unwrap_or_else(|| Ended::Closed("edge is shutting down".into()));
             }
         }
+    }
+}
+
+/// Resolves once the stream is live (the guard `wait_for` returns is dropped here, not held in
+/// the caller's `select!`).
+async fn wait_live(live: &mut tokio::sync::watch::Receiver<LiveState>) {
+    if live.wait_for(|s| matches!(s, LiveState::Live { .. })).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

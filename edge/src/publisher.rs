@@ -49,9 +49,13 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
     let key_hash = KeyHash::of_key(&key);
     drop(key);
     tracing::info!(key = %key_hash.short(), "publish requested");
+    let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
         r = admission::admit(ctx, &key_hash, io.remote, deadline) => r,
         ended = io.until_closed_while_pending() => return ended,
+        _ = crate::shutdown::draining(&mut shutdown) => {
+            return io.reject("NetStream.Publish.BadName", "edge is shutting down; reconnect to publish");
+        }
     };
     let Admitted { record, lease, mut keeper } = match admitted {
         Ok(a) => a,

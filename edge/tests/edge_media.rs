@@ -221,3 +221,24 @@ async fn max_viewers_is_enforced() {
     let mut third = RawClient::connect(edge.rtmp).await;
     third.play("limited").await.expect("slot reused");
 }
+
+#[tokio::test]
+async fn idle_publisher_is_disconnected_and_its_stream_freed() {
+    let edge = Edge::start(&["--idle-publisher-timeout", "1s"]).await;
+    let mut quiet = RawClient::connect(edge.rtmp).await;
+    quiet.publish("demo-publish-key").await.unwrap();
+    quiet.send_video(fake_avc(true, 100), 0).await;
+    edge.wait_live("demo", 1, Duration::from_secs(5)).await;
+    assert!(quiet.closed_within(Duration::from_secs(5)).await, "idle publisher still connected");
+    assert!(
+        quiet.events.iter().any(
+            |e| matches!(e, rml_rtmp::sessions::ClientSessionEvent::UnhandleableOnStatusCode { code } if code == "NetStream.Publish.Idle")
+        ),
+        "told why: {:?}",
+        quiet.events
+    );
+    // Released at once: the next publisher is admitted without waiting.
+    let mut next = RawClient::connect(edge.rtmp).await;
+    next.publish("demo-publish-key").await.expect("stream freed");
+    assert_eq!(edge.metric("streamfleet_edge_takeovers_total").await, 0.0);
+}

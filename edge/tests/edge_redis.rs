@@ -82,3 +82,83 @@ async fn readiness_follows_the_registry() {
     wait_for("ready again", Duration::from_secs(15), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
         .await;
 }
+
+#[tokio::test]
+async fn sigterm_tells_clients_and_releases_the_lease_at_once() {
+    let (redis, _registry) = seeded_redis().await;
+    let mut a = edge(&redis, "edge-a").await;
+    let b = edge(&redis, "edge-b").await;
+    let mut publisher = common::RawClient::connect(a.rtmp).await;
+    publisher.publish("demo-publish-key").await.expect("publish on edge-a");
+    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    let mut player = common::RawClient::connect(a.rtmp).await;
+    player.play("demo").await.expect("play on edge-a");
+
+    let t0 = Instant::now();
+    let status = tokio::process::Command::new("kill").args(["-TERM", &a.pid.to_string()]).status().await.unwrap();
+    assert!(status.success());
+    assert!(publisher.closed_within(Duration::from_secs(5)).await);
+    assert!(player.closed_within(Duration::from_secs(5)).await);
+    let told = |c: &common::RawClient, code: &str| {
+        c.events.iter().any(
+            |e| matches!(e, rml_rtmp::sessions::ClientSessionEvent::UnhandleableOnStatusCode { code: c } if c == code),
+        )
+    };
+    assert!(told(&publisher, "NetStream.Unpublish.Success"), "{:?}", publisher.events);
+    assert!(told(&player, "NetStream.Play.Stop"), "{:?}", player.events);
+    // The lease was released during the drain: edge-b admits the key immediately.
+    let mut next = common::RawClient::connect(b.rtmp).await;
+    next.publish("demo-publish-key").await.expect("admitted on edge-b");
+    let took = t0.elapsed();
+    eprintln!("publisher admitted on edge-b {took:?} after SIGTERM to edge-a");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let exit = tokio::time::timeout(Duration::from_secs(10), a.child.wait()).await.expect("edge-a exits").unwrap();
+    assert!(exit.success(), "{exit}");
+}
+
+#[tokio::test]
+async fn a_revoked_lease_drops_the_publisher_and_players_wait_for_a_republish() {
+    let (redis, registry) = seeded_redis().await;
+    // TTL 3 s: renew every second, so a revoke is noticed within about a second.
+    let e = Edge::start_with(vec![
+        "--redis-url".into(),
+        redis.url(),
+        "--edge-id".into(),
+        "edge-l".into(),
+        "--lease-ttl".into(),
+        "3s".into(),
+    ])
+    .await;
+    let mut publisher = common::RawClient::connect(e.rtmp).await;
+    publisher.publish("demo-publish-key").await.unwrap();
+    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    let mut player = common::RawClient::connect(e.rtmp).await;
+    player.play("demo").await.unwrap();
+    // Keep media flowing so only the lease loss can end the publisher.
+    let id = StreamId::new("default", "demo");
+    let t0 = Instant::now();
+    assert!(registry.revoke(&id).await.unwrap());
+    let mut ts = 0;
+    let dropped = loop {
+        ts += 33;
+        publisher.send_video(common::fake_avc(false, 50), ts).await;
+        if publisher.closed_within(Duration::from_millis(33)).await {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "publisher not dropped after revoke");
+    };
+    eprintln!("publisher dropped {dropped:?} after its lease was revoked");
+    assert_eq!(e.metric("streamfleet_edge_lease_losses_total{reason=\"revoked\"}").await, 1.0);
+    // The player stays, waiting; a republish resumes it on the same connection.
+    assert!(!player.closed_within(Duration::from_millis(100)).await);
+    let mut again = common::RawClient::connect(e.rtmp).await;
+    again.publish("demo-publish-key").await.expect("republish");
+    again.send_video(common::fake_avc(true, 100), 0).await;
+    player.events.clear();
+    player
+        .until("video after republish", |ev| {
+            matches!(ev, rml_rtmp::sessions::ClientSessionEvent::VideoDataReceived { .. })
+        })
+        .await
+        .expect("player resumed");
+}

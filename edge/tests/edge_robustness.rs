@@ -211,3 +211,25 @@ async fn a_reader_that_stops_reading_does_not_slow_others_or_grow_memory() {
     assert!(frames >= 20, "{frames}");
     drop(publisher);
 }
+
+#[tokio::test]
+async fn connection_limits_and_timeouts_apply() {
+    let edge = Edge::start(&["--max-connections-per-ip", "2", "--publish-timeout", "1s"]).await;
+    // A client that connects but never publishes or plays is closed by --publish-timeout.
+    let mut idle = RawClient::connect(edge.rtmp).await;
+    let mut second = TcpStream::connect(edge.rtmp).await.unwrap();
+    // A third connection from the same address is refused at once.
+    let mut third = TcpStream::connect(edge.rtmp).await.unwrap();
+    assert!(socket_closed_within(&mut third, Duration::from_secs(2)).await, "per-IP limit");
+    assert_eq!(edge.metric("streamfleet_edge_connections_refused_total{reason=\"max_connections_per_ip\"}").await, 1.0);
+    assert!(idle.closed_within(Duration::from_secs(3)).await, "publish timeout");
+    assert!(socket_closed_within(&mut second, Duration::from_secs(8)).await, "handshake timeout");
+    // Slots are returned: a new client connects and plays.
+    wait_for("connections closed", Duration::from_secs(5), || async {
+        (edge.metric("streamfleet_edge_connections_active").await == 0.0).then_some(())
+    })
+    .await;
+    let mut c = RawClient::connect(edge.rtmp).await;
+    let err = c.play("no-such").await.expect_err("not found");
+    assert!(err.contains("StreamNotFound"), "{err}");
+}
