@@ -1,0 +1,78 @@
+//! A minimal HTTP/1.0 GET for the edges' own endpoints (`/readyz`, `/metrics`, `/api/v1/*`).
+//! It returns `None` instead of failing when the edge is not answering, because the tests poll
+//! edges that are starting, draining or dead.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+
+/// Most time one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET path` → (status, body), or `None` if the server did not answer in time.
+pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, body.to_string()))
+    };
+    timeout(REQUEST_TIMEOUT, work).await.ok().flatten()
+}
+
+/// The value of one Prometheus exposition series, e.g.
+/// `streamfleet_edge_publish_rejections_total{reason="already_active"}`; 0 when the series does
+/// not exist (yet).
+pub fn metric_value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Every labelled series of one metric family as (labels, value), e.g. all the `reason`s of
+/// `streamfleet_edge_publish_rejections_total`.
+pub fn metric_series(exposition: &str, family: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(family)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (labels, value) = r.split_once("} ")?;
+                    (labels.to_string(), value)
+                }
+                None => (String::new(), rest.strip_prefix(' ')?),
+            };
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_parsed_with_and_without_labels() {
+        let text = "# HELP x\nstreamfleet_edge_publishers_active 1\nstreamfleet_edge_publish_rejections_total{reason=\"already_active\"} 99\nstreamfleet_edge_publish_rejections_total{reason=\"unknown_key\"} 2\n";
+        assert_eq!(metric_value(text, "streamfleet_edge_publishers_active"), 1.0);
+        assert_eq!(metric_value(text, "streamfleet_edge_publish_rejections_total{reason=\"already_active\"}"), 99.0);
+        assert_eq!(metric_value(text, "streamfleet_edge_takeovers_total"), 0.0);
+        let all = metric_series(text, "streamfleet_edge_publish_rejections_total");
+        assert_eq!(
+            all,
+            vec![("reason=\"already_active\"".to_string(), 99.0), ("reason=\"unknown_key\"".to_string(), 2.0)]
+        );
+    }
+}

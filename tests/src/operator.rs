@@ -1,0 +1,108 @@
+//! `streamfleet-operator sync`, run the way a VM or compose user runs it: once to apply a
+//! manifest file, or with `--watch` in the background so that it follows edits and rewrites
+//! every record after a Redis restart (a new registry epoch).
+
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    time::timeout,
+};
+
+use crate::wait::try_wait_until;
+
+/// `sync --manifests FILE --redis-url URL` once; panics unless it applies everything (exit 0).
+/// Returns its report (one line per stream, never a key).
+pub async fn sync_once(binary: &Path, manifests: &Path, redis_url: &str) -> String {
+    let out = timeout(
+        Duration::from_secs(30),
+        Command::new(binary)
+            .arg("sync")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--redis-url", redis_url])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("streamfleet-operator sync did not finish within 30 s"))
+    .unwrap_or_else(|e| panic!("run streamfleet-operator sync: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "streamfleet-operator sync failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A running `sync --watch`, killed on drop.
+pub struct SyncWatch {
+    _child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl SyncWatch {
+    /// Starts `sync --watch` (checking the file and the registry epoch every `poll`) and waits
+    /// for its first pass to apply the file.
+    pub async fn start(binary: &Path, manifests: &Path, redis_url: &str, poll: Duration) -> SyncWatch {
+        let mut child = Command::new(binary)
+            .arg("sync")
+            .arg("--watch")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--redis-url", redis_url, "--poll-interval", &format!("{}ms", poll.as_millis())])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn streamfleet-operator sync --watch: {e}"));
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let watch = SyncWatch { _child: child, lines };
+        watch.wait_passes(1, Duration::from_secs(30)).await;
+        watch
+    }
+
+    /// How many passes have applied the whole file (`N applied, 0 failed, …` lines).
+    pub fn passes(&self) -> usize {
+        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        l.iter().filter(|line| line.contains(" applied, 0 failed")).count()
+    }
+
+    /// Waits until at least `n` passes have applied the whole file.
+    pub async fn wait_passes(&self, n: usize, limit: Duration) {
+        if try_wait_until(limit, || async { (self.passes() >= n).then_some(()) }).await.is_none() {
+            panic!("sync --watch did not complete pass {n} within {limit:?}:\n{}", self.output());
+        }
+    }
+
+    /// Everything it printed.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+    }
+}
