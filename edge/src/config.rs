@@ -89,7 +89,8 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_IDLE_PUBLISHER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub idle_publisher_timeout: Duration,
 
-    /// Largest chunk size a peer may announce (SetChunkSize); 0 or larger closes the connection.
+    /// Largest chunk size a peer may announce (SetChunkSize); a peer announcing 0 or more than
+    /// this is disconnected.
     #[arg(long, env = "STREAMFLEET_MAX_CHUNK_SIZE", default_value_t = 65_536)]
     pub max_chunk_size: u32,
 

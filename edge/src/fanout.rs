@@ -326,8 +326,8 @@ impl WriteObserver for () {
     fn wrote(&mut self, _bytes: usize, _first_video: bool) {}
 }
 
-/// The most buffers handed to one `writev` (Linux IOV_MAX is 1024).
-const MAX_IOVECS: usize = 512;
+/// The most buffers handed to one `writev` (Linux IOV_MAX is 1024); kept on the stack.
+const MAX_IOVECS: usize = 64;
 
 /// Drains the outbox into `sink` until the outbox closes or a write fails or stalls for the
 /// slow-player timeout. Returns why it stopped.
@@ -385,8 +385,11 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(sink: &mut W, bufs: &mut Vec<
     let mut start = 0;
     while start < bufs.len() {
         let end = (start + MAX_IOVECS).min(bufs.len());
-        let slices: Vec<IoSlice<'_>> = bufs[start..end].iter().map(|b| IoSlice::new(b)).collect();
-        let mut n = sink.write_vectored(&slices).await?;
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        for (slot, b) in slices.iter_mut().zip(&bufs[start..end]) {
+            *slot = IoSlice::new(b);
+        }
+        let mut n = sink.write_vectored(&slices[..end - start]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

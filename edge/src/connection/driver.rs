@@ -23,8 +23,10 @@ use crate::{
     sessions::SessionInfo,
 };
 
-/// Bytes read from the socket at a time.
-const READ_BUF: usize = 64 * 1024;
+/// Read buffer of a new connection: players send little (acks, pings), so they keep this one.
+const READ_BUF_INITIAL: usize = 4 * 1024;
+/// A connection whose reads fill the buffer (a publisher) gets a larger one.
+const READ_BUF_MAX: usize = 64 * 1024;
 /// How long the goodbye bytes (a final onStatus) may take once a session ends.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
@@ -63,13 +65,15 @@ impl Ended {
 /// A connection's I/O: socket read half, protocol state, outbox.
 pub struct Io {
     read: OwnedReadHalf,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     pub conn: Connection,
     pub outbox: Arc<Outbox>,
     pub info: Arc<SessionInfo>,
     pub metrics: Arc<Metrics>,
     events: VecDeque<Event>,
     pub remote: SocketAddr,
+    /// The last read filled the buffer: enlarge it before the next one.
+    grow: bool,
 }
 
 impl Io {
@@ -100,9 +104,16 @@ impl Io {
         if n == 0 {
             return Err(Ended::Eof);
         }
+        if n == self.buf.len() && self.buf.len() < READ_BUF_MAX {
+            // Only after processing: the bytes just read must not move.
+            self.grow = true;
+        }
         self.metrics.bytes_received.inc_by(n as u64);
         self.info.bytes_received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         let outs = self.conn.feed(&self.buf[..n]).map_err(Ended::Protocol)?;
+        if std::mem::take(&mut self.grow) {
+            self.buf.resize(READ_BUF_MAX, 0);
+        }
         self.apply(outs)
     }
 
@@ -175,13 +186,14 @@ pub async fn serve(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr) {
     ctx.metrics.connections_active.inc();
     let mut io = Io {
         read,
-        buf: vec![0u8; READ_BUF].into_boxed_slice(),
+        buf: vec![0u8; READ_BUF_INITIAL],
         conn: Connection::new(ctx.settings.protocol.clone()),
         outbox: outbox.clone(),
         info: guard.info.clone(),
         metrics: ctx.metrics.clone(),
         events: VecDeque::new(),
         remote,
+        grow: false,
     };
     let span = tracing::info_span!("conn", id = guard.info.id, %remote);
     let ended = run_session(&ctx, &mut io, started).instrument(span.clone()).await;

@@ -111,7 +111,8 @@ impl ChunkReader {
         ChunkReader {
             limits,
             chunk_size: INITIAL_CHUNK_SIZE,
-            buf: BytesMut::with_capacity(8 * 1024),
+            // Allocated on first use, sized by what arrives (players send almost nothing).
+            buf: BytesMut::new(),
             streams: HashMap::new(),
             partial_bytes: 0,
         }
