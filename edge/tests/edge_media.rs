@@ -242,3 +242,44 @@ async fn idle_publisher_is_disconnected_and_its_stream_freed() {
     next.publish("demo-publish-key").await.expect("stream freed");
     assert_eq!(edge.metric("streamfleet_edge_takeovers_total").await, 0.0);
 }
+
+#[tokio::test]
+async fn enhanced_rtmp_and_unknown_codecs_pass_through_untouched_with_fast_start() {
+    use rml_rtmp::sessions::ClientSessionEvent;
+    let edge = Edge::start(&[]).await;
+    let mut publisher = RawClient::connect(edge.rtmp).await;
+    publisher.publish("demo-publish-key").await.unwrap();
+    // Enhanced RTMP HEVC: SequenceStart, a key frame (CodedFramesX), an inter frame; then a frame
+    // of a codec id nobody knows.
+    let frames: Vec<bytes::Bytes> = vec![
+        bytes::Bytes::from_static(b"\x90hvc1\x01\x02\x03\x04"),
+        bytes::Bytes::from_static(b"\x93hvc1\xAA\xBB\xCC"),
+        bytes::Bytes::from_static(b"\xA3hvc1\xDD"),
+        bytes::Bytes::from_static(b"\x2F\x11\x22\x33"),
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        publisher.send_video(f.clone(), i as u32 * 33).await;
+    }
+    let s = edge.wait_live("demo", 4, Duration::from_secs(5)).await;
+    assert_eq!(s["video_codec"], "flv-codec-15", "{s}");
+
+    // A player joining now gets the sequence start and the GOP from the key frame, byte for byte.
+    let mut player = RawClient::connect(edge.rtmp).await;
+    player.play("demo").await.unwrap();
+    player
+        .until(
+            "the last cached frame",
+            |e| matches!(e, ClientSessionEvent::VideoDataReceived { data, .. } if data.first() == Some(&0x2F)),
+        )
+        .await
+        .expect("fast start");
+    let got: Vec<bytes::Bytes> = player
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientSessionEvent::VideoDataReceived { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, frames, "fast start must replay sequence start + GOP untouched");
+}

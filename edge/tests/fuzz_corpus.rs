@@ -50,6 +50,49 @@ fn corpus_and_regressions_replay_cleanly() {
     assert!(total.publish_requests > 0 && total.play_requests > 0 && total.media_messages > 0, "{total:?}");
 }
 
+/// A stable-Rust stand-in for the fuzzer in CI: seeded mutations (bit flips, byte overwrites,
+/// truncation, splices, inserted runs) of the corpus through the same harness.
+#[test]
+fn mutated_corpus_inputs_are_handled() {
+    let corpus: Vec<Vec<u8>> = inputs("corpus/connection").into_iter().map(|(_, d)| d).collect();
+    assert!(!corpus.is_empty());
+    let mut state: u64 = 0x5EED_F00D;
+    let mut next = move || {
+        // xorshift64*: deterministic, so a failure reproduces.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for _ in 0..3000 {
+        let mut data = corpus[(next() as usize) % corpus.len()].clone();
+        for _ in 0..1 + next() % 8 {
+            let len = data.len().max(1);
+            let at = (next() as usize) % len;
+            match next() % 5 {
+                0 if !data.is_empty() => data[at] ^= 1 << (next() % 8),
+                1 if !data.is_empty() => data[at] = next() as u8,
+                2 => data.truncate(at),
+                3 => {
+                    let other = &corpus[(next() as usize) % corpus.len()];
+                    let from = (next() as usize) % other.len().max(1);
+                    data.splice(at.min(data.len())..at.min(data.len()), other[from..].iter().take(512).copied());
+                }
+                _ => {
+                    let run = vec![next() as u8; (next() % 64) as usize];
+                    data.splice(at.min(data.len())..at.min(data.len()), run);
+                }
+            }
+        }
+        let copy = data.clone();
+        if std::panic::catch_unwind(|| fuzz_harness::drive(&copy)).is_err() {
+            let path = std::env::temp_dir().join("streamfleet-edge-mutation-crash");
+            let _ = std::fs::write(&path, &data);
+            panic!("mutated input panics; saved to {}", path.display());
+        }
+    }
+}
+
 /// Records what a real rml_rtmp client sends to the edge's protocol state machine after the
 /// canned handshake, answering it with the edge's responses.
 fn record(script: impl FnOnce(&mut Recorder)) -> Vec<u8> {
