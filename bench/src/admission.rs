@@ -15,6 +15,8 @@ pub struct AdmissionConfig {
     pub url_template: String,
     pub count: usize,
     pub timeout: Duration,
+    /// Added to the attempt number in `{i}`.
+    pub first_index: usize,
 }
 
 /// Round-trip times of accepted publishes, and refusals by reason.
@@ -28,7 +30,7 @@ pub struct AdmissionOutcome {
 pub async fn run(cfg: &AdmissionConfig) -> Result<AdmissionOutcome, String> {
     let mut out = AdmissionOutcome::default();
     for i in 0..cfg.count {
-        let url = RtmpUrl::parse_indexed(&cfg.url_template, i)?;
+        let url = RtmpUrl::parse_indexed(&cfg.url_template, cfg.first_index + i)?;
         let t0 = Instant::now();
         let attempt = async {
             let mut conn = RtmpConnection::open(&url, 8 * 1024, 0).await?;

@@ -71,6 +71,7 @@ fn load_spec(cli: &Cli, scenario: &str, load: &LoadArgs, media_name: String) -> 
         server_pid: cli.server_pid,
         read_buffer: load.read_buffer,
         media_name,
+        first_index: cli.first_index,
     }
 }
 
@@ -105,7 +106,12 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
             scenario::run_load(&spec, plan).await?
         }
         Command::Admission { publish_url, count, timeout } => {
-            let cfg = AdmissionConfig { url_template: publish_url.clone(), count: *count, timeout: *timeout };
+            let cfg = AdmissionConfig {
+                url_template: publish_url.clone(),
+                count: *count,
+                timeout: *timeout,
+                first_index: cli.first_index,
+            };
             let tool_start = crate::procstat::sample_self();
             let started = std::time::Instant::now();
             let out =
@@ -132,8 +138,8 @@ pub async fn run(cli: Cli) -> Result<(), BenchError> {
                 }),
                 admission_ms: Summary::of(&mut accepted),
                 tool: crate::stats::run_report::ToolStats {
-                    cpu_s: tool_end.cpu_s - tool_start.cpu_s,
-                    cpu_pct: (tool_end.cpu_s - tool_start.cpu_s) / elapsed.max(1e-9) * 100.0,
+                    cpu_s: tool_end.cpu_since(&tool_start),
+                    cpu_pct: tool_end.cpu_since(&tool_start) / elapsed.max(1e-9) * 100.0,
                     rss_kib: tool_end.rss_kib,
                     ..Default::default()
                 },

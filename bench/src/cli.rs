@@ -30,6 +30,9 @@ pub struct Cli {
     /// Append the run's JSON line to this file instead of printing it on stdout.
     #[arg(long, env = "STREAMFLEET_BENCH_JSON_OUT", global = true)]
     pub json_out: Option<PathBuf>,
+    /// Added to every `{i}` in URLs, so repeated runs can use fresh stream names.
+    #[arg(long, env = "STREAMFLEET_BENCH_FIRST_INDEX", default_value_t = 0, global = true)]
+    pub first_index: usize,
     /// Tokio worker threads [default: number of CPUs].
     #[arg(long, env = "STREAMFLEET_BENCH_THREADS", global = true)]
     pub threads: Option<usize>,

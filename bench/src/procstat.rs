@@ -6,10 +6,37 @@ use std::fs;
 /// CPU and memory of a process tree at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcSample {
-    /// User + system CPU seconds consumed so far.
+    /// User + system CPU seconds consumed so far (clock ticks: 10 ms resolution, but includes
+    /// threads that already exited).
     pub cpu_s: f64,
+    /// On-CPU seconds of the live threads from `/proc/PID/task/TID/schedstat` (nanosecond
+    /// resolution), when the kernel provides it.
+    pub cpu_precise_s: Option<f64>,
     /// Resident set size in KiB.
     pub rss_kib: u64,
+}
+
+impl ProcSample {
+    /// CPU seconds spent between `self` and a later sample. The nanosecond figure is used unless
+    /// it lost time to threads that exited in between (it then falls short of the tick count by
+    /// more than the ticks' own error), in which case the tick count is the honest one.
+    pub fn cpu_since(&self, earlier: &ProcSample) -> f64 {
+        let ticks = self.cpu_s - earlier.cpu_s;
+        match (self.cpu_precise_s, earlier.cpu_precise_s) {
+            (Some(b), Some(a)) if b - a >= ticks - 0.03 => b - a,
+            _ => ticks,
+        }
+    }
+}
+
+/// Sums the first field (ns on CPU) of every thread's `schedstat` of `pid`.
+fn schedstat_s(pid: u32) -> Option<f64> {
+    let mut total_ns: u64 = 0;
+    for t in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let s = fs::read_to_string(t.path().join("schedstat")).ok()?;
+        total_ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total_ns as f64 / 1e9)
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -50,7 +77,7 @@ fn children(pid: u32) -> Vec<u32> {
 pub fn sample_tree(pid: u32) -> Result<ProcSample, String> {
     let ticks = clock_ticks_per_second();
     let mut todo = vec![pid];
-    let mut total = ProcSample::default();
+    let mut total = ProcSample { cpu_precise_s: Some(0.0), ..ProcSample::default() };
     let mut first = true;
     while let Some(p) = todo.pop() {
         let stat = fs::read_to_string(format!("/proc/{p}/stat"));
@@ -59,6 +86,10 @@ pub fn sample_tree(pid: u32) -> Result<ProcSample, String> {
             (Ok(stat), Ok(status)) => {
                 let t = parse_stat_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{p}/stat"))?;
                 total.cpu_s += t as f64 / ticks;
+                total.cpu_precise_s = match (total.cpu_precise_s, schedstat_s(p)) {
+                    (Some(sum), Some(s)) => Some(sum + s),
+                    _ => None,
+                };
                 total.rss_kib += parse_status_rss_kib(&status).unwrap_or(0);
             }
             (Err(e), _) | (_, Err(e)) if first => return Err(format!("cannot read /proc/{p}: {e}")),
@@ -88,6 +119,15 @@ mod tests {
     }
 
     #[test]
+    fn precise_cpu_is_used_unless_exited_threads_took_time_with_them() {
+        let s = |ticks: f64, precise: Option<f64>| ProcSample { cpu_s: ticks, cpu_precise_s: precise, rss_kib: 0 };
+        assert!((s(1.02, Some(5.0123)).cpu_since(&s(1.0, Some(5.0))) - 0.0123).abs() < 1e-9);
+        // A thread that used 0.5 s exited: the live-thread sum went down, the ticks did not.
+        assert!((s(1.6, Some(5.05)).cpu_since(&s(1.0, Some(5.0))) - 0.6).abs() < 1e-9);
+        assert!((s(1.6, None).cpu_since(&s(1.0, Some(5.0))) - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
     fn parses_vmrss() {
         assert_eq!(parse_status_rss_kib("Name:\tnginx\nVmRSS:\t   16128 kB\nThreads: 1\n"), Some(16128));
         assert_eq!(parse_status_rss_kib("Name:\tkthreadd\n"), None);
@@ -98,13 +138,15 @@ mod tests {
         let before = sample_self();
         let start = std::time::Instant::now();
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(60) {
+        while start.elapsed() < std::time::Duration::from_millis(100) {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
         let after = sample_self();
         assert!(after.rss_kib > 0);
         assert!(after.cpu_s > before.cpu_s, "{before:?} -> {after:?}");
+        // Never below the tick count minus its tolerance, even if other test threads exit meanwhile.
+        assert!(after.cpu_since(&before) >= 0.05, "{before:?} -> {after:?}");
         assert!(sample_tree(u32::MAX).is_err());
     }
 }

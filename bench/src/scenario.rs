@@ -43,6 +43,8 @@ pub struct LoadSpec {
     pub server_pid: Option<u32>,
     pub read_buffer: usize,
     pub media_name: String,
+    /// Added to the stream index in `{i}` (fresh names per run).
+    pub first_index: usize,
 }
 
 /// Runs the scenario and returns its report.
@@ -66,7 +68,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     let mut ticker = tokio::time::interval(spec.publisher_interval.max(Duration::from_micros(1)));
     for i in 0..spec.publishers {
         ticker.tick().await;
-        let url = RtmpUrl::parse_indexed(&spec.publish_url, i)
+        let url = RtmpUrl::parse_indexed(&spec.publish_url, spec.first_index + i)
             .map_err(|message| BenchError::Url { url: spec.publish_url.clone(), message })?;
         let cfg = PublisherConfig { url, stream: i as u32, plan: plan.clone(), start_timeout: spec.join_timeout };
         let (tx, rx) = oneshot::channel();
@@ -100,7 +102,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     for i in 0..spec.players {
         ticker.tick().await;
         let stream = live[i % live.len()];
-        let url = RtmpUrl::parse_indexed(&spec.play_url, stream)
+        let url = RtmpUrl::parse_indexed(&spec.play_url, spec.first_index + stream)
             .map_err(|message| BenchError::Url { url: spec.play_url.clone(), message })?;
         let cfg =
             PlayerConfig { url, stream: stream as u32, join_timeout: spec.join_timeout, read_buffer: spec.read_buffer };
@@ -144,7 +146,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     let gb = report.delivered_mbps * window_s / 8.0 / 1000.0;
     let per_gb = |cpu: f64| (gb > 0.0).then(|| cpu / gb);
     if let (Some(pid), Some(b), Some(s), Some(e)) = (spec.server_pid, before, server_start, server_end) {
-        let cpu = e.cpu_s - s.cpu_s;
+        let cpu = e.cpu_since(&s);
         let connected = report.players.as_ref().map(|p| p.connected).unwrap_or(0);
         report.server_stats = Some(ServerStats {
             pid,
@@ -156,7 +158,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
             rss_per_player_kib: (connected > 0).then(|| (e.rss_kib as f64 - b.rss_kib as f64) / connected as f64),
         });
     }
-    let tool_cpu = tool_end.cpu_s - tool_start.cpu_s;
+    let tool_cpu = tool_end.cpu_since(&tool_start);
     report.tool = ToolStats {
         cpu_s: tool_cpu,
         cpu_pct: tool_cpu / window_s * 100.0,
@@ -207,6 +209,7 @@ pub fn summarize(
         Summary::of(&mut v)
     };
     let play_start_ms = collect(&|p| p.play_start_ms);
+    let first_frame_samples_ms: Vec<f64> = players.iter().filter_map(|p| p.first_frame_ms).collect();
     let first_frame_ms = collect(&|p| p.first_frame_ms);
     let first_keyframe_ms = collect(&|p| p.first_keyframe_ms);
     let mut gaps: Vec<f64> = players.iter().filter(|p| p.frames_window > 1).map(|p| p.max_gap_ms_window).collect();
@@ -257,5 +260,6 @@ pub fn summarize(
         server_stats: None,
         tool: ToolStats::default(),
         admission_ms: None,
+        first_frame_samples_ms,
     }
 }

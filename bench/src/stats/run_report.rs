@@ -109,6 +109,9 @@ pub struct RunReport {
     pub tool: ToolStats,
     /// Admission round trips (TCP connect → `Publish.Start`).
     pub admission_ms: Option<Summary>,
+    /// Every player's time to first frame (for distribution charts).
+    #[serde(default)]
+    pub first_frame_samples_ms: Vec<f64>,
 }
 
 fn s(v: Option<f64>, digits: usize) -> String {

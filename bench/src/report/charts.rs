@@ -1,0 +1,156 @@
+//! PNG charts with plotters: server CPU seconds per delivered GB against the number of players
+//! (fan-out), and the distribution of time to first frame for joining players (join).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::aggregate::Runs;
+use crate::error::BenchError;
+
+static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Registers the TrueType font plotters draws text with (bitmaps have no built-in font).
+pub fn use_font(path: &Path) -> Result<(), BenchError> {
+    FONT.get_or_init(|| {
+        let bytes = std::fs::read(path).map_err(|e| format!("font {}: {e}", path.display()))?;
+        // Plotters keeps fonts for the life of the process.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+            .map_err(|_| format!("font {}: not a usable TrueType/OpenType font", path.display()))
+    })
+    .clone()
+    .map_err(BenchError::Report)
+}
+
+fn chart_err(path: &Path) -> impl Fn(String) -> BenchError + '_ {
+    move |message| BenchError::Chart { path: path.to_path_buf(), message }
+}
+
+/// (server, [(x, y)]) series, in server order.
+type Series = Vec<(String, Vec<(f64, f64)>)>;
+
+fn draw_lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &Series,
+    log_x: bool,
+    y_top: Option<f64>,
+) -> Result<(), BenchError> {
+    let err = chart_err(path);
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_max, mut y_max, mut x_min) = (1.0f64, 0.0f64, f64::MAX);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        x_min = x_min.min(x);
+        y_max = y_max.max(y);
+    }
+    if series.iter().all(|(_, p)| p.is_empty()) {
+        return Err(err("no data".into()));
+    }
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.caption(title, ("sans-serif", 24)).margin(16).x_label_area_size(48).y_label_area_size(64);
+    let y_range = 0.0..y_top.unwrap_or((y_max * 1.15).max(1e-3));
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .label_style(("sans-serif", 15))
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+            for (i, (name, pts)) in series.iter().enumerate() {
+                let color = Palette99::pick(i).mix(0.9);
+                chart
+                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(3)))
+                    .map_err(|e| err(e.to_string()))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+                // Markers for measured points; a distribution with many samples is a plain curve.
+                if pts.len() <= 40 {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                        .map_err(|e| err(e.to_string()))?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 16))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(|e| err(e.to_string()))?;
+        }};
+    }
+    if log_x {
+        let lo = (x_min.max(0.1) * 0.8).max(0.1);
+        finish!(builder.build_cartesian_2d((lo..x_max * 1.25).log_scale(), y_range).map_err(|e| err(e.to_string()))?);
+    } else {
+        finish!(builder.build_cartesian_2d(0.0..x_max * 1.05, y_range).map_err(|e| err(e.to_string()))?);
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes the charts that have data; returns (title, file) of each.
+pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(String, PathBuf)>, BenchError> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::File { path: dir.to_path_buf(), source })?;
+    let mut written = Vec::new();
+
+    let fan = runs.points("fanout");
+    let cpu: Series = servers
+        .iter()
+        .map(|s| {
+            let pts = fan
+                .iter()
+                .filter_map(|(_, groups)| {
+                    let g = groups.get(s)?;
+                    let players = g.first()?.params.players as f64;
+                    Some((players, g.med(|r| r.server_stats.as_ref()?.cpu_s_per_gb)?))
+                })
+                .collect();
+            (s.clone(), pts)
+        })
+        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+        .collect();
+    if !cpu.is_empty() {
+        let path = dir.join("cpu-per-gb.png");
+        let title = "Server CPU seconds per delivered GB (fan-out, lower is better)";
+        draw_lines(&path, title, "players (log scale)", "CPU-s per GB", &cpu, true, None)?;
+        written.push((title.to_string(), path));
+    }
+
+    let join = runs.points("join");
+    let cdf: Series = servers
+        .iter()
+        .map(|s| {
+            let mut samples: Vec<f64> = join
+                .iter()
+                .filter_map(|(_, g)| g.get(s))
+                .flat_map(|g| g.runs.iter().flat_map(|r| r.first_frame_samples_ms.iter().copied()))
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            let n = samples.len() as f64;
+            let pts = samples.iter().enumerate().map(|(i, &v)| (v, (i + 1) as f64 / n)).collect();
+            (s.clone(), pts)
+        })
+        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+        .collect();
+    if !cdf.is_empty() {
+        let path = dir.join("first-frame-cdf.png");
+        let title = "Time to first frame for joining players (cumulative share)";
+        draw_lines(&path, title, "ms from TCP connect (log scale)", "share of players", &cdf, true, Some(1.05))?;
+        written.push((title.to_string(), path));
+    }
+    Ok(written)
+}
