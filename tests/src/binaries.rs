@@ -92,7 +92,43 @@ fn build() -> Binaries {
             .find_map(|m| m["executable"].as_str().map(PathBuf::from))
             .unwrap_or_else(|| panic!("cargo build reported no executable for {name}"))
     };
-    Binaries { edge: find("streamfleet-edge"), operator: find("streamfleet-operator") }
+    Binaries { edge: pin(&find("streamfleet-edge")), operator: pin(&find("streamfleet-operator")) }
+}
+
+/// A hard link to `exe` that no later build replaces: other cargo runs in the same target
+/// directory re-link `target/debug/<bin>` while tests are running, and a test must not find
+/// the file missing or changed under it. Named by the build's size and mtime, so one link
+/// serves every test process of a build; links older than a day are pruned.
+fn pin(exe: &Path) -> PathBuf {
+    let (Some(dir), Some(name), Ok(meta)) = (exe.parent(), exe.file_name(), std::fs::metadata(exe)) else {
+        return exe.to_path_buf();
+    };
+    let stamp = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let pinned_dir = dir.join("fleet-test-bins");
+    let _ = std::fs::create_dir_all(&pinned_dir);
+    let pinned = pinned_dir.join(format!("{}-{}-{stamp}", name.to_string_lossy(), meta.len()));
+    if pinned.exists() || std::fs::hard_link(exe, &pinned).is_ok() || pinned.exists() {
+        prune(&pinned_dir, &pinned);
+        return pinned;
+    }
+    exe.to_path_buf()
+}
+
+fn prune(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let day = std::time::Duration::from_secs(86_400);
+    for e in entries.flatten() {
+        let old =
+            e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|m| m.elapsed().ok()).is_some_and(|a| a > day);
+        if old && e.path() != keep {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Environment variables cargo sets when it runs a package's test, as opposed to the ones a

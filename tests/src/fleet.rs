@@ -14,6 +14,7 @@ use streamfleet_testkit::{RedisServer, TcpProxy};
 
 use crate::{
     binaries::{Binaries, binaries_async},
+    census::Census,
     edge::EdgeProcess,
     manifest::{ScratchDir, StreamSpec, render},
     operator::{SyncWatch, sync_once},
@@ -176,6 +177,11 @@ impl Fleet {
             v.push(e.metric("streamfleet_edge_publishers_active").await);
         }
         v
+    }
+
+    /// Starts sampling every edge for streams published on two edges at once.
+    pub fn census(&self) -> Census {
+        Census::start(self.edges.iter().map(|e| (e.id.clone(), e.http)).collect())
     }
 
     /// The sum of one series over all edges.

@@ -7,9 +7,11 @@
 //! - [`operator`]: `sync` once or `--watch`; [`manifest`]: the LiveStream/Secret files.
 //! - [`rtmp_client`]: publish/play outcomes and background sessions; [`ffmpeg`]: real clients.
 //! - [`binaries`]: builds and locates the binaries under test.
+//! - [`census`]: samples the edges for two publishers of one stream at once.
 //! - [`http`], [`wait`]: endpoints, metrics, and waiting with deadlines.
 
 pub mod binaries;
+pub mod census;
 pub mod edge;
 pub mod ffmpeg;
 pub mod fleet;
