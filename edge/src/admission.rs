@@ -21,6 +21,10 @@ use crate::{context::Context, metrics::Metrics};
 const RETRY_POLL: Duration = Duration::from_millis(100);
 /// Backoff while the registry is unreachable.
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(250);
+/// How long an unreachable registry is retried before the encoder is told so (a brief blip
+/// should not fail a publish; an outage should not keep encoders waiting for the full
+/// publish timeout).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,11 +100,12 @@ pub struct Admitted {
 /// Admits a publisher with key hash `key` from `remote`, or says why not, by `deadline`.
 pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: Instant) -> Result<Admitted, Rejection> {
     let registry = &ctx.registry;
+    let unavailable_deadline = deadline.min(Instant::now() + UNAVAILABLE_RETRY);
     let record = loop {
         match timeout_at(deadline, registry.lookup(key)).await {
             Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
             Ok(Ok(r)) => break r,
-            Ok(Err(e)) if e.is_transient() && Instant::now() + UNAVAILABLE_BACKOFF < deadline => {
+            Ok(Err(e)) if e.is_transient() && Instant::now() + UNAVAILABLE_BACKOFF < unavailable_deadline => {
                 tracing::debug!(error = %e, "lookup failed; retrying");
                 sleep(UNAVAILABLE_BACKOFF).await;
             }
@@ -139,7 +144,10 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
                 d.clamp(Duration::from_millis(10), RETRY_POLL)
             }
             Err(RegistryError::Quarantined { retry_in }) => retry_in.clamp(Duration::from_millis(10), RETRY_POLL * 5),
-            Err(RegistryError::Unavailable(_)) => UNAVAILABLE_BACKOFF,
+            Err(RegistryError::Unavailable(_)) => {
+                wait_until = unavailable_deadline;
+                UNAVAILABLE_BACKOFF
+            }
             Err(e) => return Err(e.into()),
         };
         if Instant::now() + wait >= wait_until {

@@ -49,10 +49,18 @@ pub async fn run(
         Ok(Err(RegistryError::NotFound { .. })) => {
             return refuse(ctx, io, "not_found", NOT_FOUND, &format!("no stream is named {name:?}"));
         }
+        // A stream published on this edge stays watchable while the registry is unreachable.
+        Ok(Err(_)) | Err(_) if ctx.hub.live_record(&name).is_some() => {
+            tracing::debug!(playback = %name, "registry unreachable; playing the local stream");
+            match ctx.hub.live_record(&name) {
+                Some(r) => r,
+                None => return refuse(ctx, io, "unavailable", FAILED, "stream registry unavailable"),
+            }
+        }
         Ok(Err(e)) => return refuse(ctx, io, "unavailable", FAILED, &format!("stream registry unavailable: {e}")),
         Err(_) => return refuse(ctx, io, "unavailable", FAILED, "stream registry did not answer in time"),
     };
-    let stream = ctx.hub.get_or_create(&record.id, &record.playback_name);
+    let stream = ctx.hub.get_or_create(&record);
     let ended = play(ctx, io, &record, &stream, stream_id).await;
     ctx.hub.release(stream);
     ended
@@ -78,7 +86,11 @@ async fn play(ctx: &Arc<Context>, io: &mut Io, record: &StreamRecord, stream: &A
     }
     let cap = match local_cap(ctx, record).await {
         Ok(cap) => cap,
-        Err(e) => return refuse(ctx, io, "unavailable", FAILED, &format!("stream registry unavailable: {e}")),
+        Err(e) => {
+            // Without the other edges' counts, enforce the limit on this edge alone.
+            tracing::debug!(error = %e, "viewer counts unavailable; enforcing maxViewers locally");
+            record.max_viewers.map(|m| m as usize)
+        }
     };
     if cap.is_some_and(|cap| stream.player_count() >= cap) {
         return refuse(ctx, io, "max_viewers", FAILED, &max_viewers_text(record));
@@ -170,7 +182,9 @@ fn max_viewers_text(record: &StreamRecord) -> String {
 /// the limit minus what the other edges last reported.
 async fn local_cap(ctx: &Context, record: &StreamRecord) -> Result<Option<usize>, RegistryError> {
     let Some(max) = record.max_viewers else { return Ok(None) };
-    let status = ctx.registry.live_status(&record.id).await?;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(1), ctx.registry.live_status(&record.id))
+        .await
+        .map_err(|_| RegistryError::Unavailable("viewer counts timed out".into()))??;
     let ours = status.viewers_by_edge.get(&ctx.settings.edge_id).copied().unwrap_or(0);
     let others = status.viewers.saturating_sub(ours);
     Ok(Some((max.saturating_sub(others)) as usize))

@@ -66,7 +66,7 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
         }
     };
     let session = io.info.id;
-    let stream = ctx.hub.get_or_create(&record.id, &record.playback_name);
+    let stream = ctx.hub.get_or_create(&record);
     let meta = PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now() };
     let (mut kick, replaced_local) = stream.begin_publish(meta);
     if lease.took_over {

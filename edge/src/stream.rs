@@ -14,7 +14,7 @@ use std::{
     time::SystemTime,
 };
 
-use streamfleet_registry::StreamId;
+use streamfleet_registry::{StreamId, StreamRecord};
 use tokio::{
     sync::{oneshot, watch},
     time::Instant,
@@ -106,6 +106,8 @@ pub struct StreamSnapshot {
 pub struct Stream {
     pub id: StreamId,
     pub playback: String,
+    /// The registry record as last seen (lets players in while the registry is unreachable).
+    record: Mutex<StreamRecord>,
     max_gop_bytes: usize,
     state: Mutex<State>,
     live: watch::Sender<LiveState>,
@@ -125,10 +127,11 @@ pub struct FanoutResult {
 }
 
 impl Stream {
-    pub fn new(id: StreamId, playback: String, max_gop_bytes: usize) -> Stream {
+    pub fn new(record: StreamRecord, max_gop_bytes: usize) -> Stream {
         Stream {
-            id,
-            playback,
+            id: record.id.clone(),
+            playback: record.playback_name.clone(),
+            record: Mutex::new(record),
             max_gop_bytes,
             state: Mutex::new(State {
                 publisher: None,
@@ -153,6 +156,14 @@ impl Stream {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Critical sections only update fields and push to queues; the data stays consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self) -> StreamRecord {
+        self.record.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_record(&self, record: &StreamRecord) {
+        *self.record.lock().unwrap_or_else(|p| p.into_inner()) = record.clone();
     }
 
     /// Follows publisher changes (players wait on it).
@@ -379,14 +390,26 @@ fn fan_out(st: &mut State, frame: &Arc<Frame>, now: Instant, stats: &StreamStats
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fanout::OutboxLimits;
     use bytes::Bytes;
     use std::time::Duration;
 
     fn stream() -> Stream {
-        Stream::new(StreamId::new("default", "demo"), "demo".into(), 1 << 20)
+        Stream::new(record("default", "demo"), 1 << 20)
+    }
+
+    pub(crate) fn record(ns: &str, name: &str) -> StreamRecord {
+        StreamRecord {
+            id: StreamId::new(ns, name),
+            key_hash: streamfleet_registry::KeyHash::of_key(name),
+            playback_name: name.into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: streamfleet_registry::TakeoverPolicy::ReplaceIdle,
+            generation: 1,
+        }
     }
 
     fn meta(session: u64) -> PublisherMeta {
@@ -461,7 +484,7 @@ mod tests {
 
     #[test]
     fn gop_cache_is_bounded() {
-        let s = Stream::new(StreamId::new("d", "x"), "x".into(), 100);
+        let s = Stream::new(record("d", "x"), 100);
         let _k = s.begin_publish(meta(1));
         s.publish(1, video(0, &[0x17, 1, 0]));
         for i in 0..10 {

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use streamfleet_registry::StreamId;
+use streamfleet_registry::{StreamId, StreamRecord};
 
 use crate::{metrics::Metrics, stream::Stream};
 
@@ -28,19 +28,26 @@ impl StreamHub {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The stream, created if this edge does not have it yet.
-    pub fn get_or_create(&self, id: &StreamId, playback: &str) -> Arc<Stream> {
+    /// The stream of `record`, created if this edge does not have it yet.
+    pub fn get_or_create(&self, record: &StreamRecord) -> Arc<Stream> {
         let mut map = self.lock();
         // If the record's playback name changed while the old stream object is still in use,
         // new holders get a fresh object under the new name.
-        if let Some(s) = map.get(id)
-            && s.playback == playback
+        if let Some(s) = map.get(&record.id)
+            && s.playback == record.playback_name
         {
+            s.set_record(record);
             return s.clone();
         }
-        let s = Arc::new(Stream::new(id.clone(), playback.to_string(), self.max_gop_bytes));
-        map.insert(id.clone(), s.clone());
+        let s = Arc::new(Stream::new(record.clone(), self.max_gop_bytes));
+        map.insert(record.id.clone(), s.clone());
         s
+    }
+
+    /// The record of a stream live on this edge under `playback` (players can still join it
+    /// while the registry is unreachable).
+    pub fn live_record(&self, playback: &str) -> Option<StreamRecord> {
+        self.lock().values().find(|s| s.playback == playback && s.is_live()).map(|s| s.record())
     }
 
     pub fn get(&self, id: &StreamId) -> Option<Arc<Stream>> {
@@ -82,9 +89,10 @@ mod tests {
     #[test]
     fn release_removes_only_unheld_streams() {
         let hub = StreamHub::new(1 << 20, Arc::new(Metrics::new().unwrap()));
-        let id = StreamId::new("default", "demo");
-        let a = hub.get_or_create(&id, "demo");
-        let b = hub.get_or_create(&id, "demo");
+        let rec = crate::stream::tests::record("default", "demo");
+        let id = rec.id.clone();
+        let a = hub.get_or_create(&rec);
+        let b = hub.get_or_create(&rec);
         assert!(Arc::ptr_eq(&a, &b));
         hub.release(a);
         assert!(hub.get(&id).is_some(), "b still holds it");

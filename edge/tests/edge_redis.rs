@@ -71,6 +71,10 @@ async fn readiness_follows_the_registry() {
     let (mut redis, _registry) = seeded_redis().await;
     let e = edge(&redis, "edge-r").await;
     wait_for("ready", Duration::from_secs(10), || async { (e.get("/readyz").await.0 == 200).then_some(()) }).await;
+    let mut publisher = common::RawClient::connect(e.rtmp).await;
+    publisher.publish("demo-publish-key").await.unwrap();
+    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    e.wait_live("demo", 1, Duration::from_secs(5)).await;
     redis.kill();
     wait_for("not ready without redis", Duration::from_secs(10), || async {
         (e.get("/readyz").await.0 == 503).then_some(())
@@ -78,6 +82,21 @@ async fn readiness_follows_the_registry() {
     .await;
     assert_eq!(e.metric("streamfleet_edge_registry_up").await, 0.0);
     assert_eq!(e.get("/healthz").await.0, 200, "alive even when not ready");
+    // A stream live here stays watchable (until its lease can no longer be proven)...
+    let mut player = common::RawClient::connect(e.rtmp).await;
+    player.play("demo").await.expect("local stream playable without the registry");
+    publisher.send_video(common::fake_avc(false, 50), 33).await;
+    player
+        .until("video", |ev| matches!(ev, rml_rtmp::sessions::ClientSessionEvent::VideoDataReceived { .. }))
+        .await
+        .expect("player gets video");
+    // ...but new publishers are refused (fail closed), after a short retry.
+    let t0 = Instant::now();
+    let mut refused = common::RawClient::connect(e.rtmp).await;
+    let err = refused.publish("solo-publish-key").await.expect_err("no registry, no admission");
+    assert!(err.contains("BadName"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(6), "refusal took {:?}", t0.elapsed());
+    assert_eq!(e.metric("streamfleet_edge_publish_rejections_total{reason=\"unavailable\"}").await, 1.0);
     redis.restart();
     wait_for("ready again", Duration::from_secs(15), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
         .await;
