@@ -62,7 +62,15 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     };
     server_sample("at start")?;
 
-    // Publishers.
+    // Publishers get their own runtime thread, so a thousand players' reads never delay a frame's
+    // send (its send time is stamped when it is written, but the schedule should stay real time).
+    let publisher_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sf-bench-publisher")
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Publisher(format!("cannot start the publisher runtime: {e}")))?;
+    let publisher_rt = RuntimeGuard(Some(publisher_rt));
     let mut pub_tasks = Vec::new();
     let mut pub_ready = Vec::new();
     let mut ticker = tokio::time::interval(spec.publisher_interval.max(Duration::from_micros(1)));
@@ -72,7 +80,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
             .map_err(|message| BenchError::Url { url: spec.publish_url.clone(), message })?;
         let cfg = PublisherConfig { url, stream: i as u32, plan: plan.clone(), start_timeout: spec.join_timeout };
         let (tx, rx) = oneshot::channel();
-        pub_tasks.push(tokio::spawn(publisher::run(cfg, cancel.clone(), tx)));
+        pub_tasks.push(publisher_rt.handle().spawn(publisher::run(cfg, cancel.clone(), tx)));
         pub_ready.push(rx);
     }
     let mut live = Vec::new();
@@ -192,6 +200,28 @@ fn count<'a>(
     }
     c.reasons = reasons;
     c
+}
+
+/// Owns the publisher runtime and shuts it down without blocking (dropping a runtime inside async
+/// code would panic).
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl RuntimeGuard {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            // Only `drop` takes the runtime out.
+            None => unreachable!("runtime used after shutdown"),
+        }
+    }
 }
 
 /// Turns the clients' outcomes into the report (server and tool figures are added by the caller).
