@@ -218,9 +218,8 @@ impl Stream {
         st.audio_seq = None;
         st.gop.clear();
         st.gop_bytes = 0;
-        let notice =
-            status_frame("NetStream.Play.UnpublishNotify", &format!("{} is no longer published", self.playback));
-        fan_out(&mut st, &notice, Instant::now(), &self.stats);
+        // Players are deliberately not sent NetStream.Play.UnpublishNotify: FFmpeg-based players
+        // take it as the end of the stream, and players are meant to wait for a republish.
         drop(st);
         self.live.send_replace(LiveState::Offline);
         true

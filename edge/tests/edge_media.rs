@@ -295,3 +295,52 @@ async fn enhanced_rtmp_and_unknown_codecs_pass_through_untouched_with_fast_start
         .collect();
     assert_eq!(got, frames, "fast start must replay sequence start + GOP untouched");
 }
+
+#[tokio::test]
+async fn an_ffmpeg_player_continues_across_a_republish() {
+    let edge = Edge::start(&["--play-wait-timeout", "3s"]).await;
+    let first = ffmpeg_publish(&edge.url("demo-publish-key"), 3, 30);
+    edge.wait_live("demo", 10, Duration::from_secs(20)).await;
+    let out = common::TempFile::new("republish.flv", "");
+    let player = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            &edge.url("demo"),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            "-y",
+        ])
+        .arg(&out.0)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg player");
+    let (ok, stderr) = finish(first, Duration::from_secs(20)).await;
+    assert!(ok, "first publisher: {stderr}");
+    let second = ffmpeg_publish(&edge.url("demo-publish-key"), 3, 30);
+    let (ok, stderr) = finish(second, Duration::from_secs(20)).await;
+    assert!(ok, "second publisher: {stderr}");
+    // After the second publisher ends, the player is told the stream is gone (after
+    // --play-wait-timeout) and exits.
+    let (_, player_err) = finish(player, Duration::from_secs(20)).await;
+    let (ok, packets, err) = ffprobe(
+        &["-select_streams", "v", "-show_entries", "packet=pts", "-of", "csv=p=0"],
+        &out.0.display().to_string(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let pts: Vec<i64> = packets.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    eprintln!("player recorded {} video packets across the republish", pts.len());
+    // Both publishers' frames (2 × ~90 frames), on one continuous timeline.
+    assert!(pts.len() > 130, "only {} video packets; player: {player_err}", pts.len());
+    let jumps_back = pts.windows(2).filter(|w| w[1] + 100 < w[0]).count();
+    assert_eq!(jumps_back, 0, "timestamps jump backwards across the republish");
+}
