@@ -115,7 +115,8 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
     let who = PublisherInfo {
         edge: ctx.settings.edge_id.clone(),
         remote_addr: Some(remote.to_string()),
-        relay_addr: ctx.settings.advertise_addr.clone(),
+        // Advertised only when this edge serves the relay (no secret, no relay).
+        relay_addr: ctx.settings.advertise_addr.clone().filter(|_| ctx.relay.get().is_some()),
     };
     let opts = ctx.settings.acquire;
     // Waiting for a live holder to become replaceable is bounded separately: a holder that keeps

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_RELAY_SECRET_FILE", value_name = "FILE")]
     pub relay_secret_file: Option<PathBuf>,
 
+    /// A relay pull (this edge playing a stream published on another edge) stops this long
+    /// after its last local player left (a player coming back meanwhile reuses it).
+    #[arg(long, env = "STREAMFLEET_RELAY_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub relay_idle_timeout: Duration,
+
     /// Publisher lease TTL; renew every TTL/3, stop publishing TTL/3 before it could expire.
     #[arg(long, env = "STREAMFLEET_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,

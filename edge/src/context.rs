@@ -34,6 +34,7 @@ pub struct Settings {
     pub max_connections_per_ip: usize,
     pub drain_timeout: Duration,
     pub gop_cache_max_bytes: usize,
+    pub relay_idle_timeout: Duration,
 }
 
 impl Settings {
@@ -71,6 +72,7 @@ impl Settings {
             max_connections_per_ip: c.max_connections_per_ip,
             drain_timeout: c.drain_timeout,
             gop_cache_max_bytes: to_usize(c.gop_cache_max_bytes),
+            relay_idle_timeout: c.relay_idle_timeout,
         }
     }
 }
@@ -88,6 +90,8 @@ pub struct Context {
     pub viewers_changed: Notify,
     /// Local viewer counts as last reported to the registry (for maxViewers accounting).
     pub reported_viewers: std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, u32>>,
+    /// Cross-edge play, set at start when a relay secret is configured (no secret, no relay).
+    pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
 }
 
 impl Context {
@@ -107,6 +111,7 @@ impl Context {
             shutdown,
             viewers_changed: Notify::new(),
             reported_viewers: std::sync::Mutex::new(Default::default()),
+            relay: std::sync::OnceLock::new(),
         })
     }
 

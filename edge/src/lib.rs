@@ -9,6 +9,8 @@
 //! - [`publisher`]: a publisher's life while it holds the lease.
 //! - [`play`]: player admission (maxViewers, waiting for the stream) and its life.
 //! - [`stream`] / [`stream_hub`]: per-stream state (fast-start caches, players).
+//! - [`relay`]: cross-edge play (the internal relay listener, and pulling a stream from the
+//!   edge that holds it).
 //! - [`fanout`]: where bytes fan out (shared serialized frames, bounded per-player queues).
 //! - [`codec`]: FLV tag inspection (keyframes, sequence headers, Enhanced RTMP FourCC).
 //! - [`metrics`], [`http`], [`health`], [`viewers`], [`sessions`]: observability and reporting.
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod play;
 pub mod publisher;
 pub mod registry_backend;
+pub mod relay;
 pub mod rtmp;
 pub mod server;
 pub mod sessions;

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub stream_players: IntGaugeVec,
     pub stream_ingest_bitrate_kbps: IntGaugeVec,
     pub relay_pulls_active: IntGauge,
+    pub relay_served_active: IntGauge,
+    pub relay_auth_failures: IntCounter,
+    pub relay_upstream_errors: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -134,7 +137,23 @@ impl Metrics {
                 "Ingest bitrate of streams published on this edge",
                 &["stream"],
             )?,
-            relay_pulls_active: gauge("relay_pulls_active", "Upstream relay pulls from other edges")?,
+            relay_pulls_active: gauge(
+                "relay_pulls_active",
+                "Streams this edge is pulling from their owner edge through the relay (one per stream)",
+            )?,
+            relay_served_active: gauge(
+                "relay_served_active",
+                "Relay pulls other edges have open to this edge (streams published here)",
+            )?,
+            relay_auth_failures: counter(
+                "relay_auth_failures_total",
+                "Relay play requests refused for a missing or wrong authentication token",
+            )?,
+            relay_upstream_errors: counter_vec(
+                "relay_upstream_errors_total",
+                "Relay pulls that failed or broke, by stage (connect, refused, stream)",
+                &["stage"],
+            )?,
             registry,
         })
     }
@@ -183,6 +202,8 @@ mod tests {
             "streamfleet_edge_draining",
             "streamfleet_edge_stream_players{stream=\"news\"} 3",
             "streamfleet_edge_relay_pulls_active",
+            "streamfleet_edge_relay_served_active",
+            "streamfleet_edge_relay_auth_failures_total",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -7,6 +7,10 @@
 //! interval), this edge's own count is exact. Two edges admitting players in the same instant
 //! can therefore overshoot by the players admitted within one report delay.
 //!
+//! A stream published on another edge reaches this edge's players through the relay
+//! ([`crate::relay::pull`]): the player attaches to the stream's pull and then waits for the
+//! stream to be live exactly as for a local publisher.
+//!
 //! When the publisher goes away, players stay connected and wait up to `--play-wait-timeout`
 //! for a republish (which resumes them on the same connection), then get
 //! `NetStream.Play.StreamNotFound`.
@@ -61,8 +65,11 @@ pub async fn run(
         Err(_) => return refuse(ctx, io, "unavailable", FAILED, "stream registry did not answer in time"),
     };
     let stream = ctx.hub.get_or_create(&record);
+    // Published on another edge (or nowhere yet): this edge's pull of the stream feeds it.
+    let pull = crate::relay::pull::attach(ctx, &record, &stream);
     let ended = play(ctx, io, &record, &stream, stream_id).await;
     ctx.hub.release(stream);
+    drop(pull);
     ended
 }
 

@@ -67,7 +67,8 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
     };
     let session = io.info.id;
     let stream = ctx.hub.get_or_create(&record);
-    let meta = PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now() };
+    let meta =
+        PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now(), relay_source: None };
     let (mut kick, replaced_local) = stream.begin_publish(meta);
     if lease.took_over {
         ctx.metrics.takeovers.inc();

@@ -18,6 +18,7 @@ use crate::{
     http,
     metrics::Metrics,
     registry_backend,
+    relay::{self, Relay, RelaySecret},
     shutdown::{self, ConnTracker, Shutdown},
     viewers,
 };
@@ -84,6 +85,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         addr: config.rtmp_listen,
         source,
     })?;
+    // No secret, no relay: nothing listens on --relay-listen and no stream is pulled.
+    let relay_listener = match &relay_secret {
+        Some(_) => Some(TcpListener::bind(config.relay_listen).await.map_err(|source| StartError::Bind {
+            what: "--relay-listen",
+            addr: config.relay_listen,
+            source,
+        })?),
+        None => {
+            tracing::info!(
+                "no relay secret (--relay-secret-file / STREAMFLEET_RELAY_SECRET): cross-edge relay disabled"
+            );
+            None
+        }
+    };
+    if let Some(secret) = &relay_secret {
+        let relay = Relay::new(RelaySecret::new(secret), ctx.settings.relay_idle_timeout);
+        let _ = ctx.relay.set(Arc::new(relay));
+    }
     let http_listener = TcpListener::bind(config.http_listen).await.map_err(|source| StartError::Bind {
         what: "--http-listen",
         addr: config.http_listen,
@@ -105,6 +124,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
 
     let tracker = ConnTracker::new();
+    let relay_task = relay_listener.map(|listener| {
+        let addr = listener.local_addr().unwrap_or(config.relay_listen);
+        tracing::info!(%addr, advertised = ?ctx.settings.advertise_addr, "relay listening");
+        tokio::spawn(relay::server::accept_loop(ctx.clone(), listener, tracker.clone()))
+    });
     let per_ip = Arc::new(PerIp::default());
     let signal = shutdown::signal();
     tokio::pin!(signal);
@@ -125,6 +149,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Drain: stop accepting, tell everyone, release leases (each connection task does it on
     // the shutdown signal), wait for the tasks, at most --drain-timeout.
     drop(rtmp);
+    if let Some(t) = &relay_task {
+        t.abort();
+    }
     ctx.metrics.draining.set(1);
     shutdown.start();
     let active = tracker.active();

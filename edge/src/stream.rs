@@ -47,6 +47,9 @@ pub struct PublisherMeta {
     pub session: u64,
     pub remote_addr: String,
     pub since: SystemTime,
+    /// Set when the "publisher" is this edge's relay pull from the owner edge (its relay
+    /// address): the stream is live here but published elsewhere.
+    pub relay_source: Option<String>,
 }
 
 struct PublisherSlot {
@@ -57,6 +60,9 @@ struct PublisherSlot {
 struct Player {
     session: u64,
     outbox: Arc<Outbox>,
+    /// Another edge pulling the stream through the relay: served like a player, but not a
+    /// viewer (the pulling edge counts its own players).
+    relay: bool,
 }
 
 struct State {
@@ -91,9 +97,14 @@ pub struct StreamSnapshot {
     pub live: bool,
     /// The publisher has paused sending media (a takeover under ReplaceIdle may replace it).
     pub publisher_idle: bool,
+    /// The encoder's address, for a publisher on this edge (absent for a relayed stream).
     pub publisher_remote_addr: Option<String>,
     pub publisher_since: Option<String>,
+    /// For a stream relayed from its owner edge: the owner's relay address.
+    pub relay_source: Option<String>,
     pub players: usize,
+    /// Other edges pulling this stream from here through the relay.
+    pub relay_pulls: usize,
     pub video_codec: String,
     pub audio_codec: String,
     pub gop_cache_frames: usize,
@@ -205,6 +216,36 @@ impl Stream {
         (rx, replaced)
     }
 
+    /// Like [`Stream::begin_publish`], but only while no publisher holds the slot: a relay pull
+    /// never replaces a publisher on this edge (the reverse, a local publisher replacing the
+    /// relay pull, goes through `begin_publish`).
+    pub fn try_begin_publish(&self, meta: PublisherMeta) -> Option<oneshot::Receiver<Kick>> {
+        let (tx, rx) = oneshot::channel();
+        let session = meta.session;
+        let mut st = self.lock();
+        if st.publisher.is_some() {
+            return None;
+        }
+        st.publisher = Some(PublisherSlot { meta, kick: Some(tx) });
+        st.metadata = None;
+        st.video_seq = None;
+        st.audio_seq = None;
+        st.gop.clear();
+        st.gop_bytes = 0;
+        st.rebase_pending = st.last_out_ts.is_some();
+        self.publisher_idle.store(false, Ordering::Relaxed);
+        let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
+        fan_out(&mut st, &notice, Instant::now(), &self.stats);
+        drop(st);
+        self.live.send_replace(LiveState::Live { publisher: session });
+        Some(rx)
+    }
+
+    /// Whether an encoder publishes this stream on this edge (not a relay pull).
+    pub fn has_local_publisher(&self) -> bool {
+        self.lock().publisher.as_ref().is_some_and(|p| p.meta.relay_source.is_none())
+    }
+
     /// Removes the publisher if `session` still holds the slot (a replaced publisher must not
     /// end its successor's stream). Players stay and wait for a republish.
     pub fn end_publish(&self, session: u64) -> bool {
@@ -300,8 +341,8 @@ impl Stream {
     ) -> Result<usize, usize> {
         let now = Instant::now();
         let mut st = self.lock();
-        if cap.is_some_and(|cap| st.players.len() >= cap) {
-            return Err(st.players.len());
+        if cap.is_some_and(|cap| count_viewers(&st) >= cap) {
+            return Err(count_viewers(&st));
         }
         for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
             outbox.offer(f, now);
@@ -311,18 +352,35 @@ impl Stream {
                 outbox.offer(f, now);
             }
         }
-        st.players.push(Player { session, outbox });
-        Ok(st.players.len())
+        st.players.push(Player { session, outbox, relay: false });
+        Ok(count_viewers(&st))
+    }
+
+    /// Adds another edge's relay pull: the same fast start and slow-player rules as a player,
+    /// outside `maxViewers` and the viewer counts.
+    pub fn add_relay_player(&self, session: u64, outbox: Arc<Outbox>, queue_limit: usize) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
+            outbox.offer(f, now);
+        }
+        if st.gop_bytes <= queue_limit {
+            for f in &st.gop {
+                outbox.offer(f, now);
+            }
+        }
+        st.players.push(Player { session, outbox, relay: true });
     }
 
     pub fn remove_player(&self, session: u64) -> usize {
         let mut st = self.lock();
         st.players.retain(|p| p.session != session);
-        st.players.len()
+        count_viewers(&st)
     }
 
+    /// Viewers on this edge (relay pulls from other edges are not viewers).
     pub fn player_count(&self) -> usize {
-        self.lock().players.len()
+        count_viewers(&self.lock())
     }
 
     pub fn has_publisher(&self) -> bool {
@@ -336,9 +394,15 @@ impl Stream {
             playback_name: self.playback.clone(),
             live: st.publisher.is_some(),
             publisher_idle: st.publisher.is_some() && self.publisher_idle.load(Ordering::Relaxed),
-            publisher_remote_addr: st.publisher.as_ref().map(|p| p.meta.remote_addr.clone()),
+            publisher_remote_addr: st
+                .publisher
+                .as_ref()
+                .filter(|p| p.meta.relay_source.is_none())
+                .map(|p| p.meta.remote_addr.clone()),
             publisher_since: st.publisher.as_ref().map(|p| humantime::format_rfc3339_millis(p.meta.since).to_string()),
-            players: st.players.len(),
+            relay_source: st.publisher.as_ref().and_then(|p| p.meta.relay_source.clone()),
+            players: count_viewers(&st),
+            relay_pulls: st.players.len() - count_viewers(&st),
             video_codec: st.video_codec.name(),
             audio_codec: st.audio_codec.name(),
             gop_cache_frames: st.gop.len(),
@@ -348,6 +412,10 @@ impl Stream {
             dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed),
         }
     }
+}
+
+fn count_viewers(st: &State) -> usize {
+    st.players.iter().filter(|p| !p.relay).count()
 }
 
 fn cache_gop(st: &mut State, f: &Arc<Frame>, max_gop_bytes: usize) {
@@ -412,7 +480,7 @@ pub(crate) mod tests {
     }
 
     fn meta(session: u64) -> PublisherMeta {
-        PublisherMeta { session, remote_addr: "127.0.0.1:1".into(), since: SystemTime::now() }
+        PublisherMeta { session, remote_addr: "127.0.0.1:1".into(), since: SystemTime::now(), relay_source: None }
     }
 
     fn video(ts: u32, bytes: &[u8]) -> Media {

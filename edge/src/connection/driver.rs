@@ -169,8 +169,22 @@ impl WriteObserver for WriteMetrics {
     }
 }
 
-/// Serves one accepted RTMP connection to its end.
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--rtmp-listen`: encoders and players.
+    Public,
+    /// `--relay-listen`: other edges pulling streams published here (play only, authenticated).
+    Relay,
+}
+
+/// Serves one accepted RTMP connection from the public listener to its end.
 pub async fn serve(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr) {
+    serve_on(ctx, socket, remote, Listener::Public).await
+}
+
+/// Serves one accepted RTMP connection to its end.
+pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, listener: Listener) {
     let started = Instant::now();
     // Low latency for every message (and no Nagle/delayed-ACK stall on the command exchange).
     let _ = socket.set_nodelay(true);
@@ -187,7 +201,10 @@ pub async fn serve(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr) {
     let mut io = Io {
         read,
         buf: vec![0u8; READ_BUF_INITIAL],
-        conn: Connection::new(ctx.settings.protocol.clone()),
+        conn: Connection::new(match listener {
+            Listener::Public => ctx.settings.protocol.clone(),
+            Listener::Relay => crate::relay::server::protocol_config(&ctx.settings.protocol),
+        }),
         outbox: outbox.clone(),
         info: guard.info.clone(),
         metrics: ctx.metrics.clone(),
@@ -196,7 +213,7 @@ pub async fn serve(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr) {
         grow: false,
     };
     let span = tracing::info_span!("conn", id = guard.info.id, %remote);
-    let ended = run_session(&ctx, &mut io, started).instrument(span.clone()).await;
+    let ended = run_session(&ctx, &mut io, started, listener).instrument(span.clone()).await;
     span.in_scope(|| ended.record(&ctx.metrics));
     io.conn.close();
     outbox.close(CloseReason::Finished);
@@ -209,7 +226,7 @@ pub async fn serve(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr) {
     ctx.metrics.connection_duration.with_label_values(&[role.as_str()]).observe(started.elapsed().as_secs_f64());
 }
 
-async fn run_session(ctx: &Arc<Context>, io: &mut Io, started: Instant) -> Ended {
+async fn run_session(ctx: &Arc<Context>, io: &mut Io, started: Instant, listener: Listener) -> Ended {
     match timeout_at(started + ctx.settings.handshake_timeout, io.handshake()).await {
         Err(_) => {
             ctx.metrics.handshake_failures.inc();
@@ -228,8 +245,17 @@ async fn run_session(ctx: &Arc<Context>, io: &mut Io, started: Instant) -> Ended
         tokio::select! {
             ev = io.next_event() => match ev {
                 Ok(Event::Connected { flash_ver, tc_url }) => io.info.set_client(flash_ver, tc_url),
-                Ok(Event::PublishRequested { key }) => return publisher::run(ctx, io, key, deadline).await,
-                Ok(Event::PlayRequested { name, stream_id }) => {
+                Ok(Event::PublishRequested { key }) => {
+                    if listener == Listener::Relay {
+                        drop(key);
+                        return io.reject("NetStream.Publish.BadName", "the relay listener serves plays only");
+                    }
+                    return publisher::run(ctx, io, key, deadline).await;
+                }
+                Ok(Event::PlayRequested { name, query, stream_id }) => {
+                    if listener == Listener::Relay {
+                        return crate::relay::server::play(ctx, io, name, &query, stream_id).await;
+                    }
                     return play::run(ctx, io, name, stream_id, Instant::now(), deadline).await;
                 }
                 Ok(_) => {}

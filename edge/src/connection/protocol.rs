@@ -75,6 +75,8 @@ pub enum Event {
     /// The peer wants to play this name on message stream `stream_id`; input waits.
     PlayRequested {
         name: String,
+        /// What followed `?` in the requested name (the relay's authentication), else empty.
+        query: String,
         stream_id: u32,
     },
     /// Media from the admitted publisher.
@@ -472,7 +474,8 @@ impl Connection {
                     return Ok(());
                 }
                 self.role = Role::Waiting(Pending::Play { request_id, stream_id });
-                out.push(Output::Event(Event::PlayRequested { name: strip_query(&stream_key), stream_id }));
+                let query = stream_key.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
+                out.push(Output::Event(Event::PlayRequested { name: strip_query(&stream_key), query, stream_id }));
             }
             ServerSessionEvent::PublishStreamFinished { .. } => out.push(Output::Event(Event::PublishFinished)),
             ServerSessionEvent::PlayStreamFinished { .. } => out.push(Output::Event(Event::PlayFinished)),
