@@ -68,3 +68,39 @@ pub async fn wait_exit(child: Child, limit: Duration) -> Option<Exit> {
 pub fn running(child: &mut Child) -> bool {
     matches!(child.try_wait(), Ok(None))
 }
+
+/// `ffprobe` on `url`: the codec names of its streams (e.g. `["h264", "aac"]`) and the flags of
+/// the first video packet it reads (`K` marks a keyframe), within `limit`.
+pub async fn probe(url: &str, limit: Duration) -> Result<(Vec<String>, String), String> {
+    streamfleet_testkit::require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-hide_banner", "-v", "error", "-rw_timeout", "10000000"])
+        .args(["-show_entries", "stream=codec_name:packet=codec_type,flags"])
+        .args(["-read_intervals", "%+#30", "-of", "default=noprint_wrappers=1"])
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = timeout(limit, out)
+        .await
+        .map_err(|_| format!("ffprobe {url} did not finish within {limit:?}"))?
+        .map_err(|e| format!("spawn ffprobe: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("ffprobe {url} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let codecs = text.lines().filter_map(|l| l.strip_prefix("codec_name=")).map(String::from).collect();
+    let mut kind = "";
+    let mut flags = String::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("codec_type=") {
+            kind = k;
+        } else if let Some(f) = line.strip_prefix("flags=")
+            && kind == "video"
+        {
+            flags = f.to_string();
+            break;
+        }
+    }
+    Ok((codecs, flags))
+}

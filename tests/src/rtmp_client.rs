@@ -91,6 +91,12 @@ impl RtmpClient {
     /// Connects to `addr`, handshakes and sends `connect("live")`, waiting for it to be
     /// accepted.
     pub async fn connect(addr: SocketAddr) -> Result<RtmpClient, String> {
+        RtmpClient::connect_app(addr, "live").await
+    }
+
+    /// Like [`RtmpClient::connect`] with another application name (e.g. the edges' internal
+    /// `relay` application).
+    pub async fn connect_app(addr: SocketAddr, app: &str) -> Result<RtmpClient, String> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let socket = timeout_at(deadline, TcpStream::connect(addr))
             .await
@@ -98,7 +104,7 @@ impl RtmpClient {
             .map_err(|e| format!("connect {addr}: {e}"))?;
         socket.set_nodelay(true).ok();
         let mut client = RtmpClient::handshake(socket, deadline).await?;
-        let r = client.session.request_connection("live".into());
+        let r = client.session.request_connection(app.into());
         client.apply_one(r).await.map_err(|e| format!("connect request: {e:?}"))?;
         client
             .until(deadline, |e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))

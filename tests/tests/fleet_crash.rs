@@ -80,7 +80,6 @@ async fn a_new_publisher_gets_in_within_ttl_plus_one_second_after_the_owner_is_s
 /// stream on the same connection (or, where RTMP does not allow that, a clean `onStatus` end,
 /// never a bare disconnect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs relay"]
 async fn players_on_surviving_edges_follow_the_new_publisher_after_a_sigkill() {
     let mut fleet =
         Fleet::start(FleetConfig { lease_ttl: TTL, ..FleetConfig::default() }, &[StreamSpec::new("news")]).await;
@@ -103,6 +102,7 @@ async fn players_on_surviving_edges_follow_the_new_publisher_after_a_sigkill() {
     eprintln!("relay: new publisher admitted {} after the SIGKILL", ms(admission.at.duration_since(killed_at)));
     let before = viewer.frames();
     let followed = viewer.wait_frames(before + 25, Duration::from_secs(10)).await;
+    eprintln!("relay after SIGKILL: viewer followed: {followed}, ended: {:?}", viewer.ended().map(|e| e.how));
     match viewer.ended() {
         None => assert!(followed, "the viewer neither got the new stream nor a clean end"),
         Some(end) => assert!(
