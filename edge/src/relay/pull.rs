@@ -46,10 +46,13 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Publisher-slot session ids of relay feeds, apart from connection ids (which count from 0).
 static NEXT_FEED_SESSION: AtomicU64 = AtomicU64::new(1 << 62);
 
+/// Idle timer generations (see [`Entry::idle_generation`]).
+static NEXT_IDLE_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 struct Entry {
     /// Local players attached.
     users: usize,
-    /// Bumped whenever the count drops to zero: only the latest idle timer may stop the pull.
+    /// Set anew whenever the count drops to zero: only the latest idle timer may stop the pull.
     idle_generation: u64,
     task: AbortHandle,
 }
@@ -96,7 +99,8 @@ impl Drop for PullGuard {
             if e.users > 0 {
                 return;
             }
-            e.idle_generation += 1;
+            // Unique across entries, so a timer of a removed entry can never match its successor.
+            e.idle_generation = NEXT_IDLE_GENERATION.fetch_add(1, Ordering::Relaxed);
             e.idle_generation
         };
         let inner = self.inner.clone();
