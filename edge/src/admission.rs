@@ -3,6 +3,8 @@
 //! cluster-wide lease under its takeover policy, retrying while the registry says waiting may
 //! help (the current holder may be idle soon, or a cooldown ends) until the publish deadline,
 //! then start the [`LeaseKeeper`] that renews it. Only then is `NetStream.Publish.Start` sent.
+//! A lease still held by a publisher on this edge that has just ended is waited for (see
+//! [`crate::local_release`]), so an encoder that reconnects at once is never refused for it.
 //!
 //! Every refusal has a metric label and a description the encoder shows to its user; none of
 //! them disturbs the live publisher.
@@ -14,7 +16,7 @@ use streamfleet_registry::{
 };
 use tokio::time::{Instant, sleep, timeout_at};
 
-use crate::{context::Context, metrics::Metrics};
+use crate::{context::Context, local_release, metrics::Metrics};
 
 /// How often a newcomer asks again while the registry says waiting may help. Short, so a
 /// reconnecting encoder gets in as soon as the old publisher counts as idle.
@@ -128,6 +130,24 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
             Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
             Ok(r) => r,
         };
+        // The lease is held by a publisher on this edge: one that has already ended is releasing
+        // it right now, so wait for that release (an event, not a poll) and ask again, whatever
+        // the takeover policy says. A live one is left to the policy, but a wait below also ends
+        // the moment it ends.
+        let mut local_holder = None;
+        if let Err(RegistryError::AlreadyActive { stream, holder, .. }) = &result
+            && holder.edge == ctx.settings.edge_id
+            && let Some(rx) = ctx.hub.get(stream).map(|s| s.local_leases.subscribe())
+        {
+            if rx.borrow().releasing > 0 {
+                tracing::debug!(%stream, "lease held by a publisher on this edge that is releasing it; waiting");
+                if local_release::releases_done(rx, deadline).await {
+                    continue;
+                }
+            } else {
+                local_holder = Some(rx);
+            }
+        }
         let mut wait_until = deadline;
         let wait = match result {
             Ok(lease) => {
@@ -163,7 +183,14 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
                 Err(e) => e.into(),
             });
         }
-        sleep(wait).await;
+        match local_holder.as_mut() {
+            // A closed channel means the stream left this edge: its release is done too.
+            Some(rx) => tokio::select! {
+                _ = sleep(wait) => {}
+                _ = rx.changed() => {}
+            },
+            None => sleep(wait).await,
+        }
     }
 }
 
@@ -217,6 +244,46 @@ mod tests {
         // Release frees it at once.
         first.keeper.release().await.unwrap();
         assert!(admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_local_publisher_releasing_its_lease_is_waited_for_not_refused() {
+        // Reject: a newcomer that finds the lease held would be refused at once, so only the
+        // wait for the local release can admit it.
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let stream = c.hub.get_or_create(&first.record);
+        let first_stream = first.lease.stream.clone();
+        let (ending_tx, ending_rx) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn(async move {
+            let mut guard = stream.local_leases.hold();
+            // While the publisher is live, it stays protected.
+            ending_rx.await.unwrap();
+            guard.releasing();
+            // Release only once the newcomer is waiting on it.
+            while stream.local_leases.followers() == 0 {
+                assert!(Instant::now() < deadline, "the newcomer never waited for the release");
+                tokio::task::yield_now().await;
+            }
+            first.keeper.release().await.unwrap();
+            drop(guard);
+        });
+        // The holder task registers before this first attempt (it runs as soon as we yield).
+        while c.hub.get(&first_stream).is_none_or(|s| s.local_leases.counts().live == 0) {
+            tokio::task::yield_now().await;
+        }
+        let live = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(live.reason(), "already_active");
+        ending_tx.send(()).unwrap();
+        let local = c.hub.get(&first_stream).unwrap();
+        while local.local_leases.counts().releasing == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(local);
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
+        holder.await.unwrap();
     }
 
     #[tokio::test]

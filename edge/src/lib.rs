@@ -23,6 +23,7 @@ pub mod context;
 pub mod fanout;
 pub mod health;
 pub mod http;
+pub mod local_release;
 pub mod metrics;
 pub mod play;
 pub mod publisher;

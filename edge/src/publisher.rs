@@ -67,6 +67,10 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
     };
     let session = io.info.id;
     let stream = ctx.hub.get_or_create(&record);
+    // From here until the release returns, a newcomer on this edge that finds the lease held
+    // waits for this publisher's release instead of applying the takeover policy to it once it
+    // has ended.
+    let mut local_lease = stream.local_leases.hold();
     let meta =
         PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now(), relay_source: None };
     let (mut kick, replaced_local) = stream.begin_publish(meta);
@@ -94,6 +98,7 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
     };
 
     // Stop first, then free the lease: players must not see frames after the release.
+    local_lease.releasing();
     stream.end_publish(session);
     drop(holder_tx);
     reporter.abort();
@@ -102,6 +107,7 @@ pub async fn run(ctx: &Arc<Context>, io: &mut Io, key: String, deadline: Instant
         Ok(false) => tracing::debug!(stream = %record.id, "lease was no longer ours to release"),
         Err(e) => tracing::warn!(stream = %record.id, error = %e, "lease release failed; it expires after its TTL"),
     }
+    drop(local_lease);
     ctx.metrics.publishers_active.dec();
     ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[&record.playback_name]).set(0);
     ctx.hub.release(stream);

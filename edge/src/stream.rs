@@ -126,6 +126,8 @@ pub struct Stream {
     /// The local publisher has sent no media for the idle-report threshold (it may be replaced
     /// under `ReplaceIdle`).
     pub publisher_idle: std::sync::atomic::AtomicBool,
+    /// Local publishers holding or releasing the stream's lease (admission waits on a release).
+    pub local_leases: crate::local_release::LocalLeases,
 }
 
 /// The result of fanning out one message.
@@ -161,6 +163,7 @@ impl Stream {
             live: watch::channel(LiveState::Offline).0,
             stats: StreamStats::default(),
             publisher_idle: std::sync::atomic::AtomicBool::new(false),
+            local_leases: Default::default(),
         }
     }
 
