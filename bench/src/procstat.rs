@@ -102,6 +102,21 @@ pub fn sample_tree(pid: u32) -> Result<ProcSample, String> {
     Ok(total)
 }
 
+/// Busy CPU seconds of the whole machine (all CPUs, from the first line of `/proc/stat`), to
+/// tell how much of the machine other processes used during a window.
+pub fn machine_busy_s() -> Option<f64> {
+    parse_proc_stat_busy_ticks(&fs::read_to_string("/proc/stat").ok()?).map(|t| t as f64 / clock_ticks_per_second())
+}
+
+/// Sums user, nice, system, irq, softirq and steal ticks of the `cpu` line (idle and iowait are
+/// not busy).
+pub fn parse_proc_stat_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5).unwrap_or(&0) + f.get(6).unwrap_or(&0) + f.get(7).unwrap_or(&0))
+}
+
 /// This process (the load tool).
 pub fn sample_self() -> ProcSample {
     sample_tree(std::process::id()).unwrap_or_default()
@@ -125,6 +140,14 @@ mod tests {
         // A thread that used 0.5 s exited: the live-thread sum went down, the ticks did not.
         assert!((s(1.6, Some(5.05)).cpu_since(&s(1.0, Some(5.0))) - 0.6).abs() < 1e-9);
         assert!((s(1.6, None).cpu_since(&s(1.0, Some(5.0))) - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn parses_machine_busy_ticks() {
+        let stat = "cpu  100 5 50 9000 30 7 8 2 0 0\ncpu0 50 2 25 4500 15 3 4 1 0 0\n";
+        assert_eq!(parse_proc_stat_busy_ticks(stat), Some(100 + 5 + 50 + 7 + 8 + 2));
+        assert_eq!(parse_proc_stat_busy_ticks("intr 1 2"), None);
+        assert!(machine_busy_s().is_some());
     }
 
     #[test]

@@ -127,6 +127,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
 
     // The steady window.
     let tool_start = procstat::sample_self();
+    let machine_start = procstat::machine_busy_s();
     let server_start = server_sample("window start")?;
     window.open();
     let opened = tokio::time::Instant::now();
@@ -135,6 +136,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     let window_s = opened.elapsed().as_secs_f64();
     let server_end = server_sample("window end")?;
     let tool_end = procstat::sample_self();
+    let machine_end = procstat::machine_busy_s();
 
     cancel.cancel();
     let mut players = Vec::with_capacity(player_tasks.len());
@@ -167,7 +169,14 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
         });
     }
     let tool_cpu = tool_end.cpu_since(&tool_start);
+    let server_cpu = report.server_stats.as_ref().map(|s| s.cpu_s);
+    let other_load_cores = match (machine_start, machine_end, server_cpu) {
+        // Tick-based totals against nanosecond parts: clamp the rounding noise at 0.
+        (Some(a), Some(b), Some(server)) => Some(((b - a - server - tool_cpu) / window_s).max(0.0)),
+        _ => None,
+    };
     report.tool = ToolStats {
+        other_load_cores,
         cpu_s: tool_cpu,
         cpu_pct: tool_cpu / window_s * 100.0,
         cpu_s_per_gb: per_gb(tool_cpu),

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use streamfleet_bench::admission::{self, AdmissionConfig};
 use streamfleet_bench::media::synthetic::{self, SyntheticSpec};
+use streamfleet_bench::publisher::{self, PublisherConfig};
+use streamfleet_bench::rtmp::RtmpUrl;
 use streamfleet_bench::scenario::{self, LoadSpec};
 use support::mini_server::MiniServer;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -103,30 +107,24 @@ async fn admission_round_trips_and_refusals() {
     assert_eq!(out.accepted_ms.len(), 20, "{:?}", out.failures);
     assert!(out.accepted_ms.iter().all(|ms| *ms > 0.0 && *ms < 5000.0));
 
-    // While a publisher holds "busy", every admission attempt on it is refused.
-    let mut busy = spec(&server, "busy", "busy");
-    busy.players = 0;
-    busy.window = Duration::from_secs(2);
-    let holder = tokio::spawn(async move { scenario::run_load(&busy, media()).await });
+    // While a publisher holds "busy", every admission attempt on it is refused with the reason.
+    let cancel = CancellationToken::new();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let holder_cfg = PublisherConfig {
+        url: RtmpUrl::parse(&server.url("busy")).unwrap(),
+        stream: 0,
+        plan: media(),
+        start_timeout: Duration::from_secs(5),
+    };
+    let holder = tokio::spawn(publisher::run(holder_cfg, cancel.clone(), ready_tx));
+    tokio::time::timeout(BOUND, ready_rx).await.unwrap().unwrap().expect("the holder publishes");
     let cfg =
         AdmissionConfig { url_template: server.url("busy"), count: 3, timeout: Duration::from_secs(5), first_index: 0 };
-    // The holder publishes within its warmup; poll until the name is taken, with a deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let out = admission::run(&AdmissionConfig { count: 1, ..cfg.clone() }).await.unwrap();
-        if out.accepted_ms.is_empty() {
-            break out;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the holder never started publishing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        refused.failures.get("NetStream.Publish.BadName: Already publishing"),
-        Some(&1),
-        "{:?}",
-        refused.failures
-    );
-    let out = admission::run(&cfg).await.unwrap();
-    assert_eq!(out.failures.values().sum::<usize>(), 3);
-    holder.await.unwrap().unwrap();
+    let out = tokio::time::timeout(BOUND, admission::run(&cfg)).await.unwrap().unwrap();
+    assert!(out.accepted_ms.is_empty());
+    assert_eq!(out.failures.get("NetStream.Publish.BadName: Already publishing"), Some(&3), "{:?}", out.failures);
+    cancel.cancel();
+    let held = tokio::time::timeout(BOUND, holder).await.unwrap().unwrap();
+    assert!(held.failure.is_none() && held.dropped.is_none(), "{held:?}");
+    assert!(held.video_frames > 0);
 }

@@ -76,6 +76,9 @@ fn ff_p99(r: &RunReport) -> Option<f64> {
 fn tool_pct(r: &RunReport) -> Option<f64> {
     Some(r.tool.cpu_pct)
 }
+fn other_load(r: &RunReport) -> Option<f64> {
+    r.tool.other_load_cores
+}
 fn per_player(r: &RunReport) -> Option<f64> {
     r.per_player_mbps
 }
@@ -203,15 +206,15 @@ pub fn render(inp: &Inputs<'_>) -> String {
         );
         let _ = writeln!(
             out,
-            "| players | server CPU-s per GB | latency p50/p99 ms (window) | p99 ratio | RSS KiB per player | play start p50 ms | first frame p50/p99 ms | failed+dropped | Mbit/s per player | load-tool CPU % |"
+            "| players | server CPU-s per GB | latency p50/p99 ms (window) | p99 ratio | RSS KiB per player | play start p50 ms | first frame p50/p99 ms | failed+dropped | Mbit/s per player | load-tool CPU % | other load (cores) |"
         );
-        let _ = writeln!(out, "|---:|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---:|---|---|---|---|---|---|---|---|---|---|");
         for (tag, groups) in &points {
             let players = groups.values().filter_map(|g| g.first()).map(|r| r.params.players).max().unwrap_or(0);
             let _ = tag;
             let _ = writeln!(
                 out,
-                "| {players} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {players} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(groups, &servers, cpu_gb, 2, true),
                 pair_cell(groups, &servers, lat_p50, lat_p99, 1),
                 ratio_only(groups, &servers, lat_p99),
@@ -221,6 +224,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
                 count_cell(groups, &servers, bad_players),
                 cell(groups, &servers, per_player, 2, false),
                 cell(groups, &servers, tool_pct, 0, false),
+                cell(groups, &servers, other_load, 2, false),
             );
         }
         reasons(&mut out, &points);
@@ -269,20 +273,21 @@ pub fn render(inp: &Inputs<'_>) -> String {
     } else {
         let _ = writeln!(
             out,
-            "| publishers | server CPU-s per GB delivered | server CPU % of a core | latency p50/p99 ms | p99 ratio | failed+dropped publishers | failed+dropped players |"
+            "| publishers | server CPU-s per GB delivered | server CPU % of a core | latency p50/p99 ms | p99 ratio | failed+dropped publishers | failed+dropped players | other load (cores) |"
         );
-        let _ = writeln!(out, "|---:|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---:|---|---|---|---|---|---|---|");
         for (_, groups) in &points {
             let n = groups.values().filter_map(|g| g.first()).map(|r| r.params.publishers).max().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "| {n} | {} | {} | {} | {} | {} | {} |",
+                "| {n} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(groups, &servers, cpu_gb, 2, true),
                 cell(groups, &servers, cpu_pct, 0, true),
                 pair_cell(groups, &servers, lat_p50, lat_p99, 1),
                 ratio_only(groups, &servers, lat_p99),
                 count_cell(groups, &servers, bad_publishers),
                 count_cell(groups, &servers, bad_players),
+                cell(groups, &servers, other_load, 2, false),
             );
         }
         reasons(&mut out, &points);
@@ -362,6 +367,15 @@ fn ratio_only(groups: &BTreeMap<String, Group>, servers: &[String], m: Metric) -
         .map(|s| fx(ratio(groups.get(s).and_then(|g| g.med(m)), base)))
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+/// The p50 ratio the registry's lease benchmark prints in its summary
+/// (`ratio acquire+release / PING: p50 2.63x, ...`).
+fn lease_ratio(text: &str) -> Option<f64> {
+    let rest = &text[text.find("ratio acquire+release / PING:")?..];
+    let rest = &rest[rest.find("p50")? + 3..];
+    let num: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    num.parse().ok()
 }
 
 /// One target row: the measured figure and whether it is met (or by how much it is missed).
@@ -479,9 +493,33 @@ fn targets(inp: &Inputs<'_>) -> String {
         f(b99, 2),
         verdict(a99, 5.0, " ms")
     );
+    let lease = inp.extras.iter().find_map(|e| lease_ratio(e));
     let _ = writeln!(
         out,
-        "| lease acquire+release ≤ 1.5× a bare Redis round trip | see the lease micro-benchmark section | – |"
+        "| lease acquire+release ≤ 1.5× a bare Redis round trip (p50) | {} | {} |",
+        lease
+            .map(|r| format!("{r:.2}× (lease micro-benchmark)"))
+            .unwrap_or_else(|| "see the lease micro-benchmark".into()),
+        if lease.is_some() { verdict(lease, 1.5, "×") } else { "–".into() }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_lease_ratio_from_the_bench_summary() {
+        let text = "  acquire+release 179.2µs\n  ratio acquire+release / PING: p50 2.63x, mean 2.65x\n";
+        assert_eq!(lease_ratio(text), Some(2.63));
+        assert_eq!(lease_ratio("no summary"), None);
+    }
+
+    #[test]
+    fn verdicts_say_by_how_much_a_target_is_missed() {
+        assert_eq!(verdict(Some(0.5), 0.6, "×"), "met (0.50× ≤ 0.6×)");
+        assert_eq!(verdict(Some(1.2), 0.6, "×"), "**missed** by 100% (1.20× vs ≤ 0.6×)");
+        assert_eq!(verdict(None, 0.6, "×"), "not measured");
+    }
 }

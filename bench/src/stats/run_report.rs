@@ -46,6 +46,10 @@ pub struct ToolStats {
     pub rss_kib: u64,
     /// Worst lateness of any publisher against its real-time schedule, ms.
     pub publisher_max_lag_ms: f64,
+    /// CPU the rest of the machine used in the window (all busy CPU minus the server and the
+    /// load tool), in cores: anything well above 0 means the figures were disturbed.
+    #[serde(default)]
+    pub other_load_cores: Option<f64>,
 }
 
 /// Frame delivery over the steady window.
@@ -188,12 +192,13 @@ impl RunReport {
         let t = &self.tool;
         let _ = writeln!(
             out,
-            "  load tool                CPU {:.2} s ({:.0}% of a core), {} CPU-s/GB; RSS {} KiB; publisher max lag {:.1} ms",
+            "  load tool                CPU {:.2} s ({:.0}% of a core), {} CPU-s/GB; RSS {} KiB; publisher max lag {:.1} ms; other load on the machine {} cores",
             t.cpu_s,
             t.cpu_pct,
             s(t.cpu_s_per_gb, 3),
             t.rss_kib,
-            t.publisher_max_lag_ms
+            t.publisher_max_lag_ms,
+            s(t.other_load_cores, 2)
         );
         out
     }
