@@ -32,22 +32,28 @@ fn chart_err(path: &Path) -> impl Fn(String) -> BenchError + '_ {
 /// (server, [(x, y)]) series, in server order.
 type Series = Vec<(String, Vec<(f64, f64)>)>;
 
-fn draw_lines(
-    path: &Path,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    series: &Series,
+/// How one line chart looks.
+struct Chart<'a> {
+    path: &'a Path,
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
     log_x: bool,
+    log_y: bool,
+    /// Fixed top of a linear y axis (e.g. a share that tops at 1).
     y_top: Option<f64>,
-) -> Result<(), BenchError> {
+}
+
+fn draw_lines(chart_spec: &Chart<'_>, series: &Series) -> Result<(), BenchError> {
+    let Chart { path, title, x_desc, y_desc, log_x, log_y, y_top } = *chart_spec;
     let err = chart_err(path);
     let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (mut x_max, mut y_max, mut x_min) = (1.0f64, 0.0f64, f64::MAX);
+    let (mut x_max, mut y_max, mut x_min, mut y_min) = (1.0f64, 0.0f64, f64::MAX, f64::MAX);
     for &(x, y) in points {
         x_max = x_max.max(x);
         x_min = x_min.min(x);
         y_max = y_max.max(y);
+        y_min = y_min.min(y);
     }
     if series.iter().all(|(_, p)| p.is_empty()) {
         return Err(err("no data".into()));
@@ -64,6 +70,8 @@ fn draw_lines(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .x_labels(6)
+                .x_label_formatter(&|x| format!("{x:.0}"))
                 .label_style(("sans-serif", 15))
                 .draw()
                 .map_err(|e| err(e.to_string()))?;
@@ -91,7 +99,15 @@ fn draw_lines(
                 .map_err(|e| err(e.to_string()))?;
         }};
     }
-    if log_x {
+    if log_x && log_y {
+        let lo = (x_min.max(0.1) * 0.8).max(0.1);
+        let y_lo = (y_min * 0.7).max(1e-3);
+        finish!(
+            builder
+                .build_cartesian_2d((lo..x_max * 1.25).log_scale(), (y_lo..y_max * 1.4).log_scale())
+                .map_err(|e| err(e.to_string()))?
+        );
+    } else if log_x {
         let lo = (x_min.max(0.1) * 0.8).max(0.1);
         finish!(builder.build_cartesian_2d((lo..x_max * 1.25).log_scale(), y_range).map_err(|e| err(e.to_string()))?);
     } else {
@@ -114,8 +130,12 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
                 .iter()
                 .filter_map(|(_, groups)| {
                     let g = groups.get(s)?;
-                    let players = g.first()?.params.players as f64;
-                    Some((players, g.med(|r| r.server_stats.as_ref()?.cpu_s_per_gb)?))
+                    let players = g.first()?.params.players;
+                    // Per-GB cost at a handful of players is fixed cost over a trickle of bytes.
+                    if players < 10 {
+                        return None;
+                    }
+                    Some((players as f64, g.med(|r| r.server_stats.as_ref()?.cpu_s_per_gb)?))
                 })
                 .collect();
             (s.clone(), pts)
@@ -125,7 +145,16 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
     if !cpu.is_empty() {
         let path = dir.join("cpu-per-gb.png");
         let title = "Server CPU seconds per delivered GB (fan-out, lower is better)";
-        draw_lines(&path, title, "players (log scale)", "CPU-s per GB", &cpu, true, None)?;
+        let spec = Chart {
+            path: &path,
+            title,
+            x_desc: "players (log scale)",
+            y_desc: "CPU-s per GB",
+            log_x: true,
+            log_y: false,
+            y_top: None,
+        };
+        draw_lines(&spec, &cpu)?;
         written.push((title.to_string(), path));
     }
 
@@ -149,7 +178,16 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
     if !cdf.is_empty() {
         let path = dir.join("first-frame-cdf.png");
         let title = "Time to first frame for joining players (cumulative share)";
-        draw_lines(&path, title, "ms from TCP connect (log scale)", "share of players", &cdf, true, Some(1.05))?;
+        let spec = Chart {
+            path: &path,
+            title,
+            x_desc: "ms from TCP connect (log scale)",
+            y_desc: "share of players",
+            log_x: true,
+            log_y: false,
+            y_top: Some(1.05),
+        };
+        draw_lines(&spec, &cdf)?;
         written.push((title.to_string(), path));
     }
     Ok(written)
