@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Edge, RawClient, fake_avc, ffmpeg_publish, ffprobe, finish, wait_for};
+use common::{Edge, RawClient, ffmpeg_publish, ffprobe, finish};
+use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::time::Instant;
 
 #[tokio::test]
@@ -78,7 +79,7 @@ async fn republish_after_the_publisher_stops_is_admitted_within_a_second() {
     let t0 = Instant::now();
     let second = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
     let old = edge.stream("demo").await.and_then(|s| s["publisher_remote_addr"].as_str().map(String::from));
-    let admitted = wait_for("second publisher admitted", Duration::from_secs(5), || async {
+    let admitted = wait_until("second publisher admitted", Duration::from_secs(5), || async {
         let s = edge.stream("demo").await?;
         let addr = s["publisher_remote_addr"].as_str()?.to_string();
         (s["live"] == true && Some(&addr) != old.as_ref()).then_some(t0.elapsed())
@@ -112,7 +113,7 @@ async fn silently_dead_encoder_is_replaced_within_a_second_of_reconnecting() {
     dead.send_video(fake_avc(false, 100), 33).await;
     edge.wait_live("demo", 2, Duration::from_secs(5)).await;
     // The edge notices the silence and tells the registry it is idle.
-    wait_for("publisher marked idle", Duration::from_secs(5), || async {
+    wait_until("publisher marked idle", Duration::from_secs(5), || async {
         edge.stream("demo").await.filter(|s| s["publisher_idle"] == true)
     })
     .await;
@@ -127,7 +128,7 @@ async fn silently_dead_encoder_is_replaced_within_a_second_of_reconnecting() {
     // The old connection is dropped at once.
     assert!(dead.closed_within(Duration::from_secs(2)).await, "old publisher still connected");
     fresh.send_video(fake_avc(true, 200), 0).await;
-    wait_for("new publisher's frames", Duration::from_secs(5), || async {
+    wait_until("new publisher's frames", Duration::from_secs(5), || async {
         edge.stream("demo").await.filter(|s| s["live"] == true && s["publisher_idle"] == false)
     })
     .await;
@@ -139,7 +140,7 @@ async fn reject_policy_refuses_even_a_silent_holder() {
     let mut holder = RawClient::connect(edge.rtmp).await;
     holder.publish("solo-publish-key").await.expect("first publish");
     holder.send_video(fake_avc(true, 100), 0).await;
-    wait_for("publisher marked idle", Duration::from_secs(5), || async {
+    wait_until("publisher marked idle", Duration::from_secs(5), || async {
         edge.stream("solo").await.filter(|s| s["publisher_idle"] == true)
     })
     .await;
@@ -226,7 +227,7 @@ async fn max_viewers_is_enforced() {
     assert_eq!(edge.metric("streamfleet_edge_play_rejections_total{reason=\"max_viewers\"}").await, 1.0);
     drop(first);
     // The slot frees when the first viewer leaves.
-    wait_for("viewer slot freed", Duration::from_secs(5), || async {
+    wait_until("viewer slot freed", Duration::from_secs(5), || async {
         (edge.metric("streamfleet_edge_players_active").await == 0.0).then_some(())
     })
     .await;

@@ -5,13 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Edge, STREAMS_YAML, ffmpeg_publish, finish, wait_for};
+use common::{Edge, STREAMS_YAML, ffmpeg_publish, finish};
 use streamfleet_registry::{
     Registry, StreamId,
     manifest::load_manifests,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
+use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::time::Instant;
 
 /// A fresh Redis with the test streams written into it, as `streamfleet-operator sync` would.
@@ -36,7 +37,7 @@ async fn a_publisher_live_on_one_edge_blocks_the_same_key_on_another() {
     let a = edge(&redis, "edge-a").await;
     let b = edge(&redis, "edge-b").await;
     for e in [&a, &b] {
-        wait_for("edge ready", Duration::from_secs(10), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
+        wait_until("edge ready", Duration::from_secs(10), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
             .await;
     }
 
@@ -70,13 +71,13 @@ async fn a_publisher_live_on_one_edge_blocks_the_same_key_on_another() {
 async fn readiness_follows_the_registry() {
     let (mut redis, _registry) = seeded_redis().await;
     let e = edge(&redis, "edge-r").await;
-    wait_for("ready", Duration::from_secs(10), || async { (e.get("/readyz").await.0 == 200).then_some(()) }).await;
+    wait_until("ready", Duration::from_secs(10), || async { (e.get("/readyz").await.0 == 200).then_some(()) }).await;
     let mut publisher = common::RawClient::connect(e.rtmp).await;
     publisher.publish("demo-publish-key").await.unwrap();
-    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    publisher.send_video(fake_avc(true, 100), 0).await;
     e.wait_live("demo", 1, Duration::from_secs(5)).await;
     redis.kill();
-    wait_for("not ready without redis", Duration::from_secs(10), || async {
+    wait_until("not ready without redis", Duration::from_secs(10), || async {
         (e.get("/readyz").await.0 == 503).then_some(())
     })
     .await;
@@ -85,7 +86,7 @@ async fn readiness_follows_the_registry() {
     // A stream live here stays watchable (until its lease can no longer be proven)...
     let mut player = common::RawClient::connect(e.rtmp).await;
     player.play("demo").await.expect("local stream playable without the registry");
-    publisher.send_video(common::fake_avc(false, 50), 33).await;
+    publisher.send_video(fake_avc(false, 50), 33).await;
     player
         .until("video", |ev| matches!(ev, rml_rtmp::sessions::ClientSessionEvent::VideoDataReceived { .. }))
         .await
@@ -98,7 +99,7 @@ async fn readiness_follows_the_registry() {
     assert!(t0.elapsed() < Duration::from_secs(6), "refusal took {:?}", t0.elapsed());
     assert_eq!(e.metric("streamfleet_edge_publish_rejections_total{reason=\"unavailable\"}").await, 1.0);
     redis.restart();
-    wait_for("ready again", Duration::from_secs(15), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
+    wait_until("ready again", Duration::from_secs(15), || async { (e.get("/readyz").await.0 == 200).then_some(()) })
         .await;
 }
 
@@ -109,7 +110,7 @@ async fn sigterm_tells_clients_and_releases_the_lease_at_once() {
     let b = edge(&redis, "edge-b").await;
     let mut publisher = common::RawClient::connect(a.rtmp).await;
     publisher.publish("demo-publish-key").await.expect("publish on edge-a");
-    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    publisher.send_video(fake_avc(true, 100), 0).await;
     let mut player = common::RawClient::connect(a.rtmp).await;
     player.play("demo").await.expect("play on edge-a");
 
@@ -150,7 +151,7 @@ async fn a_revoked_lease_drops_the_publisher_and_players_wait_for_a_republish() 
     .await;
     let mut publisher = common::RawClient::connect(e.rtmp).await;
     publisher.publish("demo-publish-key").await.unwrap();
-    publisher.send_video(common::fake_avc(true, 100), 0).await;
+    publisher.send_video(fake_avc(true, 100), 0).await;
     let mut player = common::RawClient::connect(e.rtmp).await;
     player.play("demo").await.unwrap();
     // Keep media flowing so only the lease loss can end the publisher.
@@ -160,7 +161,7 @@ async fn a_revoked_lease_drops_the_publisher_and_players_wait_for_a_republish() 
     let mut ts = 0;
     let dropped = loop {
         ts += 33;
-        publisher.send_video(common::fake_avc(false, 50), ts).await;
+        publisher.send_video(fake_avc(false, 50), ts).await;
         if publisher.closed_within(Duration::from_millis(33)).await {
             break t0.elapsed();
         }
@@ -172,7 +173,7 @@ async fn a_revoked_lease_drops_the_publisher_and_players_wait_for_a_republish() 
     assert!(!player.closed_within(Duration::from_millis(100)).await);
     let mut again = common::RawClient::connect(e.rtmp).await;
     again.publish("demo-publish-key").await.expect("republish");
-    again.send_video(common::fake_avc(true, 100), 0).await;
+    again.send_video(fake_avc(true, 100), 0).await;
     player.events.clear();
     player
         .until("video after republish", |ev| {

@@ -17,6 +17,7 @@ use streamfleet_registry::{
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
+use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::{
     io::AsyncWriteExt,
     time::{Instant, timeout},
@@ -66,7 +67,7 @@ async fn cycles(edge: &Edge, key: &str) {
 async fn live_publisher_still_protected(edge: &Edge) {
     let mut live = RawClient::connect(edge.rtmp).await;
     live.publish("solo-publish-key").await.expect("first publisher admitted");
-    live.send_video(common::fake_avc(true, 100), 0).await;
+    live.send_video(fake_avc(true, 100), 0).await;
     let mut second = RawClient::connect(edge.rtmp).await;
     let refused = second.publish("solo-publish-key").await.expect_err("second publisher refused");
     assert!(refused.contains("BadName"), "{refused}");
@@ -90,10 +91,8 @@ async fn sequential_republish_is_admitted_with_the_redis_registry() {
         registry.put_stream(&record).await.expect("put stream");
     }
     let edge = Edge::start_with(vec!["--redis-url".into(), redis.url(), "--edge-id".into(), "edge-seq".into()]).await;
-    common::wait_for("edge ready", Duration::from_secs(10), || async {
-        (edge.get("/readyz").await.0 == 200).then_some(())
-    })
-    .await;
+    wait_until("edge ready", Duration::from_secs(10), || async { (edge.get("/readyz").await.0 == 200).then_some(()) })
+        .await;
     cycles(&edge, "demo-publish-key").await;
     live_publisher_still_protected(&edge).await;
 }

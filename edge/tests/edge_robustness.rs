@@ -6,34 +6,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Edge, RawClient, ffmpeg_publish, ffmpeg_publish_args, ffprobe, socket_closed_within, wait_for};
-use rml_rtmp::{
-    handshake::{Handshake, HandshakeProcessResult, PeerType},
-    sessions::ClientSessionEvent,
-};
+use common::{Edge, RawClient, ffmpeg_publish, ffmpeg_publish_args, ffprobe, socket_closed_within};
+use rml_rtmp::sessions::ClientSessionEvent;
+use streamfleet_testkit::{rtmp_client::handshake, wait::wait_until};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
-    time::{Instant, timeout},
+    time::Instant,
 };
 
 /// Completes an RTMP handshake on a raw socket and returns it (the chunk stream starts next).
 async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).await.unwrap();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0);
-        match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes).await.unwrap(),
-            HandshakeProcessResult::Completed { response_bytes, .. } => {
-                s.write_all(&response_bytes).await.unwrap();
-                return s;
-            }
-        }
-    }
+    let s = TcpStream::connect(addr).await.unwrap();
+    handshake(s, Instant::now() + Duration::from_secs(5)).await.unwrap().0
 }
 
 /// A type-0 chunk header on chunk stream 3 for a message of `len` bytes and type `type_id`.
@@ -187,7 +172,7 @@ async fn a_reader_that_stops_reading_does_not_slow_others_or_grow_memory() {
 
     // The slow reader's queue stays bounded and it drops frames...
     let max_queued = std::sync::atomic::AtomicU64::new(0);
-    wait_for("slow player dropping", Duration::from_secs(10), || async {
+    wait_until("slow player dropping", Duration::from_secs(10), || async {
         let sessions = edge.sessions().await;
         let s = sessions.iter().find(|s| s["id"].as_u64() == Some(slow_id))?;
         max_queued.fetch_max(s["queued_bytes"].as_u64().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
@@ -199,7 +184,7 @@ async fn a_reader_that_stops_reading_does_not_slow_others_or_grow_memory() {
     assert!(max_queued <= queue as u64, "queued {max_queued} > {queue}");
     assert!(edge.metric("streamfleet_edge_slow_player_dropped_messages_total").await > 0.0);
     // ...and is disconnected once it has been too slow for --slow-player-timeout.
-    wait_for("slow player disconnected", Duration::from_secs(15), || async {
+    wait_until("slow player disconnected", Duration::from_secs(15), || async {
         (edge.metric("streamfleet_edge_slow_player_disconnects_total").await >= 1.0).then_some(())
     })
     .await;
@@ -225,7 +210,7 @@ async fn connection_limits_and_timeouts_apply() {
     assert!(idle.closed_within(Duration::from_secs(3)).await, "publish timeout");
     assert!(socket_closed_within(&mut second, Duration::from_secs(8)).await, "handshake timeout");
     // Slots are returned: a new client connects and plays.
-    wait_for("connections closed", Duration::from_secs(5), || async {
+    wait_until("connections closed", Duration::from_secs(5), || async {
         (edge.metric("streamfleet_edge_connections_active").await == 0.0).then_some(())
     })
     .await;

@@ -2,10 +2,20 @@
 //! loopback port (so a test can kill, restart or cut it without touching any other Redis), a TCP
 //! proxy a test can cut to simulate a partition, and helpers to find binaries and free ports.
 //!
+//! - [`child_output`]: a child process's output lines, and the addresses it logged.
+//! - [`wait`]: polling a condition with a deadline (never a sleep in place of synchronisation).
+//! - [`http`]: a minimal HTTP GET for the edges' endpoints and Prometheus exposition parsing.
+//! - [`rtmp_client`]: a raw RTMP client (handshake, publish/play outcomes, background sessions)
+//!   for what ffmpeg cannot do or time.
+//!
 //! Everything here binds to 127.0.0.1 only and kills what it starts when dropped.
 
+pub mod child_output;
+pub mod http;
 pub mod proxy;
 pub mod redis_server;
+pub mod rtmp_client;
+pub mod wait;
 
 pub use proxy::TcpProxy;
 pub use redis_server::RedisServer;

@@ -16,7 +16,7 @@ use std::{
 
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::http;
+use streamfleet_testkit::http;
 
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 

@@ -7,23 +7,18 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
-    process::{Child, Command},
-    time::{Instant, timeout},
-};
-
-use crate::{
+use streamfleet_testkit::{
+    child_output::OutputLines,
     http,
     wait::{try_wait_until, wait_until},
 };
-
-/// Log lines with the instant the harness read them.
-type Logs = Arc<Mutex<Vec<(Instant, String)>>>;
+use tokio::{
+    process::{Child, Command},
+    time::{Instant, timeout},
+};
 
 pub struct EdgeProcess {
     /// `--edge-id`, as it appears in the registry's holder info.
@@ -34,7 +29,7 @@ pub struct EdgeProcess {
     pub relay: SocketAddr,
     pub pid: u32,
     child: Child,
-    logs: Logs,
+    logs: OutputLines,
 }
 
 impl EdgeProcess {
@@ -58,35 +53,15 @@ impl EdgeProcess {
         }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         let pid = child.id().unwrap_or_else(|| panic!("edge {id} exited at once"));
-        let logs: Logs = Arc::default();
-        let pipes: [Option<Box<dyn AsyncRead + Unpin + Send>>; 2] = [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Unpin + Send>),
-        ];
-        for pipe in pipes.into_iter().flatten() {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), line));
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (rtmp, http) = loop {
-            let found = {
-                let l = logs.lock().unwrap_or_else(|p| p.into_inner());
-                (logged_addr(&l, "rtmp listening addr="), logged_addr(&l, "http listening addr="))
-            };
-            if let (Some(r), Some(h)) = found {
-                break (r, h);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("edge {id} exited with {status} before listening:\n{}", dump(&logs));
-            }
-            assert!(Instant::now() < deadline, "edge {id} did not start listening:\n{}", dump(&logs));
-            tokio::time::sleep(crate::wait::POLL).await;
-        };
+        let logs = OutputLines::capture(&mut child);
+        let [rtmp, http] = logs
+            .wait_addrs(
+                &mut child,
+                &format!("edge {id}"),
+                ["rtmp listening addr=", "http listening addr="],
+                Duration::from_secs(20),
+            )
+            .await;
         EdgeProcess { id: id.to_string(), rtmp, http, relay, pid, child, logs }
     }
 
@@ -97,19 +72,17 @@ impl EdgeProcess {
 
     /// Every log line so far.
     pub fn logs(&self) -> String {
-        dump(&self.logs)
+        self.logs.text()
     }
 
     /// The instant the first log line containing `needle` arrived, if one has.
     pub fn log_instant(&self, needle: &str) -> Option<Instant> {
-        let l = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        l.iter().find(|(_, line)| line.contains(needle)).map(|(at, _)| *at)
+        self.logs.first(needle)
     }
 
     /// How many log lines contain `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
-        let l = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        l.iter().filter(|(_, line)| line.contains(needle)).count()
+        self.logs.count(needle)
     }
 
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -202,13 +175,4 @@ impl EdgeProcess {
             None => panic!("edge {} never logged {needle:?} within {limit:?}:\n{}", self.id, self.logs()),
         }
     }
-}
-
-fn logged_addr(lines: &[(Instant, String)], marker: &str) -> Option<SocketAddr> {
-    lines.iter().find_map(|(_, l)| l.split(marker).nth(1)?.split_whitespace().next()?.parse().ok())
-}
-
-fn dump(logs: &Logs) -> String {
-    let l = logs.lock().unwrap_or_else(|p| p.into_inner());
-    l.iter().map(|(_, line)| line.as_str()).collect::<Vec<_>>().join("\n")
 }

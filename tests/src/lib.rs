@@ -5,18 +5,17 @@
 //!
 //! - [`fleet`]: starts and owns a fleet ([`fleet::Fleet`]); [`edge`]: one edge process.
 //! - [`operator`]: `sync` once or `--watch`; [`manifest`]: the LiveStream/Secret files.
-//! - [`rtmp_client`]: publish/play outcomes and background sessions; [`ffmpeg`]: real clients.
+//! - [`ffmpeg`]: real clients.
 //! - [`binaries`]: builds and locates the binaries under test.
 //! - [`census`]: samples the edges for two publishers of one stream at once.
-//! - [`http`], [`wait`]: endpoints, metrics, and waiting with deadlines.
+//!
+//! The light RTMP client, the HTTP/metrics helpers and waiting with deadlines are shared with
+//! the edge's own tests and live in `streamfleet-testkit` (`rtmp_client`, `http`, `wait`).
 
 pub mod binaries;
 pub mod census;
 pub mod edge;
 pub mod ffmpeg;
 pub mod fleet;
-pub mod http;
 pub mod manifest;
 pub mod operator;
-pub mod rtmp_client;
-pub mod wait;

@@ -2,20 +2,13 @@
 //! manifest file, or with `--watch` in the background so that it follows edits and rewrites
 //! every record after a Redis restart (a new registry epoch).
 
-use std::{
-    path::Path,
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
+use streamfleet_testkit::{child_output::OutputLines, wait::try_wait_until};
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
     time::timeout,
 };
-
-use crate::wait::try_wait_until;
 
 /// `sync --manifests FILE --redis-url URL` once; panics unless it applies everything (exit 0).
 /// Returns its report (one line per stream, never a key).
@@ -47,7 +40,7 @@ pub async fn sync_once(binary: &Path, manifests: &Path, redis_url: &str) -> Stri
 /// A running `sync --watch`, killed on drop.
 pub struct SyncWatch {
     _child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: OutputLines,
 }
 
 impl SyncWatch {
@@ -67,22 +60,7 @@ impl SyncWatch {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn streamfleet-operator sync --watch: {e}"));
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = lines.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-                }
-            });
-        }
+        let lines = OutputLines::capture(&mut child);
         let watch = SyncWatch { _child: child, lines };
         watch.wait_passes(1, Duration::from_secs(30)).await;
         watch
@@ -90,8 +68,7 @@ impl SyncWatch {
 
     /// How many passes have applied the whole file (`N applied, 0 failed, …` lines).
     pub fn passes(&self) -> usize {
-        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        l.iter().filter(|line| line.contains(" applied, 0 failed")).count()
+        self.lines.count(" applied, 0 failed")
     }
 
     /// Waits until at least `n` passes have applied the whole file.
@@ -103,6 +80,6 @@ impl SyncWatch {
 
     /// Everything it printed.
     pub fn output(&self) -> String {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+        self.lines.text()
     }
 }

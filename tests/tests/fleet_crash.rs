@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use streamfleet_testkit::{
+    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
+    wait::{ms, wait_until},
+};
 use streamfleet_tests::{
     ffmpeg,
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
-    wait::{ms, wait_until},
 };
 
 const TTL: Duration = Duration::from_secs(3);

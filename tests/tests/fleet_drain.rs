@@ -5,12 +5,14 @@
 
 use std::time::Duration;
 
+use streamfleet_testkit::{
+    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
+    wait::{ms, wait_until},
+};
 use streamfleet_tests::{
     ffmpeg,
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
-    wait::{ms, wait_until},
 };
 
 /// Long enough that "released at once" and "expired" cannot be confused.

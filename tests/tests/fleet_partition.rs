@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
+use streamfleet_testkit::{
+    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
+    wait::{ms, wait_until},
+};
 use streamfleet_tests::{
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Ending, RtmpClient, publish_until_admitted},
-    wait::{ms, wait_until},
 };
 use tokio::time::Instant;
 

@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use streamfleet_testkit::{
+    rtmp_client::{Refusal, RtmpClient},
+    wait::ms,
+};
 use streamfleet_tests::{
     ffmpeg,
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Refusal, RtmpClient},
-    wait::ms,
 };
 use tokio::time::Instant;
 
@@ -100,9 +102,9 @@ async fn concurrent_publishes_of_one_stream_across_three_edges_admit_exactly_one
     // The edges' own accounting agrees, edge by edge, and names one reason only.
     for (e, edge) in fleet.edges.iter().enumerate() {
         let metrics = edge.metrics().await;
-        let series = streamfleet_tests::http::metric_series(&metrics, REJECTED);
+        let series = streamfleet_testkit::http::metric_series(&metrics, REJECTED);
         let already =
-            streamfleet_tests::http::metric_value(&metrics, &format!("{REJECTED}{{reason=\"already_active\"}}"));
+            streamfleet_testkit::http::metric_value(&metrics, &format!("{REJECTED}{{reason=\"already_active\"}}"));
         let all: f64 = series.iter().map(|(_, v)| v).sum();
         let expected = (attempts_per_edge[e] - admitted_per_edge[e]) as f64;
         assert_eq!(already, expected, "{}: already_active rejections ({series:?})", edge.id);

@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
+use streamfleet_testkit::{
+    rtmp_client::{Refusal, RtmpClient, publish_until_admitted},
+    wait::{ms, wait_until},
+};
 use streamfleet_tests::{
     ffmpeg,
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Refusal, RtmpClient, publish_until_admitted},
-    wait::{ms, wait_until},
 };
 use tokio::time::Instant;
 

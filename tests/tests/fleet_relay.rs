@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
+use streamfleet_testkit::{
+    rtmp_client::{Refusal, RtmpClient, publish_until_admitted},
+    wait::{ms, wait_until},
+};
 use streamfleet_tests::{
     ffmpeg,
     fleet::{Fleet, FleetConfig},
     manifest::StreamSpec,
-    rtmp_client::{Refusal, RtmpClient, publish_until_admitted},
-    wait::{ms, wait_until},
 };
 use tokio::time::Instant;
 
@@ -28,7 +30,10 @@ fn config(edges: usize) -> FleetConfig {
 }
 
 /// Time from `connect` to the player's first video frame (polled every 20 ms).
-async fn first_frame(edge: std::net::SocketAddr, name: &str) -> (streamfleet_tests::rtmp_client::LivePlayer, Duration) {
+async fn first_frame(
+    edge: std::net::SocketAddr,
+    name: &str,
+) -> (streamfleet_testkit::rtmp_client::LivePlayer, Duration) {
     let t0 = Instant::now();
     let mut c = RtmpClient::connect(edge).await.expect("player connects");
     c.play(name).await.expect("play starts");

@@ -1,34 +1,36 @@
 //! Shared harness of the edge's process tests: starts the real `streamfleet-edge` binary on
 //! free loopback ports (it binds port 0 and logs the addresses; the harness waits for those log
-//! lines), talks HTTP to it, runs ffmpeg/ffprobe, and drives raw RTMP clients (rml_rtmp's
-//! `ClientSession`) for behaviour ffmpeg cannot produce (silent encoders, readers that stop
-//! reading). Every child process is killed on drop; every wait has a deadline.
+//! lines), talks HTTP to it, runs ffmpeg/ffprobe, and drives raw RTMP clients for behaviour
+//! ffmpeg cannot produce (silent encoders, readers that stop reading). Every child process is
+//! killed on drop; every wait has a deadline.
+//!
+//! The RTMP client, HTTP GET, metric parsing and waiting come from `streamfleet-testkit`;
+//! [`RawClient`] is its client with the edge tests' conventions (panics on setup failures,
+//! every event kept, refusals as the status code).
 
 #![allow(dead_code)]
 
 use std::{
-    future::Future,
     net::SocketAddr,
+    ops::{Deref, DerefMut},
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
-use rml_rtmp::{
-    handshake::{Handshake, HandshakeProcessResult, PeerType},
-    sessions::{
-        ClientSession, ClientSessionConfig, ClientSessionError, ClientSessionEvent, ClientSessionResult,
-        PublishRequestType,
-    },
-    time::RtmpTimestamp,
+use rml_rtmp::sessions::{ClientSessionError, ClientSessionEvent, ClientSessionResult, PublishRequestType};
+use streamfleet_testkit::{
+    child_output::OutputLines,
+    http,
+    rtmp_client::{ReadError, RtmpClient},
+    wait::wait_until,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::AsyncReadExt,
     net::TcpStream,
     process::{Child, Command},
-    time::{Instant, sleep, timeout},
+    time::{Instant, timeout},
 };
 
 /// Manifests every test edge loads: `demo` (ReplaceIdle), `solo` (Reject), `limited`
@@ -70,24 +72,6 @@ spec:
   maxViewers: 1
 "#;
 
-/// Polls `check` every 20 ms until it yields a value or `limit` passes (then panics with `what`).
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A temporary file removed on drop.
 pub struct TempFile(pub PathBuf);
 
@@ -113,7 +97,7 @@ pub struct Edge {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     pub pid: u32,
-    logs: Arc<Mutex<Vec<String>>>,
+    logs: OutputLines,
     _streams: Option<TempFile>,
 }
 
@@ -140,39 +124,10 @@ impl Edge {
             .spawn()
             .expect("spawn streamfleet-edge");
         let pid = child.id().expect("edge pid");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        let find = |logs: &Arc<Mutex<Vec<String>>>, what: &str| -> Option<SocketAddr> {
-            logs.lock().unwrap().iter().find_map(|l| {
-                let rest = l.split(what).nth(1)?;
-                rest.split_whitespace().next()?.parse().ok()
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (rtmp, http) = loop {
-            if let (Some(r), Some(h)) = (find(&logs, "rtmp listening addr="), find(&logs, "http listening addr=")) {
-                break (r, h);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("edge exited with {status} before listening:\n{}", logs.lock().unwrap().join("\n"));
-            }
-            assert!(Instant::now() < deadline, "edge did not start:\n{}", logs.lock().unwrap().join("\n"));
-            sleep(Duration::from_millis(20)).await;
-        };
+        let logs = OutputLines::capture(&mut child);
+        let [rtmp, http] = logs
+            .wait_addrs(&mut child, "edge", ["rtmp listening addr=", "http listening addr="], Duration::from_secs(20))
+            .await;
         Edge { child, rtmp, http, pid, logs, _streams: None }
     }
 
@@ -181,7 +136,7 @@ impl Edge {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.text()
     }
 
     /// `GET path` → (status, body).
@@ -199,10 +154,7 @@ impl Edge {
     /// 0 when the series does not exist yet.
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, body) = self.get("/metrics").await;
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        http::metric_value(&body, series)
     }
 
     /// The stream entry of `/api/v1/streams` for a playback name.
@@ -213,7 +165,7 @@ impl Edge {
 
     /// Waits until the stream is live and has received at least `frames` messages.
     pub async fn wait_live(&self, playback: &str, frames: u64, limit: Duration) -> serde_json::Value {
-        wait_for(&format!("stream {playback} live with {frames} frames"), limit, || async {
+        wait_until(&format!("stream {playback} live with {frames} frames"), limit, || async {
             self.stream(playback).await.filter(|s| s["live"] == true && s["frames_in"].as_u64().unwrap_or(0) >= frames)
         })
         .await
@@ -234,22 +186,10 @@ impl Edge {
     }
 }
 
-/// Minimal HTTP/1.0 GET (the edge's own endpoints only).
+/// `GET path` on the edge's own endpoints; panics if it does not answer within 5 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let work = async {
-        let mut s = TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, body.to_string()))
-    };
-    timeout(Duration::from_secs(5), work)
+    http::get_within(addr, path, Duration::from_secs(5))
         .await
-        .ok()
-        .flatten()
         .unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
 }
 
@@ -332,60 +272,38 @@ pub async fn ffprobe(args: &[&str], url: &str, limit: Duration) -> (bool, String
     }
 }
 
-/// A raw RTMP client over TCP driven by rml_rtmp's `ClientSession`.
-pub struct RawClient {
-    pub socket: TcpStream,
-    pub session: ClientSession,
-    pub events: Vec<ClientSessionEvent>,
-    buf: Vec<u8>,
+/// The testkit's [`RtmpClient`] as the edge tests use it: setup failures panic, every event
+/// stays in `events` (through `Deref`, with `socket` and `session`) until a test clears it, and a
+/// refused publish or play is the status code.
+pub struct RawClient(RtmpClient);
+
+impl Deref for RawClient {
+    type Target = RtmpClient;
+
+    fn deref(&self) -> &RtmpClient {
+        &self.0
+    }
+}
+
+impl DerefMut for RawClient {
+    fn deref_mut(&mut self) -> &mut RtmpClient {
+        &mut self.0
+    }
 }
 
 impl RawClient {
     /// Connects, handshakes and sends `connect("live")`, waiting for it to be accepted.
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        RawClient::connect_socket(TcpStream::connect(addr).await.expect("tcp connect")).await
+        RawClient(RtmpClient::connect(addr).await.unwrap_or_else(|e| panic!("{e}")))
     }
 
-    pub async fn connect_socket(mut socket: TcpStream) -> RawClient {
-        socket.set_nodelay(true).ok();
-        let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 = hs.generate_outbound_p0_and_p1().unwrap();
-        socket.write_all(&c0c1).await.unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        let remaining = loop {
-            let n = timeout(Duration::from_secs(5), socket.read(&mut buf)).await.expect("handshake timeout").unwrap();
-            assert!(n > 0, "server closed during handshake");
-            match hs.process_bytes(&buf[..n]).unwrap() {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    socket.write_all(&response_bytes).await.unwrap()
-                }
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                    socket.write_all(&response_bytes).await.unwrap();
-                    break remaining_bytes;
-                }
-            }
-        };
-        let (session, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-        let mut c = RawClient { socket, session, events: Vec::new(), buf };
-        c.results(initial).await;
-        if !remaining.is_empty() {
-            let r = c.session.handle_input(&remaining).unwrap();
-            c.results(r).await;
-        }
-        let r = c.session.request_connection("live".into());
-        c.one(r).await;
-        c.until("connect accepted", |e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted)).await.unwrap();
-        c
+    /// Like [`RawClient::connect`] on a TCP connection the test opened itself.
+    pub async fn connect_socket(socket: TcpStream) -> RawClient {
+        RawClient(RtmpClient::connect_socket(socket).await.unwrap_or_else(|e| panic!("{e}")))
     }
 
     async fn results(&mut self, results: Vec<ClientSessionResult>) {
-        for r in results {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => self.socket.write_all(&p.bytes).await.unwrap(),
-                ClientSessionResult::RaisedEvent(e) => self.events.push(e),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
+        self.0.apply(results).await.expect("write to the edge");
     }
 
     pub async fn one(&mut self, r: Result<ClientSessionResult, ClientSessionError>) {
@@ -409,13 +327,12 @@ impl RawClient {
             }) {
                 return Err(code);
             }
-            let n = match tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)).await {
-                Err(_) => panic!("timed out waiting for {what}; events: {:?}", self.events),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(format!("connection closed while waiting for {what}")),
-                Ok(Ok(n)) => n,
+            let r = match self.0.read_results(deadline).await {
+                Err(ReadError::TimedOut) => panic!("timed out waiting for {what}; events: {:?}", self.events),
+                Err(ReadError::Closed) => return Err(format!("connection closed while waiting for {what}")),
+                Err(ReadError::Session(e)) => return Err(format!("client session: {e:?}")),
+                Ok(r) => r,
             };
-            let input = self.buf[..n].to_vec();
-            let r = self.session.handle_input(&input).map_err(|e| format!("client session: {e:?}"))?;
             self.results(r).await;
         }
     }
@@ -433,24 +350,21 @@ impl RawClient {
     }
 
     pub async fn send_video(&mut self, data: Bytes, ts: u32) {
-        let r = self.session.publish_video_data(data, RtmpTimestamp::new(ts), false);
-        self.one(r).await;
+        self.0.send_video(data, ts).await.expect("send video");
     }
 
     /// Whether the server closed the connection within `limit` (reading and discarding input).
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            match tokio::time::timeout_at(deadline, self.socket.read(&mut self.buf)).await {
-                Err(_) => return false,
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(n)) => {
-                    let input = self.buf[..n].to_vec();
-                    if let Ok(r) = self.session.handle_input(&input) {
-                        for x in r {
-                            if let ClientSessionResult::RaisedEvent(e) = x {
-                                self.events.push(e);
-                            }
+            match self.0.read_results(deadline).await {
+                Err(ReadError::TimedOut) => return false,
+                Err(ReadError::Closed) => return true,
+                Err(ReadError::Session(_)) => {}
+                Ok(r) => {
+                    for x in r {
+                        if let ClientSessionResult::RaisedEvent(e) = x {
+                            self.events.push_back(e);
                         }
                     }
                 }
@@ -470,12 +384,4 @@ pub async fn socket_closed_within(socket: &mut TcpStream, limit: Duration) -> bo
             Ok(Ok(_)) => {}
         }
     }
-}
-
-/// A minimal H.264 keyframe/inter frame in FLV VIDEODATA form (not decodable; enough for the
-/// edge's keyframe detection).
-pub fn fake_avc(key: bool, len: usize) -> Bytes {
-    let mut v = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-    v.resize(len.max(5), 0xAB);
-    Bytes::from(v)
 }

@@ -1,6 +1,6 @@
-//! Waiting on conditions with deadlines: every wait in the fleet tests polls a condition (or
-//! awaits an event) and fails with a description when its deadline passes. Nothing sleeps in
-//! place of synchronisation.
+//! Waiting on conditions with deadlines: every wait in the edge and fleet tests polls a
+//! condition (or awaits an event) and fails with a description when its deadline passes.
+//! Nothing sleeps in place of synchronisation.
 
 use std::{future::Future, time::Duration};
 

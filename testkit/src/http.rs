@@ -1,6 +1,8 @@
 //! A minimal HTTP/1.0 GET for the edges' own endpoints (`/readyz`, `/metrics`, `/api/v1/*`).
 //! It returns `None` instead of failing when the edge is not answering, because the tests poll
-//! edges that are starting, draining or dead.
+//! edges that are starting, draining or dead. Callers that need an answer turn `None` into a
+//! test failure themselves. [`metric_value`] and [`metric_series`] read the Prometheus text
+//! exposition of `/metrics`.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -15,6 +17,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `GET path` → (status, body), or `None` if the server did not answer in time.
 pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    get_within(addr, path, REQUEST_TIMEOUT).await
+}
+
+/// Like [`get`] with another limit on the whole request.
+pub async fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option<(u16, String)> {
     let work = async {
         let mut s = TcpStream::connect(addr).await.ok()?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
@@ -25,7 +32,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         let status = head.split_whitespace().nth(1)?.parse().ok()?;
         Some((status, body.to_string()))
     };
-    timeout(REQUEST_TIMEOUT, work).await.ok().flatten()
+    timeout(limit, work).await.ok().flatten()
 }
 
 /// The value of one Prometheus exposition series, e.g.

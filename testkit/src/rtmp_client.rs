@@ -1,10 +1,14 @@
-//! A light RTMP client on rml_rtmp's `ClientSession` over tokio, for what the fault tests must
-//! time precisely and in numbers ffmpeg cannot reach: a hundred concurrent publish attempts, a
-//! publisher that must notice the instant the edge drops it, a player that must notice how its
-//! stream ends.
+//! A light RTMP client on rml_rtmp's `ClientSession` over tokio, for what the edge and fleet
+//! tests must time precisely or produce in ways ffmpeg cannot: a hundred concurrent publish
+//! attempts, a publisher that must notice the instant the edge drops it, a player that must
+//! notice how its stream ends, silent encoders and hand-made frames.
 //!
+//! - [`handshake`]: the RTMP handshake alone on a TCP stream (for tests that then send raw
+//!   chunks).
 //! - [`RtmpClient`]: handshake, `connect("live")`, then one `publish` or `play` whose outcome is
-//!   `NetStream.Publish.Start`/`NetStream.Play.Start` or a [`Refusal`].
+//!   `NetStream.Publish.Start`/`NetStream.Play.Start` or a [`Refusal`]. Its socket, session and
+//!   unconsumed events are public, and [`RtmpClient::read_results`]/[`RtmpClient::apply`] let a
+//!   test drive the session by hand.
 //! - [`LivePublisher`]: an admitted publisher that keeps sending (fake, keyframe-marked) H.264
 //!   frames in the background and records the instant and manner of its end.
 //! - [`LivePlayer`]: an admitted player that counts what it receives and records its statuses.
@@ -79,11 +83,52 @@ pub struct Ended {
     pub how: Ending,
 }
 
+/// Why [`RtmpClient::read_results`] has no results.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The deadline passed before any input arrived.
+    TimedOut,
+    /// The server closed the connection (or it failed).
+    Closed,
+    /// The client session could not handle the input.
+    Session(ClientSessionError),
+}
+
+/// The RTMP handshake (as a client) on `socket`, before `deadline`. Returns the socket and the
+/// bytes the server sent after its part of the handshake.
+pub async fn handshake(mut socket: TcpStream, deadline: Instant) -> Result<(TcpStream, Vec<u8>), String> {
+    let mut hs = Handshake::new(PeerType::Client);
+    let c0c1 = hs.generate_outbound_p0_and_p1().map_err(|e| format!("handshake: {e:?}"))?;
+    socket.write_all(&c0c1).await.map_err(|e| format!("handshake write: {e}"))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = timeout_at(deadline, socket.read(&mut buf))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(|e| format!("handshake read: {e}"))?;
+        if n == 0 {
+            return Err("server closed during the handshake".into());
+        }
+        match hs.process_bytes(&buf[..n]).map_err(|e| format!("handshake: {e:?}"))? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).await.map_err(|e| format!("handshake write: {e}"))?
+            }
+            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                socket.write_all(&response_bytes).await.map_err(|e| format!("handshake write: {e}"))?;
+                return Ok((socket, remaining_bytes));
+            }
+        }
+    }
+}
+
 /// A connected RTMP client (handshake and `connect` done).
 pub struct RtmpClient {
-    socket: TcpStream,
-    session: ClientSession,
-    events: VecDeque<ClientSessionEvent>,
+    /// The TCP connection (a test may write to it or shut it down itself).
+    pub socket: TcpStream,
+    /// The client session (a test may make requests the methods here do not).
+    pub session: ClientSession,
+    /// Events raised and not consumed yet, oldest first.
+    pub events: VecDeque<ClientSessionEvent>,
     buf: Vec<u8>,
 }
 
@@ -102,6 +147,17 @@ impl RtmpClient {
             .await
             .map_err(|_| format!("connect {addr}: timed out"))?
             .map_err(|e| format!("connect {addr}: {e}"))?;
+        RtmpClient::connect_within(socket, app, deadline).await
+    }
+
+    /// Like [`RtmpClient::connect`] on a TCP connection the test opened itself (e.g. with a
+    /// tiny receive buffer).
+    pub async fn connect_socket(socket: TcpStream) -> Result<RtmpClient, String> {
+        RtmpClient::connect_within(socket, "live", Instant::now() + STEP_TIMEOUT).await
+    }
+
+    async fn connect_within(socket: TcpStream, app: &str, deadline: Instant) -> Result<RtmpClient, String> {
+        let peer = socket.peer_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
         socket.set_nodelay(true).ok();
         let mut client = RtmpClient::handshake(socket, deadline).await?;
         let r = client.session.request_connection(app.into());
@@ -109,35 +165,15 @@ impl RtmpClient {
         client
             .until(deadline, |e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
             .await
-            .map_err(|r| format!("connect to {addr} refused: {r:?}"))?;
+            .map_err(|r| format!("connect to {peer} refused: {r:?}"))?;
         Ok(client)
     }
 
-    async fn handshake(mut socket: TcpStream, deadline: Instant) -> Result<RtmpClient, String> {
-        let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 = hs.generate_outbound_p0_and_p1().map_err(|e| format!("handshake: {e:?}"))?;
-        socket.write_all(&c0c1).await.map_err(|e| format!("handshake write: {e}"))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let remaining = loop {
-            let n = timeout_at(deadline, socket.read(&mut buf))
-                .await
-                .map_err(|_| "handshake timed out".to_string())?
-                .map_err(|e| format!("handshake read: {e}"))?;
-            if n == 0 {
-                return Err("server closed during the handshake".into());
-            }
-            match hs.process_bytes(&buf[..n]).map_err(|e| format!("handshake: {e:?}"))? {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    socket.write_all(&response_bytes).await.map_err(|e| format!("handshake write: {e}"))?
-                }
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
-                    socket.write_all(&response_bytes).await.map_err(|e| format!("handshake write: {e}"))?;
-                    break remaining_bytes;
-                }
-            }
-        };
+    async fn handshake(socket: TcpStream, deadline: Instant) -> Result<RtmpClient, String> {
+        let (socket, remaining) = handshake(socket, deadline).await?;
         let (session, initial) =
             ClientSession::new(ClientSessionConfig::new()).map_err(|e| format!("client session: {e:?}"))?;
+        let buf = vec![0u8; 64 * 1024];
         let mut client = RtmpClient { socket, session, events: VecDeque::new(), buf };
         client.apply(initial).await.map_err(|e| format!("write: {e}"))?;
         if !remaining.is_empty() {
@@ -166,7 +202,8 @@ impl RtmpClient {
         self.apply(vec![r]).await.map_err(|_| Refusal::Closed)
     }
 
-    async fn apply(&mut self, results: Vec<ClientSessionResult>) -> std::io::Result<()> {
+    /// Sends the session's outbound messages and queues its events.
+    pub async fn apply(&mut self, results: Vec<ClientSessionResult>) -> std::io::Result<()> {
         for r in results {
             match r {
                 ClientSessionResult::OutboundResponse(p) => self.socket.write_all(&p.bytes).await?,
@@ -204,17 +241,28 @@ impl RtmpClient {
 
     /// Reads one chunk of input into events. Err on close, timeout or a protocol error.
     async fn read_once(&mut self, deadline: Instant) -> Result<(), Refusal> {
-        let n = match timeout_at(deadline, self.socket.read(&mut self.buf)).await {
-            Err(_) => return Err(Refusal::Protocol("timed out waiting for the server".into())),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(Refusal::Closed),
-            Ok(Ok(n)) => n,
-        };
-        let input = self.buf[..n].to_vec();
-        let r = self.session.handle_input(&input).map_err(|e| Refusal::Protocol(format!("{e:?}")))?;
+        let r = self.read_results(deadline).await.map_err(|e| match e {
+            ReadError::TimedOut => Refusal::Protocol("timed out waiting for the server".into()),
+            ReadError::Closed => Refusal::Closed,
+            ReadError::Session(e) => Refusal::Protocol(format!("{e:?}")),
+        })?;
         self.apply(r).await.map_err(|_| Refusal::Closed)
     }
 
-    async fn send_video(&mut self, data: Bytes, ts: u32) -> std::io::Result<()> {
+    /// Reads one chunk of input (waiting until `deadline` at most) and hands it to the session.
+    /// The results are returned, not applied: see [`RtmpClient::apply`].
+    pub async fn read_results(&mut self, deadline: Instant) -> Result<Vec<ClientSessionResult>, ReadError> {
+        let n = match timeout_at(deadline, self.socket.read(&mut self.buf)).await {
+            Err(_) => return Err(ReadError::TimedOut),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(ReadError::Closed),
+            Ok(Ok(n)) => n,
+        };
+        let input = self.buf[..n].to_vec();
+        self.session.handle_input(&input).map_err(ReadError::Session)
+    }
+
+    /// Sends one video message with timestamp `ts` (ms).
+    pub async fn send_video(&mut self, data: Bytes, ts: u32) -> std::io::Result<()> {
         let r = self
             .session
             .publish_video_data(data, RtmpTimestamp::new(ts), false)
