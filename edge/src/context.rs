@@ -63,7 +63,12 @@ impl Settings {
             publish_timeout: c.publish_timeout,
             idle_publisher_timeout: c.idle_publisher_timeout,
             play_wait_timeout: c.play_wait_timeout,
-            outbox: OutboxLimits { max_bytes: to_usize(c.player_queue_bytes), slow_timeout: c.slow_player_timeout },
+            outbox: OutboxLimits {
+                max_bytes: to_usize(c.player_queue_bytes),
+                slow_timeout: c.slow_player_timeout,
+                write_batch: c.write_batch,
+                hold_audio: c.hold_audio,
+            },
             lease_timing,
             acquire,
             idle_report_after,

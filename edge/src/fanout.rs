@@ -3,6 +3,17 @@
 //! has one [`Outbox`] (a bounded queue) drained by one writer task ([`run_writer`]) that sends
 //! everything queued in a single vectored write.
 //!
+//! When the writer wakes: at once for everything but audio (low latency by default, and under
+//! load a writer wakes with several messages queued and sends them in one write). An audio
+//! message of a stream that also carries video is queued without waking the writer, at most
+//! [`MAX_HELD_AUDIO`] in a row: it goes out with the next video frame, a frame later at most
+//! (33 ms at 30 fps). Audio and video interleave, so this halves the writes per player (one
+//! per video frame instead of one per message) and with them the kernel's per-write cost, which
+//! is most of the CPU a player costs. Players buffer far more than a frame of audio, so nothing
+//! audible changes. With a write window ([`OutboxLimits::write_batch`], `--write-batch`) the
+//! writer instead collects everything that arrives within the window after the first queued
+//! message (control messages and a player's first picture go out at once).
+//!
 //! Slow players: the queue is bounded in bytes (what is queued plus what is being written).
 //! On overflow the player drops media until the next keyframe (sequence headers, metadata and
 //! status messages are kept); a player that is still behind after the slow-player timeout is
@@ -16,6 +27,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -27,6 +39,11 @@ use crate::rtmp::{OUT_CHUNK_SIZE, chunk_writer::serialize_message, csid, msg_typ
 /// The message stream id nearly every client gets from `createStream` (rml_rtmp numbers them
 /// from 1 per connection). Frames are pre-serialized for it; other ids are serialized per player.
 pub const DEFAULT_STREAM_ID: u32 = 1;
+
+/// Most audio messages queued in a row without waking the writer (see the module docs): AAC
+/// frames come every 21-23 ms and video frames every 33-40 ms, so normally at most two audio
+/// messages fall between two video frames.
+pub const MAX_HELD_AUDIO: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
@@ -127,6 +144,16 @@ pub(crate) struct State {
     /// When this player first had to drop, while it has not caught up since.
     behind_since: Option<Instant>,
     closed: Option<CloseReason>,
+    /// The writer has been woken for what is queued (no second wake-up is needed).
+    woken: bool,
+    /// Control bytes are queued: the write window does not apply.
+    urgent: bool,
+    /// When the oldest queued item was queued (the write window counts from it).
+    first_queued: Option<Instant>,
+    /// Audio messages queued since the writer was last woken.
+    held_audio: u8,
+    /// This player has been sent video: its audio may wait for the next video frame.
+    has_video: bool,
 }
 
 /// Per-player counters, readable without the queue lock.
@@ -142,6 +169,18 @@ pub struct OutboxStats {
 pub struct OutboxLimits {
     pub max_bytes: usize,
     pub slow_timeout: Duration,
+    /// Write window: the writer sends what was queued within this long after the first queued
+    /// message in one write (zero: write at the next wake-up).
+    pub write_batch: Duration,
+    /// Let audio wait for the next video frame (at most [`MAX_HELD_AUDIO`] messages).
+    pub hold_audio: bool,
+}
+
+impl OutboxLimits {
+    /// Low-latency defaults with this queue bound and slow-player timeout.
+    pub fn new(max_bytes: usize, slow_timeout: Duration) -> OutboxLimits {
+        OutboxLimits { max_bytes, slow_timeout, write_batch: Duration::ZERO, hold_audio: true }
+    }
 }
 
 /// One connection's outbound queue: control bytes from the connection task and shared media
@@ -199,7 +238,10 @@ impl Outbox {
         }
         st.pending_bytes += bytes.len();
         st.queue.push_back(Item::Bytes(bytes));
+        st.first_queued.get_or_insert_with(Instant::now);
+        st.urgent = true;
         self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
+        st.woken = true;
         drop(st);
         self.notify.notify_one();
         true
@@ -228,9 +270,26 @@ impl Outbox {
             }
             st.pending_bytes += len;
             st.queue.push_back(Item::Frame(frame.clone()));
+            st.first_queued.get_or_insert(now);
             self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
-            drop(st);
-            self.notify.notify_one();
+            let hold = match frame.kind {
+                FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
+                    st.held_audio < MAX_HELD_AUDIO
+                }
+                FrameKind::Video if !frame.essential => {
+                    st.has_video = true;
+                    false
+                }
+                _ => false,
+            };
+            if hold {
+                st.held_audio += 1;
+            } else if !st.woken {
+                // One wake-up per batch: a writer already woken takes everything queued.
+                st.woken = true;
+                drop(st);
+                self.notify.notify_one();
+            }
             return Offer::Queued;
         }
         st.skipping = true;
@@ -281,25 +340,54 @@ impl Outbox {
         self.lock().behind_since.is_some()
     }
 
-    /// Waits until there is something to write and moves all of it into `batch`.
-    /// `Err` once the outbox is closed (queued bytes are still returned first if the close was
-    /// `Finished`, so goodbye messages get out).
-    async fn next_batch(&self, batch: &mut Vec<Item>) -> Result<(), CloseReason> {
+    /// Waits until there is something to write (and, with a write window and `windowed`, until
+    /// the window is over) and moves all of it into `batch`. `Err` once the outbox is closed
+    /// (queued bytes are still returned first if the close was `Finished`, so goodbye messages
+    /// get out).
+    async fn next_batch(&self, batch: &mut VecDeque<Item>, windowed: bool) -> Result<(), CloseReason> {
         loop {
             let notified = self.notify.notified();
-            {
+            let window_end = {
                 let mut st = self.lock();
                 match &st.closed {
                     Some(CloseReason::Finished) if !st.queue.is_empty() => {}
                     Some(reason) => return Err(reason.clone()),
                     None => {}
                 }
-                if !st.queue.is_empty() {
-                    batch.extend(st.queue.drain(..));
+                let window_end = match st.first_queued {
+                    Some(first) if windowed && !st.urgent && st.closed.is_none() => {
+                        Some(first + self.limits.write_batch).filter(|end| *end > Instant::now())
+                    }
+                    _ => None,
+                };
+                if window_end.is_none() && !st.queue.is_empty() {
+                    if batch.is_empty() {
+                        // The writer's spare queue takes the outbox's place (no copying).
+                        std::mem::swap(&mut st.queue, batch);
+                    } else {
+                        batch.extend(st.queue.drain(..));
+                    }
+                    st.woken = false;
+                    st.urgent = false;
+                    st.first_queued = None;
+                    st.held_audio = 0;
                     return Ok(());
                 }
+                // Nothing queued (the next offer wakes us), or the window is still open (offers
+                // need not wake us again; control bytes still do).
+                st.woken = window_end.is_some();
+                window_end
+            };
+            match window_end {
+                None => notified.await,
+                Some(end) => {
+                    // Control bytes (urgent) end the window early.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(end) => {}
+                        _ = notified => {}
+                    }
+                }
             }
-            notified.await;
         }
     }
 
@@ -328,6 +416,9 @@ impl WriteObserver for () {
 
 /// The most buffers handed to one `writev` (Linux IOV_MAX is 1024); kept on the stack.
 const MAX_IOVECS: usize = 64;
+/// Queue entries a writer keeps allocated between writes; a join burst (a whole GOP) grows its
+/// queues far beyond, and that memory is given back afterwards.
+const KEEP_ENTRIES: usize = 8;
 
 /// Drains the outbox into `sink` until the outbox closes or a write fails or stalls for the
 /// slow-player timeout. Returns why it stopped.
@@ -337,11 +428,15 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     mut observer: impl WriteObserver,
 ) -> CloseReason {
     use tokio::io::AsyncWriteExt;
-    let mut batch: Vec<Item> = Vec::with_capacity(64);
-    let mut bufs: Vec<Bytes> = Vec::with_capacity(64);
+    // Grown on demand: an idle or steady player needs a handful of entries, and memory per
+    // player is what bounds how many players an edge holds.
+    let mut batch: VecDeque<Item> = VecDeque::new();
+    let mut bufs: Vec<Bytes> = Vec::new();
     let mut sent_video = false;
+    let windowed = !outbox.limits.write_batch.is_zero();
     loop {
-        if let Err(reason) = outbox.next_batch(&mut batch).await {
+        // The first picture of a new player never waits for the window.
+        if let Err(reason) = outbox.next_batch(&mut batch, windowed && sent_video).await {
             let _ = sink.flush().await;
             return reason;
         }
@@ -360,8 +455,16 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        let write = write_all_vectored(&mut sink, &mut bufs);
-        match tokio::time::timeout(outbox.limits.slow_timeout, write).await {
+        let result = {
+            let mut write = std::pin::pin!(write_all_vectored(&mut sink, &mut bufs));
+            // A socket with room completes the write in one poll: arm the slow-player timer
+            // only when it has to wait (a timer per write was a visible share of the profile).
+            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => tokio::time::timeout(outbox.limits.slow_timeout, write).await,
+            }
+        };
+        match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let reason = CloseReason::WriteFailed(e.to_string());
@@ -373,6 +476,12 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 return CloseReason::SlowPlayer;
             }
         }
+        if batch.capacity() > KEEP_ENTRIES {
+            batch.shrink_to(KEEP_ENTRIES);
+        }
+        if bufs.capacity() > KEEP_ENTRIES {
+            bufs.shrink_to(KEEP_ENTRIES);
+        }
         outbox.written(total);
         observer.wrote(total, first_video);
     }
@@ -381,15 +490,18 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
 /// Writes every buffer, in order, with as few `writev` calls as the socket allows.
 async fn write_all_vectored<W: AsyncWrite + Unpin>(sink: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
     use bytes::Buf;
-    use tokio::io::AsyncWriteExt;
     let mut start = 0;
     while start < bufs.len() {
-        let end = (start + MAX_IOVECS).min(bufs.len());
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        for (slot, b) in slices.iter_mut().zip(&bufs[start..end]) {
-            *slot = IoSlice::new(b);
-        }
-        let mut n = sink.write_vectored(&slices[..end - start]).await?;
+        // The iovec array lives only inside one poll, not in the writer's future (per player).
+        let mut n = std::future::poll_fn(|cx| {
+            let end = (start + MAX_IOVECS).min(bufs.len());
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            for (slot, b) in slices.iter_mut().zip(&bufs[start..end]) {
+                *slot = IoSlice::new(b);
+            }
+            std::pin::Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..end - start])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -420,7 +532,7 @@ mod tests {
     }
 
     fn outbox(max: usize) -> Arc<Outbox> {
-        Outbox::new(OutboxLimits { max_bytes: max, slow_timeout: Duration::from_secs(10) })
+        Outbox::new(OutboxLimits::new(max, Duration::from_secs(10)))
     }
 
     #[test]
@@ -444,8 +556,8 @@ mod tests {
         assert_eq!(ob.offer(&key, now), Offer::Dropped);
         assert_eq!(ob.stats.dropped_messages.load(Ordering::Relaxed), 3);
         // The writer drains everything; the next keyframe resumes the stream.
-        let mut batch = Vec::new();
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
+        let mut batch = VecDeque::new();
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
         let n: usize = batch.iter().map(Item::len).sum();
         ob.written(n);
         assert!(!ob.is_behind());
@@ -454,9 +566,104 @@ mod tests {
         assert_eq!(ob.offer(&inter, now), Offer::Queued);
     }
 
+    fn woken(ob: &Outbox) -> bool {
+        ob.lock().woken
+    }
+
+    #[test]
+    fn audio_waits_for_the_next_video_frame_but_never_more_than_two_in_a_row() {
+        let ob = outbox(1 << 20);
+        let now = Instant::now();
+        let video = frame(FrameKind::Video, false, false, 1000);
+        let audio = frame(FrameKind::Audio, false, false, 100);
+        // Before any video (an audio-only stream), every audio message wakes the writer.
+        ob.offer(&audio, now);
+        assert!(woken(&ob));
+        let mut batch = VecDeque::new();
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        ob.offer(&video, now);
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        // With video flowing, audio is queued without a wake-up...
+        ob.offer(&audio, now);
+        ob.offer(&audio, now);
+        assert!(!woken(&ob));
+        // ...the third in a row wakes it (a stream whose video stopped still flows)...
+        ob.offer(&audio, now);
+        assert!(woken(&ob));
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        assert_eq!(batch.len(), 3);
+        batch.clear();
+        // ...and so does the next video frame, taking the held audio along in one write.
+        ob.offer(&audio, now);
+        assert!(!woken(&ob));
+        ob.offer(&video, now);
+        assert!(woken(&ob));
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        assert_eq!(batch.len(), 2);
+        // Sequence headers (essential) are never held.
+        ob.offer(&frame(FrameKind::Audio, false, true, 10), now);
+        assert!(woken(&ob));
+    }
+
+    #[test]
+    fn audio_is_not_held_when_disabled() {
+        let ob = Outbox::new(OutboxLimits { hold_audio: false, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
+        let now = Instant::now();
+        ob.offer(&frame(FrameKind::Video, false, false, 1000), now);
+        let mut batch = VecDeque::new();
+        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        ob.offer(&frame(FrameKind::Audio, false, false, 100), now);
+        assert!(woken(&ob));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn write_window_collects_media_but_not_control_bytes() {
+        let window = Duration::from_millis(100);
+        let ob =
+            Outbox::new(OutboxLimits { write_batch: window, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
+        let video = frame(FrameKind::Video, false, false, 1000);
+        let t0 = Instant::now();
+        ob.offer(&video, t0);
+        let collector = {
+            let ob = ob.clone();
+            tokio::spawn(async move {
+                let mut batch = VecDeque::new();
+                ob.next_batch(&mut batch, true).await.unwrap();
+                (Instant::now(), batch.len())
+            })
+        };
+        // Frames arriving within the window join the same batch without waking the writer.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        ob.offer(&video, Instant::now());
+        let (at, n) = collector.await.unwrap();
+        assert_eq!(at - t0, window, "written when the window closes");
+        assert_eq!(n, 2);
+
+        // Control bytes end the window at once.
+        let t1 = Instant::now();
+        ob.offer(&video, t1);
+        let collector = {
+            let ob = ob.clone();
+            tokio::spawn(async move {
+                let mut batch = VecDeque::new();
+                ob.next_batch(&mut batch, true).await.unwrap();
+                (Instant::now(), batch.len())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ob.push_control(Bytes::from_static(b"ping"));
+        let (at, n) = collector.await.unwrap();
+        assert_eq!(at - t1, Duration::from_millis(10));
+        assert_eq!(n, 2);
+    }
+
     #[test]
     fn too_slow_for_too_long_is_closed() {
-        let ob = Outbox::new(OutboxLimits { max_bytes: 500, slow_timeout: Duration::from_secs(2) });
+        let ob = Outbox::new(OutboxLimits::new(500, Duration::from_secs(2)));
         let t0 = Instant::now();
         let f = frame(FrameKind::Video, false, false, 400);
         assert_eq!(ob.offer(&f, t0), Offer::Queued);

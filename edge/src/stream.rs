@@ -495,7 +495,7 @@ pub(crate) mod tests {
     }
 
     fn outbox() -> Arc<Outbox> {
-        Outbox::new(OutboxLimits { max_bytes: 1 << 20, slow_timeout: Duration::from_secs(10) })
+        Outbox::new(OutboxLimits::new(1 << 20, Duration::from_secs(10)))
     }
 
     #[test]

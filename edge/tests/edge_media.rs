@@ -345,3 +345,39 @@ async fn an_ffmpeg_player_continues_across_a_republish() {
     let jumps_back = pts.windows(2).filter(|w| w[1] + 100 < w[0]).count();
     assert_eq!(jumps_back, 0, "timestamps jump backwards across the republish");
 }
+
+/// Audio held for the next video frame (the default) and a write window (`--write-batch`) only
+/// change how writes are grouped: ffprobe still reads every audio and video packet, in order,
+/// with audio keeping up with video.
+#[tokio::test]
+async fn grouped_writes_deliver_every_packet_in_order() {
+    for extra in [&[][..], &["--write-batch", "100ms"][..], &["--hold-audio", "false"][..]] {
+        let edge = Edge::start(extra).await;
+        let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+        edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+        let (ok, out, err) = ffprobe(
+            &["-read_intervals", "%+3", "-show_entries", "packet=codec_type,pts_time", "-of", "csv=p=0"],
+            &edge.url("demo"),
+            Duration::from_secs(20),
+        )
+        .await;
+        assert!(ok, "{extra:?}: ffprobe failed: {err}\n{}", edge.logs());
+        let mut last = std::collections::HashMap::<String, f64>::new();
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for line in out.lines() {
+            let Some((kind, pts)) = line.split_once(',') else { continue };
+            let Ok(pts) = pts.trim().parse::<f64>() else { continue };
+            if let Some(prev) = last.insert(kind.to_string(), pts) {
+                assert!(pts > prev, "{extra:?}: {kind} pts went from {prev} to {pts}");
+            }
+            *counts.entry(kind.to_string()).or_default() += 1;
+        }
+        let (video, audio) = (counts.get("video").copied().unwrap_or(0), counts.get("audio").copied().unwrap_or(0));
+        // 3 s at 30 fps and ~46.9 AAC frames per second (the GOP burst at join adds up to 1 s).
+        assert!(video >= 80, "{extra:?}: {video} video packets\n{out}");
+        assert!(audio as f64 >= video as f64 * 1.3, "{extra:?}: {audio} audio vs {video} video packets");
+        let gap = last.get("video").copied().unwrap_or(0.0) - last.get("audio").copied().unwrap_or(0.0);
+        assert!(gap.abs() < 0.2, "{extra:?}: audio and video end {gap:.3} s apart");
+        drop(publisher);
+    }
+}

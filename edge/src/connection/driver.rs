@@ -23,9 +23,10 @@ use crate::{
     sessions::SessionInfo,
 };
 
-/// Read buffer of a new connection: players send little (acks, pings), so they keep this one.
-const READ_BUF_INITIAL: usize = 4 * 1024;
-/// A connection whose reads fill the buffer (a publisher) gets a larger one.
+/// Reads of a new connection go through a stack buffer of this size, so a connection that
+/// sends little (a player: acks, pings) holds no read buffer of its own between reads.
+const READ_BUF_SMALL: usize = 4 * 1024;
+/// A connection whose reads fill the small buffer (a publisher) gets a heap buffer this large.
 const READ_BUF_MAX: usize = 64 * 1024;
 /// How long the goodbye bytes (a final onStatus) may take once a session ends.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
@@ -65,6 +66,7 @@ impl Ended {
 /// A connection's I/O: socket read half, protocol state, outbox.
 pub struct Io {
     read: OwnedReadHalf,
+    /// Empty until a read fills [`READ_BUF_SMALL`]; then [`READ_BUF_MAX`] bytes.
     buf: Vec<u8>,
     pub conn: Connection,
     pub outbox: Arc<Outbox>,
@@ -72,8 +74,6 @@ pub struct Io {
     pub metrics: Arc<Metrics>,
     events: VecDeque<Event>,
     pub remote: SocketAddr,
-    /// The last read filled the buffer: enlarge it before the next one.
-    grow: bool,
 }
 
 impl Io {
@@ -98,23 +98,54 @@ impl Io {
         }
     }
 
-    /// Reads once and feeds the protocol. Cancel-safe (the only await is the socket read).
+    /// Reads once and feeds the protocol. Cancel-safe (the only awaits are readiness and the
+    /// socket read).
     async fn read_once(&mut self) -> Result<(), Ended> {
-        let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
+        if !self.buf.is_empty() {
+            let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
+            let outs = self.received(n)?;
+            return self.apply(outs);
+        }
+        loop {
+            self.read.readable().await.map_err(Ended::Io)?;
+            // Not held across an await: it is no part of the connection's future.
+            let mut stack = [0u8; READ_BUF_SMALL];
+            match self.read.try_read(&mut stack) {
+                Ok(n) => {
+                    let outs = self.received_small(&stack, n)?;
+                    return self.apply(outs);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Ended::Io(e)),
+            }
+        }
+    }
+
+    /// Feeds `n` bytes just read into the stack buffer; a read that filled it means a
+    /// connection that sends a lot (a publisher), which gets a heap buffer from now on.
+    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<Vec<Output>, Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
-        if n == self.buf.len() && self.buf.len() < READ_BUF_MAX {
-            // Only after processing: the bytes just read must not move.
-            self.grow = true;
+        self.count(n);
+        let outs = self.conn.feed(&stack[..n]).map_err(Ended::Protocol)?;
+        if n == READ_BUF_SMALL {
+            self.buf = vec![0u8; READ_BUF_MAX];
         }
+        Ok(outs)
+    }
+
+    fn received(&mut self, n: usize) -> Result<Vec<Output>, Ended> {
+        if n == 0 {
+            return Err(Ended::Eof);
+        }
+        self.count(n);
+        self.conn.feed(&self.buf[..n]).map_err(Ended::Protocol)
+    }
+
+    fn count(&self, n: usize) {
         self.metrics.bytes_received.inc_by(n as u64);
         self.info.bytes_received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        let outs = self.conn.feed(&self.buf[..n]).map_err(Ended::Protocol)?;
-        if std::mem::take(&mut self.grow) {
-            self.buf.resize(READ_BUF_MAX, 0);
-        }
-        self.apply(outs)
     }
 
     /// The next protocol event. Cancel-safe: use it in `select!`.
@@ -200,7 +231,7 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
     ctx.metrics.connections_active.inc();
     let mut io = Io {
         read,
-        buf: vec![0u8; READ_BUF_INITIAL],
+        buf: Vec::new(),
         conn: Connection::new(match listener {
             Listener::Public => ctx.settings.protocol.clone(),
             Listener::Relay => crate::relay::server::protocol_config(&ctx.settings.protocol),
@@ -210,7 +241,6 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
         metrics: ctx.metrics.clone(),
         events: VecDeque::new(),
         remote,
-        grow: false,
     };
     let span = tracing::info_span!("conn", id = guard.info.id, %remote);
     let ended = run_session(&ctx, &mut io, started, listener).instrument(span.clone()).await;
@@ -250,13 +280,14 @@ async fn run_session(ctx: &Arc<Context>, io: &mut Io, started: Instant, listener
                         drop(key);
                         return io.reject("NetStream.Publish.BadName", "the relay listener serves plays only");
                     }
-                    return publisher::run(ctx, io, key, deadline).await;
+                    // Boxed: each role's future is allocated only by connections that take it.
+                    return Box::pin(publisher::run(ctx, io, key, deadline)).await;
                 }
                 Ok(Event::PlayRequested { name, query, stream_id }) => {
                     if listener == Listener::Relay {
-                        return crate::relay::server::play(ctx, io, name, &query, stream_id).await;
+                        return Box::pin(crate::relay::server::play(ctx, io, name, &query, stream_id)).await;
                     }
-                    return play::run(ctx, io, name, stream_id, Instant::now(), deadline).await;
+                    return Box::pin(play::run(ctx, io, name, stream_id, Instant::now(), deadline)).await;
                 }
                 Ok(_) => {}
                 Err(e) => return e,

@@ -164,6 +164,10 @@ struct Session {
 enum Phase {
     Handshake(Box<Handshake>),
     Session(Box<Session>),
+    /// A player after its `play` was accepted: `rml_rtmp`'s session (several KiB per
+    /// connection, most of it a 4 KiB input buffer) is dropped, and the few commands a player
+    /// still sends are handled here (see [`Connection::player_command`]).
+    Playing(ChunkReader),
 }
 
 /// One RTMP connection's protocol state.
@@ -202,7 +206,7 @@ impl Connection {
 
     /// Whether the handshake is done (the handshake timeout no longer applies).
     pub fn handshake_done(&self) -> bool {
-        matches!(self.phase, Phase::Session(_))
+        !matches!(self.phase, Phase::Handshake(_))
     }
 
     /// Feeds received bytes. While a decision is pending the bytes are only buffered.
@@ -238,9 +242,10 @@ impl Connection {
                     }
                 }
             }
-            Phase::Session(s) => {
-                s.reader.push(input);
-                let buffered = s.reader.buffered();
+            Phase::Session(_) | Phase::Playing(_) => {
+                let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
+                reader.push(input);
+                let buffered = reader.buffered();
                 self.count_received(input.len(), &mut out);
                 if matches!(self.role, Role::Waiting(_)) {
                     if buffered > self.config.max_pending_input {
@@ -293,8 +298,23 @@ impl Connection {
             push_results(&mut out, results);
         }
         self.role = role;
+        if matches!(role, Role::Playing { .. })
+            && let Phase::Session(s) =
+                std::mem::replace(&mut self.phase, Phase::Playing(ChunkReader::new(self.config.limits)))
+        {
+            // The reader keeps its state (chunk size, partial messages, buffered input).
+            self.phase = Phase::Playing(s.reader);
+        }
         self.process(&mut out)?;
         Ok(out)
+    }
+
+    fn reader(&mut self) -> Option<&mut ChunkReader> {
+        match &mut self.phase {
+            Phase::Session(s) => Some(&mut s.reader),
+            Phase::Playing(reader) => Some(reader),
+            Phase::Handshake(_) => None,
+        }
     }
 
     /// Rejects the pending request with `onStatus(level=error, code, description)` and closes.
@@ -343,8 +363,8 @@ impl Connection {
             if !matches!(self.role, Role::Unknown | Role::Publishing { .. } | Role::Playing { .. }) {
                 return Ok(());
             }
-            let Phase::Session(s) = &mut self.phase else { return Ok(()) };
-            let Some(msg) = s.reader.next_message()? else { return Ok(()) };
+            let Some(reader) = self.reader() else { return Ok(()) };
+            let Some(msg) = reader.next_message()? else { return Ok(()) };
             self.handle(msg, out)?;
         }
     }
@@ -406,6 +426,10 @@ impl Connection {
         if name == "connect" {
             self.connect_info = connect_info(&values);
         }
+        if matches!(self.phase, Phase::Playing(_)) {
+            self.player_command(&name, stream_id, &values, out);
+            return Ok(());
+        }
         let Phase::Session(s) = &mut self.phase else { return Err(ConnError::Closed) };
         let message = MessagePayload {
             timestamp: RtmpTimestamp::new(0),
@@ -424,6 +448,33 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// A command from a player whose play was accepted, as `rml_rtmp` would treat it:
+    /// `closeStream`/`deleteStream` of the played stream end the play; a second `play` or a
+    /// `publish` is refused (one role per connection); anything else needs no answer from an
+    /// edge (`rml_rtmp` raises nothing for it either).
+    fn player_command(&mut self, name: &str, msg_stream_id: u32, values: &[Amf0Value], out: &mut Vec<Output>) {
+        let Role::Playing { stream_id } = self.role else { return };
+        match name {
+            "closeStream" | "deleteStream" => {
+                // The stream id is the first argument after the command object.
+                if matches!(values.get(3), Some(Amf0Value::Number(id)) if *id as u32 == stream_id) {
+                    out.push(Output::Event(Event::PlayFinished));
+                }
+            }
+            "play" => {
+                self.role = Role::Waiting(Pending::Play { request_id: 0, stream_id: msg_stream_id });
+                out.extend(self.reject("NetStream.Play.Failed", "this connection is already publishing or playing"));
+            }
+            "publish" => {
+                self.role = Role::Waiting(Pending::Publish { request_id: 0, stream_id: msg_stream_id });
+                out.extend(
+                    self.reject("NetStream.Publish.BadName", "this connection is already publishing or playing"),
+                );
+            }
+            _ => {}
+        }
     }
 
     fn session_event(
@@ -624,6 +675,55 @@ mod tests {
         assert_eq!(media.len(), 1);
         assert_eq!(media[0].kind, MediaKind::Video);
         assert_eq!(&media[0].payload[..], &[0x17, 0, 1, 2]);
+    }
+
+    /// A command as a player sends it on message stream `stream_id` (chunk stream 3).
+    fn command_chunk(name: &str, stream_id: u32, args: Vec<Amf0Value>) -> Vec<u8> {
+        let mut values = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(0.0), Amf0Value::Null];
+        values.extend(args);
+        let body = rml_amf0::serialize(&values).unwrap();
+        crate::rtmp::chunk_writer::serialize_message(3, msg_type::AMF0_COMMAND, stream_id, 0, &body, 128).to_vec()
+    }
+
+    fn playing_pair() -> (Pair, u32) {
+        let mut p = Pair::new();
+        let r = p.client.request_connection("live".into());
+        p.client_do(r);
+        let r = p.client.request_playback("demo".into());
+        p.client_do(r);
+        let Some(Event::PlayRequested { stream_id, .. }) = p.events.last().cloned() else {
+            panic!("no play request: {:?}", p.events)
+        };
+        let outs = p.server.accept().unwrap();
+        p.apply(outs);
+        assert!(p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted)));
+        assert!(matches!(p.server.phase, Phase::Playing(_)), "the session is dropped once playing");
+        (p, stream_id)
+    }
+
+    #[test]
+    fn a_playing_connection_ends_its_play_on_delete_stream_of_its_own_stream_only() {
+        let (mut p, stream_id) = playing_pair();
+        p.events.clear();
+        // Pings are still answered and other commands ignored.
+        p.feed_server(&command_chunk("getStreamLength", stream_id, vec![Amf0Value::Utf8String("demo".into())]));
+        p.feed_server(&command_chunk("deleteStream", 0, vec![Amf0Value::Number(f64::from(stream_id + 7))]));
+        assert!(p.events.is_empty(), "{:?}", p.events);
+        p.feed_server(&command_chunk("deleteStream", 0, vec![Amf0Value::Number(f64::from(stream_id))]));
+        assert_eq!(p.events, vec![Event::PlayFinished]);
+        assert!(p.closed.is_none());
+    }
+
+    #[test]
+    fn a_playing_connection_is_refused_a_second_play_or_a_publish() {
+        let (mut p, stream_id) = playing_pair();
+        p.feed_server(&command_chunk("play", stream_id, vec![Amf0Value::Utf8String("other".into())]));
+        assert!(p.closed.as_deref().unwrap_or_default().contains("NetStream.Play.Failed"), "{:?}", p.closed);
+        assert_eq!(p.server.role(), Role::Closed);
+
+        let (mut p, stream_id) = playing_pair();
+        p.feed_server(&command_chunk("publish", stream_id, vec![Amf0Value::Utf8String("key".into())]));
+        assert!(p.closed.as_deref().unwrap_or_default().contains("NetStream.Publish.BadName"), "{:?}", p.closed);
     }
 
     #[test]
