@@ -11,8 +11,10 @@
 //! per video frame instead of one per message) and with them the kernel's per-write cost, which
 //! is most of the CPU a player costs. Players buffer far more than a frame of audio, so nothing
 //! audible changes. With a write window ([`OutboxLimits::write_batch`], `--write-batch`) the
-//! writer instead collects everything that arrives within the window after the first queued
-//! message (control messages and a player's first picture go out at once).
+//! writer pauses for the window after each write and then sends everything that arrived
+//! meanwhile in one write; offers during the pause wake nobody, so a player costs one wake-up
+//! and one write per window (control messages end the pause; a new player's first picture
+//! does not wait).
 //!
 //! Slow players: the queue is bounded in bytes (what is queued plus what is being written).
 //! On overflow the player drops media until the next keyframe (sequence headers, metadata and
@@ -146,10 +148,8 @@ pub(crate) struct State {
     closed: Option<CloseReason>,
     /// The writer has been woken for what is queued (no second wake-up is needed).
     woken: bool,
-    /// Control bytes are queued: the write window does not apply.
+    /// Control bytes are queued: they end a write window's pause.
     urgent: bool,
-    /// When the oldest queued item was queued (the write window counts from it).
-    first_queued: Option<Instant>,
     /// Audio messages queued since the writer was last woken.
     held_audio: u8,
     /// This player has been sent video: its audio may wait for the next video frame.
@@ -169,8 +169,8 @@ pub struct OutboxStats {
 pub struct OutboxLimits {
     pub max_bytes: usize,
     pub slow_timeout: Duration,
-    /// Write window: the writer sends what was queued within this long after the first queued
-    /// message in one write (zero: write at the next wake-up).
+    /// Write window: after each write the writer waits this long and then sends everything
+    /// queued meanwhile in one write (zero: write at the next wake-up).
     pub write_batch: Duration,
     /// Let audio wait for the next video frame (at most [`MAX_HELD_AUDIO`] messages).
     pub hold_audio: bool,
@@ -238,7 +238,6 @@ impl Outbox {
         }
         st.pending_bytes += bytes.len();
         st.queue.push_back(Item::Bytes(bytes));
-        st.first_queued.get_or_insert_with(Instant::now);
         st.urgent = true;
         self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
         st.woken = true;
@@ -270,7 +269,6 @@ impl Outbox {
             }
             st.pending_bytes += len;
             st.queue.push_back(Item::Frame(frame.clone()));
-            st.first_queued.get_or_insert(now);
             self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
             let hold = match frame.kind {
                 FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
@@ -340,53 +338,54 @@ impl Outbox {
         self.lock().behind_since.is_some()
     }
 
-    /// Waits until there is something to write (and, with a write window and `windowed`, until
-    /// the window is over) and moves all of it into `batch`. `Err` once the outbox is closed
-    /// (queued bytes are still returned first if the close was `Finished`, so goodbye messages
-    /// get out).
-    async fn next_batch(&self, batch: &mut VecDeque<Item>, windowed: bool) -> Result<(), CloseReason> {
+    /// Waits until there is something to write and moves all of it into `batch`. `Err` once
+    /// the outbox is closed (queued bytes are still returned first if the close was `Finished`,
+    /// so goodbye messages get out).
+    async fn next_batch(&self, batch: &mut VecDeque<Item>) -> Result<(), CloseReason> {
         loop {
             let notified = self.notify.notified();
-            let window_end = {
+            {
                 let mut st = self.lock();
                 match &st.closed {
                     Some(CloseReason::Finished) if !st.queue.is_empty() => {}
                     Some(reason) => return Err(reason.clone()),
                     None => {}
                 }
-                let window_end = match st.first_queued {
-                    Some(first) if windowed && !st.urgent && st.closed.is_none() => {
-                        Some(first + self.limits.write_batch).filter(|end| *end > Instant::now())
-                    }
-                    _ => None,
-                };
-                if window_end.is_none() && !st.queue.is_empty() {
+                st.woken = false;
+                if !st.queue.is_empty() {
+                    st.held_audio = 0;
+                    st.urgent = false;
                     if batch.is_empty() {
                         // The writer's spare queue takes the outbox's place (no copying).
                         std::mem::swap(&mut st.queue, batch);
                     } else {
                         batch.extend(st.queue.drain(..));
                     }
-                    st.woken = false;
-                    st.urgent = false;
-                    st.first_queued = None;
-                    st.held_audio = 0;
                     return Ok(());
                 }
-                // Nothing queued (the next offer wakes us), or the window is still open (offers
-                // need not wake us again; control bytes still do).
-                st.woken = window_end.is_some();
-                window_end
-            };
-            match window_end {
-                None => notified.await,
-                Some(end) => {
-                    // Control bytes (urgent) end the window early.
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(end) => {}
-                        _ = notified => {}
-                    }
+            }
+            notified.await;
+        }
+    }
+
+    /// The write window's pause: media offered until `until` is only queued (no wake-up);
+    /// control bytes or a close end the pause early.
+    async fn pause(&self, until: Instant) {
+        let sleep = tokio::time::sleep_until(until);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut st = self.lock();
+                if st.closed.is_some() || st.urgent {
+                    return;
                 }
+                st.woken = true;
+            }
+            tokio::select! {
+                _ = sleep.as_mut() => return,
+                // A wake-up left over from before the pause, or control bytes: look again.
+                _ = notified => {}
             }
         }
     }
@@ -433,10 +432,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     let mut batch: VecDeque<Item> = VecDeque::new();
     let mut bufs: Vec<Bytes> = Vec::new();
     let mut sent_video = false;
-    let windowed = !outbox.limits.write_batch.is_zero();
+    let window = outbox.limits.write_batch;
     loop {
-        // The first picture of a new player never waits for the window.
-        if let Err(reason) = outbox.next_batch(&mut batch, windowed && sent_video).await {
+        if let Err(reason) = outbox.next_batch(&mut batch).await {
             let _ = sink.flush().await;
             return reason;
         }
@@ -484,7 +482,24 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
         }
         outbox.written(total);
         observer.wrote(total, first_video);
+        // The first picture of a new player does not wait for the window.
+        if !window.is_zero() && sent_video {
+            outbox.pause(window_end(Instant::now(), window)).await;
+        }
     }
+}
+
+/// When a pause that starts `now` ends: `window` later, rounded up to a grid of `window / 8`
+/// shared by the whole process. Players' writes would otherwise spread evenly over the window
+/// (each pause starts at the player's own last write), waking the runtime every millisecond;
+/// on the grid all due writers wake together, at most `window / 8` later.
+fn window_end(now: Instant, window: Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let grid = (window / 8).max(Duration::from_millis(1)).as_nanos();
+    let due = (now + window).saturating_duration_since(epoch).as_nanos();
+    let rounded = due.div_ceil(grid) * grid;
+    epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
 /// Writes every buffer, in order, with as few `writev` calls as the socket allows.
@@ -557,7 +572,7 @@ mod tests {
         assert_eq!(ob.stats.dropped_messages.load(Ordering::Relaxed), 3);
         // The writer drains everything; the next keyframe resumes the stream.
         let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         let n: usize = batch.iter().map(Item::len).sum();
         ob.written(n);
         assert!(!ob.is_behind());
@@ -580,11 +595,11 @@ mod tests {
         ob.offer(&audio, now);
         assert!(woken(&ob));
         let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         assert_eq!(batch.len(), 1);
         batch.clear();
         ob.offer(&video, now);
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         assert_eq!(batch.len(), 1);
         batch.clear();
         // With video flowing, audio is queued without a wake-up...
@@ -594,7 +609,7 @@ mod tests {
         // ...the third in a row wakes it (a stream whose video stopped still flows)...
         ob.offer(&audio, now);
         assert!(woken(&ob));
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         assert_eq!(batch.len(), 3);
         batch.clear();
         // ...and so does the next video frame, taking the held audio along in one write.
@@ -602,7 +617,7 @@ mod tests {
         assert!(!woken(&ob));
         ob.offer(&video, now);
         assert!(woken(&ob));
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         assert_eq!(batch.len(), 2);
         // Sequence headers (essential) are never held.
         ob.offer(&frame(FrameKind::Audio, false, true, 10), now);
@@ -615,50 +630,74 @@ mod tests {
         let now = Instant::now();
         ob.offer(&frame(FrameKind::Video, false, false, 1000), now);
         let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch, false)).unwrap();
+        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
         ob.offer(&frame(FrameKind::Audio, false, false, 100), now);
         assert!(woken(&ob));
     }
 
+    /// Records when each write completed and how many bytes it carried.
+    #[derive(Default)]
+    struct Writes(std::sync::Arc<Mutex<Vec<(Instant, usize)>>>);
+
+    impl WriteObserver for Writes {
+        fn wrote(&mut self, bytes: usize, _first_video: bool) {
+            self.0.lock().unwrap().push((Instant::now(), bytes));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn write_window_collects_media_but_not_control_bytes() {
+    async fn write_window_groups_media_but_not_the_first_picture_or_control_bytes() {
         let window = Duration::from_millis(100);
         let ob =
             Outbox::new(OutboxLimits { write_batch: window, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let writer = tokio::spawn(run_writer(ob.clone(), client, Writes(log.clone())));
         let video = frame(FrameKind::Video, false, false, 1000);
         let t0 = Instant::now();
+        async fn read(server: &mut tokio::io::DuplexStream, n: usize) {
+            let mut buf = vec![0u8; n];
+            tokio::io::AsyncReadExt::read_exact(server, &mut buf).await.unwrap();
+        }
+        // The first picture goes out at once; the window starts after it.
         ob.offer(&video, t0);
-        let collector = {
-            let ob = ob.clone();
-            tokio::spawn(async move {
-                let mut batch = VecDeque::new();
-                ob.next_batch(&mut batch, true).await.unwrap();
-                (Instant::now(), batch.len())
-            })
-        };
-        // Frames arriving within the window join the same batch without waking the writer.
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        read(&mut server, video.wire_len()).await;
+        // Three frames 30 ms apart during the window: one write when it ends.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            ob.offer(&video, Instant::now());
+        }
+        read(&mut server, 3 * video.wire_len()).await;
+        // Control bytes end the next window early.
         ob.offer(&video, Instant::now());
-        let (at, n) = collector.await.unwrap();
-        assert_eq!(at - t0, window, "written when the window closes");
-        assert_eq!(n, 2);
-
-        // Control bytes end the window at once.
-        let t1 = Instant::now();
-        ob.offer(&video, t1);
-        let collector = {
-            let ob = ob.clone();
-            tokio::spawn(async move {
-                let mut batch = VecDeque::new();
-                ob.next_batch(&mut batch, true).await.unwrap();
-                (Instant::now(), batch.len())
-            })
-        };
         tokio::time::sleep(Duration::from_millis(10)).await;
         ob.push_control(Bytes::from_static(b"ping"));
-        let (at, n) = collector.await.unwrap();
-        assert_eq!(at - t1, Duration::from_millis(10));
-        assert_eq!(n, 2);
+        read(&mut server, video.wire_len() + 4).await;
+        ob.close(CloseReason::Finished);
+        writer.await.unwrap();
+        let writes: Vec<(Duration, usize)> = log.lock().unwrap().iter().map(|(t, n)| (*t - t0, *n)).collect();
+        let frame_len = video.wire_len();
+        let sizes: Vec<usize> = writes.iter().map(|w| w.1).collect();
+        assert_eq!(sizes, vec![frame_len, 3 * frame_len, frame_len + 4], "{writes:?}");
+        assert_eq!(writes[0].0, Duration::ZERO);
+        // The window ends on the process-wide grid (window / 8), never early.
+        assert!(writes[1].0 >= window && writes[1].0 <= window + window / 8, "{writes:?}");
+        assert_eq!(writes[2].0 - writes[1].0, Duration::from_millis(10), "control bytes end the pause: {writes:?}");
+    }
+
+    #[test]
+    fn windows_end_on_a_shared_grid() {
+        let window = Duration::from_millis(80);
+        let t = Instant::now();
+        let ends: Vec<Instant> = (0..10).map(|i| window_end(t + Duration::from_millis(i), window)).collect();
+        for (i, end) in ends.iter().enumerate() {
+            let start = t + Duration::from_millis(i as u64);
+            assert!(*end >= start + window && *end <= start + window + window / 8, "{i}");
+        }
+        // Ten pauses starting a millisecond apart end at two instants (the grid is 10 ms).
+        let mut distinct = ends.clone();
+        distinct.dedup();
+        assert!(distinct.len() <= 2, "{distinct:?}");
     }
 
     #[test]
