@@ -27,6 +27,12 @@ const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(250);
 /// should not fail a publish; an outage should not keep encoders waiting for the full
 /// publish timeout).
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
+/// How long a newcomer refused because a live publisher *on this edge* holds the stream waits
+/// for that publisher to end before the refusal stands. An encoder that drops its connection and
+/// reconnects at once can reach admission before this edge has read the old connection's close;
+/// the old publisher then ends within milliseconds (an event the wait follows). A genuine second
+/// encoder is refused this much later.
+const LOCAL_HOLDER_GRACE: Duration = Duration::from_millis(250);
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +130,7 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
     // Waiting for a live holder to become replaceable is bounded separately: a holder that keeps
     // sending media will not become idle, and its challenger should hear so quickly.
     let takeover_deadline = deadline.min(Instant::now() + ctx.settings.takeover_wait);
+    let mut grace_used = false;
     loop {
         let sent_at = Instant::now();
         let result = match timeout_at(deadline, registry.acquire(key, &who, &opts)).await {
@@ -146,6 +153,18 @@ pub async fn admit(ctx: &Context, key: &KeyHash, remote: SocketAddr, deadline: I
                 }
             } else {
                 local_holder = Some(rx);
+            }
+        }
+        if let (Err(RegistryError::AlreadyActive { retry_in: None, stream, .. }), Some(rx)) =
+            (&result, local_holder.as_mut())
+            && !std::mem::replace(&mut grace_used, true)
+        {
+            // Refused outright (Reject policy, or the cooldown): unless the local holder is an
+            // encoder that has just gone, which it shows by ending within the grace.
+            let grace_end = deadline.min(Instant::now() + LOCAL_HOLDER_GRACE);
+            if timeout_at(grace_end, rx.wait_for(|c| c.live == 0)).await.is_ok() {
+                tracing::debug!(%stream, "the local publisher holding the stream ended; asking again");
+                continue;
             }
         }
         let mut wait_until = deadline;
@@ -284,6 +303,44 @@ mod tests {
         let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
         assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
         holder.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_local_publisher_ending_just_after_the_newcomer_arrives_is_waited_for() {
+        // Reject, and the local holder is still live when the newcomer asks: the encoder that
+        // reconnected at once, before this edge read the old connection's close.
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let stream = c.hub.get_or_create(&first.record);
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut guard = stream.local_leases.hold();
+                held_tx.send(()).unwrap();
+                // The close is read only once the newcomer is already waiting.
+                while stream.local_leases.followers() == 0 {
+                    assert!(Instant::now() < deadline, "the newcomer never waited for the local holder");
+                    tokio::task::yield_now().await;
+                }
+                guard.releasing();
+                first.keeper.release().await.unwrap();
+                drop(guard);
+            })
+        };
+        held_rx.await.unwrap();
+        let t0 = Instant::now();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
+        assert!(t0.elapsed() < LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
+        holder.await.unwrap();
+        // A holder that stays live is still refused, after the grace.
+        let _live = stream.local_leases.hold();
+        let t0 = Instant::now();
+        let third = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(third.reason(), "already_active");
+        assert!(t0.elapsed() >= LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
     }
 
     #[tokio::test]

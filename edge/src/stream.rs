@@ -347,14 +347,7 @@ impl Stream {
         if cap.is_some_and(|cap| count_viewers(&st) >= cap) {
             return Err(count_viewers(&st));
         }
-        for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
-            outbox.offer(f, now);
-        }
-        if st.gop_bytes <= queue_limit {
-            for f in &st.gop {
-                outbox.offer(f, now);
-            }
-        }
+        fast_start(&st, &outbox, queue_limit, now);
         st.players.push(Player { session, outbox, relay: false });
         Ok(count_viewers(&st))
     }
@@ -364,14 +357,7 @@ impl Stream {
     pub fn add_relay_player(&self, session: u64, outbox: Arc<Outbox>, queue_limit: usize) {
         let now = Instant::now();
         let mut st = self.lock();
-        for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
-            outbox.offer(f, now);
-        }
-        if st.gop_bytes <= queue_limit {
-            for f in &st.gop {
-                outbox.offer(f, now);
-            }
-        }
+        fast_start(&st, &outbox, queue_limit, now);
         st.players.push(Player { session, outbox, relay: true });
     }
 
@@ -413,6 +399,19 @@ impl Stream {
             bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
             frames_in: self.stats.frames_in.load(Ordering::Relaxed),
             dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Queues what a new player needs before live frames: metadata, sequence headers and the cached
+/// GOP (skipped when larger than the player's queue: it starts at the next keyframe instead).
+fn fast_start(st: &State, outbox: &Outbox, queue_limit: usize, now: Instant) {
+    for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
+        outbox.offer(f, now);
+    }
+    if st.gop_bytes <= queue_limit {
+        for f in &st.gop {
+            outbox.offer(f, now);
         }
     }
 }

@@ -151,6 +151,25 @@ async fn reject_policy_refuses_even_a_silent_holder() {
     assert!(!holder.closed_within(Duration::from_millis(200)).await, "holder must stay connected");
 }
 
+/// An encoder that drops its connection and reconnects at once (same key, Reject policy) can
+/// reach admission before the edge has read the old connection's close: it is admitted, every
+/// time, because admission waits (briefly, for the event) for the local holder to end.
+#[tokio::test]
+async fn reject_policy_admits_an_encoder_reconnecting_at_once_every_time() {
+    let edge = Edge::start(&[]).await;
+    let mut current = RawClient::connect(edge.rtmp).await;
+    current.publish("solo-publish-key").await.expect("first publish");
+    for round in 0..100 {
+        current.send_video(fake_avc(true, 100), round * 33).await;
+        drop(current);
+        current = RawClient::connect(edge.rtmp).await;
+        if let Err(e) = current.publish("solo-publish-key").await {
+            panic!("round {round}: immediate reconnect refused: {e}\n{}", edge.logs());
+        }
+    }
+    assert_eq!(edge.metric("streamfleet_edge_publish_rejections_total{reason=\"already_active\"}").await, 0.0);
+}
+
 #[tokio::test]
 async fn mid_stream_player_gets_a_keyframe_first_without_waiting_for_the_next_one() {
     let edge = Edge::start(&[]).await;

@@ -105,6 +105,13 @@ def test_contract_environment():
     assert "STREAMFLEET_STREAMS" not in env, "a fleet uses Redis, never a static streams file"
 
 
+def test_write_window_defaults_to_off_and_is_configurable():
+    _, pod = edge_pod()
+    assert env_map(container(pod, "edge"))["STREAMFLEET_WRITE_BATCH"] == "0s"
+    _, pod = edge_pod({"edge": {"writeBatch": "100ms"}})
+    assert env_map(container(pod, "edge"))["STREAMFLEET_WRITE_BATCH"] == "100ms"
+
+
 def test_lease_ttl_is_configurable():
     _, pod = edge_pod({"edge": {"leaseTTL": "6s"}})
     assert env_map(container(pod, "edge"))["STREAMFLEET_LEASE_TTL"] == "6s"

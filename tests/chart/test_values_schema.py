@@ -22,6 +22,7 @@ BAD_VALUES = {
     "bad traffic policy": {"edge": {"service": {"externalTrafficPolicy": "local"}}},
     "port out of range": {"edge": {"ports": {"rtmp": 70000}}},
     "lease ttl without unit": {"edge": {"leaseTTL": "15"}},
+    "write window without unit": {"edge": {"writeBatch": "100"}},
     "negative drain": {"edge": {"drainTimeoutSeconds": -1}},
     "bad appendfsync": {"redis": {"persistence": {"appendfsync": "no"}}},
     "external url scheme": {"redis": {"external": {"url": "http://redis:6379"}}},
