@@ -112,6 +112,12 @@ pub struct SyncArgs {
     /// Also remove registry records that the file does not define (the file is the whole truth).
     #[arg(long, env = "STREAMFLEET_SYNC_PRUNE")]
     pub prune: bool,
+    /// Declare that this Redis has never served edges (a first install, tests, benchmarks), so
+    /// the first publishers need not wait out the one-lease-TTL restart quarantine. Never use it
+    /// after a Redis restart: the quarantine is what keeps a lease from before the restart from
+    /// overlapping a new one.
+    #[arg(long, env = "STREAMFLEET_SYNC_END_QUARANTINE")]
+    pub end_quarantine: bool,
 }
 
 #[cfg(test)]

@@ -29,14 +29,18 @@ pub fn read_password(path: &Path) -> Result<String, ConnectError> {
 
 /// Connects to the Redis registry named by the flags.
 pub async fn connect(args: &RegistryArgs) -> Result<SharedRegistry, ConnectError> {
+    Ok(Arc::new(connect_redis(args).await?))
+}
+
+/// Like [`connect`], keeping the Redis-specific operations (`end_quarantine`).
+pub async fn connect_redis(args: &RegistryArgs) -> Result<RedisRegistry, ConnectError> {
     let url = args.redis_url.as_deref().ok_or(ConnectError::MissingUrl)?;
     let password = args.redis_password_file.as_deref().map(read_password).transpose()?;
     let mut cfg = RedisConfig::new(url);
     cfg.password = password;
     // A Redis that is down is not fatal here (calls fail as `unavailable` and are retried); a
     // bad URL or refused credentials are.
-    let registry = RedisRegistry::connect(cfg).await.map_err(|e| ConnectError::Registry(Box::new(e)))?;
-    Ok(Arc::new(registry))
+    RedisRegistry::connect(cfg).await.map_err(|e| ConnectError::Registry(Box::new(e)))
 }
 
 #[cfg(test)]

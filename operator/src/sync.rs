@@ -249,13 +249,21 @@ async fn pass(
 
 /// Runs the `sync` subcommand.
 pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>) -> ExitCode {
-    let registry = match registry_client::connect(&args.registry).await {
+    let registry = match registry_client::connect_redis(&args.registry).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_APPLY_FAILED);
         }
     };
+    if args.end_quarantine {
+        if let Err(e) = registry.end_quarantine().await {
+            eprintln!("error: could not end the quarantine: {e}");
+            return ExitCode::from(EXIT_APPLY_FAILED);
+        }
+        tracing::info!("quarantine ended: this Redis is declared never to have served edges");
+    }
+    let registry: streamfleet_registry::SharedRegistry = std::sync::Arc::new(registry);
     let path = args.manifests.as_path();
     let mut seen = stamp(path);
     let (applied, code) = pass(registry.as_ref(), path, &BTreeSet::new(), args.prune).await;

@@ -107,6 +107,30 @@ async fn applies_a_manifest_file_and_prints_a_summary() {
     assert_eq!(reg.lookup_playback("sport-hd").await.expect("sport").id, StreamId::new("media", "sport"));
 }
 
+/// A fresh Redis starts in the restart quarantine (one lease TTL without new publishers);
+/// `--end-quarantine` declares it never served edges, so the first publisher gets in at once.
+#[tokio::test]
+async fn end_quarantine_lets_the_first_publisher_in_on_a_fresh_redis() {
+    use streamfleet_registry::{AcquireOptions, LeaseTiming, PublisherInfo, RegistryError};
+    let file = TempFile::new("quarantine", MANIFEST);
+    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None };
+    let opts = AcquireOptions::new(&LeaseTiming::from_ttl(Duration::from_secs(15)));
+
+    let fresh = RedisServer::start();
+    let out = output(sync(&file, &fresh)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = registry(&fresh).await.acquire(&KeyHash::of_key("news-key-1"), &who, &opts).await;
+    assert!(matches!(refused, Err(RegistryError::Quarantined { .. })), "{refused:?}");
+
+    let declared = RedisServer::start();
+    let mut cmd = sync(&file, &declared);
+    cmd.arg("--end-quarantine");
+    let out = output(cmd).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lease = registry(&declared).await.acquire(&KeyHash::of_key("news-key-1"), &who, &opts).await;
+    assert!(lease.is_ok(), "{lease:?}");
+}
+
 #[tokio::test]
 async fn a_bad_manifest_exits_non_zero_naming_document_and_field_and_applies_nothing() {
     let server = RedisServer::start();
