@@ -193,7 +193,6 @@ impl Stream {
     /// receiver the publisher's task selects on, and whether someone was replaced.
     pub fn begin_publish(&self, meta: PublisherMeta) -> (oneshot::Receiver<Kick>, bool) {
         let (tx, rx) = oneshot::channel();
-        let session = meta.session;
         let mut st = self.lock();
         let replaced = match st.publisher.take() {
             Some(mut old) => {
@@ -204,7 +203,16 @@ impl Stream {
             }
             None => false,
         };
-        st.publisher = Some(PublisherSlot { meta, kick: Some(tx) });
+        self.install(st, PublisherSlot { meta, kick: Some(tx) });
+        (rx, replaced)
+    }
+
+    /// Makes `slot` the stream's publisher: its caches start empty (the new publisher sends its
+    /// own metadata and sequence headers), timestamps are rebased if players saw earlier ones,
+    /// and players are told.
+    fn install(&self, mut st: std::sync::MutexGuard<'_, State>, slot: PublisherSlot) {
+        let session = slot.meta.session;
+        st.publisher = Some(slot);
         st.metadata = None;
         st.video_seq = None;
         st.audio_seq = None;
@@ -216,7 +224,6 @@ impl Stream {
         fan_out(&mut st, &notice, Instant::now(), &self.stats);
         drop(st);
         self.live.send_replace(LiveState::Live { publisher: session });
-        (rx, replaced)
     }
 
     /// Like [`Stream::begin_publish`], but only while no publisher holds the slot: a relay pull
@@ -224,23 +231,11 @@ impl Stream {
     /// relay pull, goes through `begin_publish`).
     pub fn try_begin_publish(&self, meta: PublisherMeta) -> Option<oneshot::Receiver<Kick>> {
         let (tx, rx) = oneshot::channel();
-        let session = meta.session;
-        let mut st = self.lock();
+        let st = self.lock();
         if st.publisher.is_some() {
             return None;
         }
-        st.publisher = Some(PublisherSlot { meta, kick: Some(tx) });
-        st.metadata = None;
-        st.video_seq = None;
-        st.audio_seq = None;
-        st.gop.clear();
-        st.gop_bytes = 0;
-        st.rebase_pending = st.last_out_ts.is_some();
-        self.publisher_idle.store(false, Ordering::Relaxed);
-        let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
-        fan_out(&mut st, &notice, Instant::now(), &self.stats);
-        drop(st);
-        self.live.send_replace(LiveState::Live { publisher: session });
+        self.install(st, PublisherSlot { meta, kick: Some(tx) });
         Some(rx)
     }
 
