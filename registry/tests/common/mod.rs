@@ -4,14 +4,13 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use streamfleet_registry::{
     AcquireOptions, KeyHash, PublisherInfo, SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
-use tokio::time::Instant;
 
 /// A registry under test plus whatever must outlive it (its redis-server).
 pub struct Backend {
@@ -91,20 +90,8 @@ pub fn opts() -> AcquireOptions {
 }
 
 /// Polls `check` every 20 ms until it yields `Some`, panicking after `within`.
-pub async fn poll_until<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports)] // not every test binary polls
+pub use streamfleet_testkit::wait::wait_until as poll_until;
 
 /// A plain connection to a test Redis, to inspect or prepare keys behind the registry's back.
 pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
