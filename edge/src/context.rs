@@ -97,6 +97,8 @@ pub struct Context {
     pub reported_viewers: std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, u32>>,
     /// Cross-edge play, set at start when a relay secret is configured (no secret, no relay).
     pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
+    /// Writes players' media at the end of their write window (`--write-batch`; none without).
+    pub window: Option<Arc<crate::write_window::WindowFlusher>>,
 }
 
 impl Context {
@@ -107,6 +109,7 @@ impl Context {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Context> {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
+        let settings_window = settings.outbox.write_batch;
         Arc::new(Context {
             settings,
             registry,
@@ -117,6 +120,7 @@ impl Context {
             viewers_changed: Notify::new(),
             reported_viewers: std::sync::Mutex::new(Default::default()),
             relay: std::sync::OnceLock::new(),
+            window: (!settings_window.is_zero()).then(crate::write_window::WindowFlusher::new),
         })
     }
 

@@ -1,26 +1,34 @@
 //! Where bytes fan out. Each media message is serialized into RTMP chunks once
 //! ([`Frame::new`]) and shared by every player as reference-counted [`Bytes`]; each connection
-//! has one [`Outbox`] (a bounded queue) drained by one writer task ([`run_writer`]) that sends
-//! everything queued in a single vectored write.
+//! has one [`Outbox`] (a bounded queue) whose bytes are written to the socket in order by one
+//! owner at a time.
 //!
-//! When the writer wakes: at once for everything but audio (low latency by default, and under
-//! load a writer wakes with several messages queued and sends them in one write). An audio
-//! message of a stream that also carries video is queued without waking the writer, at most
-//! [`MAX_HELD_AUDIO`] in a row: it goes out with the next video frame, a frame later at most
-//! (33 ms at 30 fps). Audio and video interleave, so this halves the writes per player (one
-//! per video frame instead of one per message) and with them the kernel's per-write cost, which
-//! is most of the CPU a player costs. Players buffer far more than a frame of audio, so nothing
-//! audible changes. With a write window ([`OutboxLimits::write_batch`], `--write-batch`) the
-//! writer pauses for the window after each write and then sends everything that arrived
-//! meanwhile in one write; offers during the pause wake nobody, so a player costs one wake-up
-//! and one write per window (control messages end the pause; a new player's first picture
-//! does not wait).
+//! Who writes: the publisher's own task. A publisher offers a frame to all its players
+//! ([`Outbox::offer_deferred`], under the stream lock), lets go of the lock and then calls
+//! [`Outbox::flush`] on each player whose frame is due: one non-blocking vectored write of
+//! everything queued, straight from the publisher's task. A player so costs one system call
+//! per write and no task wake-up, no scheduling, no epoll round of its own (one tokio task per
+//! player woken per frame was a fifth of the edge's CPU at 200 players). What a full socket
+//! does not take, and everything else (the connection's own control bytes, a new player's fast
+//! start, the goodbye), is written by the connection's writer task ([`run_writer`]), which
+//! waits for room up to the slow-player timeout. A `writing` flag in the queue's state makes
+//! sure only one of them writes at a time; no lock is held during a write.
 //!
-//! Slow players: the queue is bounded in bytes (what is queued plus what is being written).
-//! On overflow the player drops media until the next keyframe (sequence headers, metadata and
+//! When a frame is due: at once for everything but audio. An audio message of a stream that
+//! also carries video waits for the next video frame, at most [`MAX_HELD_AUDIO`] in a row (a
+//! frame later at most, 33 ms at 30 fps). Audio and video interleave, so this halves the writes
+//! per player (one per video frame instead of one per message); players buffer far more than a
+//! frame of audio, so nothing audible changes. With a write window ([`OutboxLimits::write_batch`],
+//! `--write-batch`) media is due when the player's window since its last write ends: the
+//! process's one [`WindowFlusher`] writes every player due in the same step of a shared grid, so
+//! a player costs one write per window and nothing else (control bytes are written at once,
+//! taking queued media along; a new player's first picture does not wait).
+//!
+//! Slow players: the queue is bounded in bytes (what is queued and not yet written). On
+//! overflow the player drops media until the next keyframe (sequence headers, metadata and
 //! status messages are kept); a player that is still behind after the slow-player timeout is
 //! disconnected. Publishers never wait for players: offering a frame is a short lock and a
-//! push, and no lock is held while writing to a socket.
+//! push, a flush never waits for the socket.
 
 use std::{
     collections::VecDeque,
@@ -34,9 +42,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::{io::AsyncWrite, sync::Notify, time::Instant};
+use tokio::{sync::Notify, time::Instant};
 
-use crate::rtmp::{OUT_CHUNK_SIZE, chunk_writer::serialize_message, csid, msg_type};
+use crate::{
+    rtmp::{OUT_CHUNK_SIZE, chunk_writer::serialize_message, csid, msg_type},
+    write_window::WindowFlusher,
+};
 
 /// The message stream id nearly every client gets from `createStream` (rml_rtmp numbers them
 /// from 1 per connection). Frames are pre-serialized for it; other ids are serialized per player.
@@ -104,7 +115,11 @@ fn serialize_for(kind: FrameKind, timestamp: u32, payload: &[u8], stream_id: u32
 /// What the outbox did with an offered frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    Queued,
+    /// Queued. `flush`: the caller promised to call [`Outbox::flush`] (see
+    /// [`Outbox::offer_deferred`]) and the frame is due now.
+    Queued {
+        flush: bool,
+    },
     Dropped,
     /// The player was too slow for too long and is now being disconnected (or already closed).
     Closed,
@@ -134,26 +149,79 @@ impl Item {
             Item::Frame(f) => f.wire_len(),
         }
     }
+
+    fn bytes(&self, stream_id: u32) -> Bytes {
+        match self {
+            Item::Bytes(b) => b.clone(),
+            Item::Frame(f) => f.chunks_for(stream_id),
+        }
+    }
+
+    fn is_first_picture(&self) -> bool {
+        matches!(self, Item::Frame(f) if f.kind == FrameKind::Video && !f.essential)
+    }
 }
 
-#[derive(Debug, Default)]
+/// The socket's write half as the outbox uses it: non-blocking writes from whichever task owns
+/// the write at the moment (the connection's writer task, a publisher's task, the window
+/// flusher), and readiness for the writer task when the socket is full.
+pub trait Sink: Send + Sync + 'static {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
+}
+
+impl Sink for tokio::net::tcp::OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        self.as_ref().try_write_vectored(bufs)
+    }
+
+    fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        self.as_ref().poll_write_ready(cx)
+    }
+}
+
+#[derive(Default)]
 pub(crate) struct State {
+    /// Items stay queued until written: a write takes them from the front, offers append.
     pub(crate) queue: VecDeque<Item>,
-    /// Queued plus in the writer's current batch: what the bound applies to.
+    /// Bytes of the front item already written (a write that stopped mid-item).
+    front_offset: usize,
+    /// Queued bytes not yet written: what the bound applies to.
     pending_bytes: usize,
     /// Dropping media until the next keyframe.
     skipping: bool,
     /// When this player first had to drop, while it has not caught up since.
     behind_since: Option<Instant>,
     closed: Option<CloseReason>,
-    /// The writer has been woken for what is queued (no second wake-up is needed).
-    woken: bool,
-    /// Control bytes are queued: they end a write window's pause.
-    urgent: bool,
-    /// Audio messages queued since the writer was last woken.
+    /// Someone is writing to the socket (the writer task, or a direct flush): nobody else may.
+    writing: bool,
+    /// What is queued should be written at the next chance (not held audio, not waiting for
+    /// the write window).
+    due: bool,
+    /// Audio messages queued since the last write.
     held_audio: u8,
-    /// This player has been sent video: its audio may wait for the next video frame.
+    /// This player has been offered video: its audio may wait for the next video frame.
     has_video: bool,
+    /// This player's first picture has been written (time to first frame is measured then;
+    /// the write window applies only after it).
+    sent_video: bool,
+    /// Write window: registered with the window flusher for what is queued.
+    scheduled: bool,
+    /// Write window: when the last write went out.
+    last_write: Option<Instant>,
+    /// Set by [`Outbox::attach`], taken when the writer task ends (which closes the write half).
+    sink: Option<Arc<dyn Sink>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("queued", &self.queue.len())
+            .field("pending_bytes", &self.pending_bytes)
+            .field("closed", &self.closed)
+            .field("writing", &self.writing)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Per-player counters, readable without the queue lock.
@@ -169,8 +237,8 @@ pub struct OutboxStats {
 pub struct OutboxLimits {
     pub max_bytes: usize,
     pub slow_timeout: Duration,
-    /// Write window: after each write the writer waits this long and then sends everything
-    /// queued meanwhile in one write (zero: write at the next wake-up).
+    /// Write window: media is written at most once per window, everything queued in one write
+    /// (zero: write at once).
     pub write_batch: Duration,
     /// Let audio wait for the next video frame (at most [`MAX_HELD_AUDIO`] messages).
     pub hold_audio: bool,
@@ -183,11 +251,20 @@ impl OutboxLimits {
     }
 }
 
+/// Told about every completed write (metrics: bytes out, time to first frame).
+pub trait WriteObserver: Send + Sync + 'static {
+    fn wrote(&self, outbox: &Outbox, bytes: usize, first_video: bool);
+}
+
+impl WriteObserver for () {
+    fn wrote(&self, _outbox: &Outbox, _bytes: usize, _first_video: bool) {}
+}
+
 /// One connection's outbound queue: control bytes from the connection task and shared media
-/// frames from the stream, written in order by one writer.
-#[derive(Debug)]
+/// frames from the stream, written in order by one owner at a time.
 pub struct Outbox {
     pub(crate) state: Mutex<State>,
+    /// Wakes the writer task.
     notify: Notify,
     /// Wakes [`Outbox::wait_closed`] callers.
     closed_signal: Notify,
@@ -197,6 +274,27 @@ pub struct Outbox {
     /// Message stream id media is written on (a player's id from `play`).
     stream_id: std::sync::atomic::AtomicU32,
     pub stats: OutboxStats,
+    observer: std::sync::OnceLock<Box<dyn WriteObserver>>,
+    /// Set with a write window: writes media at the end of each player's window.
+    window: std::sync::OnceLock<Arc<WindowFlusher>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("limits", &self.limits).field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+/// A write that did not finish: hand the rest to the writer task.
+enum Wrote {
+    All(usize),
+    Part(usize),
+    Failed(std::io::Error),
+}
+
+thread_local! {
+    /// A direct flush's buffer handles, reused by every flush on this thread.
+    static FLUSH_BUFS: std::cell::RefCell<Vec<Bytes>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Outbox {
@@ -209,7 +307,20 @@ impl Outbox {
             limits,
             stream_id: std::sync::atomic::AtomicU32::new(DEFAULT_STREAM_ID),
             stats: OutboxStats::default(),
+            observer: std::sync::OnceLock::new(),
+            window: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the outbox to its socket; run [`run_writer`] next. `window`: the process's
+    /// window flusher, required when the limits have a write window (without one, media is
+    /// written at once).
+    pub fn attach(&self, sink: Arc<dyn Sink>, observer: impl WriteObserver, window: Option<Arc<WindowFlusher>>) {
+        let _ = self.observer.set(Box::new(observer));
+        if let Some(w) = window.filter(|_| !self.limits.write_batch.is_zero()) {
+            let _ = self.window.set(w);
+        }
+        self.lock().sink = Some(sink);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -227,6 +338,7 @@ impl Outbox {
 
     /// Queues the connection's own bytes (protocol responses, status). Never dropped; if they
     /// alone exceed the bound the peer is not reading at all and the connection is closed.
+    /// Written at once by the writer task, with any media queued before them.
     pub fn push_control(&self, bytes: Bytes) -> bool {
         let mut st = self.lock();
         if st.closed.is_some() {
@@ -238,16 +350,33 @@ impl Outbox {
         }
         st.pending_bytes += bytes.len();
         st.queue.push_back(Item::Bytes(bytes));
-        st.urgent = true;
+        st.due = true;
         self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
-        st.woken = true;
         drop(st);
         self.notify.notify_one();
         true
     }
 
-    /// Offers a shared frame under the drop policy (see the module docs).
-    pub fn offer(&self, frame: &Arc<Frame>, now: Instant) -> Offer {
+    /// Offers a shared frame under the drop policy (see the module docs); the writer task
+    /// writes it.
+    pub fn offer(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
+        let offer = self.enqueue(frame, now);
+        if offer == (Offer::Queued { flush: true }) {
+            self.notify.notify_one();
+            return Offer::Queued { flush: false };
+        }
+        offer
+    }
+
+    /// Like [`Outbox::offer`], but a frame that is due now wakes nobody: the caller gets
+    /// `Queued { flush: true }` and must call [`Outbox::flush`] once it holds no lock. A
+    /// publisher offers a frame to all its players and then writes to their sockets itself,
+    /// which costs one system call per player instead of a task wake-up plus the call.
+    pub fn offer_deferred(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
+        self.enqueue(frame, now)
+    }
+
+    fn enqueue(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
         let mut st = self.lock();
         if st.closed.is_some() {
             return Offer::Closed;
@@ -263,41 +392,180 @@ impl Outbox {
         } else {
             fits || st.pending_bytes == 0
         };
-        if accept {
-            if frame.keyframe {
-                st.skipping = false;
+        if !accept {
+            st.skipping = true;
+            let since = *st.behind_since.get_or_insert(now);
+            self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+            if now.saturating_duration_since(since) >= self.limits.slow_timeout {
+                self.set_closed(st, CloseReason::SlowPlayer);
+                return Offer::Closed;
             }
-            st.pending_bytes += len;
-            st.queue.push_back(Item::Frame(frame.clone()));
-            self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
-            let hold = match frame.kind {
-                FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
-                    st.held_audio < MAX_HELD_AUDIO
+            return Offer::Dropped;
+        }
+        if frame.keyframe {
+            st.skipping = false;
+        }
+        st.pending_bytes += len;
+        st.queue.push_back(Item::Frame(frame.clone()));
+        self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
+        if let Some(window) = self.window.get()
+            && st.sent_video
+        {
+            // Windowed: written when the window since the last write ends (the first picture
+            // never waits). One registration covers everything queued until then.
+            if !st.scheduled && !st.due {
+                let at = window_end(st.last_write.unwrap_or(now), self.limits.write_batch);
+                if at > now {
+                    st.scheduled = true;
+                    drop(st);
+                    window.schedule(self.clone(), at);
+                    return Offer::Queued { flush: false };
                 }
-                FrameKind::Video if !frame.essential => {
-                    st.has_video = true;
-                    false
-                }
-                _ => false,
-            };
-            if hold {
-                st.held_audio += 1;
-            } else if !st.woken {
-                // One wake-up per batch: a writer already woken takes everything queued.
-                st.woken = true;
-                drop(st);
-                self.notify.notify_one();
+                st.due = true;
+                return Offer::Queued { flush: !st.writing };
             }
-            return Offer::Queued;
+            return Offer::Queued { flush: false };
         }
-        st.skipping = true;
-        let since = *st.behind_since.get_or_insert(now);
-        self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
-        if now.saturating_duration_since(since) >= self.limits.slow_timeout {
-            self.set_closed(st, CloseReason::SlowPlayer);
-            return Offer::Closed;
+        let hold = match frame.kind {
+            FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
+                st.held_audio < MAX_HELD_AUDIO
+            }
+            FrameKind::Video if !frame.essential => {
+                st.has_video = true;
+                false
+            }
+            _ => false,
+        };
+        if hold {
+            st.held_audio += 1;
+            return Offer::Queued { flush: false };
         }
-        Offer::Dropped
+        // One flush per batch: a due queue is written whole by whoever writes next.
+        let flush = !st.due && !st.writing;
+        st.due = true;
+        Offer::Queued { flush }
+    }
+
+    /// Writes what is due to the socket from the calling task, without waiting: one
+    /// non-blocking vectored write. What the socket does not take now (it is full, or the
+    /// writer task is busy with it) is left to the writer task. Call with no lock held.
+    pub fn flush(&self) {
+        FLUSH_BUFS.with_borrow_mut(|bufs| self.flush_with(bufs));
+    }
+
+    fn flush_with(&self, bufs: &mut Vec<Bytes>) {
+        let mut st = self.lock();
+        if st.writing || st.closed.is_some() || !st.due || st.queue.is_empty() {
+            return;
+        }
+        let Some(sink) = st.sink.clone() else {
+            // Not attached to a socket (yet): the writer task will write it.
+            drop(st);
+            self.notify.notify_one();
+            return;
+        };
+        st.writing = true;
+        st.due = false;
+        st.held_audio = 0;
+        let total = self.collect(&st, bufs);
+        drop(st);
+        let wrote = write_now(&*sink, bufs);
+        bufs.clear();
+        let mut st = self.lock();
+        st.writing = false;
+        let (n, done) = match wrote {
+            Wrote::All(n) => (n, n == total),
+            Wrote::Part(n) => (n, false),
+            Wrote::Failed(e) => {
+                self.set_closed(st, CloseReason::WriteFailed(e.to_string()));
+                return;
+            }
+        };
+        let first_video = self.consume(&mut st, n);
+        if !done || !st.queue.is_empty() {
+            // The socket is full (or more than one write's worth was queued): the writer task
+            // waits for room and writes the rest.
+            st.due = true;
+        }
+        let wake = st.due || st.closed.is_some();
+        drop(st);
+        if wake {
+            self.notify.notify_one();
+        }
+        self.wrote(n, first_video);
+    }
+
+    /// The window flusher's visit at the end of this player's window.
+    pub(crate) fn window_elapsed(&self) {
+        {
+            let mut st = self.lock();
+            st.scheduled = false;
+            if st.queue.is_empty() {
+                return;
+            }
+            st.due = true;
+        }
+        self.flush();
+    }
+
+    /// Buffer handles for the next write: the queue's front (up to [`MAX_IOVECS`] items).
+    fn collect(&self, st: &State, bufs: &mut Vec<Bytes>) -> usize {
+        let stream_id = self.stream_id();
+        let mut total = 0;
+        for (i, item) in st.queue.iter().take(MAX_IOVECS).enumerate() {
+            let mut b = item.bytes(stream_id);
+            if i == 0 && st.front_offset > 0 {
+                b = b.slice(st.front_offset.min(b.len())..);
+            }
+            total += b.len();
+            bufs.push(b);
+        }
+        total
+    }
+
+    /// Takes `n` written bytes off the queue's front. Returns whether they completed the
+    /// player's first picture.
+    fn consume(&self, st: &mut State, mut n: usize) -> bool {
+        let written = n;
+        let mut first_video = false;
+        while n > 0 {
+            let Some(front) = st.queue.front() else { break };
+            let left = front.len() - st.front_offset.min(front.len());
+            if n < left {
+                st.front_offset += n;
+                break;
+            }
+            n -= left;
+            st.front_offset = 0;
+            if !st.sent_video && front.is_first_picture() {
+                st.sent_video = true;
+                first_video = true;
+            }
+            st.queue.pop_front();
+        }
+        st.pending_bytes = st.pending_bytes.saturating_sub(written);
+        if st.queue.is_empty() {
+            // Caught up: whatever was dropped, the player is keeping pace now.
+            st.behind_since = None;
+            if st.queue.capacity() > KEEP_ENTRIES {
+                st.queue.shrink_to(KEEP_ENTRIES);
+            }
+        }
+        if written > 0 {
+            st.last_write = Some(Instant::now());
+        }
+        self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
+        first_video
+    }
+
+    fn wrote(&self, bytes: usize, first_video: bool) {
+        if bytes == 0 {
+            return;
+        }
+        self.stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(o) = self.observer.get() {
+            o.wrote(self, bytes, first_video);
+        }
     }
 
     /// Closes the outbox; the writer stops after its current write.
@@ -314,6 +582,13 @@ impl Outbox {
         drop(st);
         self.notify.notify_one();
         self.closed_signal.notify_waiters();
+    }
+
+    /// Lets go of the socket (the writer task does this when it ends; after an aborted writer
+    /// the connection task does).
+    pub fn release_sink(&self) {
+        let sink = self.lock().sink.take();
+        drop(sink);
     }
 
     /// Resolves once the outbox is closed, with the reason.
@@ -338,162 +613,141 @@ impl Outbox {
         self.lock().behind_since.is_some()
     }
 
-    /// Waits until there is something to write and moves all of it into `batch`. `Err` once
-    /// the outbox is closed (queued bytes are still returned first if the close was `Finished`,
-    /// so goodbye messages get out).
-    async fn next_batch(&self, batch: &mut VecDeque<Item>) -> Result<(), CloseReason> {
+    /// Waits until something is due and nobody else is writing, then takes the write. `Err`
+    /// once the outbox is closed (queued bytes are still written first if the close was
+    /// `Finished`, so goodbye messages get out).
+    async fn acquire(&self) -> Result<Arc<dyn Sink>, CloseReason> {
         loop {
             let notified = self.notify.notified();
             {
                 let mut st = self.lock();
+                let draining = matches!(st.closed, Some(CloseReason::Finished)) && !st.queue.is_empty();
                 match &st.closed {
-                    Some(CloseReason::Finished) if !st.queue.is_empty() => {}
-                    Some(reason) => return Err(reason.clone()),
-                    None => {}
+                    Some(reason) if !draining && !st.writing => return Err(reason.clone()),
+                    _ => {}
                 }
-                st.woken = false;
-                if !st.queue.is_empty() {
+                if !st.writing && (st.due || draining) && !st.queue.is_empty() {
+                    let Some(sink) = st.sink.clone() else {
+                        return Err(st.closed.clone().unwrap_or(CloseReason::Finished));
+                    };
+                    st.writing = true;
+                    st.due = false;
                     st.held_audio = 0;
-                    st.urgent = false;
-                    if batch.is_empty() {
-                        // The writer's spare queue takes the outbox's place (no copying).
-                        std::mem::swap(&mut st.queue, batch);
-                    } else {
-                        batch.extend(st.queue.drain(..));
-                    }
-                    return Ok(());
+                    return Ok(sink);
+                }
+                if st.due && st.queue.is_empty() {
+                    st.due = false;
                 }
             }
             notified.await;
         }
     }
-
-    /// The write window's pause: media offered until `until` is only queued (no wake-up);
-    /// control bytes or a close end the pause early.
-    async fn pause(&self, until: Instant) {
-        let sleep = tokio::time::sleep_until(until);
-        let mut sleep = std::pin::pin!(sleep);
-        loop {
-            let notified = self.notify.notified();
-            {
-                let mut st = self.lock();
-                if st.closed.is_some() || st.urgent {
-                    return;
-                }
-                st.woken = true;
-            }
-            tokio::select! {
-                _ = sleep.as_mut() => return,
-                // A wake-up left over from before the pause, or control bytes: look again.
-                _ = notified => {}
-            }
-        }
-    }
-
-    /// The writer finished writing `bytes`.
-    fn written(&self, bytes: usize) {
-        let mut st = self.lock();
-        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
-        if st.queue.is_empty() {
-            // Caught up: whatever was dropped, the player is keeping pace now.
-            st.behind_since = None;
-        }
-        self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
-        drop(st);
-        self.stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
 }
 
-/// Called by the writer after each completed write (metrics: bytes out, first video frame).
-pub trait WriteObserver: Send {
-    fn wrote(&mut self, bytes: usize, first_video: bool);
-}
-
-impl WriteObserver for () {
-    fn wrote(&mut self, _bytes: usize, _first_video: bool) {}
+/// Writes as much of `bufs` as the socket takes now, without waiting.
+fn write_now(sink: &dyn Sink, bufs: &[Bytes]) -> Wrote {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let n = bufs.len().min(MAX_IOVECS);
+    for (slot, b) in slices.iter_mut().zip(bufs) {
+        *slot = IoSlice::new(b);
+    }
+    let total: usize = bufs[..n].iter().map(Bytes::len).sum();
+    match sink.try_write_vectored(&slices[..n]) {
+        Ok(w) if w == total => Wrote::All(w),
+        Ok(0) if total > 0 => Wrote::Failed(std::io::ErrorKind::WriteZero.into()),
+        Ok(w) => Wrote::Part(w),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Wrote::Part(0),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Wrote::Part(0),
+        Err(e) => Wrote::Failed(e),
+    }
 }
 
 /// The most buffers handed to one `writev` (Linux IOV_MAX is 1024); kept on the stack.
 const MAX_IOVECS: usize = 64;
-/// Queue entries a writer keeps allocated between writes; a join burst (a whole GOP) grows its
-/// queues far beyond, and that memory is given back afterwards.
-const KEEP_ENTRIES: usize = 8;
+/// Queue entries an outbox keeps allocated once drained; a join burst (a whole GOP) grows its
+/// queue far beyond, and that memory is given back afterwards.
+const KEEP_ENTRIES: usize = 16;
 
-/// Drains the outbox into `sink` until the outbox closes or a write fails or stalls for the
-/// slow-player timeout. Returns why it stopped.
-pub async fn run_writer<W: AsyncWrite + Unpin>(
-    outbox: Arc<Outbox>,
-    mut sink: W,
-    mut observer: impl WriteObserver,
-) -> CloseReason {
-    use tokio::io::AsyncWriteExt;
-    // Grown on demand: an idle or steady player needs a handful of entries, and memory per
-    // player is what bounds how many players an edge holds.
-    let mut batch: VecDeque<Item> = VecDeque::new();
+/// The connection's writer task: writes whatever is due when nobody else does (control bytes,
+/// a new player's fast start, the goodbye) and whatever a direct flush could not (the socket
+/// was full), waiting for room up to the slow-player timeout. Returns why it stopped; the
+/// socket's write half is released then.
+pub async fn run_writer(outbox: Arc<Outbox>) -> CloseReason {
     let mut bufs: Vec<Bytes> = Vec::new();
-    let mut sent_video = false;
-    let window = outbox.limits.write_batch;
-    loop {
-        if let Err(reason) = outbox.next_batch(&mut batch).await {
-            let _ = sink.flush().await;
-            return reason;
-        }
-        let stream_id = outbox.stream_id();
-        let total: usize = batch.iter().map(Item::len).sum();
-        let mut first_video = false;
-        for item in batch.drain(..) {
-            match item {
-                Item::Bytes(b) => bufs.push(b),
-                Item::Frame(f) => {
-                    if f.kind == FrameKind::Video && !sent_video && !f.essential {
-                        sent_video = true;
-                        first_video = true;
-                    }
-                    bufs.push(f.chunks_for(stream_id));
-                }
-            }
-        }
-        let result = {
-            let mut write = std::pin::pin!(write_all_vectored(&mut sink, &mut bufs));
-            // A socket with room completes the write in one poll: arm the slow-player timer
-            // only when it has to wait (a timer per write was a visible share of the profile).
-            match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-                Poll::Ready(r) => Ok(r),
-                Poll::Pending => tokio::time::timeout(outbox.limits.slow_timeout, write).await,
-            }
+    let reason = loop {
+        let sink = match outbox.acquire().await {
+            Ok(sink) => sink,
+            Err(reason) => break reason,
         };
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let reason = CloseReason::WriteFailed(e.to_string());
-                outbox.close(reason.clone());
-                return reason;
-            }
-            Err(_) => {
-                outbox.close(CloseReason::SlowPlayer);
-                return CloseReason::SlowPlayer;
-            }
-        }
-        if batch.capacity() > KEEP_ENTRIES {
-            batch.shrink_to(KEEP_ENTRIES);
+        if let Err(reason) = write_owned(&outbox, &*sink, &mut bufs).await {
+            outbox.close(reason.clone());
+            outbox.lock().writing = false;
+            break reason;
         }
         if bufs.capacity() > KEEP_ENTRIES {
             bufs.shrink_to(KEEP_ENTRIES);
         }
-        outbox.written(total);
-        observer.wrote(total, first_video);
-        // The first picture of a new player does not wait for the window.
-        if !window.is_zero() && sent_video {
-            outbox.pause(window_end(Instant::now(), window)).await;
+    };
+    outbox.release_sink();
+    reason
+}
+
+/// Writes the queue until it is empty (the caller owns the write), waiting for room when the
+/// socket is full; releases the write when done.
+async fn write_owned(outbox: &Outbox, sink: &dyn Sink, bufs: &mut Vec<Bytes>) -> Result<(), CloseReason> {
+    // A socket with room completes a write at once: the slow-player timer is armed only when it
+    // has to wait (a timer per write was a visible share of the profile).
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let total = {
+            let st = outbox.lock();
+            if let Some(reason) = st.closed.as_ref().filter(|r| **r != CloseReason::Finished) {
+                return Err(reason.clone());
+            }
+            outbox.collect(&st, bufs)
+        };
+        if total == 0 {
+            let mut st = outbox.lock();
+            if st.queue.is_empty() {
+                st.writing = false;
+                return Ok(());
+            }
+            continue;
+        }
+        let wrote = write_now(sink, bufs);
+        bufs.clear();
+        let n = match wrote {
+            Wrote::All(n) | Wrote::Part(n) => n,
+            Wrote::Failed(e) => return Err(CloseReason::WriteFailed(e.to_string())),
+        };
+        let first_video = {
+            let mut st = outbox.lock();
+            let first = outbox.consume(&mut st, n);
+            if st.queue.is_empty() {
+                st.writing = false;
+                st.due = false;
+                drop(st);
+                outbox.wrote(n, first);
+                return Ok(());
+            }
+            first
+        };
+        outbox.wrote(n, first_video);
+        if matches!(wrote, Wrote::Part(_)) {
+            let until = *deadline.get_or_insert_with(|| Instant::now() + outbox.limits.slow_timeout);
+            match tokio::time::timeout_at(until, std::future::poll_fn(|cx| sink.poll_write_ready(cx))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(CloseReason::WriteFailed(e.to_string())),
+                Err(_) => return Err(CloseReason::SlowPlayer),
+            }
         }
     }
 }
 
-/// When a pause that starts `now` ends: `window` later, rounded up to a grid of `window / 8`
-/// shared by the whole process. Players' writes would otherwise spread evenly over the window
-/// (each pause starts at the player's own last write), waking the runtime every millisecond;
-/// on the grid all due writers wake together, at most `window / 8` later.
-fn window_end(now: Instant, window: Duration) -> Instant {
+/// When a window that starts `now` ends: `window` later, rounded up to a grid of `window / 8`
+/// shared by the whole process, so that the window flusher wakes once for all players due in
+/// the same eighth of a window instead of once per player.
+pub(crate) fn window_end(now: Instant, window: Duration) -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     let grid = (window / 8).max(Duration::from_millis(1)).as_nanos();
@@ -502,45 +756,10 @@ fn window_end(now: Instant, window: Duration) -> Instant {
     epoch + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
-/// Writes every buffer, in order, with as few `writev` calls as the socket allows.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(sink: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
-    use bytes::Buf;
-    let mut start = 0;
-    while start < bufs.len() {
-        // The iovec array lives only inside one poll, not in the writer's future (per player).
-        let mut n = std::future::poll_fn(|cx| {
-            let end = (start + MAX_IOVECS).min(bufs.len());
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            for (slot, b) in slices.iter_mut().zip(&bufs[start..end]) {
-                *slot = IoSlice::new(b);
-            }
-            std::pin::Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..end - start])
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 && start < bufs.len() {
-            let len = bufs[start].len();
-            if n >= len {
-                n -= len;
-                start += 1;
-            } else {
-                bufs[start].advance(n);
-                n = 0;
-            }
-        }
-        while start < bufs.len() && bufs[start].is_empty() {
-            start += 1;
-        }
-    }
-    bufs.clear();
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Waker;
 
     fn frame(kind: FrameKind, keyframe: bool, essential: bool, len: usize) -> Arc<Frame> {
         Arc::new(Frame::new(kind, 0, keyframe, essential, Bytes::from(vec![0u8; len])))
@@ -550,6 +769,86 @@ mod tests {
         Outbox::new(OutboxLimits::new(max, Duration::from_secs(10)))
     }
 
+    /// A socket stand-in that takes at most `room` more bytes, then says `WouldBlock` until
+    /// given more room, and records every write call.
+    #[derive(Default)]
+    struct FakeSink(Mutex<Fake>);
+
+    #[derive(Default)]
+    struct Fake {
+        data: Vec<u8>,
+        room: usize,
+        calls: usize,
+        waker: Option<Waker>,
+        /// The thread of each write that took bytes.
+        threads: Vec<std::thread::ThreadId>,
+    }
+
+    impl FakeSink {
+        fn with_room(room: usize) -> Arc<FakeSink> {
+            Arc::new(FakeSink(Mutex::new(Fake { room, ..Default::default() })))
+        }
+        fn give(&self, more: usize) {
+            let mut f = self.0.lock().unwrap();
+            f.room += more;
+            if let Some(w) = f.waker.take() {
+                w.wake();
+            }
+        }
+        fn data(&self) -> Vec<u8> {
+            self.0.lock().unwrap().data.clone()
+        }
+        fn calls(&self) -> usize {
+            self.0.lock().unwrap().calls
+        }
+    }
+
+    impl Sink for FakeSink {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut f = self.0.lock().unwrap();
+            f.calls += 1;
+            if f.room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(f.room - n);
+                f.data.extend_from_slice(&b[..take]);
+                n += take;
+                if n == f.room {
+                    break;
+                }
+            }
+            f.room -= n;
+            f.threads.push(std::thread::current().id());
+            Ok(n)
+        }
+        fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+            let mut f = self.0.lock().unwrap();
+            if f.room > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            f.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Takes everything queued off the outbox as if it had been written.
+    fn drain(ob: &Outbox) -> usize {
+        let mut st = ob.lock();
+        let n: usize = st.queue.iter().map(Item::len).sum::<usize>() - st.front_offset;
+        ob.consume(&mut st, n);
+        st.due = false;
+        n
+    }
+
+    fn queued(ob: &Outbox) -> usize {
+        ob.lock().queue.len()
+    }
+
+    const FLUSH: Offer = Offer::Queued { flush: true };
+    const WAIT: Offer = Offer::Queued { flush: false };
+
     #[test]
     fn overflow_drops_until_next_keyframe_but_keeps_essentials() {
         let ob = outbox(1000);
@@ -558,31 +857,24 @@ mod tests {
         let inter = frame(FrameKind::Video, false, false, 400);
         let audio = frame(FrameKind::Audio, false, false, 50);
         let seq = frame(FrameKind::Video, false, true, 50);
-        assert_eq!(ob.offer(&key, now), Offer::Queued);
-        assert_eq!(ob.offer(&inter, now), Offer::Queued);
+        assert_eq!(ob.offer_deferred(&key, now), FLUSH);
+        assert_eq!(ob.offer_deferred(&inter, now), WAIT, "already due: one flush covers both");
         // ~830 queued: the next inter frame overflows and starts skipping.
-        assert_eq!(ob.offer(&inter, now), Offer::Dropped);
+        assert_eq!(ob.offer_deferred(&inter, now), Offer::Dropped);
         assert!(ob.is_behind());
         // While skipping, small frames that would fit are still dropped (until a keyframe)...
-        assert_eq!(ob.offer(&audio, now), Offer::Dropped);
+        assert_eq!(ob.offer_deferred(&audio, now), Offer::Dropped);
         // ...but sequence headers are kept.
-        assert_eq!(ob.offer(&seq, now), Offer::Queued);
+        assert_eq!(ob.offer_deferred(&seq, now), WAIT);
         // A keyframe that does not fit is dropped too.
-        assert_eq!(ob.offer(&key, now), Offer::Dropped);
+        assert_eq!(ob.offer_deferred(&key, now), Offer::Dropped);
         assert_eq!(ob.stats.dropped_messages.load(Ordering::Relaxed), 3);
-        // The writer drains everything; the next keyframe resumes the stream.
-        let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        let n: usize = batch.iter().map(Item::len).sum();
-        ob.written(n);
+        // Everything gets written; the next keyframe resumes the stream.
+        drain(&ob);
         assert!(!ob.is_behind());
-        assert_eq!(ob.offer(&inter, now), Offer::Dropped, "still skipping until a keyframe");
-        assert_eq!(ob.offer(&key, now), Offer::Queued);
-        assert_eq!(ob.offer(&inter, now), Offer::Queued);
-    }
-
-    fn woken(ob: &Outbox) -> bool {
-        ob.lock().woken
+        assert_eq!(ob.offer_deferred(&inter, now), Offer::Dropped, "still skipping until a keyframe");
+        assert_eq!(ob.offer_deferred(&key, now), FLUSH);
+        assert_eq!(ob.offer_deferred(&inter, now), WAIT);
     }
 
     #[test]
@@ -591,57 +883,111 @@ mod tests {
         let now = Instant::now();
         let video = frame(FrameKind::Video, false, false, 1000);
         let audio = frame(FrameKind::Audio, false, false, 100);
-        // Before any video (an audio-only stream), every audio message wakes the writer.
-        ob.offer(&audio, now);
-        assert!(woken(&ob));
-        let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        assert_eq!(batch.len(), 1);
-        batch.clear();
-        ob.offer(&video, now);
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        assert_eq!(batch.len(), 1);
-        batch.clear();
-        // With video flowing, audio is queued without a wake-up...
-        ob.offer(&audio, now);
-        ob.offer(&audio, now);
-        assert!(!woken(&ob));
-        // ...the third in a row wakes it (a stream whose video stopped still flows)...
-        ob.offer(&audio, now);
-        assert!(woken(&ob));
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        assert_eq!(batch.len(), 3);
-        batch.clear();
-        // ...and so does the next video frame, taking the held audio along in one write.
-        ob.offer(&audio, now);
-        assert!(!woken(&ob));
-        ob.offer(&video, now);
-        assert!(woken(&ob));
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        assert_eq!(batch.len(), 2);
+        // Before any video (an audio-only stream), every audio message is due at once.
+        assert_eq!(ob.offer_deferred(&audio, now), FLUSH);
+        drain(&ob);
+        assert_eq!(ob.offer_deferred(&video, now), FLUSH);
+        drain(&ob);
+        // With video flowing, audio waits...
+        assert_eq!(ob.offer_deferred(&audio, now), WAIT);
+        assert_eq!(ob.offer_deferred(&audio, now), WAIT);
+        // ...the third in a row is due (a stream whose video stopped still flows)...
+        assert_eq!(ob.offer_deferred(&audio, now), FLUSH);
+        assert_eq!(queued(&ob), 3);
+        // (the flush writes all three: count restarts)
+        ob.lock().held_audio = 0;
+        drain(&ob);
+        // ...and so is the next video frame, taking the held audio along in one write.
+        assert_eq!(ob.offer_deferred(&audio, now), WAIT);
+        assert_eq!(ob.offer_deferred(&video, now), FLUSH);
+        assert_eq!(queued(&ob), 2);
+        drain(&ob);
         // Sequence headers (essential) are never held.
-        ob.offer(&frame(FrameKind::Audio, false, true, 10), now);
-        assert!(woken(&ob));
+        assert_eq!(ob.offer_deferred(&frame(FrameKind::Audio, false, true, 10), now), FLUSH);
     }
 
     #[test]
     fn audio_is_not_held_when_disabled() {
         let ob = Outbox::new(OutboxLimits { hold_audio: false, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
         let now = Instant::now();
-        ob.offer(&frame(FrameKind::Video, false, false, 1000), now);
-        let mut batch = VecDeque::new();
-        futures_lite_block_on(ob.next_batch(&mut batch)).unwrap();
-        ob.offer(&frame(FrameKind::Audio, false, false, 100), now);
-        assert!(woken(&ob));
+        ob.offer_deferred(&frame(FrameKind::Video, false, false, 1000), now);
+        drain(&ob);
+        assert_eq!(ob.offer_deferred(&frame(FrameKind::Audio, false, false, 100), now), FLUSH);
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_from_the_calling_task_in_one_call() {
+        let ob = outbox(1 << 20);
+        let sink = FakeSink::with_room(1 << 20);
+        ob.attach(sink.clone(), (), None);
+        let audio = frame(FrameKind::Audio, false, false, 100);
+        let video = frame(FrameKind::Video, true, false, 5000);
+        ob.offer_deferred(&video, Instant::now());
+        ob.flush();
+        ob.offer_deferred(&audio, Instant::now());
+        assert_eq!(ob.offer_deferred(&video, Instant::now()), FLUSH);
+        ob.flush();
+        // Three frames, two calls (the audio went with the second video frame), on this thread.
+        assert_eq!(sink.calls(), 2);
+        let mut want = video.chunks.to_vec();
+        want.extend_from_slice(&audio.chunks);
+        want.extend_from_slice(&video.chunks);
+        assert_eq!(sink.data(), want);
+        assert!(sink.0.lock().unwrap().threads.iter().all(|t| *t == std::thread::current().id()));
+        assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
+        assert_eq!(ob.stats.queued_bytes.load(Ordering::Relaxed), 0);
+        // Nothing due: a flush does nothing (no system call).
+        ob.flush();
+        assert_eq!(sink.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_the_writer_task_writes_in_order() {
+        let ob = outbox(1 << 20);
+        let a = frame(FrameKind::Video, true, false, 3000);
+        let b = frame(FrameKind::Video, false, false, 3000);
+        // Room for part of the first frame only.
+        let sink = FakeSink::with_room(1000);
+        ob.attach(sink.clone(), (), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        ob.offer_deferred(&a, Instant::now());
+        ob.flush();
+        assert_eq!(sink.data().len(), 1000, "the direct write took what fit");
+        // Queued behind the unwritten rest: control bytes and another frame.
+        ob.push_control(Bytes::from_static(b"ctl"));
+        ob.offer_deferred(&b, Instant::now());
+        ob.flush(); // the socket is full: nothing written, nothing lost
+        sink.give(1 << 20);
+        ob.close(CloseReason::Finished);
+        assert_eq!(writer.await.unwrap(), CloseReason::Finished);
+        let mut want = a.chunks.to_vec();
+        want.extend_from_slice(b"ctl");
+        want.extend_from_slice(&b.chunks);
+        assert_eq!(sink.data(), want);
+        assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
+        assert!(ob.lock().sink.is_none(), "the writer let go of the socket");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_stays_full_closes_the_player_after_the_slow_timeout() {
+        let ob = Outbox::new(OutboxLimits::new(1 << 20, Duration::from_secs(2)));
+        let sink = FakeSink::with_room(10);
+        ob.attach(sink.clone(), (), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        let t0 = Instant::now();
+        ob.offer(&frame(FrameKind::Video, true, false, 3000), t0);
+        assert_eq!(writer.await.unwrap(), CloseReason::SlowPlayer);
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        assert_eq!(ob.closed_reason(), Some(CloseReason::SlowPlayer));
     }
 
     /// Records when each write completed and how many bytes it carried.
     #[derive(Default)]
-    struct Writes(std::sync::Arc<Mutex<Vec<(Instant, usize)>>>);
+    struct Writes(Mutex<Vec<(Instant, usize, bool)>>);
 
-    impl WriteObserver for Writes {
-        fn wrote(&mut self, bytes: usize, _first_video: bool) {
-            self.0.lock().unwrap().push((Instant::now(), bytes));
+    impl WriteObserver for Arc<Writes> {
+        fn wrote(&self, _outbox: &Outbox, bytes: usize, first_video: bool) {
+            self.0.lock().unwrap().push((Instant::now(), bytes, first_video));
         }
     }
 
@@ -650,39 +996,60 @@ mod tests {
         let window = Duration::from_millis(100);
         let ob =
             Outbox::new(OutboxLimits { write_batch: window, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
-        let (client, mut server) = tokio::io::duplex(1 << 20);
-        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let writer = tokio::spawn(run_writer(ob.clone(), client, Writes(log.clone())));
+        let sink = FakeSink::with_room(1 << 20);
+        let log = Arc::new(Writes::default());
+        ob.attach(sink.clone(), log.clone(), Some(WindowFlusher::new()));
+        let writer = tokio::spawn(run_writer(ob.clone()));
         let video = frame(FrameKind::Video, false, false, 1000);
         let t0 = Instant::now();
-        async fn read(server: &mut tokio::io::DuplexStream, n: usize) {
-            let mut buf = vec![0u8; n];
-            tokio::io::AsyncReadExt::read_exact(server, &mut buf).await.unwrap();
-        }
-        // The first picture goes out at once; the window starts after it.
-        ob.offer(&video, t0);
-        read(&mut server, video.wire_len()).await;
-        // Three frames 30 ms apart during the window: one write when it ends.
+        // The first picture is due at once; the window starts after it.
+        assert_eq!(ob.offer_deferred(&video, t0), FLUSH);
+        ob.flush();
+        // Three frames 30 ms apart during the window: one write when it ends, by the flusher.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(30)).await;
-            ob.offer(&video, Instant::now());
+            assert_eq!(ob.offer_deferred(&video, Instant::now()), WAIT);
         }
-        read(&mut server, 3 * video.wire_len()).await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
         // Control bytes end the next window early.
-        ob.offer(&video, Instant::now());
+        ob.offer_deferred(&video, Instant::now());
         tokio::time::sleep(Duration::from_millis(10)).await;
         ob.push_control(Bytes::from_static(b"ping"));
-        read(&mut server, video.wire_len() + 4).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
         ob.close(CloseReason::Finished);
         writer.await.unwrap();
-        let writes: Vec<(Duration, usize)> = log.lock().unwrap().iter().map(|(t, n)| (*t - t0, *n)).collect();
         let frame_len = video.wire_len();
+        let writes: Vec<(Duration, usize, bool)> =
+            log.0.lock().unwrap().iter().map(|(t, n, first)| (*t - t0, *n, *first)).collect();
         let sizes: Vec<usize> = writes.iter().map(|w| w.1).collect();
         assert_eq!(sizes, vec![frame_len, 3 * frame_len, frame_len + 4], "{writes:?}");
+        assert!(writes[0].2 && !writes[1].2, "the first write is the first picture: {writes:?}");
         assert_eq!(writes[0].0, Duration::ZERO);
-        // The window ends on the process-wide grid (window / 8), never early.
-        assert!(writes[1].0 >= window && writes[1].0 <= window + window / 8, "{writes:?}");
-        assert_eq!(writes[2].0 - writes[1].0, Duration::from_millis(10), "control bytes end the pause: {writes:?}");
+        // The window ends on the process-wide grid (window / 8; the timer's resolution is 1 ms),
+        // never early.
+        let latest = window + window / 8 + Duration::from_millis(1);
+        assert!(writes[1].0 >= window && writes[1].0 <= latest, "{writes:?}");
+        assert_eq!(writes[2].0, Duration::from_millis(130 + 10), "control bytes end the window: {writes:?}");
+        assert_eq!(sink.data().len(), 5 * frame_len + 4);
+    }
+
+    #[tokio::test]
+    async fn writer_sends_everything_in_order_and_counts() {
+        let ob = outbox(1 << 20);
+        let sink = FakeSink::with_room(1 << 20);
+        ob.attach(sink.clone(), (), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        ob.push_control(Bytes::from_static(b"hello"));
+        let f = frame(FrameKind::Video, true, false, 9000);
+        ob.offer(&f, Instant::now());
+        ob.push_control(Bytes::from_static(b"bye"));
+        ob.close(CloseReason::Finished);
+        assert_eq!(writer.await.unwrap(), CloseReason::Finished);
+        let mut want = b"hello".to_vec();
+        want.extend_from_slice(&f.chunks);
+        want.extend_from_slice(b"bye");
+        assert_eq!(sink.data(), want);
+        assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
     }
 
     #[test]
@@ -705,7 +1072,7 @@ mod tests {
         let ob = Outbox::new(OutboxLimits::new(500, Duration::from_secs(2)));
         let t0 = Instant::now();
         let f = frame(FrameKind::Video, false, false, 400);
-        assert_eq!(ob.offer(&f, t0), Offer::Queued);
+        assert_eq!(ob.offer(&f, t0), Offer::Queued { flush: false });
         assert_eq!(ob.offer(&f, t0), Offer::Dropped);
         assert_eq!(ob.offer(&f, t0 + Duration::from_secs(1)), Offer::Dropped);
         assert_eq!(ob.offer(&f, t0 + Duration::from_secs(2)), Offer::Closed);
@@ -729,30 +1096,5 @@ mod tests {
         let other = f.chunks_for(3);
         assert_ne!(other, a);
         assert_eq!(other.len(), a.len());
-    }
-
-    #[tokio::test]
-    async fn writer_sends_everything_in_order_and_counts() {
-        let ob = outbox(1 << 20);
-        let (client, mut server) = tokio::io::duplex(1 << 20);
-        let writer = tokio::spawn(run_writer(ob.clone(), client, ()));
-        ob.push_control(Bytes::from_static(b"hello"));
-        let f = frame(FrameKind::Video, true, false, 9000);
-        ob.offer(&f, Instant::now());
-        ob.push_control(Bytes::from_static(b"bye"));
-        ob.close(CloseReason::Finished);
-        assert_eq!(writer.await.unwrap(), CloseReason::Finished);
-        let mut got = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut server, &mut got).await.unwrap();
-        let mut want = b"hello".to_vec();
-        want.extend_from_slice(&f.chunks);
-        want.extend_from_slice(b"bye");
-        assert_eq!(got, want);
-        assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
-    }
-
-    /// Polls a future that is ready without waiting (the batch is already queued).
-    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
 }

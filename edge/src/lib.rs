@@ -36,3 +36,4 @@ pub mod shutdown;
 pub mod stream;
 pub mod stream_hub;
 pub mod viewers;
+pub mod write_window;

@@ -4,8 +4,8 @@ use clap::Parser;
 use streamfleet_edge::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -14,12 +14,36 @@ async fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    match streamfleet_edge::server::run(config).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamfleet-edge: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(streamfleet_edge::server::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("streamfleet-edge: {e}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives every thread that allocates its own arena, and an arena keeps freed memory for
+/// reuse. A publisher's frames are allocated on one worker thread and freed on whichever one
+/// wrote them last, so each worker's arena ends up holding its own spare megabyte or so, a
+/// fixed cost that an edge serving a few hundred players notices (measured: 1.2 MB, 6 KB per
+/// player at 200). One arena (plus per-thread caches, which take most small allocations
+/// without the arena lock) keeps that memory in one place. `MALLOC_ARENA_MAX` in the
+/// environment still wins. Called before any thread is started.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }

@@ -221,8 +221,10 @@ impl Stream {
         st.rebase_pending = st.last_out_ts.is_some();
         self.publisher_idle.store(false, Ordering::Relaxed);
         let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
-        fan_out(&mut st, &notice, Instant::now(), &self.stats);
+        let mut to_flush = Vec::new();
+        fan_out(&mut st, &notice, Instant::now(), &self.stats, &mut to_flush);
         drop(st);
+        flush_all(&mut to_flush);
         self.live.send_replace(LiveState::Live { publisher: session });
     }
 
@@ -316,8 +318,13 @@ impl Stream {
             }
             MediaKind::Data => Arc::new(Frame::new(FrameKind::Data, ts, false, false, media.payload)),
         };
-        let result = fan_out(&mut st, &frame, now, &self.stats);
+        let mut to_flush = TO_FLUSH.take();
+        let result = fan_out(&mut st, &frame, now, &self.stats, &mut to_flush);
         drop(st);
+        // The publisher's task writes to its players' sockets itself, after letting go of the
+        // stream: one system call per player per frame, no writer task woken.
+        flush_all(&mut to_flush);
+        TO_FLUSH.set(to_flush);
         self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         Some(result)
@@ -400,7 +407,7 @@ impl Stream {
 
 /// Queues what a new player needs before live frames: metadata, sequence headers and the cached
 /// GOP (skipped when larger than the player's queue: it starts at the next keyframe instead).
-fn fast_start(st: &State, outbox: &Outbox, queue_limit: usize, now: Instant) {
+fn fast_start(st: &State, outbox: &Arc<Outbox>, queue_limit: usize, now: Instant) {
     for f in [&st.metadata, &st.video_seq, &st.audio_seq].into_iter().flatten() {
         outbox.offer(f, now);
     }
@@ -431,10 +438,32 @@ fn status_frame(code: &str, description: &str) -> Arc<Frame> {
     Arc::new(Frame::new(FrameKind::Status, 0, false, true, on_status_payload(Level::Status, code, description)))
 }
 
-fn fan_out(st: &mut State, frame: &Arc<Frame>, now: Instant, stats: &StreamStats) -> FanoutResult {
+thread_local! {
+    /// Outboxes a fan-out left to flush, reused by every publish on this thread.
+    static TO_FLUSH: std::cell::RefCell<Vec<Arc<Outbox>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn flush_all(to_flush: &mut Vec<Arc<Outbox>>) {
+    for outbox in to_flush.drain(..) {
+        outbox.flush();
+    }
+}
+
+/// Offers `frame` to every player; the outboxes it is due in now are added to `to_flush`, for
+/// the caller to flush once the stream lock is released.
+fn fan_out(
+    st: &mut State,
+    frame: &Arc<Frame>,
+    now: Instant,
+    stats: &StreamStats,
+    to_flush: &mut Vec<Arc<Outbox>>,
+) -> FanoutResult {
     let mut result = FanoutResult::default();
-    st.players.retain(|p| match p.outbox.offer(frame, now) {
-        Offer::Queued => {
+    st.players.retain(|p| match p.outbox.offer_deferred(frame, now) {
+        Offer::Queued { flush } => {
+            if flush {
+                to_flush.push(p.outbox.clone());
+            }
             result.delivered += 1;
             true
         }

@@ -185,16 +185,15 @@ impl Io {
     }
 }
 
-/// Records time to first frame and bytes out as the writer completes writes.
+/// Records time to first frame and bytes out as writes complete.
 struct WriteMetrics {
     metrics: Arc<Metrics>,
-    outbox: Arc<Outbox>,
 }
 
 impl WriteObserver for WriteMetrics {
-    fn wrote(&mut self, bytes: usize, first_video: bool) {
+    fn wrote(&self, outbox: &Outbox, bytes: usize, first_video: bool) {
         self.metrics.bytes_sent.inc_by(bytes as u64);
-        if first_video && let Some(t) = self.outbox.play_requested.get() {
+        if first_video && let Some(t) = outbox.play_requested.get() {
             self.metrics.time_to_first_frame.observe(t.elapsed().as_secs_f64());
         }
     }
@@ -223,11 +222,8 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
     let outbox = Outbox::new(ctx.settings.outbox);
     let _ = guard.info.outbox.set(outbox.clone());
     let (read, write) = socket.into_split();
-    let writer = tokio::spawn(run_writer(
-        outbox.clone(),
-        write,
-        WriteMetrics { metrics: ctx.metrics.clone(), outbox: outbox.clone() },
-    ));
+    outbox.attach(Arc::new(write), WriteMetrics { metrics: ctx.metrics.clone() }, ctx.window.clone());
+    let writer = tokio::spawn(run_writer(outbox.clone()));
     ctx.metrics.connections_active.inc();
     let mut io = Io {
         read,
@@ -250,6 +246,7 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
     let abort = writer.abort_handle();
     if timeout(FLUSH_ON_CLOSE, writer).await.is_err() {
         abort.abort();
+        outbox.release_sink();
     }
     let role = guard.info.role();
     ctx.metrics.connections_active.dec();
