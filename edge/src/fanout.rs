@@ -528,8 +528,8 @@ impl Outbox {
     fn consume(&self, st: &mut State, mut n: usize) -> bool {
         let written = n;
         let mut first_video = false;
-        while n > 0 {
-            let Some(front) = st.queue.front() else { break };
+        // Also takes empty items at the front when `n` is 0 (nothing else would).
+        while let Some(front) = st.queue.front() {
             let left = front.len() - st.front_offset.min(front.len());
             if n < left {
                 st.front_offset += n;
@@ -708,6 +708,7 @@ async fn write_owned(outbox: &Outbox, sink: &dyn Sink, bufs: &mut Vec<Bytes>) ->
         };
         if total == 0 {
             let mut st = outbox.lock();
+            outbox.consume(&mut st, 0);
             if st.queue.is_empty() {
                 st.writing = false;
                 return Ok(());
@@ -1031,6 +1032,20 @@ mod tests {
         assert!(writes[1].0 >= window && writes[1].0 <= latest, "{writes:?}");
         assert_eq!(writes[2].0, Duration::from_millis(130 + 10), "control bytes end the window: {writes:?}");
         assert_eq!(sink.data().len(), 5 * frame_len + 4);
+    }
+
+    #[tokio::test]
+    async fn empty_control_bytes_are_skipped_not_spun_on() {
+        let ob = outbox(1 << 20);
+        let sink = FakeSink::with_room(1 << 20);
+        ob.attach(sink.clone(), (), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        ob.push_control(Bytes::new());
+        ob.push_control(Bytes::from_static(b"x"));
+        ob.close(CloseReason::Finished);
+        let done = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        assert_eq!(done.expect("the writer ends").unwrap(), CloseReason::Finished);
+        assert_eq!(sink.data(), b"x");
     }
 
     #[tokio::test]
