@@ -758,7 +758,7 @@ pub(crate) fn window_end(now: Instant, window: Duration) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::task::Waker;
 
@@ -773,10 +773,10 @@ mod tests {
     /// A socket stand-in that takes at most `room` more bytes, then says `WouldBlock` until
     /// given more room, and records every write call.
     #[derive(Default)]
-    struct FakeSink(Mutex<Fake>);
+    pub(crate) struct FakeSink(Mutex<Fake>);
 
     #[derive(Default)]
-    struct Fake {
+    pub(crate) struct Fake {
         data: Vec<u8>,
         room: usize,
         calls: usize,
@@ -786,7 +786,7 @@ mod tests {
     }
 
     impl FakeSink {
-        fn with_room(room: usize) -> Arc<FakeSink> {
+        pub(crate) fn with_room(room: usize) -> Arc<FakeSink> {
             Arc::new(FakeSink(Mutex::new(Fake { room, ..Default::default() })))
         }
         fn give(&self, more: usize) {
@@ -796,7 +796,7 @@ mod tests {
                 w.wake();
             }
         }
-        fn data(&self) -> Vec<u8> {
+        pub(crate) fn data(&self) -> Vec<u8> {
             self.0.lock().unwrap().data.clone()
         }
         fn calls(&self) -> usize {
