@@ -285,7 +285,7 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// A write that did not finish: hand the rest to the writer task.
+/// How much of a non-blocking write the socket took.
 enum Wrote {
     All(usize),
     Part(usize),
@@ -551,7 +551,8 @@ impl Outbox {
                 st.queue.shrink_to(KEEP_ENTRIES);
             }
         }
-        if written > 0 {
+        if written > 0 && self.window.get().is_some() {
+            // Only the write window needs it: no clock read per write otherwise.
             st.last_write = Some(Instant::now());
         }
         self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
@@ -748,7 +749,7 @@ async fn write_owned(outbox: &Outbox, sink: &dyn Sink, bufs: &mut Vec<Bytes>) ->
 /// When a window that starts `now` ends: `window` later, rounded up to a grid of `window / 8`
 /// shared by the whole process, so that the window flusher wakes once for all players due in
 /// the same eighth of a window instead of once per player.
-pub(crate) fn window_end(now: Instant, window: Duration) -> Instant {
+fn window_end(now: Instant, window: Duration) -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     let grid = (window / 8).max(Duration::from_millis(1)).as_nanos();
