@@ -835,6 +835,13 @@ pub(crate) mod tests {
         }
     }
 
+    /// Attaches a fake socket with `room` bytes to `ob` and starts its writer task.
+    fn with_writer(ob: &Arc<Outbox>, room: usize) -> (Arc<FakeSink>, tokio::task::JoinHandle<CloseReason>) {
+        let sink = FakeSink::with_room(room);
+        ob.attach(sink.clone(), (), None);
+        (sink, tokio::spawn(run_writer(ob.clone())))
+    }
+
     /// Takes everything queued off the outbox as if it had been written.
     fn drain(ob: &Outbox) -> usize {
         let mut st = ob.lock();
@@ -949,9 +956,7 @@ pub(crate) mod tests {
         let a = frame(FrameKind::Video, true, false, 3000);
         let b = frame(FrameKind::Video, false, false, 3000);
         // Room for part of the first frame only.
-        let sink = FakeSink::with_room(1000);
-        ob.attach(sink.clone(), (), None);
-        let writer = tokio::spawn(run_writer(ob.clone()));
+        let (sink, writer) = with_writer(&ob, 1000);
         ob.offer_deferred(&a, Instant::now());
         ob.flush();
         assert_eq!(sink.data().len(), 1000, "the direct write took what fit");
@@ -973,9 +978,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_socket_that_stays_full_closes_the_player_after_the_slow_timeout() {
         let ob = Outbox::new(OutboxLimits::new(1 << 20, Duration::from_secs(2)));
-        let sink = FakeSink::with_room(10);
-        ob.attach(sink.clone(), (), None);
-        let writer = tokio::spawn(run_writer(ob.clone()));
+        let (_sink, writer) = with_writer(&ob, 10);
         let t0 = Instant::now();
         ob.offer(&frame(FrameKind::Video, true, false, 3000), t0);
         assert_eq!(writer.await.unwrap(), CloseReason::SlowPlayer);
@@ -1038,9 +1041,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn empty_control_bytes_are_skipped_not_spun_on() {
         let ob = outbox(1 << 20);
-        let sink = FakeSink::with_room(1 << 20);
-        ob.attach(sink.clone(), (), None);
-        let writer = tokio::spawn(run_writer(ob.clone()));
+        let (sink, writer) = with_writer(&ob, 1 << 20);
         ob.push_control(Bytes::new());
         ob.push_control(Bytes::from_static(b"x"));
         ob.close(CloseReason::Finished);
@@ -1052,9 +1053,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn writer_sends_everything_in_order_and_counts() {
         let ob = outbox(1 << 20);
-        let sink = FakeSink::with_room(1 << 20);
-        ob.attach(sink.clone(), (), None);
-        let writer = tokio::spawn(run_writer(ob.clone()));
+        let (sink, writer) = with_writer(&ob, 1 << 20);
         ob.push_control(Bytes::from_static(b"hello"));
         let f = frame(FrameKind::Video, true, false, 9000);
         ob.offer(&f, Instant::now());

@@ -453,7 +453,7 @@ fn flush_all(to_flush: &mut Vec<Arc<Outbox>>) {
     if to_flush.len() > FLUSH_PER_TASK && tokio::runtime::Handle::try_current().is_ok() {
         // The first FLUSH_PER_TASK players (the longest-connected) stay with this task.
         while to_flush.len() > FLUSH_PER_TASK {
-            let chunk = to_flush.split_off(to_flush.len().saturating_sub(FLUSH_PER_TASK).max(FLUSH_PER_TASK));
+            let chunk = to_flush.split_off((to_flush.len() - FLUSH_PER_TASK).max(FLUSH_PER_TASK));
             tokio::spawn(async move {
                 for outbox in chunk {
                     outbox.flush();
