@@ -22,7 +22,10 @@
 //! `--write-batch`) media is due when the player's window since its last write ends: the
 //! process's one [`WindowFlusher`] writes every player due in the same step of a shared grid, so
 //! a player costs one write per window and nothing else (control bytes are written at once,
-//! taking queued media along; a new player's first picture does not wait).
+//! taking queued media along; a new player's first picture does not wait). Once its first
+//! picture is out, such a player is not offered frames one by one any more: it follows the
+//! stream's [`FrameLog`] and takes everything new there when its window ends
+//! ([`Outbox::offer_logged`]).
 //!
 //! Slow players: the queue is bounded in bytes (what is queued and not yet written). On
 //! overflow the player drops media until the next keyframe (sequence headers, metadata and
@@ -45,6 +48,7 @@ use bytes::Bytes;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
+    frame_log::{Entry, FrameLog},
     rtmp::{OUT_CHUNK_SIZE, chunk_writer::serialize_message, csid, msg_type},
     write_window::WindowFlusher,
 };
@@ -118,6 +122,11 @@ pub enum Offer {
     /// Queued. `flush`: the caller promised to call [`Outbox::flush`] (see
     /// [`Outbox::offer_deferred`]) and the frame is due now.
     Queued {
+        flush: bool,
+    },
+    /// Queued, and from now on the player takes the stream's frames from its log at the end of
+    /// each write window (see [`Outbox::offer_logged`]): do not offer it any more frames.
+    Follows {
         flush: bool,
     },
     Dropped,
@@ -209,6 +218,10 @@ pub(crate) struct State {
     scheduled: bool,
     /// Write window: when the last write went out.
     last_write: Option<Instant>,
+    /// Write window: the stream's log this player takes its frames from, and the number of
+    /// the next frame it takes (see [`Outbox::offer_logged`]).
+    feed: Option<Arc<FrameLog>>,
+    cursor: u64,
     /// Set by [`Outbox::attach`], taken when the writer task ends (which closes the write half).
     sink: Option<Arc<dyn Sink>>,
 }
@@ -254,6 +267,9 @@ impl OutboxLimits {
 /// Told about every completed write (metrics: bytes out, time to first frame).
 pub trait WriteObserver: Send + Sync + 'static {
     fn wrote(&self, outbox: &Outbox, bytes: usize, first_video: bool);
+    /// Media this player dropped while taking frames from its stream's log (drops at an offer
+    /// are reported by the offer's result).
+    fn dropped(&self, _messages: u64) {}
 }
 
 impl WriteObserver for () {
@@ -283,6 +299,16 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox").field("limits", &self.limits).field("stats", &self.stats).finish_non_exhaustive()
     }
+}
+
+/// What the drop policy did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Queued,
+    Dropped,
+    /// Dropped, and the player has been behind for the slow-player timeout.
+    TooSlow,
+    Closed,
 }
 
 /// How much of a non-blocking write the socket took.
@@ -360,7 +386,7 @@ impl Outbox {
     /// Offers a shared frame under the drop policy (see the module docs); the writer task
     /// writes it.
     pub fn offer(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
-        let offer = self.enqueue(frame, now);
+        let offer = self.enqueue(frame, now, None);
         if offer == (Offer::Queued { flush: true }) {
             self.notify.notify_one();
             return Offer::Queued { flush: false };
@@ -373,58 +399,77 @@ impl Outbox {
     /// publisher offers a frame to all its players and then writes to their sockets itself,
     /// which costs one system call per player instead of a task wake-up plus the call.
     pub fn offer_deferred(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
-        self.enqueue(frame, now)
+        self.enqueue(frame, now, None)
     }
 
-    fn enqueue(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant) -> Offer {
+    /// Like [`Outbox::offer_deferred`], for a stream that logs its frames (under a write
+    /// window): `frame` is number `seq` of `log`. Once this player's first picture is out the
+    /// offer returns [`Offer::Follows`]; from then on the player takes every frame after `seq`
+    /// from the log when its window ends (one lock per window instead of one per frame) and
+    /// must not be offered frames any more. Without a write window this is `offer_deferred`.
+    pub fn offer_logged(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant, log: &Arc<FrameLog>, seq: u64) -> Offer {
+        self.enqueue(frame, now, Some((log, seq)))
+    }
+
+    /// The write window this outbox writes media under, if any.
+    pub fn windowed(&self) -> Option<Duration> {
+        self.window.get().map(|_| self.limits.write_batch)
+    }
+
+    /// Stops taking frames from a stream's log (the player left the stream).
+    pub fn unfollow(&self) {
+        self.lock().feed = None;
+    }
+
+    fn enqueue(self: &Arc<Self>, frame: &Arc<Frame>, now: Instant, log: Option<(&Arc<FrameLog>, u64)>) -> Offer {
         let mut st = self.lock();
-        if st.closed.is_some() {
-            return Offer::Closed;
-        }
-        let len = frame.wire_len();
-        let fits = st.pending_bytes + len <= self.limits.max_bytes;
-        let accept = if frame.essential {
-            // Tiny and needed to decode anything after them; bounded by the hard cap below.
-            st.pending_bytes + len <= self.limits.max_bytes.saturating_mul(2)
-        } else if st.skipping {
-            // Resume at a keyframe that fits (or any keyframe once the queue has drained).
-            frame.keyframe && (fits || st.pending_bytes == 0)
-        } else {
-            fits || st.pending_bytes == 0
-        };
-        if !accept {
-            st.skipping = true;
-            let since = *st.behind_since.get_or_insert(now);
-            self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
-            if now.saturating_duration_since(since) >= self.limits.slow_timeout {
+        match self.admit(&mut st, frame, now) {
+            Admit::Queued => {}
+            Admit::Dropped => return Offer::Dropped,
+            Admit::Closed => return Offer::Closed,
+            Admit::TooSlow => {
                 self.set_closed(st, CloseReason::SlowPlayer);
                 return Offer::Closed;
             }
-            return Offer::Dropped;
         }
-        if frame.keyframe {
-            st.skipping = false;
-        }
-        st.pending_bytes += len;
-        st.queue.push_back(Item::Frame(frame.clone()));
-        self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
         if let Some(window) = self.window.get()
             && st.sent_video
         {
             // Windowed: written when the window since the last write ends (the first picture
             // never waits). One registration covers everything queued until then.
+            let follows = match log {
+                Some((log, seq)) => {
+                    st.feed = Some(log.clone());
+                    st.cursor = seq + 1;
+                    true
+                }
+                None => false,
+            };
+            let queued = |flush| if follows { Offer::Follows { flush } } else { Offer::Queued { flush } };
             if !st.scheduled && !st.due {
                 let at = window_end(st.last_write.unwrap_or(now), self.limits.write_batch);
                 if at > now {
                     st.scheduled = true;
                     drop(st);
                     window.schedule(self.clone(), at);
-                    return Offer::Queued { flush: false };
+                    return queued(false);
                 }
                 st.due = true;
-                return Offer::Queued { flush: !st.writing };
+                let flush = !st.writing;
+                if follows {
+                    // A follower is visited at every window's end from now on.
+                    st.scheduled = true;
+                    drop(st);
+                    window.schedule(self.clone(), window_end(now, self.limits.write_batch));
+                }
+                return queued(flush);
             }
-            return Offer::Queued { flush: false };
+            if follows && !st.scheduled {
+                st.scheduled = true;
+                drop(st);
+                window.schedule(self.clone(), window_end(now, self.limits.write_batch));
+            }
+            return queued(false);
         }
         let hold = match frame.kind {
             FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
@@ -444,6 +489,46 @@ impl Outbox {
         let flush = !st.due && !st.writing;
         st.due = true;
         Offer::Queued { flush }
+    }
+
+    /// The drop policy (see the module docs): queues `frame` or drops it.
+    fn admit(&self, st: &mut State, frame: &Arc<Frame>, now: Instant) -> Admit {
+        if st.closed.is_some() {
+            return Admit::Closed;
+        }
+        let len = frame.wire_len();
+        let fits = st.pending_bytes + len <= self.limits.max_bytes;
+        let accept = if frame.essential {
+            // Tiny and needed to decode anything after them; bounded by the hard cap below.
+            st.pending_bytes + len <= self.limits.max_bytes.saturating_mul(2)
+        } else if st.skipping {
+            // Resume at a keyframe that fits (or any keyframe once the queue has drained).
+            frame.keyframe && (fits || st.pending_bytes == 0)
+        } else {
+            fits || st.pending_bytes == 0
+        };
+        if !accept {
+            return self.drop_media(st, 1, now);
+        }
+        if frame.keyframe {
+            st.skipping = false;
+        }
+        st.pending_bytes += len;
+        st.queue.push_back(Item::Frame(frame.clone()));
+        self.stats.queued_bytes.store(st.pending_bytes as u64, Ordering::Relaxed);
+        Admit::Queued
+    }
+
+    /// Counts `n` messages this player could not take; it skips to the next keyframe and is
+    /// too slow once it has been behind for the slow-player timeout.
+    fn drop_media(&self, st: &mut State, n: u64, now: Instant) -> Admit {
+        st.skipping = true;
+        let since = *st.behind_since.get_or_insert(now);
+        self.stats.dropped_messages.fetch_add(n, Ordering::Relaxed);
+        if now.saturating_duration_since(since) >= self.limits.slow_timeout {
+            return Admit::TooSlow;
+        }
+        Admit::Dropped
     }
 
     /// Writes what is due to the socket from the calling task, without waiting: one
@@ -495,17 +580,81 @@ impl Outbox {
         self.wrote(n, first_video);
     }
 
-    /// The window flusher's visit at the end of this player's window.
-    pub(crate) fn window_elapsed(&self) {
+    /// The window flusher's visit at the end of this player's window: a follower first takes
+    /// what is new in its stream's log; what is queued is written. A follower is visited again
+    /// when its next window ends.
+    pub(crate) fn window_elapsed(self: &Arc<Self>) {
+        let now = Instant::now();
         {
             let mut st = self.lock();
             st.scheduled = false;
-            if st.queue.is_empty() {
+            if st.closed.is_some() {
                 return;
             }
-            st.due = true;
+            if st.feed.is_some() {
+                st = self.take_from_log(st, now);
+            }
+            if !st.queue.is_empty() {
+                st.due = true;
+                drop(st);
+                self.flush();
+            }
         }
-        self.flush();
+        let mut st = self.lock();
+        if let Some(window) = self.window.get()
+            && st.feed.is_some()
+            && st.closed.is_none()
+            && !st.scheduled
+        {
+            let at = window_end(st.last_write.filter(|t| *t > now).unwrap_or(now), self.limits.write_batch);
+            st.scheduled = true;
+            drop(st);
+            window.schedule(self.clone(), at);
+        }
+    }
+
+    /// Queues every frame of the log past the cursor under the drop policy, in one lock.
+    fn take_from_log<'a>(
+        &'a self,
+        mut st: std::sync::MutexGuard<'a, State>,
+        now: Instant,
+    ) -> std::sync::MutexGuard<'a, State> {
+        // Taken out and put back rather than cloned: the log's reference count is shared by
+        // every player of the stream.
+        let Some(feed) = st.feed.take() else { return st };
+        let mut verdict = Admit::Queued;
+        let mut dropped = 0;
+        let cursor = st.cursor;
+        st.cursor = feed.read_from(cursor, |entry| {
+            if matches!(verdict, Admit::TooSlow | Admit::Closed) {
+                return;
+            }
+            verdict = match entry {
+                // Frames the log no longer held: this player was not visited for longer than
+                // the log keeps them. They count as dropped; it resumes at a keyframe.
+                Entry::Missed(n) => {
+                    dropped += n;
+                    self.drop_media(&mut st, n, now)
+                }
+                Entry::Frame(frame) => {
+                    let v = self.admit(&mut st, frame, now);
+                    dropped += u64::from(v == Admit::Dropped);
+                    v
+                }
+            };
+        });
+        if dropped > 0 {
+            feed.add_dropped(dropped);
+            if let Some(o) = self.observer.get() {
+                o.dropped(dropped);
+            }
+        }
+        st.feed = Some(feed);
+        if verdict == Admit::TooSlow {
+            self.set_closed(st, CloseReason::SlowPlayer);
+            return self.lock();
+        }
+        st
     }
 
     /// Buffer handles for the next write: the queue's front (up to [`MAX_IOVECS`] items).
@@ -790,7 +939,7 @@ pub(crate) mod tests {
         pub(crate) fn with_room(room: usize) -> Arc<FakeSink> {
             Arc::new(FakeSink(Mutex::new(Fake { room, ..Default::default() })))
         }
-        fn give(&self, more: usize) {
+        pub(crate) fn give(&self, more: usize) {
             let mut f = self.0.lock().unwrap();
             f.room += more;
             if let Some(w) = f.waker.take() {
@@ -800,7 +949,7 @@ pub(crate) mod tests {
         pub(crate) fn data(&self) -> Vec<u8> {
             self.0.lock().unwrap().data.clone()
         }
-        fn calls(&self) -> usize {
+        pub(crate) fn calls(&self) -> usize {
             self.0.lock().unwrap().calls
         }
     }
@@ -994,6 +1143,43 @@ pub(crate) mod tests {
         fn wrote(&self, _outbox: &Outbox, bytes: usize, first_video: bool) {
             self.0.lock().unwrap().push((Instant::now(), bytes, first_video));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_the_log_left_behind_counts_what_it_missed_and_resumes_at_a_keyframe() {
+        let ob = Outbox::new(OutboxLimits {
+            write_batch: Duration::from_millis(100),
+            ..OutboxLimits::new(1 << 20, Duration::from_secs(10))
+        });
+        let sink = FakeSink::with_room(1 << 20);
+        ob.attach(sink.clone(), (), Some(WindowFlusher::new()));
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        let log = FrameLog::new();
+        let key = frame(FrameKind::Video, true, false, 1000);
+        let delta = frame(FrameKind::Video, false, false, 1000);
+        let t0 = Instant::now();
+        // The first picture is due at once; with it out, the next offer makes the player follow.
+        let seq = log.append(&key, t0);
+        assert_eq!(ob.offer_logged(&key, t0, &log, seq), FLUSH);
+        ob.flush();
+        let seq = log.append(&delta, t0);
+        assert_eq!(ob.offer_logged(&delta, t0, &log, seq), Offer::Follows { flush: false });
+        // Four frames the player never takes in time: by 1.5 s the log (1 s) has let them go.
+        for _ in 0..4 {
+            log.append(&delta, t0 + Duration::from_millis(200));
+        }
+        let later = t0 + Duration::from_millis(1500);
+        for f in [&delta, &delta, &key, &delta] {
+            log.append(f, later);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Missed 4, then skipped 2 deltas up to the keyframe; the keyframe and the delta after it
+        // went out.
+        assert_eq!(ob.stats.dropped_messages.load(Ordering::Relaxed), 6);
+        assert_eq!(log.dropped.load(Ordering::Relaxed), 6);
+        assert_eq!(sink.data().len(), 4 * key.wire_len());
+        ob.close(CloseReason::Finished);
+        writer.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod fanout;
+pub mod frame_log;
 pub mod health;
 pub mod http;
 pub mod local_release;

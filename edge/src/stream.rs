@@ -24,6 +24,7 @@ use crate::{
     codec::{self, Codec},
     connection::protocol::{Media, MediaKind},
     fanout::{Frame, FrameKind, Offer, Outbox},
+    frame_log::FrameLog,
     rtmp::messages::{Level, on_status_payload},
 };
 
@@ -63,6 +64,11 @@ struct Player {
     /// Another edge pulling the stream through the relay: served like a player, but not a
     /// viewer (the pulling edge counts its own players).
     relay: bool,
+    /// Writes under a write window: offered frames with their number in the stream's log.
+    windowed: bool,
+    /// Takes its frames from the stream's log now (see [`Outbox::offer_logged`]): not offered
+    /// frames any more.
+    follows: bool,
 }
 
 struct State {
@@ -73,6 +79,8 @@ struct State {
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
     players: Vec<Player>,
+    /// Players with a write window: while there are any, frames go into the log.
+    windowed_players: usize,
     /// Added to incoming timestamps (wrapping); recomputed at each new publisher's first message.
     ts_offset: u32,
     rebase_pending: bool,
@@ -128,6 +136,8 @@ pub struct Stream {
     pub publisher_idle: std::sync::atomic::AtomicBool,
     /// Local publishers holding or releasing the stream's lease (admission waits on a release).
     pub local_leases: crate::local_release::LocalLeases,
+    /// Recent frames for players under a write window.
+    log: Arc<FrameLog>,
 }
 
 /// The result of fanning out one message.
@@ -154,6 +164,7 @@ impl Stream {
                 gop: Vec::new(),
                 gop_bytes: 0,
                 players: Vec::new(),
+                windowed_players: 0,
                 ts_offset: 0,
                 rebase_pending: false,
                 last_out_ts: None,
@@ -164,6 +175,7 @@ impl Stream {
             stats: StreamStats::default(),
             publisher_idle: std::sync::atomic::AtomicBool::new(false),
             local_leases: Default::default(),
+            log: FrameLog::new(),
         }
     }
 
@@ -222,7 +234,7 @@ impl Stream {
         self.publisher_idle.store(false, Ordering::Relaxed);
         let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
         let mut to_flush = Vec::new();
-        fan_out(&mut st, &notice, Instant::now(), &self.stats, &mut to_flush);
+        fan_out(&mut st, &notice, Instant::now(), &self.stats, &self.log, &mut to_flush);
         drop(st);
         flush_all(&mut to_flush);
         self.live.send_replace(LiveState::Live { publisher: session });
@@ -319,7 +331,7 @@ impl Stream {
             MediaKind::Data => Arc::new(Frame::new(FrameKind::Data, ts, false, false, media.payload)),
         };
         let mut to_flush = TO_FLUSH.take();
-        let result = fan_out(&mut st, &frame, now, &self.stats, &mut to_flush);
+        let result = fan_out(&mut st, &frame, now, &self.stats, &self.log, &mut to_flush);
         drop(st);
         // The publisher's task writes to its players' sockets itself, after letting go of the
         // stream: one system call per player per frame, no writer task woken.
@@ -350,7 +362,7 @@ impl Stream {
             return Err(count_viewers(&st));
         }
         fast_start(&st, &outbox, queue_limit, now);
-        st.players.push(Player { session, outbox, relay: false });
+        self.push_player(&mut st, session, outbox, false);
         Ok(count_viewers(&st))
     }
 
@@ -360,12 +372,30 @@ impl Stream {
         let now = Instant::now();
         let mut st = self.lock();
         fast_start(&st, &outbox, queue_limit, now);
-        st.players.push(Player { session, outbox, relay: true });
+        self.push_player(&mut st, session, outbox, true);
+    }
+
+    fn push_player(&self, st: &mut State, session: u64, outbox: Arc<Outbox>, relay: bool) {
+        let window = outbox.windowed();
+        if let Some(window) = window {
+            self.log.retain_for(window);
+            st.windowed_players += 1;
+        }
+        st.players.push(Player { session, outbox, relay, windowed: window.is_some(), follows: false });
     }
 
     pub fn remove_player(&self, session: u64) -> usize {
         let mut st = self.lock();
-        st.players.retain(|p| p.session != session);
+        let mut gone = 0;
+        st.players.retain(|p| {
+            let keep = p.session != session;
+            if !keep && p.windowed {
+                p.outbox.unfollow();
+                gone += 1;
+            }
+            keep
+        });
+        forget_windowed(&mut st, gone, &self.log);
         count_viewers(&st)
     }
 
@@ -400,7 +430,8 @@ impl Stream {
             gop_cache_bytes: st.gop_bytes,
             bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
             frames_in: self.stats.frames_in.load(Ordering::Relaxed),
-            dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed),
+            dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed)
+                + self.log.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -415,6 +446,14 @@ fn fast_start(st: &State, outbox: &Arc<Outbox>, queue_limit: usize, now: Instant
         for f in &st.gop {
             outbox.offer(f, now);
         }
+    }
+}
+
+/// `gone` windowed players left; the log is emptied when none are left.
+fn forget_windowed(st: &mut State, gone: usize, log: &FrameLog) {
+    st.windowed_players = st.windowed_players.saturating_sub(gone);
+    if gone > 0 && st.windowed_players == 0 {
+        log.clear();
     }
 }
 
@@ -467,32 +506,49 @@ fn flush_all(to_flush: &mut Vec<Arc<Outbox>>) {
 }
 
 /// Offers `frame` to every player; the outboxes it is due in now are added to `to_flush`, for
-/// the caller to flush once the stream lock is released.
+/// the caller to flush once the stream lock is released. While players with a write window are
+/// connected the frame also goes into the stream's log, where those that follow it take it.
 fn fan_out(
     st: &mut State,
     frame: &Arc<Frame>,
     now: Instant,
     stats: &StreamStats,
+    log: &Arc<FrameLog>,
     to_flush: &mut Vec<Arc<Outbox>>,
 ) -> FanoutResult {
     let mut result = FanoutResult::default();
-    st.players.retain(|p| match p.outbox.offer_deferred(frame, now) {
-        Offer::Queued { flush } => {
-            if flush {
-                to_flush.push(p.outbox.clone());
-            }
+    let seq = (st.windowed_players > 0).then(|| log.append(frame, now));
+    let mut windowed_gone = 0;
+    st.players.retain_mut(|p| {
+        if p.follows {
             result.delivered += 1;
-            true
+            return true;
         }
-        Offer::Dropped => {
-            result.dropped += 1;
-            true
-        }
-        Offer::Closed => {
-            result.removed += 1;
-            false
+        let offer = match seq {
+            Some(seq) if p.windowed => p.outbox.offer_logged(frame, now, log, seq),
+            _ => p.outbox.offer_deferred(frame, now),
+        };
+        match offer {
+            Offer::Queued { flush } | Offer::Follows { flush } => {
+                if flush {
+                    to_flush.push(p.outbox.clone());
+                }
+                p.follows = matches!(offer, Offer::Follows { .. });
+                result.delivered += 1;
+                true
+            }
+            Offer::Dropped => {
+                result.dropped += 1;
+                true
+            }
+            Offer::Closed => {
+                result.removed += 1;
+                windowed_gone += usize::from(p.windowed);
+                false
+            }
         }
     });
+    forget_windowed(st, windowed_gone, log);
     if result.dropped > 0 {
         stats.dropped_messages.fetch_add(result.dropped as u64, Ordering::Relaxed);
     }
@@ -641,5 +697,147 @@ pub(crate) mod tests {
         for (i, sink) in sinks.iter().enumerate() {
             assert_eq!(sink.data(), want, "player {i} got the frame exactly once");
         }
+    }
+
+    /// A player with a write window on a fake socket with `room` bytes, its writer running.
+    fn windowed_player(
+        s: &Stream,
+        session: u64,
+        flusher: &Arc<crate::write_window::WindowFlusher>,
+        room: usize,
+        max_bytes: usize,
+    ) -> (Arc<Outbox>, Arc<crate::fanout::tests::FakeSink>) {
+        let limits = OutboxLimits {
+            write_batch: Duration::from_millis(100),
+            ..OutboxLimits::new(max_bytes, Duration::from_secs(2))
+        };
+        let ob = Outbox::new(limits);
+        let sink = crate::fanout::tests::FakeSink::with_room(room);
+        ob.attach(sink.clone(), (), Some(flusher.clone()));
+        tokio::spawn(crate::fanout::run_writer(ob.clone()));
+        s.add_player(session, ob.clone(), max_bytes, None).unwrap();
+        (ob, sink)
+    }
+
+    /// The chunk bytes players get for this media, as the stream would serialize it.
+    fn wire(m: &Media) -> Vec<u8> {
+        let (kind, keyframe, essential) = match m.kind {
+            MediaKind::Video => (FrameKind::Video, m.payload[0] >> 4 == 1, m.payload[1] == 0),
+            _ => (FrameKind::Audio, false, m.payload[1] == 0),
+        };
+        Frame::new(kind, m.timestamp, keyframe, essential, m.payload.clone()).chunks.to_vec()
+    }
+
+    /// 33 ms of media: a video frame (a keyframe every 30) and an audio frame.
+    fn media_at(i: u32) -> [Media; 2] {
+        let head = if i.is_multiple_of(30) { 0x17 } else { 0x27 };
+        [video(i * 33, &[head, 1, 0, 0, 0, i as u8]), audio(i * 33, &[0xAF, 1, i as u8])]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn players_under_a_write_window_take_every_frame_from_the_log_once_in_order() {
+        let s = stream();
+        let flusher = crate::write_window::WindowFlusher::new();
+        let _kick = s.begin_publish(meta(1));
+        let mut sent = Vec::new();
+        for m in [video(0, &[0x17, 0, 1, 2]), audio(0, &[0xAF, 0, 0x12])] {
+            s.publish(1, m.clone());
+        }
+        let early = windowed_player(&s, 10, &flusher, 1 << 20, 1 << 20);
+        for i in 0..40 {
+            for m in media_at(i) {
+                sent.push(wire(&m));
+                s.publish(1, m);
+            }
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+        // A player joining mid-GOP starts with the cached GOP, then follows the log too.
+        let late = windowed_player(&s, 11, &flusher, 1 << 20, 1 << 20);
+        let late_from = sent.len();
+        for i in 40..90 {
+            for m in media_at(i) {
+                sent.push(wire(&m));
+                s.publish(1, m);
+            }
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(s.lock().players.iter().all(|p| p.follows), "both players follow the log");
+
+        let seq_headers = [wire(&video(0, &[0x17, 0, 1, 2])), wire(&audio(0, &[0xAF, 0, 0x12]))].concat();
+        assert_eq!(early.1.data(), [seq_headers.clone(), sent.concat()].concat(), "early player");
+        // The late player's fast start: sequence headers, then the GOP from the keyframe at 990 ms.
+        let gop_start = 2 * 30;
+        assert!(late_from > gop_start);
+        assert_eq!(late.1.data(), [seq_headers, sent[gop_start..].concat()].concat(), "late player");
+        // 3 s of media in 100 ms windows: about one write per window, not one per frame.
+        let writes = early.1.calls();
+        assert!((28..=40).contains(&writes), "{writes} writes for 180 frames");
+        assert_eq!(s.snapshot().dropped_messages, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_player_that_leaves_stops_taking_frames_and_the_log_empties_with_the_last() {
+        let s = stream();
+        let flusher = crate::write_window::WindowFlusher::new();
+        let _kick = s.begin_publish(meta(1));
+        let (_ob, leaver) = windowed_player(&s, 10, &flusher, 1 << 20, 1 << 20);
+        let (_ob2, stayer) = windowed_player(&s, 11, &flusher, 1 << 20, 1 << 20);
+        let publish = |from: u32, to: u32| {
+            let s = &s;
+            async move {
+                for i in from..to {
+                    for m in media_at(i) {
+                        s.publish(1, m);
+                    }
+                    tokio::time::sleep(Duration::from_millis(33)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        publish(0, 10).await;
+        assert!(s.lock().players.iter().all(|p| p.follows));
+        let had = leaver.data().len();
+        assert_eq!(s.remove_player(10), 1);
+        publish(10, 20).await;
+        assert_eq!(leaver.data().len(), had, "a player that left gets nothing more");
+        assert_eq!(stayer.data().len(), (0..20).flat_map(media_at).map(|m| wire(&m).len()).sum::<usize>());
+        assert!(s.log.len() > 0);
+        assert_eq!(s.remove_player(11), 0);
+        assert_eq!(s.log.len(), 0, "no windowed player left: nothing kept");
+        publish(20, 30).await;
+        assert_eq!(s.log.len(), 0, "the log is not filled without windowed players");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_that_cannot_keep_up_drops_to_the_next_keyframe_and_is_closed() {
+        let s = stream();
+        let flusher = crate::write_window::WindowFlusher::new();
+        let _kick = s.begin_publish(meta(1));
+        let first = media_at(0);
+        // Room for the first picture only; then the socket stays full.
+        let room = wire(&first[0]).len();
+        let (ob, sink) = windowed_player(&s, 10, &flusher, room, 300);
+        let healthy = windowed_player(&s, 11, &flusher, 1 << 20, 1 << 20);
+        for m in first {
+            s.publish(1, m);
+        }
+        let mut i = 1;
+        while ob.closed_reason().is_none() && i < 200 {
+            for m in media_at(i) {
+                s.publish(1, m);
+            }
+            tokio::time::sleep(Duration::from_millis(33)).await;
+            i += 1;
+        }
+        assert!(s.lock().players.iter().all(|p| p.follows));
+        assert_eq!(ob.closed_reason(), Some(crate::fanout::CloseReason::SlowPlayer));
+        // Behind from its first overflow, closed 2 s (the slow-player timeout) later.
+        assert!((60..=80).contains(&i), "closed after {i} frames");
+        assert_eq!(sink.data().len(), room);
+        assert!(ob.stats.dropped_messages.load(Ordering::Relaxed) > 100);
+        assert_eq!(s.snapshot().dropped_messages, ob.stats.dropped_messages.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(healthy.1.data().len(), (0..i).flat_map(media_at).map(|m| wire(&m).len()).sum::<usize>());
     }
 }

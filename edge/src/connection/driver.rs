@@ -197,6 +197,10 @@ impl WriteObserver for WriteMetrics {
             self.metrics.time_to_first_frame.observe(t.elapsed().as_secs_f64());
         }
     }
+
+    fn dropped(&self, messages: u64) {
+        self.metrics.slow_player_dropped_messages.inc_by(messages);
+    }
 }
 
 /// Which listener a connection arrived on.
