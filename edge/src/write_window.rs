@@ -53,8 +53,9 @@ impl WindowFlusher {
                 }
                 due.keys().next().copied()
             };
+            let now = Instant::now();
             for outbox in batch.drain(..) {
-                outbox.window_elapsed();
+                outbox.window_elapsed(now);
             }
             match next {
                 // Only due entries were taken: look again (new ones may have arrived).

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::protocol::{ConnError, Connection, Event, Output};
 use crate::{
     context::Context,
-    fanout::{CloseReason, Outbox, WriteObserver, run_writer},
+    fanout::{CloseReason, Outbox, TcpSink, WriteObserver, run_writer},
     metrics::Metrics,
     play, publisher,
     sessions::SessionInfo,
@@ -226,7 +226,7 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
     let outbox = Outbox::new(ctx.settings.outbox);
     let _ = guard.info.outbox.set(outbox.clone());
     let (read, write) = socket.into_split();
-    outbox.attach(Arc::new(write), WriteMetrics { metrics: ctx.metrics.clone() }, ctx.window.clone());
+    outbox.attach(Arc::new(TcpSink::new(write)), WriteMetrics { metrics: ctx.metrics.clone() }, ctx.window.clone());
     let writer = tokio::spawn(run_writer(outbox.clone()));
     ctx.metrics.connections_active.inc();
     let mut io = Io {
