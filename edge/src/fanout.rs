@@ -150,8 +150,9 @@ pub(crate) enum Item {
     Bytes(Bytes),
     /// A frame's shared chunks (the player's message stream is [`DEFAULT_STREAM_ID`]).
     Frame(Arc<Frame>),
-    /// A frame serialized for this player's message stream id.
-    Reframed(Arc<Frame>, Bytes),
+    /// A frame serialized for this player's message stream id; whether it is a picture (not a
+    /// sequence header). Kept as small as the other variants: queues keep their entries.
+    Reframed(Bytes, bool),
 }
 
 impl Item {
@@ -159,13 +160,13 @@ impl Item {
         if stream_id == DEFAULT_STREAM_ID {
             Item::Frame(frame.clone())
         } else {
-            Item::Reframed(frame.clone(), frame.chunks_for(stream_id))
+            Item::Reframed(frame.chunks_for(stream_id), is_picture(frame))
         }
     }
 
     fn data(&self) -> &[u8] {
         match self {
-            Item::Bytes(b) | Item::Reframed(_, b) => b,
+            Item::Bytes(b) | Item::Reframed(b, _) => b,
             Item::Frame(f) => &f.chunks,
         }
     }
@@ -175,8 +176,16 @@ impl Item {
     }
 
     fn is_first_picture(&self) -> bool {
-        matches!(self, Item::Frame(f) | Item::Reframed(f, _) if f.kind == FrameKind::Video && !f.essential)
+        match self {
+            Item::Bytes(_) => false,
+            Item::Frame(f) => is_picture(f),
+            Item::Reframed(_, picture) => *picture,
+        }
     }
+}
+
+fn is_picture(frame: &Frame) -> bool {
+    frame.kind == FrameKind::Video && !frame.essential
 }
 
 /// The queued bytes one write hands to `writev`, borrowed from the queue's items rather than
@@ -207,9 +216,11 @@ impl WriteList {
 
     fn clear(&mut self) {
         self.0.clear();
-        if self.0.capacity() > MAX_IOVECS {
-            self.0.shrink_to(MAX_IOVECS);
-        }
+    }
+
+    /// Gives the memory back (a connection's writer task is idle most of the time).
+    fn release(&mut self) {
+        self.0 = Vec::new();
     }
 }
 
@@ -898,7 +909,7 @@ pub async fn run_writer(outbox: Arc<Outbox>) -> CloseReason {
             Err(reason) => break reason,
         };
         let written = write_owned(&outbox, &*sink, &mut bufs).await;
-        bufs.clear();
+        bufs.release();
         if let Err(reason) = written {
             outbox.close(reason.clone());
             outbox.lock().writing = false;
