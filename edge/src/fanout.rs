@@ -529,31 +529,27 @@ impl Outbox {
                 }
                 None => false,
             };
-            let queued = |flush| if follows { Offer::Follows { flush } } else { Offer::Queued { flush } };
+            let mut flush = false;
+            let mut schedule_at = None;
             if !st.scheduled && !st.due {
                 let at = window_end(st.last_write.unwrap_or(now), self.limits.write_batch);
                 if at > now {
-                    st.scheduled = true;
-                    drop(st);
-                    window.schedule(self.clone(), at);
-                    return queued(false);
+                    schedule_at = Some(at);
+                } else {
+                    st.due = true;
+                    flush = !st.writing;
                 }
-                st.due = true;
-                let flush = !st.writing;
-                if follows {
-                    // A follower is visited at every window's end from now on.
-                    st.scheduled = true;
-                    drop(st);
-                    window.schedule(self.clone(), window_end(now, self.limits.write_batch));
-                }
-                return queued(flush);
             }
-            if follows && !st.scheduled {
+            if follows && !st.scheduled && schedule_at.is_none() {
+                // A follower is visited at every window's end from now on.
+                schedule_at = Some(window_end(now, self.limits.write_batch));
+            }
+            if let Some(at) = schedule_at {
                 st.scheduled = true;
                 drop(st);
-                window.schedule(self.clone(), window_end(now, self.limits.write_batch));
+                window.schedule(self.clone(), at);
             }
-            return queued(false);
+            return if follows { Offer::Follows { flush } } else { Offer::Queued { flush } };
         }
         let hold = match frame.kind {
             FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
