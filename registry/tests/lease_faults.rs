@@ -240,3 +240,19 @@ async fn a_partitioned_holder_stops_before_its_lease_expires_in_redis() {
     assert!(!far.release(&lease).await.unwrap());
     assert_eq!(near.renew(&next, timing.ttl).await.unwrap(), RenewOutcome::Renewed);
 }
+
+#[tokio::test]
+async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
+    let server = RedisServer::start();
+    let reg = connect(&server.url()).await;
+    reg.end_quarantine().await.unwrap();
+    reg.put_stream(&rec("alpha")).await.unwrap();
+    let first = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    assert!(reg.release(&first).await.unwrap());
+
+    // The counter alone vanishes (evicted, or deleted by hand) while the epoch survives.
+    let _: () = redis::cmd("DEL").arg("sf:v1:fence").query_async(&mut raw(&server.url()).await).await.unwrap();
+    let second = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    assert!(second.epoch > first.epoch, "a new epoch: {} vs {}", second.epoch, first.epoch);
+    assert!(second.fence > first.fence, "fences stay monotonic: {} vs {}", second.fence, first.fence);
+}

@@ -1,11 +1,13 @@
 //! The Lua scripts of the Redis backend, one file each under `scripts/`, loaded at compile time.
-//! Every script starts with `scripts/prelude.lua` (key prefix, server clock, epoch and grant
-//! helpers), so the fencing and quarantine rules are written once. `redis::Script` sends
+//! Every script starts with `scripts/prelude.lua` (key prefix, server clock); the ones that grant
+//! leases or report holders also get `scripts/fencing.lua` (epoch, quarantine, grant and holder
+//! helpers), so those rules are written once and the small scripts do not carry them. `redis::Script` sends
 //! `EVALSHA` and falls back to loading the script when a restarted Redis answers `NOSCRIPT`.
 
 use redis::Script;
 
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
+const FENCING: &str = include_str!("scripts/fencing.lua");
 
 /// All scripts, compiled into `Script`s (SHA-1 computed) once per registry.
 pub(super) struct Scripts {
@@ -26,10 +28,14 @@ fn with_prelude(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
+fn with_fencing(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{FENCING}\n{body}"))
+}
+
 impl Scripts {
     /// Run by the connection on every new connection (see `connection.rs`).
     pub fn init_script() -> Script {
-        with_prelude(include_str!("scripts/init.lua"))
+        with_fencing(include_str!("scripts/init.lua"))
     }
 
     pub fn new() -> Self {
@@ -37,14 +43,14 @@ impl Scripts {
             put_stream: with_prelude(include_str!("scripts/put_stream.lua")),
             delete_stream: with_prelude(include_str!("scripts/delete_stream.lua")),
             lookup: with_prelude(include_str!("scripts/lookup.lua")),
-            acquire: with_prelude(include_str!("scripts/acquire.lua")),
-            reclaim: with_prelude(include_str!("scripts/reclaim.lua")),
+            acquire: with_fencing(include_str!("scripts/acquire.lua")),
+            reclaim: with_fencing(include_str!("scripts/reclaim.lua")),
             renew: with_prelude(include_str!("scripts/renew.lua")),
             release: with_prelude(include_str!("scripts/release.lua")),
             revoke: with_prelude(include_str!("scripts/revoke.lua")),
             update_holder: with_prelude(include_str!("scripts/update_holder.lua")),
             set_viewers: with_prelude(include_str!("scripts/set_viewers.lua")),
-            live_status: with_prelude(include_str!("scripts/live_status.lua")),
+            live_status: with_fencing(include_str!("scripts/live_status.lua")),
         }
     }
 }

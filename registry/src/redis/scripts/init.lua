@@ -25,5 +25,4 @@ if run_id ~= '' then
     redis.call('SET', P .. 'run', run_id)
   end
 end
-local epoch = ensure_epoch(now)
-return { 'ok', num(epoch), rolled }
+return { 'ok', num(fencing_state(now).epoch), rolled }

@@ -1,16 +1,9 @@
--- Streamfleet registry: shared helpers, prepended to every script at load time (see mod.rs).
+-- Streamfleet registry: what every script needs, prepended to each at load time (scripts.rs).
 -- ARGV[1] is always the key prefix including the schema version, e.g. "sf:v1:". Keys are built
 -- here rather than passed in KEYS because most are only known after a lookup inside the script;
 -- this is why Redis Cluster is not supported (docs/registry.md).
 
 local P = ARGV[1]
-
--- Grants per fencing epoch: fence = epoch_ms * 2^20 + counter, assembled in Rust (Lua numbers
--- are doubles and lose precision above 2^53).
-local FENCE_SPAN = 1048576
-
--- Holder fields everyone may read, in the order the Rust side parses them.
-local HOLDER_FIELDS = { 'edge', 'remote', 'relay', 'since', 'epoch', 'counter', 'idle_since', 'kbps' }
 
 local function num(n)
   return string.format('%d', n)
@@ -20,87 +13,4 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Starts a new fencing epoch that is later than any before it, so fences never repeat even when
--- the counter was lost: `boot` marks when this data set stopped knowing every lease.
-local function new_epoch(now, previous)
-  local epoch = now
-  if previous and previous + 1 > epoch then epoch = previous + 1 end
-  redis.call('SET', P .. 'epoch', num(epoch))
-  redis.call('SET', P .. 'boot', num(now))
-  redis.call('SET', P .. 'fence', '0')
-  redis.call('DEL', P .. 'quarantine_lifted')
-  return epoch
-end
-
--- Returns the current epoch and boot time, creating them on a fresh (or restarted-empty) Redis.
-local function ensure_epoch(now)
-  local epoch = redis.call('GET', P .. 'epoch')
-  if not epoch then
-    local e = new_epoch(now, nil)
-    return e, now
-  end
-  return tonumber(epoch), tonumber(redis.call('GET', P .. 'boot') or '0')
-end
-
--- Milliseconds of quarantine left for a grant with this TTL: after a restart that lost leases,
--- holders may still be publishing for one TTL, so newcomers wait that long.
-local function quarantine_left(boot, ttl, now)
-  if redis.call('EXISTS', P .. 'quarantine_lifted') == 1 then return 0 end
-  local left = boot + ttl - now
-  if left > 0 then return left end
-  return 0
-end
-
-local function holder_fields(id)
-  local h = redis.call('HMGET', P .. 'holder:' .. id, unpack(HOLDER_FIELDS))
-  for i = 1, #HOLDER_FIELDS do
-    if not h[i] then h[i] = '' end
-  end
-  return h
-end
-
--- Reply for "someone else holds it": wait_ms < 0 means waiting will not help.
-local function active_reply(id, wait_ms)
-  local reply = { 'active', id, num(wait_ms) }
-  for _, v in ipairs(holder_fields(id)) do table.insert(reply, v) end
-  return reply
-end
-
--- The stream id a key hash belongs to, or an error reply: {nil, reply}.
-local function stream_for_key(key_hash)
-  local id = redis.call('GET', P .. 'key:' .. key_hash)
-  if not id then return nil, { 'not_found' } end
-  local rec = redis.call('HMGET', P .. 'stream:' .. id, 'enabled', 'takeover', 'key_hash')
-  if not rec[1] or rec[3] ~= key_hash then return nil, { 'not_found' } end
-  if rec[1] ~= '1' then return nil, { 'disabled', id } end
-  return id, rec[2]
-end
-
--- Writes the lease (SET PX) and its holder hash with a fresh fence; returns epoch, counter.
--- h: edge, remote, relay, since, kbps, taken_over_at (strings, '' when absent).
-local function grant(id, token, ttl, now, epoch, h)
-  if redis.call('EXISTS', P .. 'fence') == 0 then
-    -- The counter vanished while the epoch survived: only a new epoch keeps fences unique.
-    epoch = new_epoch(now, epoch)
-  end
-  local counter = redis.call('INCR', P .. 'fence')
-  if counter >= FENCE_SPAN then
-    -- The counter would spill into the epoch bits: roll to a later epoch (not a restart, so
-    -- `boot` and the quarantine are untouched).
-    epoch = math.max(now, epoch + 1)
-    redis.call('SET', P .. 'epoch', num(epoch))
-    redis.call('SET', P .. 'fence', '1')
-    counter = 1
-  end
-  local hk = P .. 'holder:' .. id
-  redis.call('SET', P .. 'lease:' .. id, token, 'PX', ttl)
-  redis.call('DEL', hk)
-  redis.call('HSET', hk, 'token', token, 'epoch', num(epoch), 'counter', num(counter), 'edge', h.edge,
-    'remote', h.remote, 'relay', h.relay, 'since', h.since)
-  if h.kbps ~= '' then redis.call('HSET', hk, 'kbps', h.kbps) end
-  if h.taken_over_at ~= '' then redis.call('HSET', hk, 'taken_over_at', h.taken_over_at) end
-  redis.call('PEXPIRE', hk, ttl)
-  return epoch, counter
 end

@@ -10,8 +10,7 @@ if id ~= want then return { 'not_found' } end
 local current = redis.call('GET', P .. 'lease:' .. id)
 if current and current ~= token then return active_reply(id, -1) end
 local now = now_ms()
-local epoch = ensure_epoch(now)
-local e, c = grant(id, token, ttl, now, epoch, {
+local e, c = grant(id, token, ttl, now, fencing_state(now), {
   edge = ARGV[6], remote = ARGV[7], relay = ARGV[8], since = ARGV[9], kbps = ARGV[10], taken_over_at = '',
 })
 return { 'ok', id, num(e), num(c), ARGV[9], '0' }
