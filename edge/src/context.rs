@@ -120,8 +120,23 @@ impl Context {
             viewers_changed: Notify::new(),
             reported_viewers: std::sync::Mutex::new(Default::default()),
             relay: std::sync::OnceLock::new(),
-            window: (!settings_window.is_zero()).then(crate::write_window::WindowFlusher::new),
+            window: (!settings_window.is_zero()).then(|| crate::write_window::WindowFlusher::new(settings_window)),
         })
+    }
+
+    /// Hands one message of `stream`'s publisher (an encoder or a relay pull) to its players,
+    /// counts what slow players had to drop, and writes the players of any stream whose write
+    /// window has ended: the publisher's task is awake anyway, so no timer has to wake for them
+    /// (see `write_window`).
+    pub fn deliver(&self, stream: &crate::stream::Stream, session: u64, media: crate::connection::Media) {
+        if let Some(f) = stream.publish(session, media)
+            && f.dropped > 0
+        {
+            self.metrics.slow_player_dropped_messages.inc_by(f.dropped as u64);
+        }
+        if let Some(window) = &self.window {
+            window.write_due(tokio::time::Instant::now());
+        }
     }
 
     pub fn is_draining(&self) -> bool {

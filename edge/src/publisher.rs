@@ -145,11 +145,7 @@ async fn ingest(
                         }
                     }
                     window_bytes += media.payload.len() as u64;
-                    if let Some(fanout) = stream.publish(session, media)
-                        && fanout.dropped > 0
-                    {
-                        ctx.metrics.slow_player_dropped_messages.inc_by(fanout.dropped as u64);
-                    }
+                    ctx.deliver(stream, session, media);
                 }
                 Ok(Event::PublishFinished) => return Ended::Closed("publisher finished".into()),
                 Ok(_) => {}

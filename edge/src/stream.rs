@@ -737,7 +737,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn players_under_a_write_window_take_every_frame_from_the_log_once_in_order() {
         let s = stream();
-        let flusher = crate::write_window::WindowFlusher::new();
+        let flusher = crate::write_window::WindowFlusher::new(Duration::from_millis(100));
         let _kick = s.begin_publish(meta(1));
         let mut sent = Vec::new();
         for m in [video(0, &[0x17, 0, 1, 2]), audio(0, &[0xAF, 0, 0x12])] {
@@ -777,9 +777,43 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_publishers_messages_write_the_players_whose_window_ended_and_nothing_else_wakes() {
+        let s = stream();
+        let window = Duration::from_millis(100);
+        let flusher = crate::write_window::WindowFlusher::new(window);
+        let _kick = s.begin_publish(meta(1));
+        let (_ob, sink) = windowed_player(&s, 10, &flusher, 1 << 20, 1 << 20);
+        // What a publisher's task does for each message (`Context::deliver`).
+        let deliver = |m: Media| {
+            s.publish(1, m);
+            flusher.write_due(Instant::now());
+        };
+        let mut sent = Vec::new();
+        for i in 0..30 {
+            for m in media_at(i) {
+                sent.push(wire(&m));
+                deliver(m);
+            }
+            let (calls, bytes) = (sink.calls(), sink.data().len());
+            tokio::time::sleep(Duration::from_millis(33)).await;
+            if i > 0 {
+                assert_eq!((sink.calls(), sink.data().len()), (calls, bytes), "a write between messages at {i}");
+            }
+        }
+        // Windows end at messages: 30 frames 33 ms apart are about 8 writes, not 30.
+        let writes = sink.calls();
+        assert!((6..=12).contains(&writes), "{writes} writes");
+        let written = sink.data().len();
+        assert!(written < sent.concat().len(), "the last window's media waits for its end");
+        // The publisher pauses: the flusher's own task writes the rest within two windows.
+        tokio::time::sleep(2 * window + Duration::from_millis(10)).await;
+        assert_eq!(sink.data(), sent.concat());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_player_that_leaves_stops_taking_frames_and_the_log_empties_with_the_last() {
         let s = stream();
-        let flusher = crate::write_window::WindowFlusher::new();
+        let flusher = crate::write_window::WindowFlusher::new(Duration::from_millis(100));
         let _kick = s.begin_publish(meta(1));
         let (_ob, leaver) = windowed_player(&s, 10, &flusher, 1 << 20, 1 << 20);
         let (_ob2, stayer) = windowed_player(&s, 11, &flusher, 1 << 20, 1 << 20);
@@ -812,7 +846,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_follower_that_cannot_keep_up_drops_to_the_next_keyframe_and_is_closed() {
         let s = stream();
-        let flusher = crate::write_window::WindowFlusher::new();
+        let flusher = crate::write_window::WindowFlusher::new(Duration::from_millis(100));
         let _kick = s.begin_publish(meta(1));
         let first = media_at(0);
         // Room for the first picture only; then the socket stays full.

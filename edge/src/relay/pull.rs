@@ -227,13 +227,7 @@ async fn follow(ctx: &Context, stream: &Arc<Stream>, cleanup: &Cleanup, mut up: 
     let why = loop {
         tokio::select! {
             m = up.next_media() => match m {
-                Ok(Some(media)) => {
-                    if let Some(f) = stream.publish(session, media)
-                        && f.dropped > 0
-                    {
-                        ctx.metrics.slow_player_dropped_messages.inc_by(f.dropped as u64);
-                    }
-                }
+                Ok(Some(media)) => ctx.deliver(stream, session, media),
                 Ok(None) => break up.end_reason().unwrap_or("upstream ended").to_string(),
                 Err(e) => {
                     ctx.metrics.relay_upstream_errors.with_label_values(&[e.stage()]).inc();
