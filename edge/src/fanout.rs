@@ -970,6 +970,30 @@ async fn write_owned(outbox: &Outbox, sink: &dyn Sink, bufs: &mut WriteList) -> 
     }
 }
 
+/// Most players one task writes in one go. A write is 5–10 µs of kernel time, so a publisher
+/// with thousands of players would otherwise keep the last one waiting for all the others on one
+/// thread (p99 latency 182 ms at 2000 players on 2 cores).
+pub(crate) const WRITE_PER_TASK: usize = 256;
+
+/// Runs `write` on every outbox of `list`, emptying it: the first [`WRITE_PER_TASK`] (the
+/// longest-connected players) from the calling task, the rest in helper tasks of that many each,
+/// which the runtime's other workers take.
+pub(crate) fn write_spread(list: &mut Vec<Arc<Outbox>>, write: impl Fn(&Arc<Outbox>) + Copy + Send + 'static) {
+    if list.len() > WRITE_PER_TASK && tokio::runtime::Handle::try_current().is_ok() {
+        while list.len() > WRITE_PER_TASK {
+            let chunk = list.split_off((list.len() - WRITE_PER_TASK).max(WRITE_PER_TASK));
+            tokio::spawn(async move {
+                for outbox in &chunk {
+                    write(outbox);
+                }
+            });
+        }
+    }
+    for outbox in list.drain(..) {
+        write(&outbox);
+    }
+}
+
 /// When a window that starts `now` ends: `window` later, rounded up to a grid of `window / 32`
 /// shared by the whole process, so that players due together share one entry of the flusher's
 /// schedule (and its fallback task, when it runs, wakes once for all of them). The grid is fine

@@ -482,27 +482,8 @@ thread_local! {
     static TO_FLUSH: std::cell::RefCell<Vec<Arc<Outbox>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Most players one task writes a frame to. A write is 5–10 µs of kernel time, so a publisher
-/// with thousands of players would otherwise keep the last one waiting for all the others on one
-/// thread (p99 latency 182 ms at 2000 players on 2 cores): the rest of a longer list goes to
-/// helper tasks, which the runtime's other workers take.
-const FLUSH_PER_TASK: usize = 256;
-
 fn flush_all(to_flush: &mut Vec<Arc<Outbox>>) {
-    if to_flush.len() > FLUSH_PER_TASK && tokio::runtime::Handle::try_current().is_ok() {
-        // The first FLUSH_PER_TASK players (the longest-connected) stay with this task.
-        while to_flush.len() > FLUSH_PER_TASK {
-            let chunk = to_flush.split_off((to_flush.len() - FLUSH_PER_TASK).max(FLUSH_PER_TASK));
-            tokio::spawn(async move {
-                for outbox in chunk {
-                    outbox.flush();
-                }
-            });
-        }
-    }
-    for outbox in to_flush.drain(..) {
-        outbox.flush();
-    }
+    crate::fanout::write_spread(to_flush, |outbox| outbox.flush());
 }
 
 /// Offers `frame` to every player; the outboxes it is due in now are added to `to_flush`, for
@@ -676,7 +657,7 @@ pub(crate) mod tests {
         use crate::fanout::tests::FakeSink;
         let s = stream();
         let _kick = s.begin_publish(meta(1));
-        let players = 2 * FLUSH_PER_TASK + 88;
+        let players = 2 * crate::fanout::WRITE_PER_TASK + 88;
         let sinks: Vec<Arc<FakeSink>> = (0..players)
             .map(|i| {
                 let ob = outbox();

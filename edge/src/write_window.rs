@@ -21,10 +21,6 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::fanout::Outbox;
 
-/// Most players one task writes at a window's end; the rest go to helper tasks, which the
-/// runtime's other workers take (as `stream::flush_all` does for a frame).
-const WRITE_PER_TASK: usize = 256;
-
 /// Players waiting for their window to end, by when it ends.
 pub struct WindowFlusher {
     state: Mutex<Due>,
@@ -123,17 +119,5 @@ fn take_due(due: &mut Due, now: Instant) -> Vec<Arc<Outbox>> {
 }
 
 fn write_all(mut batch: Vec<Arc<Outbox>>, now: Instant) {
-    if batch.len() > WRITE_PER_TASK && tokio::runtime::Handle::try_current().is_ok() {
-        while batch.len() > WRITE_PER_TASK {
-            let chunk = batch.split_off((batch.len() - WRITE_PER_TASK).max(WRITE_PER_TASK));
-            tokio::spawn(async move {
-                for outbox in chunk {
-                    outbox.window_elapsed(now);
-                }
-            });
-        }
-    }
-    for outbox in batch {
-        outbox.window_elapsed(now);
-    }
+    crate::fanout::write_spread(&mut batch, move |outbox| outbox.window_elapsed(now));
 }
