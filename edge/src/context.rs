@@ -99,6 +99,8 @@ pub struct Context {
     pub relay: std::sync::OnceLock<Arc<crate::relay::Relay>>,
     /// Writes players' media at the end of their write window (`--write-batch`; none without).
     pub window: Option<Arc<crate::write_window::WindowFlusher>>,
+    /// Told about every write of every connection (bytes out, time to first frame).
+    pub write_metrics: Arc<dyn crate::fanout::WriteObserver>,
 }
 
 impl Context {
@@ -110,6 +112,7 @@ impl Context {
     ) -> Arc<Context> {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
         let settings_window = settings.outbox.write_batch;
+        let metrics_for_writes = metrics.clone();
         Arc::new(Context {
             settings,
             registry,
@@ -121,6 +124,7 @@ impl Context {
             reported_viewers: std::sync::Mutex::new(Default::default()),
             relay: std::sync::OnceLock::new(),
             window: (!settings_window.is_zero()).then(|| crate::write_window::WindowFlusher::new(settings_window)),
+            write_metrics: Arc::new(crate::connection::driver::WriteMetrics { metrics: metrics_for_writes }),
         })
     }
 

@@ -13,7 +13,8 @@
 //!   edge that holds it).
 //! - [`fanout`]: where bytes fan out (shared serialized frames, bounded per-player queues).
 //! - [`codec`]: FLV tag inspection (keyframes, sequence headers, Enhanced RTMP FourCC).
-//! - [`metrics`], [`http`], [`health`], [`viewers`], [`sessions`]: observability and reporting.
+//! - [`metrics`], [`http`], [`health`], [`viewers`], [`sessions`]: observability and reporting
+//!   ([`sharded_counter`]: the counter every write adds to, one cache line per thread).
 
 pub mod admission;
 pub mod codec;
@@ -33,6 +34,7 @@ pub mod relay;
 pub mod rtmp;
 pub mod server;
 pub mod sessions;
+pub mod sharded_counter;
 pub mod shutdown;
 pub mod stream;
 pub mod stream_hub;

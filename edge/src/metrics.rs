@@ -7,6 +7,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::sharded_counter::ShardedCounter;
+
 const PREFIX: &str = "streamfleet_edge";
 
 /// Every metric the edge exports.
@@ -23,7 +25,7 @@ pub struct Metrics {
     pub lease_renew_failures: IntCounter,
     pub lease_losses: IntCounterVec,
     pub bytes_received: IntCounter,
-    pub bytes_sent: IntCounter,
+    pub bytes_sent: ShardedCounter,
     pub slow_player_dropped_messages: IntCounter,
     pub slow_player_disconnects: IntCounter,
     pub time_to_first_frame: Histogram,
@@ -112,7 +114,11 @@ impl Metrics {
                 &["reason"],
             )?,
             bytes_received: counter("bytes_received_total", "Bytes received on RTMP connections")?,
-            bytes_sent: counter("bytes_sent_total", "Bytes sent on RTMP connections")?,
+            bytes_sent: {
+                let c = ShardedCounter::with_opts(opts("bytes_sent_total", "Bytes sent on RTMP connections"))?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             slow_player_dropped_messages: counter(
                 "slow_player_dropped_messages_total",
                 "Media messages dropped because a player's queue was full",

@@ -662,7 +662,7 @@ pub(crate) mod tests {
             .map(|i| {
                 let ob = outbox();
                 let sink = FakeSink::with_room(1 << 20);
-                ob.attach(sink.clone(), (), None);
+                ob.attach(sink.clone(), Arc::new(()), None);
                 s.add_player(100 + i as u64, ob, 1 << 20, None).unwrap();
                 sink
             })
@@ -694,7 +694,7 @@ pub(crate) mod tests {
         };
         let ob = Outbox::new(limits);
         let sink = crate::fanout::tests::FakeSink::with_room(room);
-        ob.attach(sink.clone(), (), Some(flusher.clone()));
+        ob.attach(sink.clone(), Arc::new(()), Some(flusher.clone()));
         tokio::spawn(crate::fanout::run_writer(ob.clone()));
         s.add_player(session, ob.clone(), max_bytes, None).unwrap();
         (ob, sink)

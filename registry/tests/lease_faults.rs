@@ -1,6 +1,7 @@
 //! Leases under contention and faults, against a real redis-server per test: 200 concurrent
 //! acquirers on separate connections, Redis killed mid-lease, Redis restarted empty, Redis
-//! restored from an older snapshot (as after a failover), and a network partition.
+//! restored from an older snapshot (as after a failover), a network partition, and registry keys
+//! lost or left behind one by one.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::{sync::Arc, time::Duration};
 
 use common::*;
 use streamfleet_registry::{
-    AcquireOptions, KeeperEvent, LeaseKeeper, LeaseTiming, LossReason, Registry, RegistryError, RenewOutcome,
-    SharedRegistry, TakeoverPolicy, redis::RedisRegistry,
+    AcquireOptions, HolderUpdate, KeeperEvent, LeaseKeeper, LeaseTiming, LossReason, Registry, RegistryError,
+    RenewOutcome, SharedRegistry, TakeoverPolicy, redis::RedisRegistry,
 };
 use streamfleet_testkit::{RedisServer, TcpProxy};
 use tokio::time::Instant;
@@ -255,4 +256,27 @@ async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
     let second = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
     assert!(second.epoch > first.epoch, "a new epoch: {} vs {}", second.epoch, first.epoch);
     assert!(second.fence > first.fence, "fences stay monotonic: {} vs {}", second.fence, first.fence);
+}
+
+#[tokio::test]
+async fn a_holder_record_left_behind_without_its_lease_is_not_inherited() {
+    let server = RedisServer::start();
+    let reg = connect(&server.url()).await;
+    reg.end_quarantine().await.unwrap();
+    reg.put_stream(&rec("alpha")).await.unwrap();
+    let first = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: Some(2500) }).await.unwrap();
+
+    // Only the lease key vanishes (deleted by hand); its holder record, idle and with a bitrate,
+    // stays. A free lease is taken without clearing the record first, so this must be noticed.
+    let _: () =
+        redis::cmd("DEL").arg("sf:v1:lease:media/alpha").query_async(&mut raw(&server.url()).await).await.unwrap();
+    let second = reg.acquire(&key("alpha"), &who("edge-2"), &opts()).await.unwrap();
+    assert!(!second.took_over);
+    let holder = reg.live_status(&id("alpha")).await.unwrap().holder.unwrap();
+    assert_eq!(
+        (holder.edge.as_str(), holder.idle_since_ms, holder.ingest_kbps),
+        ("edge-2", None, None),
+        "the new holder starts afresh"
+    );
 }

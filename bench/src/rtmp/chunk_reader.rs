@@ -3,6 +3,10 @@
 //! `capture` bytes of audio and video payloads: a player needs a frame's arrival time, size and
 //! marker, never the picture. Chunk payload bytes are consumed straight from the caller's read
 //! buffer; only an incomplete chunk header is left for the caller to keep until more bytes come.
+//!
+//! It shares no code with the edge's reader (`streamfleet_edge::rtmp`) on purpose, down to the
+//! message type numbers from the RTMP specification: a load tool that parsed with the server's
+//! own code could not catch a framing bug in it.
 
 /// Message type ids the reader itself acts on or treats specially.
 pub mod types {

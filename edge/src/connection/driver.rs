@@ -185,9 +185,9 @@ impl Io {
     }
 }
 
-/// Records time to first frame and bytes out as writes complete.
-struct WriteMetrics {
-    metrics: Arc<Metrics>,
+/// Records time to first frame and bytes out as writes complete; one for all connections.
+pub(crate) struct WriteMetrics {
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl WriteObserver for WriteMetrics {
@@ -226,7 +226,7 @@ pub async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, 
     let outbox = Outbox::new(ctx.settings.outbox);
     let _ = guard.info.outbox.set(outbox.clone());
     let (read, write) = socket.into_split();
-    outbox.attach(Arc::new(TcpSink::new(write)), WriteMetrics { metrics: ctx.metrics.clone() }, ctx.window.clone());
+    outbox.attach(Arc::new(TcpSink::new(write)), ctx.write_metrics.clone(), ctx.window.clone());
     let writer = tokio::spawn(run_writer(outbox.clone()));
     ctx.metrics.connections_active.inc();
     let mut io = Io {
