@@ -14,7 +14,7 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match streamfleet_edge::server::runtime(&config) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("streamfleet-edge: cannot start the async runtime: {e}");

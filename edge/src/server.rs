@@ -70,6 +70,15 @@ impl Drop for IpSlot {
     }
 }
 
+/// The async runtime the edge runs on, with `--worker-threads` workers (0: one per CPU).
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    builder.enable_all().build()
+}
+
 /// Runs the edge until SIGTERM/SIGINT and the drain are done.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let settings = Settings::from_config(&config);
@@ -198,6 +207,21 @@ fn admit_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_has_the_worker_threads_asked_for() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["streamfleet-edge", "--streams", "streams.yaml"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).unwrap()
+        };
+        let workers = |c: &Config| runtime(c).unwrap().metrics().num_workers();
+        assert_eq!(workers(&parse(&["--worker-threads", "1"])), 1);
+        assert_eq!(workers(&parse(&["--worker-threads", "3"])), 3);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers(&parse(&[])), cpus, "0 (the default) means one per CPU");
+    }
 
     #[test]
     fn per_ip_slots_are_counted_and_returned() {

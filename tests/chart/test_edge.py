@@ -112,6 +112,13 @@ def test_write_window_defaults_to_off_and_is_configurable():
     assert env_map(container(pod, "edge"))["STREAMFLEET_WRITE_BATCH"] == "100ms"
 
 
+def test_worker_threads_default_to_one_per_cpu_and_are_configurable():
+    _, pod = edge_pod()
+    assert env_map(container(pod, "edge"))["STREAMFLEET_WORKER_THREADS"] == "0"
+    _, pod = edge_pod({"edge": {"workerThreads": 2}})
+    assert env_map(container(pod, "edge"))["STREAMFLEET_WORKER_THREADS"] == "2"
+
+
 def test_lease_ttl_is_configurable():
     _, pod = edge_pod({"edge": {"leaseTTL": "6s"}})
     assert env_map(container(pod, "edge"))["STREAMFLEET_LEASE_TTL"] == "6s"

@@ -23,6 +23,8 @@ BAD_VALUES = {
     "port out of range": {"edge": {"ports": {"rtmp": 70000}}},
     "lease ttl without unit": {"edge": {"leaseTTL": "15"}},
     "write window without unit": {"edge": {"writeBatch": "100"}},
+    "negative worker threads": {"edge": {"workerThreads": -1}},
+    "worker threads as text": {"edge": {"workerThreads": "two"}},
     "negative drain": {"edge": {"drainTimeoutSeconds": -1}},
     "bad appendfsync": {"redis": {"persistence": {"appendfsync": "no"}}},
     "external url scheme": {"redis": {"external": {"url": "http://redis:6379"}}},
