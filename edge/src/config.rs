@@ -113,8 +113,8 @@ pub struct Config {
 
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
     /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
-    /// threads: on a machine shared with other busy processes, one thread spent 25-40 % less CPU
-    /// per GB on 200 publishers (docs/benchmarks.md). One thread serves about one core's worth.
+    /// threads: on a 2-core machine shared with the load tool, one thread spent 15 % less CPU per
+    /// GB on 200 publishers than two (docs/benchmarks.md). One thread serves one core's worth.
     #[arg(long, env = "STREAMFLEET_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
