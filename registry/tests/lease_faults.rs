@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use common::*;
 use streamfleet_registry::{
-    AcquireOptions, HolderUpdate, KeeperEvent, LeaseKeeper, LeaseTiming, LossReason, Registry, RegistryError,
+    AcquireOptions, HolderUpdate, KeeperEvent, Lease, LeaseKeeper, LeaseTiming, LossReason, Registry, RegistryError,
     RenewOutcome, SharedRegistry, TakeoverPolicy, redis::RedisRegistry,
 };
 use streamfleet_testkit::{RedisServer, TcpProxy};
@@ -242,17 +242,28 @@ async fn a_partitioned_holder_stops_before_its_lease_expires_in_redis() {
     assert_eq!(near.renew(&next, timing.ttl).await.unwrap(), RenewOutcome::Renewed);
 }
 
-#[tokio::test]
-async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
+/// A registry on its own redis-server, past the quarantine, with stream `alpha` held by `edge-1`.
+async fn alpha_held_by_edge_1() -> (RedisServer, RedisRegistry, Lease) {
     let server = RedisServer::start();
     let reg = connect(&server.url()).await;
     reg.end_quarantine().await.unwrap();
     reg.put_stream(&rec("alpha")).await.unwrap();
-    let first = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    let lease = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    (server, reg, lease)
+}
+
+/// Deletes one registry key behind the registry's back (by hand, or lost by Redis).
+async fn delete_key(server: &RedisServer, key: &str) {
+    let _: () = redis::cmd("DEL").arg(key).query_async(&mut raw(&server.url()).await).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
+    let (server, reg, first) = alpha_held_by_edge_1().await;
     assert!(reg.release(&first).await.unwrap());
 
     // The counter alone vanishes (evicted, or deleted by hand) while the epoch survives.
-    let _: () = redis::cmd("DEL").arg("sf:v1:fence").query_async(&mut raw(&server.url()).await).await.unwrap();
+    delete_key(&server, "sf:v1:fence").await;
     let second = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
     assert!(second.epoch > first.epoch, "a new epoch: {} vs {}", second.epoch, first.epoch);
     assert!(second.fence > first.fence, "fences stay monotonic: {} vs {}", second.fence, first.fence);
@@ -260,17 +271,13 @@ async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
 
 #[tokio::test]
 async fn a_holder_record_left_behind_without_its_lease_is_not_inherited() {
-    let server = RedisServer::start();
-    let reg = connect(&server.url()).await;
-    reg.end_quarantine().await.unwrap();
-    reg.put_stream(&rec("alpha")).await.unwrap();
-    let first = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    let (server, reg, first) = alpha_held_by_edge_1().await;
     reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: Some(2500) }).await.unwrap();
 
     // Only the lease key vanishes (deleted by hand); its holder record, idle and with a bitrate,
-    // stays. A free lease is taken without clearing the record first, so this must be noticed.
-    let _: () =
-        redis::cmd("DEL").arg("sf:v1:lease:media/alpha").query_async(&mut raw(&server.url()).await).await.unwrap();
+    // stays. The next grant must not inherit it: an inherited idle mark would let a ReplaceIdle
+    // newcomer take over a publisher that is sending.
+    delete_key(&server, "sf:v1:lease:media/alpha").await;
     let second = reg.acquire(&key("alpha"), &who("edge-2"), &opts()).await.unwrap();
     assert!(!second.took_over);
     let holder = reg.live_status(&id("alpha")).await.unwrap().holder.unwrap();
