@@ -43,9 +43,11 @@ use serde::{Deserialize, Serialize};
         description = "Players on all edges"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // No fieldPath: a real API server accepts only paths declared in the schema, and a CRD's
+    // schema cannot declare metadata.name; the message names the field instead.
     validation = kube::core::Rule::new(
         "has(self.spec.playbackName) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
-    ).message("metadata.name is the playback name when spec.playbackName is absent, so it must then be a DNS label (at most 63 lowercase letters, digits and '-'); or set spec.playbackName").field_path(".metadata.name")
+    ).message("metadata.name is the playback name when spec.playbackName is absent, so it must then be a DNS label (at most 63 lowercase letters, digits and '-'); or set spec.playbackName")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStreamSpec {
