@@ -47,9 +47,13 @@ pub fn key_location(ls: &LiveStream) -> (String, String) {
     }
 }
 
-/// The Secret generated for `ls`, owned by it (deleted with it by the garbage collector).
+/// The Secret generated for `ls`, owned by it (deleted with it by the garbage collector). The
+/// ownerReference blocks the owner's foreground deletion until the Secret is gone; setting it
+/// needs `update` on `livestreams/finalizers` where OwnerReferencesPermissionEnforcement runs
+/// (the chart grants it).
 pub fn generated_secret(ls: &LiveStream) -> Result<Secret> {
-    let owner = ls.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let mut owner = ls.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    owner.block_owner_deletion = Some(true);
     let name = ls.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
     Ok(Secret {
         metadata: ObjectMeta {
@@ -227,6 +231,7 @@ mod tests {
         let owner = &s.metadata.owner_references.as_ref().expect("owned")[0];
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("LiveStream", "news", "uid-news"));
         assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, Some(true));
         let key = read_key(&s, PUBLISH_KEY).expect("key present");
         assert_eq!(key.len(), 43);
         assert_eq!(
