@@ -20,6 +20,7 @@ use kube::{
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as FinalizerEvent, finalizer},
         reflector::Store,
+        utils::Backoff,
         watcher,
     },
 };
@@ -48,6 +49,37 @@ const CONCURRENCY: u16 = 32;
 /// First and last retry delay after a failed reconcile.
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// First and last delay before a broken watch is retried.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Retry delays of the controller's watches: 250 ms doubling to at most 5 s, reset by the next
+/// event. kube's default (800 ms doubling to 30 s, with jitter that was seen reaching 47 s,
+/// reset only after 2 min without error) kept the cache stale for up to a minute after an API
+/// server restart: the watch then resumes with a 410 Gone, which is one more error before the
+/// re-list, and every retry waited out the backoff built up during the outage. A retry every
+/// 5 s at worst costs the API server nothing.
+#[derive(Clone, Debug, Default)]
+pub struct WatchBackoff {
+    attempt: u32,
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = WATCH_BACKOFF_MIN.saturating_mul(2u32.saturating_pow(self.attempt.min(16))).min(WATCH_BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
 
 /// Timing of the steady-state loop.
 #[derive(Clone, Debug)]
@@ -88,6 +120,10 @@ pub struct Context {
     failures: Mutex<HashMap<StreamId, u32>>,
     /// When each stream's status was last patched, for the live-counter rate limit.
     last_status_patch: Mutex<HashMap<StreamId, Instant>>,
+    /// The status last written per stream, with the cached object's resourceVersion at that
+    /// time: until the cache shows a newer version of the object, the written status, not the
+    /// cached one, is what the server holds (see [`Context::current_status`]).
+    written_status: Mutex<HashMap<StreamId, (Option<String>, LiveStreamStatus)>>,
 }
 
 impl Context {
@@ -110,6 +146,7 @@ impl Context {
             secrets,
             failures: Mutex::default(),
             last_status_patch: Mutex::default(),
+            written_status: Mutex::default(),
         }
     }
 
@@ -143,7 +180,35 @@ impl Context {
         self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Instant::now());
     }
 
+    /// The status the server holds for `ls`, as far as this replica knows: the cached object's,
+    /// unless this replica wrote one since that version of the object was cached. The cache
+    /// lags behind the writes by a watch event, and much longer while its watch is broken (an
+    /// API server restart: the watch resumes only after a 410 Gone and a re-list, seconds to
+    /// tens of seconds later); comparing against the stale cached status would then skip
+    /// patches that are needed (a stream that went Live and back to Ready while the cache still
+    /// says Ready stays Live) and repeat patches that are not.
+    fn current_status(&self, ls: &LiveStream, id: &StreamId) -> Option<LiveStreamStatus> {
+        let mut written = self.written_status.lock().unwrap_or_else(|p| p.into_inner());
+        match written.get(id) {
+            Some((seen, status)) if *seen == ls.metadata.resource_version => return Some(status.clone()),
+            Some(_) => {
+                // The cache has a newer version of the object, which includes our write.
+                written.remove(id);
+            }
+            None => {}
+        }
+        ls.status.clone()
+    }
+
+    fn note_written_status(&self, ls: &LiveStream, id: &StreamId, status: &LiveStreamStatus) {
+        self.written_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), (ls.metadata.resource_version.clone(), status.clone()));
+    }
+
     fn forget(&self, id: &StreamId) {
+        self.written_status.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.reset_backoff(id);
         self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.metrics.set_phase(id, None);
@@ -248,22 +313,24 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
     let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &may_evict).await?;
     announce(ls, ctx, &outcome, &me.playback_name).await;
 
+    let current = ctx.current_status(ls, &id);
     let desired_status = status::desired_status(&StatusInput {
         generation: ls.metadata.generation,
         playback_name: me.playback_name.clone(),
         enabled: ls.spec.is_enabled(),
         publish_key_secret: Some(secret_name),
         observed: &outcome.observed,
-        previous: ls.status.as_ref(),
+        previous: current.as_ref(),
         now: Timestamp::now(),
     });
     ctx.metrics.set_phase(&id, desired_status.phase);
-    let wait = match status::classify(ls.status.as_ref(), &desired_status) {
+    let wait = match status::classify(current.as_ref(), &desired_status) {
         Change::None => None,
         Change::LiveOnly if ctx.status_patch_wait(&id).is_some() => ctx.status_patch_wait(&id),
         Change::LiveOnly | Change::Significant => {
             patch_status(&ctx.client, &id, &desired_status).await?;
             ctx.note_status_patch(&id);
+            ctx.note_written_status(ls, &id, &desired_status);
             None
         }
     };
@@ -366,7 +433,8 @@ pub async fn controller(
 ) {
     let streams: Api<LiveStream> = Api::all(client.clone());
     let controller = Controller::new(streams, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .trigger_backoff(WatchBackoff::default());
     let store = controller.store();
     let cache = SecretCache::default();
     let (map_store, map_cache) = (store.clone(), cache.clone());

@@ -330,6 +330,56 @@ async fn unchanged_status_is_not_patched_and_live_counters_are_rate_limited() {
     api.expect_nothing_more().await;
 }
 
+/// The cache lags behind status writes (a watch event; much longer while the watch is broken
+/// after an API server restart). A status this replica wrote is what it compares against until
+/// the cache shows a newer version of the object: found by the end-to-end suite, where a stream
+/// that went Live and back to Ready during a stale cache stayed Live.
+#[tokio::test]
+async fn a_status_written_since_the_cached_version_is_what_counts() {
+    let reg = memory();
+    let mut ls = livestream("news").finalized().with_secret("k", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1")));
+
+    // Ready written, and seen by the cache (version 2).
+    let task = run(&ls, &ctx).await;
+    let ready = api.expect_status_patch(&ls).await;
+    finish(task).await.expect("ok");
+    ls.status = Some(serde_json::from_value(ready).expect("status parses"));
+    ls.metadata.resource_version = Some("2".into());
+
+    // Live written; the cache still holds version 2 (Ready).
+    let lease = publish(&reg, "key-1").await;
+    let task = run(&ls, &ctx).await;
+    assert_eq!(api.expect_status_patch(&ls).await["phase"], "Live");
+    finish(task).await.expect("ok");
+
+    // Still live, cache unchanged: nothing to write (the cached Ready is not the truth).
+    let task = run(&ls, &ctx).await;
+    finish(task).await.expect("ok, without a request");
+
+    // The publisher leaves: Ready must be written although the stale cache says Ready.
+    reg.release(&lease).await.expect("released");
+    let task = run(&ls, &ctx).await;
+    assert_eq!(api.expect_status_patch(&ls).await["phase"], "Ready");
+    finish(task).await.expect("ok");
+
+    // The cache catches up (version 4 holds our Ready): compared against it, nothing to write.
+    ls.metadata.resource_version = Some("4".into());
+    let task = run(&ls, &ctx).await;
+    finish(task).await.expect("ok, without a request");
+    api.expect_nothing_more().await;
+}
+
+#[test]
+fn watch_retries_double_from_250_ms_to_5_s_and_reset() {
+    let mut b = WatchBackoff::default();
+    let first: Vec<u64> = b.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
+    assert_eq!(first, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+    b.reset();
+    assert_eq!(b.next(), Some(Duration::from_millis(250)));
+}
+
 #[test]
 fn backoff_doubles_from_five_seconds_to_five_minutes() {
     let mid = |n| backoff_delay(n, 0.5);
