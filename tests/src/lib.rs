@@ -6,6 +6,7 @@
 //! - [`fleet`]: starts and owns a fleet ([`fleet::Fleet`]); [`edge`]: one edge process.
 //! - [`operator`]: `sync` once or `--watch`; [`manifest`]: the LiveStream/Secret files.
 //! - [`ffmpeg`]: real clients.
+//! - [`cluster`]: the local Kubernetes control plane of `scripts/cluster`, for `tests/cluster_e2e.rs`.
 //! - [`binaries`]: builds and locates the binaries under test.
 //! - [`census`]: samples the edges for two publishers of one stream at once.
 //!
@@ -14,6 +15,7 @@
 
 pub mod binaries;
 pub mod census;
+pub mod cluster;
 pub mod edge;
 pub mod ffmpeg;
 pub mod fleet;
