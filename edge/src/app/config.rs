@@ -126,8 +126,16 @@ pub struct Config {
     /// goes out in one write. Fewer, larger writes cost the edge less CPU per delivered byte at
     /// the price of up to this much added latency; 0 writes at the next wake-up (lowest
     /// latency). The first picture of a new player and control messages never wait.
-    #[arg(long, env = "STREAMFLEET_WRITE_BATCH", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub write_batch: Duration,
+    /// (`--write-batch`, its first name, still works; the environment variable and the chart's
+    /// `edge.writeBatch` keep that name.)
+    #[arg(
+        long,
+        visible_alias = "write-batch",
+        env = "STREAMFLEET_WRITE_BATCH",
+        default_value = "0s",
+        value_parser = humantime::parse_duration
+    )]
+    pub write_window: Duration,
 
     /// Let audio messages of a stream with video wait for the next video frame (at most two in
     /// a row, one video frame interval) so each player gets one write per video frame instead

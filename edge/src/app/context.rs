@@ -72,7 +72,7 @@ impl Settings {
             outbox: OutboxLimits {
                 max_bytes: to_usize(c.player_queue_bytes),
                 slow_timeout: c.slow_player_timeout,
-                write_batch: c.write_batch,
+                write_window: c.write_window,
                 hold_audio: c.hold_audio,
             },
             lease_timing,
@@ -103,7 +103,7 @@ pub(crate) struct Context {
     pub(crate) reported_viewers: std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, u32>>,
     /// Cross-edge play, set at start when a relay secret is configured (no secret, no relay).
     pub(crate) relay: std::sync::OnceLock<Arc<Relay>>,
-    /// Writes players' media at the end of their write window (`--write-batch`; none without).
+    /// Writes players' media at the end of their write window (`--write-window`; none without).
     pub(crate) window: Option<Arc<WindowFlusher>>,
 }
 
@@ -115,7 +115,7 @@ impl Context {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Context> {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
-        let settings_window = settings.outbox.write_batch;
+        let settings_window = settings.outbox.write_window;
         Arc::new(Context {
             settings,
             registry,

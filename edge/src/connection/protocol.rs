@@ -84,7 +84,7 @@ pub struct Connection {
     /// flashVer/tcUrl of the last `connect`, reported with `Connected`.
     connect_info: (Option<String>, Option<String>),
     /// Acknowledgement window the peer asked for (`None` until it sends one).
-    peer_window: Option<u32>,
+    peer_ack_window: Option<u32>,
     received_total: u64,
     received_since_ack: u64,
 }
@@ -100,7 +100,7 @@ impl Connection {
             phase: Phase::Handshake(Box::new(Handshake::new(PeerType::Server))),
             role: Role::Unknown,
             connect_info: (None, None),
-            peer_window: None,
+            peer_ack_window: None,
             received_total: 0,
             received_since_ack: 0,
         }
@@ -254,8 +254,8 @@ impl Connection {
     fn count_received(&mut self, n: usize, out: &mut Vec<Output>) {
         self.received_total += n as u64;
         self.received_since_ack += n as u64;
-        if let Some(window) = self.peer_window
-            && self.received_since_ack >= u64::from(window)
+        if let Some(ack_window) = self.peer_ack_window
+            && self.received_since_ack >= u64::from(ack_window)
         {
             self.received_since_ack = 0;
             // The sequence number is the byte count mod 2^32, as the spec defines it.
@@ -279,8 +279,8 @@ impl Connection {
         match msg.type_id {
             msg_type::WINDOW_ACK_SIZE if msg.payload.len() >= 4 => {
                 let size = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
-                // A tiny window would make every read answer with an ack; no client needs that.
-                self.peer_window = Some(size.max(4096));
+                // A tiny ack window would make every read answer with an ack; no client needs that.
+                self.peer_ack_window = Some(size.max(4096));
             }
             // PingRequest (6): answer with PingResponse carrying the same timestamp.
             msg_type::USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {

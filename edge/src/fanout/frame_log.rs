@@ -1,5 +1,5 @@
 //! A stream's recent frames, numbered in publish order, for players under the write window
-//! (`--write-batch`).
+//! (`--write-window`).
 //!
 //! Such a player takes its media from here when its window ends instead of having every frame
 //! pushed into its own queue: the publisher appends a frame once for all of them, and each

@@ -18,8 +18,8 @@
 //! also carries video waits for the next video frame, at most [`MAX_HELD_AUDIO`] in a row (a
 //! frame later at most, 33 ms at 30 fps). Audio and video interleave, so this halves the writes
 //! per player (one per video frame instead of one per message); players buffer far more than a
-//! frame of audio, so nothing audible changes. With a write window ([`OutboxLimits::write_batch`],
-//! `--write-batch`) media is due when the player's window since its last write ends: the next
+//! frame of audio, so nothing audible changes. With a write window ([`OutboxLimits::write_window`],
+//! `--write-window`) media is due when the player's window since its last write ends: the next
 //! publisher message of the process writes every player then due ([`window::WindowFlusher`]), so a
 //! player costs one write per window and nothing else (control bytes are written at once,
 //! taking queued media along; a new player's first picture does not wait). Once its first

@@ -173,7 +173,7 @@ pub(crate) struct OutboxLimits {
     pub(crate) slow_timeout: Duration,
     /// Write window: media is written at most once per window, everything queued in one write
     /// (zero: write at once).
-    pub(crate) write_batch: Duration,
+    pub(crate) write_window: Duration,
     /// Let audio wait for the next video frame (at most [`MAX_HELD_AUDIO`] messages).
     pub(crate) hold_audio: bool,
 }
@@ -182,7 +182,7 @@ impl OutboxLimits {
     /// Low-latency defaults with this queue bound and slow-player timeout.
     #[cfg(test)]
     pub(crate) fn new(max_bytes: usize, slow_timeout: Duration) -> OutboxLimits {
-        OutboxLimits { max_bytes, slow_timeout, write_batch: Duration::ZERO, hold_audio: true }
+        OutboxLimits { max_bytes, slow_timeout, write_window: Duration::ZERO, hold_audio: true }
     }
 }
 
@@ -260,7 +260,7 @@ impl Outbox {
         window: Option<Arc<WindowFlusher>>,
     ) {
         let _ = self.observer.set(observer);
-        if let Some(w) = window.filter(|_| !self.limits.write_batch.is_zero()) {
+        if let Some(w) = window.filter(|_| !self.limits.write_window.is_zero()) {
             let _ = self.window.set(w);
         }
         self.lock().sink = Some(sink);
@@ -336,7 +336,7 @@ impl Outbox {
 
     /// The write window this outbox writes media under, if any.
     pub(crate) fn windowed(&self) -> Option<Duration> {
-        self.window.get().map(|_| self.limits.write_batch)
+        self.window.get().map(|_| self.limits.write_window)
     }
 
     /// Stops taking frames from a stream's log (the player left the stream).
@@ -371,7 +371,7 @@ impl Outbox {
             let mut flush = false;
             let mut schedule_at = None;
             if !st.scheduled && !st.due {
-                let at = window_end(st.last_write.unwrap_or(now), self.limits.write_batch);
+                let at = window_end(st.last_write.unwrap_or(now), self.limits.write_window);
                 if at > now {
                     schedule_at = Some(at);
                 } else {
@@ -381,7 +381,7 @@ impl Outbox {
             }
             if follows && !st.scheduled && schedule_at.is_none() {
                 // A follower is visited at every window's end from now on.
-                schedule_at = Some(window_end(now, self.limits.write_batch));
+                schedule_at = Some(window_end(now, self.limits.write_window));
             }
             if let Some(at) = schedule_at {
                 st.scheduled = true;
@@ -475,7 +475,7 @@ impl Outbox {
             && st.closed.is_none()
             && !st.scheduled
         {
-            let at = window_end(st.last_write.filter(|t| *t > now).unwrap_or(now), self.limits.write_batch);
+            let at = window_end(st.last_write.filter(|t| *t > now).unwrap_or(now), self.limits.write_window);
             st.scheduled = true;
             drop(st);
             window.schedule(self.clone(), at);
@@ -864,7 +864,7 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_follower_the_log_left_behind_counts_what_it_missed_and_resumes_at_a_keyframe() {
         let ob = Outbox::new(OutboxLimits {
-            write_batch: Duration::from_millis(100),
+            write_window: Duration::from_millis(100),
             ..OutboxLimits::new(1 << 20, Duration::from_secs(10))
         });
         let sink = FakeSink::with_room(1 << 20);
@@ -902,7 +902,7 @@ pub(crate) mod tests {
     async fn write_window_groups_media_but_not_the_first_picture_or_control_bytes() {
         let window = Duration::from_millis(100);
         let ob =
-            Outbox::new(OutboxLimits { write_batch: window, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
+            Outbox::new(OutboxLimits { write_window: window, ..OutboxLimits::new(1 << 20, Duration::from_secs(10)) });
         let sink = FakeSink::with_room(1 << 20);
         let log = Arc::new(Writes::default());
         ob.attach(sink.clone(), log.clone(), Some(WindowFlusher::new(Duration::from_millis(100))));

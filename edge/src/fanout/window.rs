@@ -1,4 +1,4 @@
-//! The write window's flusher (`--write-batch`): writes each player's queued media when the
+//! The write window's flusher (`--write-window`): writes each player's queued media when the
 //! player's window ends, with no task wake-up or timer per player.
 //!
 //! Who writes: the publishers. A publisher's task is awake for every message it receives

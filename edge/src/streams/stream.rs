@@ -600,7 +600,7 @@ pub(crate) mod tests {
         max_bytes: usize,
     ) -> (Arc<Outbox>, Arc<crate::fanout::tests::FakeSink>) {
         let limits = OutboxLimits {
-            write_batch: Duration::from_millis(100),
+            write_window: Duration::from_millis(100),
             ..OutboxLimits::new(max_bytes, Duration::from_secs(2))
         };
         let ob = Outbox::new(limits);
