@@ -27,9 +27,10 @@ use serde_json::json;
 use streamfleet_registry::{
     SharedRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
-    manifest::{RecordError, record_for},
+    manifest::{RecordError, RecordErrorKind, record_for},
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::{
     conflicts::{self, Claim},
@@ -179,20 +180,26 @@ pub fn stream_id(ls: &LiveStream) -> Result<StreamId> {
 
 /// Reconciles one LiveStream: the finalizer is the only top-level action, so a record is never
 /// written for an object that could be deleted without the operator noticing.
+/// Everything it logs carries the stream id (span `reconcile`).
 pub async fn reconcile(ls: Arc<LiveStream>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     let id = stream_id(&ls)?;
-    let api: Api<LiveStream> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let action = finalizer(&api, FINALIZER, ls, |event| async {
-        match event {
-            FinalizerEvent::Apply(ls) => apply(&ls, &ctx).await,
-            FinalizerEvent::Cleanup(ls) => cleanup(&ls, &ctx).await,
-        }
-    })
+    let span = tracing::info_span!("reconcile", stream = %id);
+    async {
+        let api: Api<LiveStream> = Api::namespaced(ctx.client.clone(), &id.namespace);
+        let action = finalizer(&api, FINALIZER, ls, |event| async {
+            match event {
+                FinalizerEvent::Apply(ls) => apply(&ls, &ctx).await,
+                FinalizerEvent::Cleanup(ls) => cleanup(&ls, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))?;
+        ctx.reset_backoff(&id);
+        Ok(action)
+    }
+    .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.reset_backoff(&id);
-    Ok(action)
 }
 
 /// Failed reconciles retry with per-object exponential backoff (5 s → 5 min).
@@ -206,7 +213,7 @@ pub fn error_policy(ls: Arc<LiveStream>, err: &Error, ctx: Arc<Context>) -> Acti
 
 /// Maps a record-building failure to the problem shown in status.
 fn record_problem(e: RecordError, secret: &str) -> Problem {
-    if e.field == "publish key" {
+    if e.kind == RecordErrorKind::PublishKey {
         Problem::InvalidPublishKey { secret: secret.to_string(), message: e.message }
     } else {
         Problem::InvalidSpec { field: e.field, message: e.message }
