@@ -25,7 +25,7 @@ use kube::{
 };
 use serde_json::json;
 use streamfleet_registry::{
-    SharedRegistry, StreamId,
+    SharedOperatorRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
     manifest::{RecordError, RecordErrorKind, record_for},
 };
@@ -76,7 +76,7 @@ pub struct Context {
     /// Kubernetes client: Secrets, status patches, finalizers.
     pub client: Client,
     /// The registry the records are written to.
-    pub registry: SharedRegistry,
+    pub registry: SharedOperatorRegistry,
     /// Publishes Events on LiveStreams (aggregated into series by kube).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -94,7 +94,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        registry: SharedRegistry,
+        registry: SharedOperatorRegistry,
         reporter: Reporter,
         metrics: Arc<Metrics>,
         settings: Settings,
@@ -173,9 +173,10 @@ pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
 
 /// `namespace/name` of a LiveStream.
 pub fn stream_id(ls: &LiveStream) -> Result<StreamId> {
-    let ns = ls.meta().namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let name = ls.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    Ok(StreamId::new(ns, name))
+    // Objects from the API server always have a namespace; one without is refused rather than
+    // taken for the default namespace.
+    ls.meta().namespace.as_ref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    ls.stream_id().ok_or(Error::MissingObjectKey("metadata.name"))
 }
 
 /// Reconciles one LiveStream: the finalizer is the only top-level action, so a record is never
@@ -338,7 +339,7 @@ async fn cleanup(ls: &LiveStream, ctx: &Context) -> Result<Action> {
 
 /// Yields once each time the registry's epoch changes (Redis restarted empty): every record
 /// must then be rewritten.
-pub fn epoch_changes(registry: SharedRegistry, every: Duration) -> impl Stream<Item = ()> + Send + 'static {
+pub fn epoch_changes(registry: SharedOperatorRegistry, every: Duration) -> impl Stream<Item = ()> + Send + 'static {
     futures::stream::unfold((registry, None::<u64>), move |(registry, mut last)| async move {
         loop {
             tokio::time::sleep(every).await;
@@ -366,7 +367,7 @@ pub struct ControllerOptions {
 /// The controller with its watches and the orphan collector; resolves when `shutdown` does.
 pub async fn controller(
     client: Client,
-    registry: SharedRegistry,
+    registry: SharedOperatorRegistry,
     metrics: Arc<Metrics>,
     opts: ControllerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,

@@ -9,11 +9,10 @@ use serde::Deserialize;
 
 use crate::{
     api::LiveStream,
-    record::{KeyHash, StreamId, StreamRecord, valid_playback_name},
+    record::{KeyHash, StreamRecord, valid_playback_name},
 };
 
-/// Namespace assumed for manifests without `metadata.namespace` (as kubectl does).
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use crate::api::DEFAULT_NAMESPACE;
 
 /// A manifest problem, naming the document (1-based, in file order) and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,10 +54,8 @@ pub enum RecordErrorKind {
 pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, RecordError> {
     let err =
         |kind: RecordErrorKind, field: &str, message: String| RecordError { kind, field: field.to_string(), message };
-    let name =
-        ls.metadata.name.clone().ok_or_else(|| err(RecordErrorKind::Name, "metadata.name", "is required".into()))?;
-    let namespace = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let playback_name = ls.effective_playback_name().unwrap_or_else(|| name.clone());
+    let id = ls.stream_id().ok_or_else(|| err(RecordErrorKind::Name, "metadata.name", "is required".into()))?;
+    let playback_name = ls.effective_playback_name().unwrap_or_else(|| id.name.clone());
     if !valid_playback_name(&playback_name) {
         let field = if ls.spec.playback_name.is_some() { "spec.playbackName" } else { "metadata.name" };
         return Err(err(
@@ -87,7 +84,7 @@ pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, Re
         ));
     }
     Ok(StreamRecord {
-        id: StreamId::new(namespace, name),
+        id,
         key_hash: KeyHash::of_key(publish_key),
         playback_name,
         enabled: ls.spec.is_enabled(),
@@ -269,7 +266,7 @@ pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<Mani
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::TakeoverPolicy;
+    use crate::record::{StreamId, TakeoverPolicy};
 
     const GOOD: &str = r#"
 apiVersion: v1

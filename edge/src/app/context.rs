@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use streamfleet_registry::{AcquireOptions, LeaseTiming, SharedRegistry};
+use streamfleet_registry::{AcquireOptions, LeaseTiming, SharedEdgeRegistry};
 use tokio::sync::{Notify, watch};
 
 use super::config::Config;
@@ -91,7 +91,7 @@ impl Settings {
 /// Shared by all tasks of one edge process.
 pub(crate) struct Context {
     pub(crate) settings: Settings,
-    pub(crate) registry: SharedRegistry,
+    pub(crate) registry: SharedEdgeRegistry,
     pub(crate) hub: StreamHub,
     pub(crate) sessions: Arc<SessionTable>,
     pub(crate) metrics: Arc<Metrics>,
@@ -110,7 +110,7 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) fn new(
         settings: Settings,
-        registry: SharedRegistry,
+        registry: SharedEdgeRegistry,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Context> {

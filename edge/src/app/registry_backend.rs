@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc};
 
 use streamfleet_registry::{
-    MemoryRegistry, Registry, SharedRegistry,
+    MemoryRegistry, OperatorRegistry, SharedEdgeRegistry,
     manifest::load_manifests,
     redis::{RedisConfig, RedisRegistry, redact_url},
 };
@@ -27,7 +27,7 @@ pub enum BackendError {
     NoRegistry,
 }
 
-pub(crate) async fn connect(config: &Config) -> Result<SharedRegistry, BackendError> {
+pub(crate) async fn connect(config: &Config) -> Result<SharedEdgeRegistry, BackendError> {
     match (&config.streams, &config.redis_url) {
         (Some(path), None) => memory_from_file(path).await,
         (None, Some(url)) => {
@@ -48,7 +48,7 @@ pub(crate) async fn connect(config: &Config) -> Result<SharedRegistry, BackendEr
 }
 
 /// An in-memory registry holding the streams of a manifest file.
-pub(crate) async fn memory_from_file(path: &Path) -> Result<SharedRegistry, BackendError> {
+pub(crate) async fn memory_from_file(path: &Path) -> Result<SharedEdgeRegistry, BackendError> {
     let shown = path.display().to_string();
     let yaml =
         std::fs::read_to_string(path).map_err(|source| BackendError::ReadStreams { path: shown.clone(), source })?;

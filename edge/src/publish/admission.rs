@@ -92,7 +92,7 @@ impl From<RegistryError> for Rejection {
             RegistryError::AlreadyActive { stream, holder, .. } => {
                 Rejection::AlreadyActive { stream: stream.to_string(), edge: holder.edge, since_ms: holder.since_ms }
             }
-            RegistryError::Unavailable(m) => Rejection::Unavailable(m),
+            RegistryError::Unavailable(m) => Rejection::Unavailable(m.to_string()),
             RegistryError::Quarantined { retry_in } => Rejection::Other {
                 label: "quarantined",
                 message: format!(
@@ -283,7 +283,7 @@ mod tests {
     use super::*;
     use crate::app::{config::Config, context::Settings};
     use clap::Parser;
-    use streamfleet_registry::{MemoryRegistry, Registry, StreamId, TakeoverPolicy};
+    use streamfleet_registry::{MemoryRegistry, OperatorRegistry, StreamId, TakeoverPolicy};
 
     async fn ctx(policy: TakeoverPolicy, extra: &[&str]) -> Arc<Context> {
         let mut args = vec!["streamfleet-edge", "--streams", "unused.yaml", "--edge-id", "e1"];

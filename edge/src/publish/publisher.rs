@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderUpdate, KeyHash, Lease, RegistryError, SharedRegistry};
+use streamfleet_registry::{HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -195,7 +195,12 @@ async fn ingest(
 
 /// Reports idleness at once and the ingest bitrate at most once per renew interval. Failures are
 /// only logged: the lease keeper is what decides whether the lease is still held.
-async fn report_holder(registry: SharedRegistry, lease: Lease, mut rx: watch::Receiver<HolderState>, every: Duration) {
+async fn report_holder(
+    registry: SharedEdgeRegistry,
+    lease: Lease,
+    mut rx: watch::Receiver<HolderState>,
+    every: Duration,
+) {
     let mut last = HolderState::default();
     let mut last_kbps_report = Instant::now();
     loop {
