@@ -15,7 +15,7 @@
 //! sure only one of them writes at a time; no lock is held during a write.
 //!
 //! When a frame is due: at once for everything but audio. An audio message of a stream that
-//! also carries video waits for the next video frame, at most [`MAX_HELD_AUDIO`] in a row (a
+//! also carries video waits for the next video frame, at most [`policy::MAX_HELD_AUDIO`] in a row (a
 //! frame later at most, 33 ms at 30 fps). Audio and video interleave, so this halves the writes
 //! per player (one per video frame instead of one per message); players buffer far more than a
 //! frame of audio, so nothing audible changes. With a write window ([`OutboxLimits::write_window`],
@@ -32,7 +32,7 @@
 //! status messages are kept); a player that is still behind after the slow-player timeout is
 //! disconnected. Publishers never wait for players: offering a frame is a short lock and a
 //!
-//! Files: [`outbox`] (the queue, the offers and the drop and audio-hold policy), [`writer`]
+//! Files: [`outbox`] (the queue and the offers), [`policy`] (the drop and audio-hold rules), [`writer`]
 //! (who writes, and every `unsafe` of the write path with its ownership rule), [`window`] (the
 //! write window's flusher), [`frame_log`] (a stream's recent frames for windowed players),
 //! [`spread`] (writing many players without one task doing it all). Fan-out knows frames and
@@ -41,6 +41,7 @@
 
 mod frame_log;
 mod outbox;
+mod policy;
 mod spread;
 mod window;
 mod writer;

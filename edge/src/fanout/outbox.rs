@@ -1,6 +1,6 @@
 //! One connection's outbound queue ([`Outbox`]): control bytes from the connection task and
-//! shared frames from its stream, bounded in bytes, under the drop and audio-hold policy (see
-//! the [module docs](super)). Who writes the queue, and how, is [`super::writer`]'s.
+//! shared frames from its stream, bounded in bytes; it keeps the books the drop and audio-hold
+//! policy ([`super::policy`]) decides on. Who writes the queue, and how, is [`super::writer`]'s.
 
 use std::{
     collections::VecDeque,
@@ -18,17 +18,13 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     frame_log::{Entry, FrameLog},
+    policy,
     window::{WindowFlusher, Windowed, window_end},
 };
 use crate::{
     media::{DEFAULT_STREAM_ID, Frame, FrameKind},
     sync::lock,
 };
-
-/// Most audio messages queued in a row without waking the writer (see the module docs): AAC
-/// frames come every 21-23 ms and video frames every 33-40 ms, so normally at most two audio
-/// messages fall between two video frames.
-pub(crate) const MAX_HELD_AUDIO: u8 = 2;
 
 /// What the outbox did with an offered frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +170,7 @@ pub(crate) struct OutboxLimits {
     /// Write window: media is written at most once per window, everything queued in one write
     /// (zero: write at once).
     pub(crate) write_window: Duration,
-    /// Let audio wait for the next video frame (at most [`MAX_HELD_AUDIO`] messages).
+    /// Let audio wait for the next video frame (see [`super::policy::holds`]).
     pub(crate) hold_audio: bool,
 }
 
@@ -390,17 +386,10 @@ impl Outbox {
             }
             return if follows { Offer::Follows { flush } } else { Offer::Queued { flush } };
         }
-        let hold = match frame.kind {
-            FrameKind::Audio if !frame.essential && self.limits.hold_audio && st.has_video => {
-                st.held_audio < MAX_HELD_AUDIO
-            }
-            FrameKind::Video if !frame.essential => {
-                st.has_video = true;
-                false
-            }
-            _ => false,
-        };
-        if hold {
+        if policy::starts_video(frame) {
+            st.has_video = true;
+        }
+        if policy::holds(frame, self.limits.hold_audio, st.has_video, st.held_audio) {
             st.held_audio += 1;
             return Offer::Queued { flush: false };
         }
@@ -416,17 +405,7 @@ impl Outbox {
             return Admit::Closed;
         }
         let len = frame.wire_len();
-        let fits = st.pending_bytes + len <= self.limits.max_bytes;
-        let accept = if frame.essential {
-            // Tiny and needed to decode anything after them; bounded by the hard cap below.
-            st.pending_bytes + len <= self.limits.max_bytes.saturating_mul(2)
-        } else if st.skipping {
-            // Resume at a keyframe that fits (or any keyframe once the queue has drained).
-            frame.keyframe && (fits || st.pending_bytes == 0)
-        } else {
-            fits || st.pending_bytes == 0
-        };
-        if !accept {
+        if !policy::accepts(frame, st.pending_bytes, self.limits.max_bytes, st.skipping) {
             return self.drop_media(st, 1, now);
         }
         if frame.keyframe {
