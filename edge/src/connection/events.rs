@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::media::Media;
 
-/// Something the driver must do, in order.
+/// Something the session handle (or whoever drives the protocol) must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Bytes to write to the peer, in this order.

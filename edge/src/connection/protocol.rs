@@ -9,8 +9,8 @@
 //! malformed connection ends that connection, never the process.
 //!
 //! Publish and play requests need the registry (async), so they suspend input processing until
-//! the driver calls [`Connection::accept`] or [`Connection::reject`]; bytes arriving meanwhile
-//! are buffered (bounded). The fuzz target drives this type directly.
+//! the session handle calls [`Connection::accept`] or [`Connection::reject`]; bytes arriving
+//! meanwhile are buffered (bounded). The fuzz target drives this type directly.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
