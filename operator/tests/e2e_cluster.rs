@@ -23,7 +23,7 @@ use kube::{
 };
 use serde_json::json;
 use streamfleet_registry::{
-    AcquireOptions, KeyHash, LeaseTiming, PublisherInfo, Registry, RenewOutcome, StreamId,
+    AcquireOptions, EdgeRegistry, KeyHash, LeaseTiming, OperatorRegistry, PublisherInfo, RenewOutcome, StreamId,
     api::{LiveStream, Phase},
     redis::{RedisConfig, RedisRegistry},
 };

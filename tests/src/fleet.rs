@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use streamfleet_registry::{
-    LiveStatus, Registry, StreamId,
+    LiveStatus, RegistryStatus, StreamId,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::{RedisServer, TcpProxy};

@@ -23,7 +23,7 @@ use redis::{
 };
 
 use super::wire;
-use crate::error::{RegistryError, Result};
+use crate::error::{RegistryError, Result, Unavailable};
 
 /// Written to `<prefix>:v1:schema`; bump together with the `v1` in every key when the layout
 /// changes incompatibly.
@@ -57,14 +57,14 @@ pub(super) struct ConnectFailure {
 
 impl ConnectFailure {
     fn transient(msg: String) -> Self {
-        ConnectFailure { error: RegistryError::Unavailable(msg), fatal: false }
+        ConnectFailure { error: RegistryError::Unavailable(msg.into()), fatal: false }
     }
 
     fn from_redis(context: &str, e: RedisError) -> Self {
         let fatal = e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"));
         let msg =
             if fatal { format!("{context}: Redis refused the credentials: {e}") } else { format!("{context}: {e}") };
-        ConnectFailure { error: RegistryError::Unavailable(msg), fatal }
+        ConnectFailure { error: RegistryError::Unavailable(Unavailable::caused_by(msg, e)), fatal }
     }
 }
 
@@ -140,22 +140,21 @@ impl Link {
                     if needs_new_connection(&e) {
                         self.drop_connection(active.id);
                     }
-                    Err(RegistryError::Unavailable(format!("{what}: {e}")))
+                    Err(RegistryError::Unavailable(Unavailable::caused_by(format!("{what}: {e}"), e)))
                 }
                 Err(_) => {
                     self.drop_connection(active.id);
-                    Err(RegistryError::Unavailable(format!(
-                        "{what}: Redis did not answer within {} ms",
-                        self.command_timeout.as_millis()
-                    )))
+                    Err(RegistryError::Unavailable(
+                        format!("{what}: Redis did not answer within {} ms", self.command_timeout.as_millis()).into(),
+                    ))
                 }
             }
         };
         match tokio::time::timeout(budget, attempt).await {
             Ok(r) => r,
-            Err(_) => {
-                Err(RegistryError::Unavailable(format!("{what}: Redis not reachable within {} ms", budget.as_millis())))
-            }
+            Err(_) => Err(RegistryError::Unavailable(
+                format!("{what}: Redis not reachable within {} ms", budget.as_millis()).into(),
+            )),
         }
     }
 

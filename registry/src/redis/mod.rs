@@ -26,7 +26,7 @@ use connection::Link;
 use scripts::Scripts;
 
 use crate::{
-    backend::{HolderUpdate, Registry},
+    backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, LossReason, RegistryError, Result},
     lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token},
     record::{KeyHash, StreamId, StreamRecord},
@@ -234,12 +234,12 @@ fn decode_grant(reply: Value, key: &KeyHash) -> Result<Granted> {
             let retry_in = wait.parse::<u64>().ok().map(Duration::from_millis);
             Err(RegistryError::AlreadyActive { stream: wire::stream_id(id)?, holder, retry_in })
         }
-        other => Err(RegistryError::Unavailable(format!("unexpected reply from the grant script: {other:?}"))),
+        other => Err(RegistryError::Unavailable(format!("unexpected reply from the grant script: {other:?}").into())),
     }
 }
 
 #[async_trait]
-impl Registry for RedisRegistry {
+impl OperatorRegistry for RedisRegistry {
     async fn put_stream(&self, rec: &StreamRecord) -> Result<()> {
         if !crate::record::valid_playback_name(&rec.playback_name) {
             return Err(RegistryError::Invalid(format!("playback name {:?} is not a DNS label", rec.playback_name)));
@@ -257,7 +257,7 @@ impl Registry for RedisRegistry {
                 what: ConflictKind::PlaybackName(rec.playback_name.clone()),
                 owner: wire::stream_id(owner)?,
             }),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from put_stream: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from put_stream: {other:?}").into())),
         }
     }
 
@@ -302,6 +302,18 @@ impl Registry for RedisRegistry {
         Ok(wire::text(reply)? == "1")
     }
 
+    async fn epoch(&self) -> Result<u64> {
+        let key = format!("{}epoch", self.prefix);
+        let epoch: Option<String> = self
+            .link
+            .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        epoch.map_or(Ok(0), |e| wire::u64_field("epoch", &e))
+    }
+}
+
+#[async_trait]
+impl EdgeRegistry for RedisRegistry {
     async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord> {
         let rec = self
             .lookup_index("key", &key.to_hex())
@@ -386,7 +398,7 @@ impl Registry for RedisRegistry {
             "other" => Ok(RenewOutcome::HeldByOther),
             "restarted" => Ok(RenewOutcome::Missing { registry_restarted: true }),
             "missing" => Ok(RenewOutcome::Missing { registry_restarted: false }),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from renew: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from renew: {other:?}").into())),
         }
     }
 
@@ -410,7 +422,7 @@ impl Registry for RedisRegistry {
             "ok" => Ok(()),
             "other" => lost(LossReason::Stolen),
             "missing" => lost(LossReason::Revoked),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from update_holder: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from update_holder: {other:?}").into())),
         }
     }
 
@@ -424,11 +436,14 @@ impl Registry for RedisRegistry {
         args.extend(pairs.iter().map(String::as_str));
         self.script("set viewers", &self.scripts.set_viewers, &args).await.map(|_| ())
     }
+}
 
+#[async_trait]
+impl RegistryStatus for RedisRegistry {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
         let reply = wire::nested(self.script("live status", &self.scripts.live_status, &[&id.to_string()]).await?)?;
         let [holder, viewers] = reply.as_slice() else {
-            return Err(RegistryError::Unavailable(format!("unexpected reply from live_status: {reply:?}")));
+            return Err(RegistryError::Unavailable(format!("unexpected reply from live_status: {reply:?}").into()));
         };
         let holder = if holder.is_empty() { None } else { Some(wire::holder_from(holder)?) };
         let mut viewers_by_edge = BTreeMap::new();
@@ -445,15 +460,6 @@ impl Registry for RedisRegistry {
 
     async fn ping(&self) -> Result<()> {
         self.link.run("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
-    }
-
-    async fn epoch(&self) -> Result<u64> {
-        let key = format!("{}epoch", self.prefix);
-        let epoch: Option<String> = self
-            .link
-            .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await?;
-        epoch.map_or(Ok(0), |e| wire::u64_field("epoch", &e))
     }
 }
 
