@@ -18,11 +18,9 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ServerErrorKind, aio::MultiplexedConnection,
-};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, aio::MultiplexedConnection};
 
-use super::wire;
+use super::{target::Target, wire};
 use crate::error::{RegistryError, Result};
 
 /// Written to `<prefix>:v1:schema`; bump together with the `v1` in every key when the layout
@@ -75,7 +73,7 @@ struct Active {
 }
 
 pub(super) struct Link {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -90,12 +88,12 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub fn new(client: Client, prefix: String, command_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub fn new(target: Target, prefix: String, command_timeout: Duration, connect_timeout: Duration) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
         Link {
-            client,
+            target,
             config,
             command_timeout,
             connect_timeout,
@@ -180,7 +178,7 @@ impl Link {
         if let Some(a) = self.current() {
             return Ok(a);
         }
-        let dial = self.client.get_multiplexed_async_connection_with_config(&self.config);
+        let dial = self.target.dial(&self.config);
         let conn = match tokio::time::timeout(self.connect_timeout, dial).await {
             Err(_) => {
                 return Err(ConnectFailure::transient(format!(
@@ -188,7 +186,10 @@ impl Link {
                     self.connect_timeout.as_millis()
                 )));
             }
-            Ok(Err(e)) => return Err(ConnectFailure::from_redis("connecting to Redis", e)),
+            Ok(Err(e)) => {
+                let context = format!("connecting to Redis ({})", self.target.describe());
+                return Err(ConnectFailure::from_redis(&context, e));
+            }
             Ok(Ok(c)) => c,
         };
         self.check_new_connection(conn.clone()).await?;
@@ -202,6 +203,24 @@ impl Link {
     async fn check_new_connection(&self, mut conn: MultiplexedConnection) -> std::result::Result<(), ConnectFailure> {
         let t = self.command_timeout;
         let timed_out = |what: &str| ConnectFailure::transient(format!("{what}: no reply within {} ms", t.as_millis()));
+
+        // Only a primary may serve: a replica refuses writes, and one that a stale Sentinel (or a
+        // demoted primary not yet reconfigured) still names must not be mistaken for the primary.
+        match tokio::time::timeout(t, redis::cmd("ROLE").query_async::<redis::Value>(&mut conn)).await {
+            Err(_) => return Err(timed_out("ROLE")),
+            Ok(Ok(v)) => {
+                if let Some(role) = role_name(&v)
+                    && role != "master"
+                {
+                    return Err(ConnectFailure::transient(format!(
+                        "the Redis server ({}) is a {role}, not the primary",
+                        self.target.describe()
+                    )));
+                }
+            }
+            Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("ROLE", e)),
+            Ok(Err(e)) => tracing::debug!(error = %e, "Redis refused ROLE; relying on READONLY replies instead"),
+        }
 
         // The server's run_id changes with every redis-server process: a different one under an
         // existing data set means a failover or a restore, which init.lua treats like a restart.
@@ -293,6 +312,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The first element of a `ROLE` reply: `master`, `slave` or `sentinel`.
+fn role_name(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn parse_run_id(info: &str) -> Option<String> {
     info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|s| s.trim().to_string())
 }
@@ -314,7 +345,11 @@ fn needs_new_connection(e: &RedisError) -> bool {
             | ServerErrorKind::NoPerm,
         ) => false,
         ErrorKind::Server(_) => true,
-        ErrorKind::Extension => matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "LOADING" | "READONLY")),
+        // NOREPLICAS: a primary cut off from its replicas (`min-replicas-to-write`), typically a
+        // demoted one that Sentinel has not reconfigured yet: ask the Sentinels again.
+        ErrorKind::Extension => {
+            matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "LOADING" | "READONLY" | "NOREPLICAS"))
+        }
         ErrorKind::UnexpectedReturnType | ErrorKind::Client => false,
         _ => true,
     }
