@@ -85,10 +85,19 @@ pub(super) struct Link {
     connecting: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
     eviction: Mutex<EvictionPolicy>,
+    /// This client admits grants and renewals only once a replica acknowledged them (Sentinel
+    /// URL with `replica_ack_ms` > 0); told to init.lua, which may then skip the quarantine.
+    replica_acked: bool,
 }
 
 impl Link {
-    pub fn new(target: Target, prefix: String, command_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub fn new(
+        target: Target,
+        prefix: String,
+        command_timeout: Duration,
+        connect_timeout: Duration,
+        replica_acked: bool,
+    ) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
@@ -103,6 +112,7 @@ impl Link {
             connecting: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             eviction: Mutex::new(EvictionPolicy::NotChecked),
+            replica_acked,
         }
     }
 
@@ -227,16 +237,32 @@ impl Link {
         let info = tokio::time::timeout(t, redis::cmd("INFO").arg("server").query_async::<String>(&mut conn)).await;
         let run_id = match info {
             Err(_) => return Err(timed_out("INFO server")),
-            Ok(Ok(info)) => parse_run_id(&info).unwrap_or_default(),
+            Ok(Ok(info)) => info_field(&info, "run_id").unwrap_or_default(),
             Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("INFO server", e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Redis refused INFO: a failover to a replica will not start a new fencing epoch");
                 String::new()
             }
         };
+        // A promoted replica's `master_replid2` is the replication id of the primary it followed,
+        // which lets init.lua tell a promotion from a restore ('' when unknown: the safe answer).
+        let info =
+            tokio::time::timeout(t, redis::cmd("INFO").arg("replication").query_async::<String>(&mut conn)).await;
+        let (replid, replid2) = match info {
+            Err(_) => return Err(timed_out("INFO replication")),
+            Ok(Ok(info)) => (
+                info_field(&info, "master_replid").unwrap_or_default(),
+                info_field(&info, "master_replid2")
+                    .filter(|r| !r.trim_start_matches('0').is_empty())
+                    .unwrap_or_default(),
+            ),
+            Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("INFO replication", e)),
+            Ok(Err(_)) => (String::new(), String::new()),
+        };
 
         let mut init = self.init.prepare_invoke();
-        init.arg(&self.prefix).arg(SCHEMA_VERSION).arg(&run_id);
+        let acked = if self.replica_acked { "1" } else { "0" };
+        init.arg(&self.prefix).arg(SCHEMA_VERSION).arg(&run_id).arg(&replid).arg(&replid2).arg(acked);
         let reply = match tokio::time::timeout(t, init.invoke_async::<redis::Value>(&mut conn)).await {
             Err(_) => return Err(timed_out("registry init script")),
             Ok(Err(e)) => return Err(ConnectFailure::from_redis("registry init script", e)),
@@ -244,7 +270,13 @@ impl Link {
         };
         match reply.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["ok", epoch, rolled] => {
-                if *rolled == "1" {
+                if *rolled == "2" {
+                    tracing::warn!(
+                        epoch,
+                        "Redis failed over to a replica of the primary that last wrote the registry, and every \
+                         grant and renewal there was acknowledged by a replica: new fencing epoch, no quarantine"
+                    );
+                } else if *rolled == "1" {
                     tracing::warn!(
                         epoch,
                         "Redis is a different server process than the one that last wrote the registry (failover or \
@@ -324,8 +356,9 @@ fn role_name(v: &redis::Value) -> Option<String> {
     }
 }
 
-fn parse_run_id(info: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|s| s.trim().to_string())
+/// One `name:value` field of an `INFO` reply.
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|s| s.trim().to_string())
 }
 
 /// The connection itself failed (as opposed to Redis refusing one command, e.g. an ACL user
@@ -362,8 +395,11 @@ mod tests {
     #[test]
     fn run_id_is_read_from_info() {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
-        assert_eq!(parse_run_id(info).as_deref(), Some("abc123"));
-        assert_eq!(parse_run_id("# Server\r\n"), None);
+        assert_eq!(info_field(info, "run_id").as_deref(), Some("abc123"));
+        assert_eq!(info_field("# Server\r\n", "run_id"), None);
+        let repl = "# Replication\r\nmaster_replid:aaa\r\nmaster_replid2:bbb\r\n";
+        assert_eq!(info_field(repl, "master_replid").as_deref(), Some("aaa"));
+        assert_eq!(info_field(repl, "master_replid2").as_deref(), Some("bbb"));
     }
 
     #[test]

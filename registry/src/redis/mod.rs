@@ -148,7 +148,7 @@ impl RedisRegistry {
                 cfg.command_timeout.as_millis()
             )));
         }
-        let link = Link::new(target, prefix.clone(), cfg.command_timeout, cfg.connect_timeout);
+        let link = Link::new(target, prefix.clone(), cfg.command_timeout, cfg.connect_timeout, replica_ack.is_some());
         match link.connect_now().await {
             Ok(()) => {}
             Err(f) if f.fatal => return Err(f.error),
@@ -192,11 +192,18 @@ impl RedisRegistry {
             .await
     }
 
-    /// Runs a granting script (acquire, reclaim) and, in Sentinel mode, when it granted, waits on
-    /// the same connection for one replica to acknowledge the write (`WAIT 1 <ms>`: WAIT counts
-    /// this connection's own writes, so it must not run on another one). Returns the script's
-    /// reply and whether the grant is known to be on a replica (`true` when no ack is asked).
-    async fn grant_script(&self, what: &str, script: &Script, args: &[&str]) -> Result<(Value, bool)> {
+    /// Runs a script that grants or extends a lease (acquire, reclaim, renew) and, in Sentinel
+    /// mode, when it did (`granted` on its reply), waits on the same connection for one replica
+    /// to acknowledge the write (`WAIT 1 <ms>`: WAIT counts this connection's own writes, so it
+    /// must not run on another one). Returns the script's reply and whether the write is known to
+    /// be on a replica (`true` when no ack is asked).
+    async fn acked_script(
+        &self,
+        what: &str,
+        script: &Script,
+        args: &[&str],
+        granted: fn(&Value) -> bool,
+    ) -> Result<(Value, bool)> {
         let prefix = self.prefix.as_str();
         let ack = self.replica_ack;
         self.link
@@ -207,9 +214,7 @@ impl RedisRegistry {
                     call.arg(*a);
                 }
                 let reply = call.invoke_async::<Value>(&mut c).await?;
-                let granted = matches!(&reply, Value::Array(items)
-                    if matches!(items.first(), Some(Value::BulkString(b)) if b.as_slice() == b"ok"));
-                let Some(ack) = ack.filter(|_| granted) else { return Ok((reply, true)) };
+                let Some(ack) = ack.filter(|_| granted(&reply)) else { return Ok((reply, true)) };
                 let ms = u64::try_from(ack.as_millis()).unwrap_or(u64::MAX);
                 let acked: i64 = redis::cmd("WAIT").arg(1).arg(ms).query_async(&mut c).await?;
                 Ok((reply, acked >= 1))
@@ -270,6 +275,20 @@ fn millis(what: &str, d: Duration, positive: bool) -> Result<String> {
 
 fn key_not_found(key: &KeyHash) -> RegistryError {
     RegistryError::NotFound { what: format!("publish key {}…", key.short()) }
+}
+
+/// `{'ok', …}` from acquire or reclaim.
+fn is_grant(reply: &Value) -> bool {
+    matches!(reply, Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b.as_slice() == b"ok"))
+}
+
+/// `'renewed'` from renew.
+fn is_renewal(reply: &Value) -> bool {
+    match reply {
+        Value::BulkString(b) => b.as_slice() == b"renewed",
+        Value::SimpleString(s) => s == "renewed",
+        _ => false,
+    }
 }
 
 /// A grant as `acquire.lua` and `reclaim.lua` report it.
@@ -405,7 +424,7 @@ impl Registry for RedisRegistry {
             who.remote_addr.as_deref().unwrap_or(""),
             who.relay_addr.as_deref().unwrap_or(""),
         ];
-        let (reply, replicated) = self.grant_script("acquire", &self.scripts.acquire, &args).await?;
+        let (reply, replicated) = self.acked_script("acquire", &self.scripts.acquire, &args, is_grant).await?;
         let g = decode_grant(reply, key)?;
         if !replicated {
             // Not admitted: a failover now could promote a replica that never saw this grant and
@@ -451,7 +470,7 @@ impl Registry for RedisRegistry {
             since.as_str(),
             kbps.as_str(),
         ];
-        let (reply, replicated) = self.grant_script("reclaim", &self.scripts.reclaim, &args).await?;
+        let (reply, replicated) = self.acked_script("reclaim", &self.scripts.reclaim, &args, is_grant).await?;
         let g = decode_grant(reply, &lease.key_hash)?;
         if !replicated {
             // The lease is ours on this primary but not yet known to be on a replica: report a
@@ -473,8 +492,15 @@ impl Registry for RedisRegistry {
         let id = lease.stream.to_string();
         let ttl = millis("lease TTL", ttl, true)?;
         let epoch = lease.epoch.to_string();
-        let reply = self.script("renew", &self.scripts.renew, &[&id, &lease.token, &ttl, &epoch]).await?;
+        let (reply, replicated) =
+            self.acked_script("renew", &self.scripts.renew, &[&id, &lease.token, &ttl, &epoch], is_renewal).await?;
         match wire::text(reply)?.as_str() {
+            // Not yet on a replica: the keeper must not extend its deadline on it (a promoted
+            // replica would expire the lease earlier than the holder stops).
+            "renewed" if !replicated => Err(RegistryError::Unavailable(format!(
+                "renew: no replica acknowledged within {} ms",
+                self.replica_ack.map_or(0, |d| d.as_millis())
+            ))),
             "renewed" => Ok(RenewOutcome::Renewed),
             "other" => Ok(RenewOutcome::HeldByOther),
             "restarted" => Ok(RenewOutcome::Missing { registry_restarted: true }),

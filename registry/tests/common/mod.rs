@@ -114,7 +114,8 @@ impl EventTap {
         )
     }
 
-    /// Waits for any of `want`, skipping other events; returns it; panics after `within`.
+    /// Waits for any of `want` (or a loss, which is returned too), skipping other events;
+    /// panics after `within`.
     pub async fn wait_for_any(
         &mut self,
         want: &[streamfleet_registry::KeeperEvent],
@@ -122,7 +123,7 @@ impl EventTap {
     ) -> streamfleet_registry::KeeperEvent {
         let found = tokio::time::timeout(within, async {
             while let Some(e) = self.rx.recv().await {
-                if want.contains(&e) {
+                if want.contains(&e) || matches!(e, streamfleet_registry::KeeperEvent::Lost(_)) {
                     return Some(e);
                 }
             }
