@@ -119,3 +119,117 @@ def test_sentinel_mode_is_ignored_for_an_external_redis():
     out = render({"redis": {"bundled": False, "mode": "sentinel", "external": {"url": "redis://r:6379/0"}}})
     assert out.find("StatefulSet", SENTINELS) is None
     assert client_urls(out) == "redis://r:6379/0"
+
+
+# ---- the rendered Redis and Sentinel commands, run for real ----------------------------------
+# Each "pod" gets its own loopback address (127.0.0.11-13 for Redis, .21-23 for Sentinels) standing
+# in for its DNS name, on free ports, with its own directory instead of /data.
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+REDIS_IPS = [f"127.0.0.{11 + i}" for i in range(3)]
+SENTINEL_IPS = [f"127.0.0.{21 + i}" for i in range(3)]
+PASSWORD = "chart-test-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(ip, port, *args):
+    env = {**os.environ, "REDISCLI_AUTH": PASSWORD}
+    try:
+        return subprocess.run(
+            ["redis-cli", "-h", ip, "-p", str(port), *args], capture_output=True, text=True, timeout=3, env=env
+        ).stdout.strip()
+    except subprocess.TimeoutExpired:
+        return ""
+
+
+def wait_for(what, check, within=20.0):
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def substitute(script: str, me: str, tmp) -> str:
+    for i in range(3):
+        script = script.replace(f"{SENTINELS}-{i}.{SENTINELS}.{NS}.svc", SENTINEL_IPS[i])
+        script = script.replace(f"{REDIS}-{i}.{REDIS}-headless.{NS}.svc", REDIS_IPS[i])
+    script = script.replace(f"$POD_NAME.{REDIS}-headless.{NS}.svc", me)
+    script = script.replace(f"$POD_NAME.{SENTINELS}.{NS}.svc", me)
+    script = script.replace("--dir /data", f"--dir {tmp}").replace("--protected-mode no", f"--protected-mode no --bind {me}")
+    script = script.replace("/data/sentinel.conf", f"{tmp}/sentinel.conf").replace('echo "dir /data"', f'echo "dir {tmp}"')
+    return script.replace('echo "sentinel resolve-hostnames yes"', f'echo "bind {me}"\n  echo "sentinel resolve-hostnames yes"')
+
+
+def test_rendered_sentinel_mode_forms_a_cluster_that_fails_over_and_takes_its_old_primary_back(tmp_path):
+    if not all(shutil.which(t) for t in ("redis-server", "redis-sentinel", "redis-cli", "timeout")):
+        pytest.skip("redis-server/redis-sentinel/redis-cli not installed (scripts/test installs them)")
+    redis_port, sentinel_port = free_port(), free_port()
+    values = {"redis": {"mode": "sentinel", "port": redis_port,
+                        "sentinel": {"port": sentinel_port, "downAfterMilliseconds": 1000, "failoverTimeout": 3000}}}
+    out = render(values)
+    redis_script = container(pod_spec(out, REDIS), "redis")["args"][0]
+    sentinel_script = container(pod_spec(out, SENTINELS), "sentinel")["args"][0]
+    env = {**os.environ, "REDIS_PASSWORD": PASSWORD}
+    procs = {}
+
+    def start(kind, i):
+        ip = (REDIS_IPS if kind == "redis" else SENTINEL_IPS)[i]
+        d = tmp_path / f"{kind}-{i}"
+        d.mkdir(exist_ok=True)
+        script = substitute(redis_script if kind == "redis" else sentinel_script, ip, d)
+        procs[(kind, i)] = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def primary():
+        answers = {cli(ip, sentinel_port, "SENTINEL", "get-master-addr-by-name", "streamfleet").split("\n")[0]
+                   for ip in SENTINEL_IPS}
+        return answers.pop() if len(answers) == 1 else None
+
+    try:
+        for i in range(3):
+            start("redis", i)
+            wait_for(f"redis {i} up", lambda i=i: cli(REDIS_IPS[i], redis_port, "ping") == "PONG")
+        for i in range(3):
+            start("sentinel", i)
+        # A fresh install: redis-0 is the primary, the others replicate it, the Sentinels agree.
+        assert wait_for("the Sentinels to agree", primary) == REDIS_IPS[0]
+        for i in (1, 2):
+            wait_for(f"redis {i} in sync", lambda i=i: "master_link_status:up" in cli(REDIS_IPS[i], redis_port, "info", "replication"))
+        wait_for("3 Sentinels that know each other",
+                 lambda: all(cli(ip, sentinel_port, "SENTINEL", "master", "streamfleet").count("\n") > 0
+                             and "num-other-sentinels\n2" in cli(ip, sentinel_port, "SENTINEL", "master", "streamfleet")
+                             for ip in SENTINEL_IPS))
+        assert cli(REDIS_IPS[0], redis_port, "config", "get", "min-replicas-to-write").split() == ["min-replicas-to-write", "1"]
+
+        # The primary dies: a replica is promoted.
+        procs[("redis", 0)].kill()
+        procs[("redis", 0)].wait(timeout=10)
+        new = wait_for("a failover", lambda: (p := primary()) and p != REDIS_IPS[0] and p)
+        assert cli(new, redis_port, "role").split("\n")[0] == "master"
+
+        # The old primary's pod restarts (empty): it asks the Sentinels and follows the new primary.
+        start("redis", 0)
+        wait_for("the old primary back as an in-sync replica", lambda: (
+            "role:slave" in (info := cli(REDIS_IPS[0], redis_port, "info", "replication"))
+            and f"master_host:{new}" in info and "master_link_status:up" in info))
+        assert primary() == new
+    finally:
+        for p in procs.values():
+            try:
+                os.killpg(p.pid, 9)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=10)
