@@ -278,6 +278,33 @@ async fn one_sentinel_down_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sentinel_frozen_changes_nothing() {
+    let mut cluster = start_cluster(MIN_REPLICAS).await;
+    let url = cluster.url();
+    let admin = setup(&url).await;
+    // The first Sentinel of the URL answers nothing (its TCP backlog still accepts).
+    tokio::task::block_in_place(|| cluster.freeze_sentinel(0));
+    let t = Instant::now();
+    let fresh = client(&url).await;
+    let beta = fresh.acquire(&key("beta"), &who("edge-2"), &ttl_opts()).await.expect("beta granted");
+    let first_call = t.elapsed();
+    assert!(fresh.release(&beta).await.unwrap());
+    // An established client whose connection drops redials past the frozen Sentinel too.
+    let mut holder = hold_alpha(&url).await;
+    let old = tokio::task::block_in_place(|| cluster.wait_primary(Duration::from_secs(5)));
+    tokio::task::block_in_place(|| cluster.kill_redis(old));
+    tokio::task::block_in_place(|| cluster.wait_failover_from(old, Duration::from_secs(20)));
+    let event = holder.tap.wait_for_any(&[KeeperEvent::Renewed, KeeperEvent::Reclaimed], TTL).await;
+    assert_eq!(holder.keeper.lost_reason(), None, "{event:?}");
+    let status = wait_until("alpha's holder through the new primary", Duration::from_secs(5), || async {
+        admin.live_status(&id("alpha")).await.ok()
+    })
+    .await;
+    assert_eq!(status.holder.map(|h| h.edge).as_deref(), Some("edge-1"));
+    eprintln!("one Sentinel frozen: a new client's first acquire took {}", ms(first_call));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_replica_acks_a_failover_quarantines_newcomers() {
     let mut cluster = start_cluster(MIN_REPLICAS).await;
     let url = format!("{}?replica_ack_ms=0", cluster.url());

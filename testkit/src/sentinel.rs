@@ -203,6 +203,14 @@ impl SentinelCluster {
         self.sentinels[i].kill();
     }
 
+    /// SIGSTOP Sentinel `i`: it keeps accepting TCP connections (the kernel does) but answers
+    /// nothing, like a black-holed host.
+    pub fn freeze_sentinel(&mut self, i: usize) {
+        let pid = self.sentinels[i].pid().unwrap_or_else(|| panic!("sentinel {i} is not running"));
+        signal(pid, "STOP");
+        self.sentinels[i].frozen = true;
+    }
+
     /// Waits until the Sentinels agree on a primary that answers as one; returns it.
     pub fn wait_primary(&self, within: Duration) -> usize {
         let deadline = Instant::now() + within;

@@ -133,7 +133,7 @@ impl RedisRegistry {
                 }
                 (None, _) => None,
             };
-            (Target::sentinel(&url, cfg.password.as_deref(), ca)?, url.replica_ack)
+            (Target::sentinel(&url, cfg.password.as_deref(), ca, cfg.connect_timeout / 2)?, url.replica_ack)
         } else {
             (Target::Direct(direct_client(&cfg, &shown)?), None)
         };

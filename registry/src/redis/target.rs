@@ -15,17 +15,18 @@
 //! * `replica_ack_ms=<ms>` (default 100; `0` turns it off): after a grant, `WAIT 1 <ms>` for
 //!   one replica to hold it before the publisher is admitted (see `RedisRegistry::acquire`).
 //!
-//! The dial itself is the redis crate's `sentinel` feature: it asks the Sentinels in the order
-//! given for the named master, skips one they flag `s_down`/`o_down`, and checks with `ROLE` that
-//! the server it names is a primary before handing out a connection. `connection.rs` redials
-//! through it after any connection failure, so a failover is followed without a restart.
+//! The dial asks all Sentinels at once and takes the newest answer of a majority (see
+//! [`SentinelTarget::find_primary`]); `connection.rs` checks `ROLE` on the server named and redials
+//! after any connection failure, so a failover is followed without a restart. Not the redis
+//! crate's `sentinel` feature: it asks the Sentinels in list order and waits on each, so one
+//! black-holed Sentinel stalls every dial past the connect timeout (measured: every connect
+//! failed with the first Sentinel of the URL frozen).
 
 use std::time::Duration;
 
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, RedisResult, TlsCertificates, TlsMode,
-    aio::MultiplexedConnection,
-    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult,
+    TlsCertificates, aio::MultiplexedConnection,
 };
 
 use crate::error::{RegistryError, Result};
@@ -188,54 +189,80 @@ fn percent_decode(s: &str) -> std::result::Result<String, String> {
 pub(super) enum Target {
     /// One server, named by the URL.
     Direct(Client),
-    /// Whichever server the Sentinels name as the primary at dial time. The client caches its
-    /// Sentinel connections, hence the lock (dials are serialised by `Link` anyway).
-    Sentinel { client: tokio::sync::Mutex<SentinelClient>, master: String },
+    /// Whichever server the Sentinels name as the primary at dial time.
+    Sentinel(SentinelTarget),
+}
+
+/// The Sentinels of one monitored primary, and how to reach the servers they name.
+pub(super) struct SentinelTarget {
+    sentinels: Vec<Client>,
+    master: String,
+    /// db, user and password for the Redis servers.
+    node: RedisConnectionInfo,
+    tls: bool,
+    ca: Option<Vec<u8>>,
+    /// Bound on asking one Sentinel (connect, AUTH, one command).
+    ask_timeout: Duration,
+}
+
+/// What one Sentinel says about the primary.
+struct Named {
+    host: String,
+    port: u16,
+    config_epoch: u64,
 }
 
 impl Target {
-    /// A Sentinel target; `password` (from `RedisConfig`) overrides the URL's.
-    pub fn sentinel(url: &SentinelUrl, password: Option<&str>, ca: Option<Vec<u8>>) -> Result<Target> {
-        let addr = |(host, port): &(String, u16)| {
-            if url.tls {
-                ConnectionAddr::TcpTls { host: host.clone(), port: *port, insecure: false, tls_params: None }
-            } else {
-                ConnectionAddr::Tcp(host.clone(), *port)
-            }
-        };
+    /// A Sentinel target; `password` (from `RedisConfig`) overrides the URL's. Each Sentinel is
+    /// asked for at most `ask_timeout`.
+    pub fn sentinel(
+        url: &SentinelUrl,
+        password: Option<&str>,
+        ca: Option<Vec<u8>>,
+        ask_timeout: Duration,
+    ) -> Result<Target> {
         let invalid = |e: redis::RedisError| RegistryError::Invalid(format!("Redis Sentinel configuration: {e}"));
-        let mut b = SentinelClientBuilder::new(url.sentinels.iter().map(addr), &url.master, SentinelServerType::Master)
-            .map_err(invalid)?
-            .set_client_to_redis_db(url.db);
         let password = password.map(str::to_string).or_else(|| url.password.clone());
+        let mut node = RedisConnectionInfo::default().set_db(url.db);
+        let mut at_sentinel = RedisConnectionInfo::default();
         if let Some(user) = &url.username {
-            b = b.set_client_to_redis_username(user);
+            node = node.set_username(user);
             if url.sentinel_auth {
-                b = b.set_client_to_sentinel_username(user);
+                at_sentinel = at_sentinel.set_username(user);
             }
         }
         if let Some(p) = &password {
-            b = b.set_client_to_redis_password(p);
+            node = node.set_password(p);
             if url.sentinel_auth {
-                b = b.set_client_to_sentinel_password(p);
+                at_sentinel = at_sentinel.set_password(p);
             }
         }
-        if url.tls {
-            b = b.set_client_to_redis_tls_mode(TlsMode::Secure).set_client_to_sentinel_tls_mode(TlsMode::Secure);
-            if let Some(pem) = ca {
-                let certs = || TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
-                b = b.set_client_to_redis_certificates(certs()).set_client_to_sentinel_certificates(certs());
-            }
+        let mut sentinels = Vec::with_capacity(url.sentinels.len());
+        for (host, port) in &url.sentinels {
+            let info = addr(url.tls, host, *port).into_connection_info().map_err(invalid)?;
+            let info = info.set_redis_settings(at_sentinel.clone());
+            sentinels.push(open(info, ca.as_deref()).map_err(invalid)?);
         }
-        let client = b.build().map_err(invalid)?;
-        Ok(Target::Sentinel { client: tokio::sync::Mutex::new(client), master: url.master.clone() })
+        Ok(Target::Sentinel(SentinelTarget {
+            sentinels,
+            master: url.master.clone(),
+            node,
+            tls: url.tls,
+            ca,
+            ask_timeout,
+        }))
     }
 
     /// Opens a connection to the server to use now (for Sentinel: the current primary).
     pub async fn dial(&self, config: &AsyncConnectionConfig) -> RedisResult<MultiplexedConnection> {
         match self {
             Target::Direct(client) => client.get_multiplexed_async_connection_with_config(config).await,
-            Target::Sentinel { client, .. } => client.lock().await.get_async_connection_with_config(config).await,
+            Target::Sentinel(s) => {
+                let named = s.find_primary().await?;
+                let info = addr(s.tls, &named.host, named.port).into_connection_info()?;
+                let client = open(info.set_redis_settings(s.node.clone()), s.ca.as_deref())?;
+                client.get_multiplexed_async_connection_with_config(config).await
+            }
         }
     }
 
@@ -243,8 +270,80 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Target::Direct(_) => "direct".to_string(),
-            Target::Sentinel { master, .. } => format!("sentinel master {master}"),
+            Target::Sentinel(s) => format!("sentinel master {}", s.master),
         }
+    }
+}
+
+impl SentinelTarget {
+    /// Asks every Sentinel at once (`SENTINEL MASTER <name>`), each bounded by `ask_timeout`, and
+    /// stops as soon as a majority answered or all replied: a dead or black-holed Sentinel then
+    /// costs nothing. Of the answers that name a primary not flagged `s_down`/`o_down`, the one
+    /// with the highest `config-epoch` (the newest failover) wins. The server it names is checked
+    /// with `ROLE` by the connection (`connection.rs`) before use.
+    async fn find_primary(&self) -> RedisResult<Named> {
+        let mut asking = tokio::task::JoinSet::new();
+        for client in &self.sentinels {
+            let (client, master, limit) = (client.clone(), self.master.clone(), self.ask_timeout);
+            asking.spawn(async move {
+                let ask = async {
+                    let mut c = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("SENTINEL").arg("MASTER").arg(&master).query_async::<Vec<String>>(&mut c).await
+                };
+                match tokio::time::timeout(limit, ask).await {
+                    Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Ok(Ok(fields)) => named_primary(&fields),
+                }
+            });
+        }
+        let majority = self.sentinels.len() / 2 + 1;
+        let (mut answers, mut errors) = (Vec::new(), Vec::new());
+        while let Some(done) = asking.join_next().await {
+            match done {
+                Ok(Ok(named)) => answers.push(named),
+                Ok(Err(e)) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
+            }
+            if answers.len() >= majority {
+                break;
+            }
+        }
+        answers.into_iter().max_by_key(|n| n.config_epoch).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no Sentinel named a usable primary",
+                format!("{}: {}", self.master, errors.join("; ")),
+            ))
+        })
+    }
+}
+
+/// The primary in a `SENTINEL MASTER` reply (flat field/value pairs), unless it is down.
+fn named_primary(fields: &[String]) -> std::result::Result<Named, String> {
+    let get = |name: &str| fields.chunks_exact(2).find(|kv| kv[0] == name).map(|kv| kv[1].as_str());
+    let flags = get("flags").unwrap_or("");
+    if !flags.split(',').any(|f| f == "master") || flags.split(',').any(|f| f == "s_down" || f == "o_down") {
+        return Err(format!("primary flagged {flags:?}"));
+    }
+    let host = get("ip").filter(|h| !h.is_empty()).ok_or("no ip in SENTINEL MASTER")?;
+    let port = get("port").and_then(|p| p.parse().ok()).ok_or("no port in SENTINEL MASTER")?;
+    let config_epoch = get("config-epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    Ok(Named { host: host.to_string(), port, config_epoch })
+}
+
+fn addr(tls: bool, host: &str, port: u16) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls { host: host.to_string(), port, insecure: false, tls_params: None }
+    } else {
+        ConnectionAddr::Tcp(host.to_string(), port)
+    }
+}
+
+fn open(info: redis::ConnectionInfo, ca: Option<&[u8]>) -> RedisResult<Client> {
+    match ca {
+        Some(pem) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) }),
+        None => Client::open(info),
     }
 }
 
@@ -299,5 +398,31 @@ mod tests {
         }
         let shown = format!("{:?}", parse_sentinel_url("redis+sentinel://:hunter2@h/m").unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+#[cfg(test)]
+mod primary_tests {
+    use super::*;
+
+    fn reply(pairs: &[(&str, &str)]) -> Vec<String> {
+        pairs.iter().flat_map(|(k, v)| [k.to_string(), v.to_string()]).collect()
+    }
+
+    #[test]
+    fn a_primary_is_named_unless_down() {
+        let ok = named_primary(&reply(&[
+            ("name", "m"),
+            ("ip", "10.0.0.2"),
+            ("port", "6380"),
+            ("flags", "master"),
+            ("config-epoch", "7"),
+        ]))
+        .unwrap();
+        assert_eq!((ok.host.as_str(), ok.port, ok.config_epoch), ("10.0.0.2", 6380, 7));
+        for flags in ["master,s_down", "master,s_down,o_down", "slave"] {
+            assert!(named_primary(&reply(&[("ip", "h"), ("port", "1"), ("flags", flags)])).is_err(), "{flags}");
+        }
+        assert!(named_primary(&reply(&[("port", "1"), ("flags", "master")])).is_err());
     }
 }
