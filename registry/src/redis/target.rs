@@ -7,7 +7,7 @@
 //! redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/<master-name>[/<db>][?option=value&...]
 //! ```
 //!
-//! * hosts are the Sentinels (port 26379 when left out); IPv6 literals in brackets;
+//! * hosts are the Sentinels (port 26379 when left out); IPv6 literals in brackets; list all;
 //! * user and password (percent-encoded), or `RedisConfig::password`, authenticate to the
 //!   **Redis servers**; the Sentinels are asked without credentials unless
 //!   `sentinel_auth=same` (then the same user and password are sent to them too);
