@@ -585,6 +585,10 @@ mod tests {
         assert_eq!(redact_url("redis://:s3cret@redis:6379/0"), "redis://<redacted>@redis:6379/0");
         assert_eq!(redact_url("rediss://user:p@ss@redis/"), "rediss://<redacted>@redis/");
         assert_eq!(redact_url("redis://redis:6379/"), "redis://redis:6379/");
+        assert_eq!(
+            redact_url("redis+sentinel://app:s3cret@s1:26379,s2:26379/m/0?sentinel_auth=same"),
+            "redis+sentinel://<redacted>@s1:26379,s2:26379/m/0?sentinel_auth=same"
+        );
         let mut cfg = RedisConfig::new("redis://:s3cret@redis:6379/");
         cfg.password = Some("hunter2".into());
         let shown = format!("{cfg:?}");
