@@ -441,3 +441,28 @@ async fn measure_ten_failovers_without_replica_ack() {
     let (second, _, _) = repeated_failovers(0, 10).await;
     assert_eq!(second, 0, "double holders");
 }
+
+/// The price of `WAIT 1`: acquire + release of one stream, 500 times, with and without replica
+/// acks, on the same three loopback servers (figures for docs/deploy.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test -p streamfleet-registry --test sentinel -- --ignored measure_grant"]
+async fn measure_grant_latency_with_and_without_replica_ack() {
+    let cluster = start_cluster(MIN_REPLICAS).await;
+    let _admin = setup(&cluster.url()).await;
+    for ack in [0u64, 100] {
+        let reg = client(&format!("{}?replica_ack_ms={ack}", cluster.url())).await;
+        let mut took = Vec::with_capacity(500);
+        for _ in 0..500 {
+            let t = Instant::now();
+            let lease = reg.acquire(&key("beta"), &who("edge-2"), &ttl_opts()).await.expect("beta granted");
+            took.push(t.elapsed());
+            assert!(reg.release(&lease).await.unwrap());
+        }
+        took.sort();
+        eprintln!(
+            "acquire with replica_ack_ms={ack}: p50 {} p99 {}",
+            ms(took[took.len() / 2]),
+            ms(took[took.len() * 99 / 100])
+        );
+    }
+}
