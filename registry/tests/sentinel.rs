@@ -436,7 +436,7 @@ async fn stress_ten_failovers_with_replica_ack_no_second_holder_no_lost_grant() 
 /// The comparison figure for docs/deploy.md: the same without `WAIT 1` (lost grants are
 /// expected here; the failover quarantine and the holder's reclaim keep them harmless).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement (about 80 s): cargo test -p streamfleet-registry --test sentinel -- --ignored"]
+#[ignore = "measurement (about 110 s): cargo test -p streamfleet-registry --test sentinel -- --ignored measure_ten"]
 async fn measure_ten_failovers_without_replica_ack() {
     let (second, _, _) = repeated_failovers(0, 10).await;
     assert_eq!(second, 0, "double holders");
