@@ -43,7 +43,7 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_STREAMS", value_name = "FILE")]
     pub streams: Option<PathBuf>,
 
-    /// Shared Redis registry (redis:// or rediss://). Exclusive with --streams.
+    /// Shared Redis registry (redis://, rediss://, or redis+sentinel://s1,s2,s3/<master>). Exclusive with --streams.
     #[arg(long, env = "STREAMFLEET_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
