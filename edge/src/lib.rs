@@ -1,42 +1,45 @@
 //! Streamfleet edge: RTMP publish and play with lease-guarded admission.
 //!
-//! Where things happen:
-//! - [`server`]: listeners, accept loop and connection limits, drain on SIGTERM ([`shutdown`]).
-//! - [`connection`]: one RTMP connection ([`connection::protocol`] is the sans-IO state machine
-//!   over `rml_rtmp`, [`connection::driver`] runs it on a socket).
-//! - [`rtmp`]: the wire layer the edge owns (chunk reader with limits, chunk writer, AMF0 guard).
-//! - [`admission`]: where a publish is admitted (registry lookup, lease acquire, takeover policy).
-//! - [`publisher`]: a publisher's life while it holds the lease.
-//! - [`play`]: player admission (maxViewers, waiting for the stream) and its life.
-//! - [`stream`] / [`stream_hub`]: per-stream state (fast-start caches, players).
-//! - [`relay`]: cross-edge play (the internal relay listener, and pulling a stream from the
-//!   edge that holds it).
-//! - [`fanout`]: where bytes fan out (shared serialized frames, bounded per-player queues).
-//! - [`codec`]: FLV tag inspection (keyframes, sequence headers, Enhanced RTMP FourCC).
-//! - [`metrics`], [`http`], [`health`], [`viewers`], [`sessions`]: observability and reporting
-//!   ([`sharded_counter`]: the counter every write adds to, one cache line per thread).
+//! The folders are the code map, from the bottom layer up; a subsystem imports only its own
+//! layer and the ones below it (checked by `tests/module_deps.rs`, which also fails on any
+//! `use crate::` cycle between files):
+//!
+//! 1. [`rtmp`]: the RTMP wire format the edge owns (chunk reader with limits, chunk writer,
+//!    AMF0 guard, the messages the edge writes itself).
+//! 2. [`media`]: what a publisher sends, independent of the protocol it came in over (media
+//!    messages, codec inspection) and the frame every player shares (serialised once).
+//! 3. [`fanout`]: how bytes leave: per-connection outboxes, the drop and audio-hold policy, the
+//!    writer (every `unsafe` of the write path, in one file), the write window and its frame log.
+//! 4. [`streams`]: per-stream state: the publisher slot, fast-start cache, timeline, players,
+//!    the hub of streams on this edge and the local lease hand-off.
+//! 5. [`observe`]: what is measured: Prometheus metrics, the sharded byte counter, the session
+//!    table.
+//! 6. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
+//!    machine) and the session handle a role drives on a socket.
+//! 7. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
+//!    publisher's life), [`play`] (player admission and the player loop), [`relay`] (cross-edge
+//!    play), and [`app`] (configuration, context, listeners, drain, HTTP, health, viewer
+//!    reports).
+//!
+//! Why this shape: the hot path runs bottom-up through fan-out and streams, which know nothing
+//! about RTMP sessions, the registry or the process, so a new ingest protocol (RTMPS, SRT) is a
+//! sibling of [`rtmp`] and [`connection`] that produces [`media`] and feeds [`streams`] and
+//! [`fanout`] unchanged. Lower layers report upwards through small traits they define
+//! (`fanout::WriteObserver`, `streams::HubObserver`, `fanout::Windowed`), implemented above.
+//!
+//! Everything is `pub(crate)` unless the binary, the fuzz target or the tests need it, so the
+//! dead-code lint sees the whole crate.
 
-pub mod admission;
-pub mod codec;
-pub mod config;
+mod app;
 pub mod connection;
-pub mod context;
-pub mod fanout;
-pub mod frame_log;
-pub mod health;
-pub mod http;
-pub mod local_release;
-pub mod metrics;
-pub mod play;
-pub mod publisher;
-pub mod registry_backend;
-pub mod relay;
-pub mod rtmp;
-pub mod server;
-pub mod sessions;
-pub mod sharded_counter;
-pub mod shutdown;
-pub mod stream;
-pub mod stream_hub;
-pub mod viewers;
-pub mod write_window;
+mod fanout;
+mod media;
+mod observe;
+mod play;
+mod publish;
+mod relay;
+mod rtmp;
+mod streams;
+mod sync;
+
+pub use app::{config, server};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Edge, STREAMS_YAML, ffmpeg_publish, finish};
 use streamfleet_registry::{
-    Registry, StreamId,
+    OperatorRegistry, RegistryStatus, StreamId,
     manifest::load_manifests,
     redis::{RedisConfig, RedisRegistry},
 };

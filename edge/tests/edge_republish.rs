@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Edge, RawClient, STREAMS_YAML};
 use rml_rtmp::sessions::ClientSessionResult;
 use streamfleet_registry::{
-    Registry,
+    OperatorRegistry,
     manifest::load_manifests,
     redis::{RedisConfig, RedisRegistry},
 };

@@ -47,7 +47,7 @@ pub enum LogFormat {
 /// How to reach the registry (Redis).
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
-    /// Redis URL of the registry, e.g. redis://redis:6379/0 (rediss:// for TLS).
+    /// Redis URL of the registry, e.g. redis://redis:6379/0 (rediss:// for TLS, redis+sentinel:// for Sentinel).
     #[arg(long, env = "STREAMFLEET_REDIS_URL", required = true)]
     pub redis_url: Option<String>,
     /// File holding the Redis password (e.g. a mounted Secret); overrides a password in the URL.

@@ -3,7 +3,7 @@
 //! newcomer. Pure: callers pass the LiveStreams they know (the controller's reflector store).
 
 use k8s_openapi::jiff::Timestamp;
-use streamfleet_registry::{StreamId, api::LiveStream, manifest::DEFAULT_NAMESPACE};
+use streamfleet_registry::{StreamId, api::LiveStream};
 
 /// One LiveStream's claim on a playback name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,11 +21,10 @@ impl Claim {
         if ls.metadata.deletion_timestamp.is_some() {
             return None;
         }
-        let name = ls.metadata.name.clone()?;
-        let namespace = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let id = ls.stream_id()?;
         Some(Claim {
-            playback_name: ls.effective_playback_name().unwrap_or_else(|| name.clone()),
-            id: StreamId::new(namespace, name),
+            playback_name: ls.effective_playback_name().unwrap_or_else(|| id.name.clone()),
+            id,
             created: ls.metadata.creation_timestamp.as_ref().map(|t| t.0),
         })
     }

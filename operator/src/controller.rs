@@ -26,11 +26,12 @@ use kube::{
 };
 use serde_json::json;
 use streamfleet_registry::{
-    SharedRegistry, StreamId,
+    SharedOperatorRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
-    manifest::{RecordError, record_for},
+    manifest::{RecordError, RecordErrorKind, record_for},
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::{
     conflicts::{self, Claim},
@@ -107,7 +108,7 @@ pub struct Context {
     /// Kubernetes client: Secrets, status patches, finalizers.
     pub client: Client,
     /// The registry the records are written to.
-    pub registry: SharedRegistry,
+    pub registry: SharedOperatorRegistry,
     /// Publishes Events on LiveStreams (aggregated into series by kube).
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -129,7 +130,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        registry: SharedRegistry,
+        registry: SharedOperatorRegistry,
         reporter: Reporter,
         metrics: Arc<Metrics>,
         settings: Settings,
@@ -237,27 +238,34 @@ pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
 
 /// `namespace/name` of a LiveStream.
 pub fn stream_id(ls: &LiveStream) -> Result<StreamId> {
-    let ns = ls.meta().namespace.clone().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let name = ls.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    Ok(StreamId::new(ns, name))
+    // Objects from the API server always have a namespace; one without is refused rather than
+    // taken for the default namespace.
+    ls.meta().namespace.as_ref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    ls.stream_id().ok_or(Error::MissingObjectKey("metadata.name"))
 }
 
 /// Reconciles one LiveStream: the finalizer is the only top-level action, so a record is never
 /// written for an object that could be deleted without the operator noticing.
+/// Everything it logs carries the stream id (span `reconcile`).
 pub async fn reconcile(ls: Arc<LiveStream>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     let id = stream_id(&ls)?;
-    let api: Api<LiveStream> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let action = finalizer(&api, FINALIZER, ls, |event| async {
-        match event {
-            FinalizerEvent::Apply(ls) => apply(&ls, &ctx).await,
-            FinalizerEvent::Cleanup(ls) => cleanup(&ls, &ctx).await,
-        }
-    })
+    let span = tracing::info_span!("reconcile", stream = %id);
+    async {
+        let api: Api<LiveStream> = Api::namespaced(ctx.client.clone(), &id.namespace);
+        let action = finalizer(&api, FINALIZER, ls, |event| async {
+            match event {
+                FinalizerEvent::Apply(ls) => apply(&ls, &ctx).await,
+                FinalizerEvent::Cleanup(ls) => cleanup(&ls, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))?;
+        ctx.reset_backoff(&id);
+        Ok(action)
+    }
+    .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
-    ctx.reset_backoff(&id);
-    Ok(action)
 }
 
 /// Failed reconciles retry with per-object exponential backoff (5 s → 5 min).
@@ -271,7 +279,7 @@ pub fn error_policy(ls: Arc<LiveStream>, err: &Error, ctx: Arc<Context>) -> Acti
 
 /// Maps a record-building failure to the problem shown in status.
 fn record_problem(e: RecordError, secret: &str) -> Problem {
-    if e.field == "publish key" {
+    if e.kind == RecordErrorKind::PublishKey {
         Problem::InvalidPublishKey { secret: secret.to_string(), message: e.message }
     } else {
         Problem::InvalidSpec { field: e.field, message: e.message }
@@ -398,7 +406,7 @@ async fn cleanup(ls: &LiveStream, ctx: &Context) -> Result<Action> {
 
 /// Yields once each time the registry's epoch changes (Redis restarted empty): every record
 /// must then be rewritten.
-pub fn epoch_changes(registry: SharedRegistry, every: Duration) -> impl Stream<Item = ()> + Send + 'static {
+pub fn epoch_changes(registry: SharedOperatorRegistry, every: Duration) -> impl Stream<Item = ()> + Send + 'static {
     futures::stream::unfold((registry, None::<u64>), move |(registry, mut last)| async move {
         loop {
             tokio::time::sleep(every).await;
@@ -426,7 +434,7 @@ pub struct ControllerOptions {
 /// The controller with its watches and the orphan collector; resolves when `shutdown` does.
 pub async fn controller(
     client: Client,
-    registry: SharedRegistry,
+    registry: SharedOperatorRegistry,
     metrics: Arc<Metrics>,
     opts: ControllerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,

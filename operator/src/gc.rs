@@ -5,7 +5,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use kube::runtime::reflector::Store;
-use streamfleet_registry::{Registry, StreamId, StreamRecord, api::LiveStream, manifest::DEFAULT_NAMESPACE};
+use streamfleet_registry::{OperatorRegistry, StreamId, StreamRecord, api::LiveStream};
 
 use crate::{error::Result, reconcile::remove_record};
 
@@ -18,7 +18,10 @@ pub fn orphans(records: &[StreamRecord], existing: &HashSet<StreamId>) -> Vec<St
 /// LiveStreams are snapshotted: a record written after the listing is not considered, and every
 /// record in the listing was written for an object the snapshot already holds (the cache is
 /// updated before reconcile runs), so a new stream's record is never collected.
-pub async fn collect(registry: &dyn Registry, existing: impl FnOnce() -> HashSet<StreamId>) -> Result<Vec<StreamId>> {
+pub async fn collect(
+    registry: &dyn OperatorRegistry,
+    existing: impl FnOnce() -> HashSet<StreamId>,
+) -> Result<Vec<StreamId>> {
     let records = registry.list_streams().await?;
     let orphaned = orphans(&records, &existing());
     for id in &orphaned {
@@ -30,19 +33,11 @@ pub async fn collect(registry: &dyn Registry, existing: impl FnOnce() -> HashSet
 
 /// The ids of the LiveStreams in a reflector store.
 pub fn ids_in(store: &Store<LiveStream>) -> HashSet<StreamId> {
-    store
-        .state()
-        .iter()
-        .filter_map(|ls| {
-            let name = ls.metadata.name.clone()?;
-            let ns = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
-            Some(StreamId::new(ns, name))
-        })
-        .collect()
+    store.state().iter().filter_map(|ls| ls.stream_id()).collect()
 }
 
 /// Collects orphans when the store is ready and every `every` after that, until dropped.
-pub async fn run(registry: &dyn Registry, store: Store<LiveStream>, every: Duration) {
+pub async fn run(registry: &dyn OperatorRegistry, store: Store<LiveStream>, every: Duration) {
     if store.wait_until_ready().await.is_err() {
         // The store's writer is gone, so the controller is stopping: nothing left to collect.
         return futures::future::pending().await;

@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use streamfleet_registry::SharedRegistry;
+use streamfleet_registry::SharedOperatorRegistry;
 
 use crate::metrics::Metrics;
 
@@ -16,7 +16,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// `None` when there is nothing to probe (readiness is then just liveness).
-    pub registry: Option<SharedRegistry>,
+    pub registry: Option<SharedOperatorRegistry>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -6,7 +6,7 @@
 //! built from the Secret, and a rule for which conflicting records may be evicted), so both
 //! callers run it unchanged and tests drive it with the memory backend.
 
-use streamfleet_registry::{ConflictKind, Registry, RegistryError, StreamId, StreamRecord};
+use streamfleet_registry::{ConflictKind, OperatorRegistry, RegistryError, StreamId, StreamRecord};
 
 use crate::{
     error::Result,
@@ -43,7 +43,7 @@ pub struct ApplyOutcome {
 /// decides whether another stream's record holding our playback name may be removed; it is
 /// asked only on a conflict.
 pub async fn apply_stream(
-    registry: &dyn Registry,
+    registry: &dyn OperatorRegistry,
     id: &StreamId,
     desired: std::result::Result<StreamRecord, Problem>,
     may_evict: &(dyn Fn(&StreamId) -> bool + Send + Sync),
@@ -97,7 +97,7 @@ pub async fn apply_stream(
 }
 
 async fn blocked(
-    registry: &dyn Registry,
+    registry: &dyn OperatorRegistry,
     id: &StreamId,
     problem: Problem,
     mut applied: Applied,
@@ -111,7 +111,7 @@ async fn blocked(
 
 /// Removes a stream's record and any lease on it (deletion, eviction, pruning). Returns
 /// whether a record existed.
-pub async fn remove_record(registry: &dyn Registry, id: &StreamId) -> Result<bool> {
+pub async fn remove_record(registry: &dyn OperatorRegistry, id: &StreamId) -> Result<bool> {
     registry.revoke(id).await?;
     Ok(registry.delete_stream(id).await?)
 }
@@ -121,7 +121,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use streamfleet_registry::{
-        AcquireOptions, KeyHash, LeaseTiming, MemoryRegistry, PublisherInfo, RenewOutcome, TakeoverPolicy,
+        AcquireOptions, EdgeRegistry, KeyHash, LeaseTiming, MemoryRegistry, PublisherInfo, RenewOutcome, TakeoverPolicy,
     };
 
     fn record(ns: &str, name: &str, key: &str, playback: &str) -> StreamRecord {

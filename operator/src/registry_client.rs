@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc};
 
 use streamfleet_registry::{
-    RegistryError, SharedRegistry,
+    RegistryError, SharedOperatorRegistry,
     redis::{RedisConfig, RedisRegistry},
 };
 
@@ -28,7 +28,7 @@ pub fn read_password(path: &Path) -> Result<String, ConnectError> {
 }
 
 /// Connects to the Redis registry named by the flags.
-pub async fn connect(args: &RegistryArgs) -> Result<SharedRegistry, ConnectError> {
+pub async fn connect(args: &RegistryArgs) -> Result<SharedOperatorRegistry, ConnectError> {
     Ok(Arc::new(connect_redis(args).await?))
 }
 

@@ -15,7 +15,7 @@ use std::{
 };
 
 use streamfleet_registry::{
-    Registry, StreamId,
+    OperatorRegistry, StreamId,
     manifest::{ManifestError, ManifestStream, load_manifest_streams},
 };
 
@@ -124,7 +124,7 @@ pub enum SyncError {
 /// (watch mode): those no longer in the file are removed, and their records may be evicted to
 /// free a playback name. With `prune`, every record the file does not define is removed.
 pub async fn apply_manifests(
-    registry: &dyn Registry,
+    registry: &dyn OperatorRegistry,
     yaml: &str,
     previous: &BTreeSet<StreamId>,
     prune: bool,
@@ -172,7 +172,7 @@ fn blocked_by_file(r: &StreamReport, in_file: &BTreeSet<StreamId>) -> bool {
 }
 
 async fn apply_one(
-    registry: &dyn Registry,
+    registry: &dyn OperatorRegistry,
     s: &ManifestStream,
     may_evict: &(dyn Fn(&StreamId) -> bool + Send + Sync),
 ) -> Result<StreamReport, Error> {
@@ -207,7 +207,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// One pass: read, apply, print. Returns the streams now applied, or `None` on failure (the
 /// reason already printed).
 async fn pass(
-    registry: &dyn Registry,
+    registry: &dyn OperatorRegistry,
     path: &Path,
     previous: &BTreeSet<StreamId>,
     prune: bool,
@@ -263,7 +263,7 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
         }
         tracing::info!("quarantine ended: this Redis is declared never to have served edges");
     }
-    let registry: streamfleet_registry::SharedRegistry = std::sync::Arc::new(registry);
+    let registry: streamfleet_registry::SharedOperatorRegistry = std::sync::Arc::new(registry);
     let path = args.manifests.as_path();
     let mut seen = stamp(path);
     let (applied, code) = pass(registry.as_ref(), path, &BTreeSet::new(), args.prune).await;
@@ -302,7 +302,7 @@ pub const MIN_POLL: Duration = Duration::from_millis(50);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamfleet_registry::{KeyHash, MemoryRegistry};
+    use streamfleet_registry::{EdgeRegistry, KeyHash, MemoryRegistry};
 
     const TWO: &str = r#"
 apiVersion: v1

@@ -8,7 +8,7 @@ use std::{
 };
 
 use streamfleet_registry::{
-    KeyHash, Registry, StreamId,
+    EdgeRegistry, KeyHash, OperatorRegistry, StreamId,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use streamfleet_registry::{
-    AcquireOptions, KeyHash, Lease, LeaseTiming, PublisherInfo, Registry, RenewOutcome, StreamId, StreamRecord,
-    TakeoverPolicy,
+    AcquireOptions, EdgeRegistry, KeyHash, Lease, LeaseTiming, OperatorRegistry, PublisherInfo, RegistryStatus,
+    RenewOutcome, StreamId, StreamRecord, TakeoverPolicy,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;

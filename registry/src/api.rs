@@ -247,7 +247,18 @@ impl LiveStreamSpec {
     }
 }
 
+/// Namespace assumed for manifests without `metadata.namespace` (as kubectl does).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 impl LiveStream {
+    /// The registry's id of this stream: `metadata.namespace` (default [`DEFAULT_NAMESPACE`])
+    /// and `metadata.name`; `None` without a name. The one place a LiveStream becomes an id.
+    pub fn stream_id(&self) -> Option<crate::record::StreamId> {
+        let name = self.metadata.name.clone()?;
+        let namespace = self.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        Some(crate::record::StreamId::new(namespace, name))
+    }
+
     /// The playback name in effect: `spec.playbackName`, else `metadata.name`.
     pub fn effective_playback_name(&self) -> Option<String> {
         self.spec.playback_name.clone().or_else(|| self.metadata.name.clone())

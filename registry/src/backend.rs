@@ -1,5 +1,9 @@
-//! The registry contract: one trait, two backends (Redis for a fleet, memory for one node).
-//! Both pass the same contract test suite (`registry/tests/contract.rs`).
+//! The registry contract, split by who may call what: [`OperatorRegistry`] (records,
+//! revocations, epoch) and [`EdgeRegistry`] (look-ups, leases, holder info, viewer counts), both
+//! on [`RegistryStatus`] (live state, ping). The operator holds a [`SharedOperatorRegistry`]
+//! and edges a [`SharedEdgeRegistry`], so the compiler enforces the "who owns what" table of
+//! docs/architecture.md. Two backends implement both halves (Redis for a fleet, memory for one
+//! node) and pass the same contract test suite (`registry/tests/contract.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,8 +15,12 @@ use crate::{
     record::{KeyHash, StreamId, StreamRecord},
 };
 
-/// Shared handle used by edges and the operator.
+/// A whole backend (both halves): tests and fixtures that act as operator and edge at once.
 pub type SharedRegistry = Arc<dyn Registry>;
+/// The operator's handle.
+pub type SharedOperatorRegistry = Arc<dyn OperatorRegistry>;
+/// An edge's handle.
+pub type SharedEdgeRegistry = Arc<dyn EdgeRegistry>;
 
 /// Changes a holder reports about its own lease; fenced by the lease token.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,10 +31,11 @@ pub struct HolderUpdate {
     pub ingest_kbps: Option<u64>,
 }
 
+/// What the operator uses: it owns the stream records and their revocations, and watches the
+/// backend's epoch to rewrite every record after Redis restarted empty (the "Operator" row of
+/// docs/architecture.md's "who owns what"). Edges never get this half.
 #[async_trait]
-pub trait Registry: Send + Sync + 'static {
-    // ---- records: written by the operator -------------------------------------------------
-
+pub trait OperatorRegistry: RegistryStatus {
     /// Inserts or replaces a stream record and its key and playback-name indexes, atomically.
     /// Fails with `Conflict` if another stream owns the key hash or the playback name.
     async fn put_stream(&self, record: &StreamRecord) -> Result<()>;
@@ -42,8 +51,16 @@ pub trait Registry: Send + Sync + 'static {
     /// The holder notices at its next renew. Returns whether a lease existed.
     async fn revoke(&self, id: &StreamId) -> Result<bool>;
 
-    // ---- admission: used by edges ----------------------------------------------------------
+    /// Identifier of the backend's current data epoch: it changes when Redis restarts empty, so
+    /// the operator knows to rewrite every record.
+    async fn epoch(&self) -> Result<u64>;
+}
 
+/// What an edge uses: it reads records (by key hash to publish, by playback name to play) and
+/// owns its leases, its holder info and its viewer counts (the "Edge" row of
+/// docs/architecture.md's "who owns what"). The operator never gets this half.
+#[async_trait]
+pub trait EdgeRegistry: RegistryStatus {
     /// Pre-flight check for a publish key: no state change. `NotFound` or `Disabled` otherwise.
     async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord>;
 
@@ -73,14 +90,21 @@ pub trait Registry: Send + Sync + 'static {
     /// This edge's viewer counts, replacing its previous report for these streams; each entry
     /// expires after `ttl` unless reported again, so a crashed edge's viewers vanish.
     async fn set_viewers(&self, edge: &str, counts: &[(StreamId, u32)], ttl: Duration) -> Result<()>;
+}
 
-    /// Current holder and viewers of a stream (operator status, cross-edge relay lookup).
+/// What both sides read: the live state of a stream and whether the backend answers.
+#[async_trait]
+pub trait RegistryStatus: Send + Sync + 'static {
+    /// Current holder and viewers of a stream (operator status, maxViewers on edges, the
+    /// cross-edge relay's owner lookup).
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus>;
 
     /// Round trip to the backend: readiness probes use it.
     async fn ping(&self) -> Result<()>;
-
-    /// Identifier of the backend's current data epoch: it changes when Redis restarts empty, so
-    /// the operator knows to rewrite every record.
-    async fn epoch(&self) -> Result<u64>;
 }
+
+/// A whole backend, both halves: what the backends implement, what the contract tests and
+/// test fixtures (which play both an operator and edges) use.
+pub trait Registry: OperatorRegistry + EdgeRegistry {}
+
+impl<T: OperatorRegistry + EdgeRegistry + ?Sized> Registry for T {}

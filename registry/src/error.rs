@@ -1,7 +1,7 @@
 //! Registry errors as values: each distinct outcome an edge or the operator must handle
 //! differently gets its own variant.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     lease::HolderInfo,
@@ -39,9 +39,10 @@ pub enum RegistryError {
     #[error("registry restarted recently; new publishers are admitted again in {} ms", retry_in.as_millis())]
     Quarantined { retry_in: Duration },
 
-    /// Redis is unreachable, timed out or answered with an error.
+    /// Redis is unreachable, timed out or answered with an error; the cause is kept as the
+    /// error's source.
     #[error("registry unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Unavailable),
 
     /// The registry was written by an incompatible Streamfleet version.
     #[error(
@@ -122,6 +123,58 @@ impl RegistryError {
 
 impl From<redis::RedisError> for RegistryError {
     fn from(e: redis::RedisError) -> Self {
-        RegistryError::Unavailable(e.to_string())
+        RegistryError::Unavailable(Unavailable::caused_by(e.to_string(), e))
+    }
+}
+
+/// Why the registry could not be used: what failed, and the underlying error when there is one
+/// (a Redis or I/O error), available as the error's [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Unavailable {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Unavailable {
+    /// `message` says what failed; nothing underneath (a timeout, an unexpected reply).
+    pub fn new(message: impl Into<String>) -> Unavailable {
+        Unavailable { message: message.into(), source: None }
+    }
+
+    /// `message` says what failed, `source` why.
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Unavailable {
+        Unavailable { message: message.into(), source: Some(Arc::new(source)) }
+    }
+}
+
+impl From<String> for Unavailable {
+    fn from(message: String) -> Unavailable {
+        Unavailable::new(message)
+    }
+}
+
+impl From<&str> for Unavailable {
+    fn from(message: &str) -> Unavailable {
+        Unavailable::new(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_keeps_its_cause_as_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = RegistryError::Unavailable(Unavailable::caused_by("connect to redis:6379", io));
+        assert_eq!(e.to_string(), "registry unavailable: connect to redis:6379");
+        let cause = std::error::Error::source(&e).and_then(std::error::Error::source).expect("the I/O error");
+        assert_eq!(cause.to_string(), "connection refused");
+        assert!(std::error::Error::source(&RegistryError::Unavailable("timed out".into())).unwrap().source().is_none());
     }
 }

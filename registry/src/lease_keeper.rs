@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    backend::SharedRegistry,
+    backend::SharedEdgeRegistry,
     error::{LossReason, RegistryError},
     lease::{Lease, LeaseTiming, RenewOutcome},
 };
@@ -35,7 +35,7 @@ pub type KeeperObserver = Arc<dyn Fn(KeeperEvent) + Send + Sync>;
 
 /// Keeps one lease alive in the background until it is released or lost.
 pub struct LeaseKeeper {
-    registry: SharedRegistry,
+    registry: SharedEdgeRegistry,
     lease: watch::Receiver<Lease>,
     lost: watch::Receiver<Option<LossReason>>,
     deadline: watch::Receiver<Instant>,
@@ -46,7 +46,7 @@ impl LeaseKeeper {
     /// Starts keeping `lease`. `sent_at` is the instant *before* the acquire request was sent:
     /// the first deadline counts from it.
     pub fn start(
-        registry: SharedRegistry,
+        registry: SharedEdgeRegistry,
         lease: Lease,
         sent_at: Instant,
         timing: LeaseTiming,
@@ -116,7 +116,7 @@ struct Channels {
 }
 
 async fn keep(
-    registry: SharedRegistry,
+    registry: SharedEdgeRegistry,
     timing: LeaseTiming,
     sent_at: Instant,
     ch: Channels,

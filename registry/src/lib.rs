@@ -4,7 +4,8 @@
 //! - [`api`]: the `LiveStream` custom resource types (the single source of the CRD).
 //! - [`record`]: stream records (what the operator writes, what edges look up).
 //! - [`manifest`]: LiveStream + Secret YAML into records (edge `--streams`, operator `sync`).
-//! - [`backend`]: the [`Registry`] trait every backend implements.
+//! - [`backend`]: the contract, split by side: [`OperatorRegistry`] and [`EdgeRegistry`] on
+//!   [`RegistryStatus`]; every backend implements both ([`Registry`]).
 //! - [`memory`]: the in-memory backend (one node, the quick start).
 //! - [`redis`]: the Redis backend (a fleet): key schema and Lua scripts in `redis/scripts`.
 //! - [`lease`]: lease value types and timing; [`lease_keeper`]: where a lease is renewed.
@@ -24,8 +25,11 @@ pub mod record;
 pub mod redis;
 pub mod takeover;
 
-pub use backend::{HolderUpdate, Registry, SharedRegistry};
-pub use error::{ConflictKind, LossReason, RegistryError, Result};
+pub use backend::{
+    EdgeRegistry, HolderUpdate, OperatorRegistry, Registry, RegistryStatus, SharedEdgeRegistry, SharedOperatorRegistry,
+    SharedRegistry,
+};
+pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
 pub use lease::{AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome};
 pub use lease_keeper::{KeeperEvent, LeaseKeeper};
 pub use memory::MemoryRegistry;

@@ -9,11 +9,10 @@ use serde::Deserialize;
 
 use crate::{
     api::LiveStream,
-    record::{KeyHash, StreamId, StreamRecord, valid_playback_name},
+    record::{KeyHash, StreamRecord, valid_playback_name},
 };
 
-/// Namespace assumed for manifests without `metadata.namespace` (as kubectl does).
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub use crate::api::DEFAULT_NAMESPACE;
 
 /// A manifest problem, naming the document (1-based, in file order) and the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,19 +29,37 @@ pub struct ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct RecordError {
+    /// What is wrong, for callers that act on it (the operator reports a bad publish key
+    /// against the Secret, anything else against the spec).
+    pub kind: RecordErrorKind,
+    /// The field as the user wrote it, for messages.
     pub field: String,
     pub message: String,
 }
 
+/// The part of a LiveStream (or its Secret) a [`RecordError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordErrorKind {
+    /// `metadata.name` is missing.
+    Name,
+    /// The playback name in effect is not a DNS label.
+    PlaybackName,
+    /// `spec.maxViewers` is 0.
+    MaxViewers,
+    /// The publish key read from the Secret is empty or cannot be part of an RTMP URL.
+    PublishKey,
+}
+
 /// Builds the registry record for a LiveStream whose publish key has been read from its Secret.
 pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, RecordError> {
-    let err = |field: &str, message: String| RecordError { field: field.to_string(), message };
-    let name = ls.metadata.name.clone().ok_or_else(|| err("metadata.name", "is required".into()))?;
-    let namespace = ls.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
-    let playback_name = ls.effective_playback_name().unwrap_or_else(|| name.clone());
+    let err =
+        |kind: RecordErrorKind, field: &str, message: String| RecordError { kind, field: field.to_string(), message };
+    let id = ls.stream_id().ok_or_else(|| err(RecordErrorKind::Name, "metadata.name", "is required".into()))?;
+    let playback_name = ls.effective_playback_name().unwrap_or_else(|| id.name.clone());
     if !valid_playback_name(&playback_name) {
         let field = if ls.spec.playback_name.is_some() { "spec.playbackName" } else { "metadata.name" };
         return Err(err(
+            RecordErrorKind::PlaybackName,
             field,
             format!(
                 "{playback_name:?} is not a valid playback name: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
@@ -50,19 +67,24 @@ pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, Re
         ));
     }
     if ls.spec.max_viewers == Some(0) {
-        return Err(err("spec.maxViewers", "must be at least 1 (omit it for no limit)".into()));
+        return Err(err(
+            RecordErrorKind::MaxViewers,
+            "spec.maxViewers",
+            "must be at least 1 (omit it for no limit)".into(),
+        ));
     }
     if publish_key.is_empty() {
-        return Err(err("publish key", "the Secret's value is empty".into()));
+        return Err(err(RecordErrorKind::PublishKey, "publish key", "the Secret's value is empty".into()));
     }
     if publish_key.contains(['/', '?', ' ']) || publish_key.chars().any(|c| c.is_control()) {
         return Err(err(
+            RecordErrorKind::PublishKey,
             "publish key",
             "must not contain '/', '?', spaces or control characters (it is the last segment of the RTMP URL)".into(),
         ));
     }
     Ok(StreamRecord {
-        id: StreamId::new(namespace, name),
+        id,
         key_hash: KeyHash::of_key(publish_key),
         playback_name,
         enabled: ls.spec.is_enabled(),
@@ -244,7 +266,7 @@ pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<Mani
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::TakeoverPolicy;
+    use crate::record::{StreamId, TakeoverPolicy};
 
     const GOOD: &str = r#"
 apiVersion: v1

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::{
-    backend::{HolderUpdate, Registry},
+    backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, RegistryError, Result},
     lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token, now_ms},
     record::{KeyHash, StreamId, StreamRecord},
@@ -85,7 +85,7 @@ impl MemoryRegistry {
 }
 
 #[async_trait]
-impl Registry for MemoryRegistry {
+impl OperatorRegistry for MemoryRegistry {
     async fn put_stream(&self, rec: &StreamRecord) -> Result<()> {
         if !crate::record::valid_playback_name(&rec.playback_name) {
             return Err(RegistryError::Invalid(format!("playback name {:?} is not a DNS label", rec.playback_name)));
@@ -140,6 +140,13 @@ impl Registry for MemoryRegistry {
         Ok(had)
     }
 
+    async fn epoch(&self) -> Result<u64> {
+        Ok(EPOCH)
+    }
+}
+
+#[async_trait]
+impl EdgeRegistry for MemoryRegistry {
     async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord> {
         self.lock().record_for_key(key).cloned()
     }
@@ -280,7 +287,10 @@ impl Registry for MemoryRegistry {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl RegistryStatus for MemoryRegistry {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
         let mut st = self.lock();
         let holder = st.live_lease(id).map(|l| l.holder.clone());
@@ -300,9 +310,5 @@ impl Registry for MemoryRegistry {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
-    }
-
-    async fn epoch(&self) -> Result<u64> {
-        Ok(EPOCH)
     }
 }

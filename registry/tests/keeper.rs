@@ -13,9 +13,9 @@ use std::{
 use async_trait::async_trait;
 use common::*;
 use streamfleet_registry::{
-    AcquireOptions, HolderUpdate, KeeperEvent, KeyHash, Lease, LeaseKeeper, LeaseTiming, LiveStatus, LossReason,
-    MemoryRegistry, PublisherInfo, Registry, RegistryError, RenewOutcome, SharedRegistry, StreamId, StreamRecord,
-    TakeoverPolicy, lease_keeper::KeeperObserver,
+    AcquireOptions, EdgeRegistry, HolderUpdate, KeeperEvent, KeyHash, Lease, LeaseKeeper, LeaseTiming, LiveStatus,
+    LossReason, MemoryRegistry, OperatorRegistry, PublisherInfo, RegistryError, RegistryStatus, RenewOutcome,
+    SharedRegistry, StreamId, StreamRecord, TakeoverPolicy, lease_keeper::KeeperObserver,
 };
 use tokio::time::Instant;
 
@@ -60,34 +60,50 @@ impl Double {
 }
 
 #[async_trait]
-impl Registry for Double {
+impl OperatorRegistry for Double {
     async fn put_stream(&self, r: &StreamRecord) -> Result<(), RegistryError> {
         self.inner.put_stream(r).await
     }
+
     async fn delete_stream(&self, id: &StreamId) -> Result<bool, RegistryError> {
         self.inner.delete_stream(id).await
     }
+
     async fn get_stream(&self, id: &StreamId) -> Result<Option<StreamRecord>, RegistryError> {
         self.inner.get_stream(id).await
     }
+
     async fn list_streams(&self) -> Result<Vec<StreamRecord>, RegistryError> {
         self.inner.list_streams().await
     }
+
     async fn revoke(&self, id: &StreamId) -> Result<bool, RegistryError> {
         self.inner.revoke(id).await
     }
+
+    async fn epoch(&self) -> Result<u64, RegistryError> {
+        self.inner.epoch().await
+    }
+}
+
+#[async_trait]
+impl EdgeRegistry for Double {
     async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord, RegistryError> {
         self.inner.lookup(key).await
     }
+
     async fn lookup_playback(&self, name: &str) -> Result<StreamRecord, RegistryError> {
         self.inner.lookup_playback(name).await
     }
+
     async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, o: &AcquireOptions) -> Result<Lease, RegistryError> {
         self.inner.acquire(key, who, o).await
     }
+
     async fn reclaim(&self, lease: &mut Lease, ttl: Duration) -> Result<(), RegistryError> {
         self.inner.reclaim(lease, ttl).await
     }
+
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<RenewOutcome, RegistryError> {
         self.renews.lock().unwrap().push(Instant::now());
         let mode = *self.mode.lock().unwrap();
@@ -109,23 +125,28 @@ impl Registry for Double {
             },
         }
     }
+
     async fn release(&self, lease: &Lease) -> Result<bool, RegistryError> {
         self.inner.release(lease).await
     }
+
     async fn update_holder(&self, lease: &Lease, u: HolderUpdate) -> Result<(), RegistryError> {
         self.inner.update_holder(lease, u).await
     }
+
     async fn set_viewers(&self, edge: &str, c: &[(StreamId, u32)], ttl: Duration) -> Result<(), RegistryError> {
         self.inner.set_viewers(edge, c, ttl).await
     }
+}
+
+#[async_trait]
+impl RegistryStatus for Double {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus, RegistryError> {
         self.inner.live_status(id).await
     }
+
     async fn ping(&self) -> Result<(), RegistryError> {
         self.inner.ping().await
-    }
-    async fn epoch(&self) -> Result<u64, RegistryError> {
-        self.inner.epoch().await
     }
 }
 

@@ -9,8 +9,9 @@ use std::{sync::Arc, time::Duration};
 
 use common::*;
 use streamfleet_registry::{
-    AcquireOptions, HolderUpdate, KeeperEvent, Lease, LeaseKeeper, LeaseTiming, LossReason, Registry, RegistryError,
-    RenewOutcome, SharedRegistry, TakeoverPolicy, redis::RedisRegistry,
+    AcquireOptions, EdgeRegistry, HolderUpdate, KeeperEvent, Lease, LeaseKeeper, LeaseTiming, LossReason,
+    OperatorRegistry, RegistryError, RegistryStatus, RenewOutcome, SharedRegistry, TakeoverPolicy,
+    redis::RedisRegistry,
 };
 use streamfleet_testkit::{RedisServer, TcpProxy};
 use tokio::time::Instant;

@@ -12,7 +12,7 @@ use std::{
 
 use common::*;
 use streamfleet_registry::{
-    Registry, RegistryError,
+    EdgeRegistry, OperatorRegistry, RegistryError, RegistryStatus,
     redis::{EvictionPolicy, RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;

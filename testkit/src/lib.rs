@@ -5,6 +5,7 @@
 //! - [`child_output`]: a child process's output lines, and the addresses it logged.
 //! - [`wait`]: polling a condition with a deadline (never a sleep in place of synchronisation).
 //! - [`http`]: a minimal HTTP GET for the edges' endpoints and Prometheus exposition parsing.
+//! - [`sentinel`]: three Redis and three Sentinels on loopback, to kill, freeze and fail over.
 //! - [`rtmp_client`]: a raw RTMP client (handshake, publish/play outcomes, background sessions)
 //!   for what ffmpeg cannot do or time.
 //!
@@ -15,10 +16,12 @@ pub mod http;
 pub mod proxy;
 pub mod redis_server;
 pub mod rtmp_client;
+pub mod sentinel;
 pub mod wait;
 
 pub use proxy::TcpProxy;
 pub use redis_server::RedisServer;
+pub use sentinel::{SentinelCluster, SentinelTiming};
 
 use std::net::{SocketAddr, TcpListener};
 

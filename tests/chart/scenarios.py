@@ -12,8 +12,40 @@ EXTERNAL_REDIS = {
     }
 }
 
+SENTINEL = {"redis": {"mode": "sentinel"}}
+
+EXTERNAL_SENTINEL = {
+    "redis": {
+        "bundled": False,
+        "external": {
+            "existingSecret": "registry-redis",
+            "existingSecretPasswordKey": "password",
+            "sentinel": {
+                "hosts": ["s1.redis.example.internal:26379", "s2.redis.example.internal:26379", "[fd00::3]:26379"],
+                "masterName": "registry",
+                "db": 2,
+                "tls": True,
+                "auth": "same",
+                "replicaAckMs": 50,
+            },
+        },
+    }
+}
+
 SCENARIOS: dict[str, dict] = {
     "defaults": {},
+    "redis-sentinel": SENTINEL,
+    "redis-sentinel-hard-no-password-persistence": {
+        "redis": {
+            "mode": "sentinel",
+            "auth": {"enabled": False},
+            "persistence": {"enabled": True},
+            "sentinel": {"antiAffinity": "hard", "podDisruptionBudget": {"enabled": False}},
+        },
+        "networkPolicy": {"enabled": True},
+    },
+    "redis-sentinel-network-policy": {"redis": {"mode": "sentinel"}, "networkPolicy": {"enabled": True}},
+    "redis-external-sentinel": EXTERNAL_SENTINEL,
     "redis-external": EXTERNAL_REDIS,
     "redis-external-no-password": {
         "redis": {"bundled": False, "external": {"url": "redis://redis.example.internal:6379/0"}}

@@ -31,6 +31,8 @@ def test_notes_warn_about_an_ephemeral_registry():
     assert "no persistence" in render({}).notes
     assert "no persistence" not in render({"redis": {"persistence": {"enabled": True}}}).notes
     assert "no persistence" not in render({"redis": {"bundled": False, "external": {"url": "redis://r:6379"}}}).notes
+    # Sentinel mode survives a Redis pod restart without persistence (a replica is promoted).
+    assert "no persistence" not in render({"redis": {"mode": "sentinel"}}).notes
 
 
 def test_notes_point_at_the_dashboard_when_shipped():

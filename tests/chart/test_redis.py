@@ -138,7 +138,7 @@ def test_external_redis():
 
 
 def test_external_redis_needs_a_url():
-    with pytest.raises(helm.HelmError, match="redis.external.url is required"):
+    with pytest.raises(helm.HelmError, match=r"redis.external.url \(or redis.external.sentinel.hosts\) is required"):
         render({"redis": {"bundled": False}})
 
 

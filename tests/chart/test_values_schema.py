@@ -31,6 +31,11 @@ BAD_VALUES = {
     "bad anti-affinity preset": {"edge": {"podAntiAffinity": "sometimes"}},
     "bad log format": {"operator": {"logFormat": "yaml"}},
     "string replicas": {"operator": {"replicaCount": "two"}},
+    "redis cluster mode": {"redis": {"mode": "cluster"}},
+    "typo in sentinel": {"redis": {"mode": "sentinel", "sentinel": {"downAfterMs": 2000}}},
+    "sentinel anti-affinity preset": {"redis": {"sentinel": {"antiAffinity": "sometimes"}}},
+    "replica ack too long": {"redis": {"sentinel": {"replicaAckMs": 1000}}},
+    "external sentinel auth": {"redis": {"external": {"sentinel": {"auth": "password"}}}},
 }
 
 

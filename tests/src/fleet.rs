@@ -1,4 +1,5 @@
-//! The fleet harness: one private `redis-server`, the streams of a manifest file applied with
+//! The fleet harness: one private `redis-server` (or, with [`FleetConfig::sentinel`], three Redis
+//! and three Sentinels, reached through a `redis+sentinel://` URL), the streams of a manifest file applied with
 //! `streamfleet-operator sync` (once, or kept running with `--watch`), and N `streamfleet-edge`
 //! processes on `--redis-url`, each optionally reaching Redis through its own [`TcpProxy`] so a
 //! test can partition exactly one edge from Redis. Short lease TTLs keep the tests fast. Every
@@ -7,10 +8,10 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use streamfleet_registry::{
-    LiveStatus, Registry, StreamId,
+    LiveStatus, RegistryStatus, StreamId,
     redis::{RedisConfig, RedisRegistry},
 };
-use streamfleet_testkit::{RedisServer, TcpProxy};
+use streamfleet_testkit::{RedisServer, SentinelCluster, SentinelTiming, TcpProxy};
 
 use crate::{
     binaries::{Binaries, binaries_async},
@@ -41,6 +42,50 @@ pub struct FleetConfig {
     pub end_quarantine: bool,
     /// More flags for every edge.
     pub edge_args: Vec<String>,
+    /// Run the registry on a Sentinel-managed Redis (3 Redis + 3 Sentinels) with this timing;
+    /// the edges, sync and the test's own client all go through the Sentinels. Not with `proxied`.
+    pub sentinel: Option<SentinelTiming>,
+}
+
+/// The fleet's Redis: one server, or a Sentinel-managed set.
+pub enum FleetRedis {
+    Single(RedisServer),
+    Sentinel(SentinelCluster),
+}
+
+impl FleetRedis {
+    /// The URL edges and sync use.
+    pub fn url(&self) -> String {
+        match self {
+            FleetRedis::Single(r) => r.url(),
+            FleetRedis::Sentinel(c) => c.url(),
+        }
+    }
+
+    fn single(&mut self) -> &mut RedisServer {
+        match self {
+            FleetRedis::Single(r) => r,
+            FleetRedis::Sentinel(_) => panic!("this fleet runs on Sentinel, not on one redis-server"),
+        }
+    }
+
+    /// The Sentinel-managed set (panics on a single-server fleet).
+    pub fn sentinel(&mut self) -> &mut SentinelCluster {
+        match self {
+            FleetRedis::Sentinel(c) => c,
+            FleetRedis::Single(_) => panic!("this fleet runs on one redis-server, not on Sentinel"),
+        }
+    }
+
+    /// SIGKILL the single server.
+    pub fn kill(&mut self) {
+        self.single().kill()
+    }
+
+    /// Restart the single server, empty.
+    pub fn restart(&mut self) {
+        self.single().restart()
+    }
 }
 
 impl Default for FleetConfig {
@@ -53,13 +98,14 @@ impl Default for FleetConfig {
             watch_sync: false,
             end_quarantine: true,
             edge_args: Vec::new(),
+            sentinel: None,
         }
     }
 }
 
 pub struct Fleet {
     pub config: FleetConfig,
-    pub redis: RedisServer,
+    pub redis: FleetRedis,
     pub edges: Vec<EdgeProcess>,
     /// One per edge, index-aligned, when `proxied`.
     pub proxies: Vec<TcpProxy>,
@@ -77,9 +123,27 @@ impl Fleet {
     /// until every edge is ready.
     pub async fn start(config: FleetConfig, streams: &[StreamSpec]) -> Fleet {
         let binaries = binaries_async().await;
-        let redis = tokio::task::spawn_blocking(RedisServer::start)
-            .await
-            .unwrap_or_else(|e| panic!("starting redis-server panicked: {e}"));
+        let redis = match config.sentinel {
+            None => FleetRedis::Single(
+                tokio::task::spawn_blocking(RedisServer::start)
+                    .await
+                    .unwrap_or_else(|e| panic!("starting redis-server panicked: {e}")),
+            ),
+            Some(timing) => {
+                assert!(!config.proxied, "a Sentinel fleet has no per-edge proxies");
+                FleetRedis::Sentinel(
+                    tokio::task::spawn_blocking(move || {
+                        // As docs/deploy.md recommends for the registry under Sentinel.
+                        SentinelCluster::start_with(
+                            timing,
+                            &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "5"],
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("starting Redis with Sentinels panicked: {e}")),
+                )
+            }
+        };
         let dir = ScratchDir::new();
         let manifests = dir.write("streams.yaml", &render(streams));
         let sync_watch = if config.watch_sync {
@@ -96,12 +160,12 @@ impl Fleet {
             registry.end_quarantine().await.unwrap_or_else(|e| panic!("end the first-install quarantine: {e}"));
         }
 
-        let redis_addr: SocketAddr =
-            redis.addr().parse().unwrap_or_else(|e| panic!("redis address {}: {e}", redis.addr()));
         let mut proxies = Vec::new();
         let mut starting = Vec::new();
         for i in 0..config.edges {
-            let url = if config.proxied {
+            let url = if let (true, FleetRedis::Single(server)) = (config.proxied, &redis) {
+                let redis_addr: SocketAddr =
+                    server.addr().parse().unwrap_or_else(|e| panic!("redis address {}: {e}", server.addr()));
                 let proxy = TcpProxy::start(redis_addr)
                     .await
                     .unwrap_or_else(|e| panic!("start the Redis proxy of edge {i}: {e}"));

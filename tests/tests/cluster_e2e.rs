@@ -17,7 +17,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use serde_json::{Value, json};
 use streamfleet_registry::{
-    Registry, StreamId,
+    OperatorRegistry, StreamId,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;

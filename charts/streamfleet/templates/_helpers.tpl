@@ -103,10 +103,42 @@ imagePullSecrets:
 
 {{/* The URL edges and the operator dial. The password never goes in it: it is a mounted file. */}}
 {{- define "streamfleet.redis.url" -}}
-{{- if .Values.redis.bundled }}
-{{- printf "redis://%s.%s.svc:%d/0" (include "streamfleet.redis.fullname" .) (include "streamfleet.namespace" .) (int .Values.redis.port) }}
+{{- $ns := include "streamfleet.namespace" . }}
+{{- if and .Values.redis.bundled (eq .Values.redis.mode "sentinel") }}
+{{- $s := .Values.redis.sentinel }}
+{{- $svc := include "streamfleet.sentinel.fullname" . }}
+{{- $hosts := list }}
+{{- range $i := until 3 }}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc:%d" $svc $i $svc $ns (int $s.port)) }}
+{{- end }}
+{{- printf "redis+sentinel://%s/%s/0?replica_ack_ms=%d" (join "," $hosts) $s.masterName (int $s.replicaAckMs) }}
+{{- else if .Values.redis.bundled }}
+{{- printf "redis://%s.%s.svc:%d/0" (include "streamfleet.redis.fullname" .) $ns (int .Values.redis.port) }}
+{{- else if .Values.redis.external.sentinel.hosts }}
+{{- $e := .Values.redis.external.sentinel }}
+{{- $scheme := ternary "rediss+sentinel" "redis+sentinel" (eq (toString $e.tls) "true") }}
+{{- $master := required "redis.external.sentinel.masterName is required with redis.external.sentinel.hosts" $e.masterName }}
+{{- printf "%s://%s/%s/%d?replica_ack_ms=%d&sentinel_auth=%s" $scheme (join "," $e.hosts) $master (int $e.db) (int $e.replicaAckMs) $e.auth }}
 {{- else }}
-{{- required "redis.external.url is required when redis.bundled is false" .Values.redis.external.url }}
+{{- required "redis.external.url (or redis.external.sentinel.hosts) is required when redis.bundled is false" .Values.redis.external.url }}
+{{- end }}
+{{- end }}
+
+{{/* Sentinel mode: the pods' stable DNS names (headless Services). */}}
+{{- define "streamfleet.sentinel.fullname" -}}{{ include "streamfleet.fullname" . }}-sentinel{{- end }}
+{{- define "streamfleet.redis.headless" -}}{{ include "streamfleet.redis.fullname" . }}-headless{{- end }}
+{{- define "streamfleet.sentinel.mode" -}}{{ if and .Values.redis.bundled (eq .Values.redis.mode "sentinel") }}true{{ end }}{{- end }}
+
+{{/* Sentinel mode anti-affinity for one component: spread over nodes, soft or hard. */}}
+{{- define "streamfleet.sentinel.antiAffinity" -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "streamfleet.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | fromYaml)) }}
+podAntiAffinity:
+{{- if eq .ctx.Values.redis.sentinel.antiAffinity "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    {{- list $term | toYaml | nindent 4 }}
+{{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    {{- list (dict "weight" 100 "podAffinityTerm" $term) | toYaml | nindent 4 }}
 {{- end }}
 {{- end }}
 

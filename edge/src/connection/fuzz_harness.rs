@@ -12,7 +12,11 @@
 //! read that raised them. Besides "no panic, no hang", the harness checks the edge never answers
 //! with more than a bounded multiple of what it received (no amplification).
 
-use super::protocol::{Connection, Event, Output, ProtocolConfig};
+use super::{
+    config::ProtocolConfig,
+    events::{Event, Output},
+    protocol::Connection,
+};
 use crate::rtmp::chunk_reader::ReaderLimits;
 
 /// Bytes of a canned RTMP handshake (C0, C1, C2); the server accepts any C1/C2 content.

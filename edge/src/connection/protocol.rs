@@ -9,8 +9,8 @@
 //! malformed connection ends that connection, never the process.
 //!
 //! Publish and play requests need the registry (async), so they suspend input processing until
-//! the driver calls [`Connection::accept`] or [`Connection::reject`]; bytes arriving meanwhile
-//! are buffered (bounded). The fuzz target drives this type directly.
+//! the session handle calls [`Connection::accept`] or [`Connection::reject`]; bytes arriving
+//! meanwhile are buffered (bounded). The fuzz target drives this type directly.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -24,117 +24,23 @@ use rml_rtmp::{
     time::RtmpTimestamp,
 };
 
-use crate::rtmp::{
-    OUT_CHUNK_SIZE, amf0_guard,
-    chunk_reader::{ChunkError, ChunkReader, Message, ReaderLimits},
-    messages::{self, Level},
-    msg_type,
+use super::{
+    config::ProtocolConfig,
+    errors::ConnError,
+    events::{Event, Output},
+};
+use crate::{
+    media::{Media, MediaKind},
+    rtmp::{
+        OUT_CHUNK_SIZE, amf0_guard,
+        chunk_reader::{ChunkReader, Message},
+        messages::{self, Level},
+        msg_type,
+    },
 };
 
 /// The chunk stream rml_rtmp's serializer uses for data messages (types 18/19).
 const SESSION_DATA_CSID: u8 = 3;
-
-/// Settings of the protocol state machine.
-#[derive(Debug, Clone)]
-pub struct ProtocolConfig {
-    /// The only RTMP application served (`rtmp://HOST/<app>/<key or name>`).
-    pub app: String,
-    pub limits: ReaderLimits,
-    /// Most bytes buffered while a publish/play decision is pending.
-    pub max_pending_input: usize,
-}
-
-impl Default for ProtocolConfig {
-    fn default() -> Self {
-        ProtocolConfig { app: "live".into(), limits: ReaderLimits::default(), max_pending_input: 256 * 1024 }
-    }
-}
-
-/// Something the driver must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Bytes to write to the peer, in this order.
-    Send(Bytes),
-    Event(Event),
-    /// Write what came before, then close the connection.
-    Close(String),
-}
-
-/// What happened on the connection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// `connect` to the served app was accepted.
-    Connected {
-        flash_ver: Option<String>,
-        tc_url: Option<String>,
-    },
-    /// The peer wants to publish with this key; input waits for accept/reject.
-    PublishRequested {
-        key: String,
-    },
-    /// The peer wants to play this name on message stream `stream_id`; input waits.
-    PlayRequested {
-        name: String,
-        /// What followed `?` in the requested name (the relay's authentication), else empty.
-        query: String,
-        stream_id: u32,
-    },
-    /// Media from the admitted publisher.
-    Media(Media),
-    PublishFinished,
-    PlayFinished,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-    /// `onMetaData` (sent by encoders as `@setDataFrame`; the wrapper is stripped).
-    Metadata,
-    /// Other script data (cue points, captions): passed through, not cached.
-    Data,
-}
-
-/// One media message from a publisher, payload untouched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Media {
-    pub kind: MediaKind,
-    pub timestamp: u32,
-    pub payload: Bytes,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnError {
-    #[error("handshake failed: {0}")]
-    Handshake(String),
-    #[error("bad chunk stream: {0}")]
-    Chunk(#[from] ChunkError),
-    #[error("bad AMF0 command: {0}")]
-    Amf0(#[from] amf0_guard::Amf0Error),
-    #[error("RTMP session error: {0}")]
-    Session(String),
-    #[error("{0} bytes arrived while a publish/play decision was pending")]
-    PendingInputOverflow(usize),
-    #[error("internal error in the RTMP library ({0}); connection closed")]
-    Panic(&'static str),
-    #[error("connection already closed")]
-    Closed,
-}
-
-impl ConnError {
-    /// Short label for logs and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            ConnError::Handshake(_) => "handshake",
-            ConnError::Chunk(_) => "chunk",
-            ConnError::Amf0(_) => "amf0",
-            ConnError::Session(_) => "session",
-            ConnError::PendingInputOverflow(_) => "pending_overflow",
-            ConnError::Panic(_) => "panic",
-            ConnError::Closed => "closed",
-        }
-    }
-}
 
 /// The decision a pending request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +84,7 @@ pub struct Connection {
     /// flashVer/tcUrl of the last `connect`, reported with `Connected`.
     connect_info: (Option<String>, Option<String>),
     /// Acknowledgement window the peer asked for (`None` until it sends one).
-    peer_window: Option<u32>,
+    peer_ack_window: Option<u32>,
     received_total: u64,
     received_since_ack: u64,
 }
@@ -194,7 +100,7 @@ impl Connection {
             phase: Phase::Handshake(Box::new(Handshake::new(PeerType::Server))),
             role: Role::Unknown,
             connect_info: (None, None),
-            peer_window: None,
+            peer_ack_window: None,
             received_total: 0,
             received_since_ack: 0,
         }
@@ -348,8 +254,8 @@ impl Connection {
     fn count_received(&mut self, n: usize, out: &mut Vec<Output>) {
         self.received_total += n as u64;
         self.received_since_ack += n as u64;
-        if let Some(window) = self.peer_window
-            && self.received_since_ack >= u64::from(window)
+        if let Some(ack_window) = self.peer_ack_window
+            && self.received_since_ack >= u64::from(ack_window)
         {
             self.received_since_ack = 0;
             // The sequence number is the byte count mod 2^32, as the spec defines it.
@@ -373,8 +279,8 @@ impl Connection {
         match msg.type_id {
             msg_type::WINDOW_ACK_SIZE if msg.payload.len() >= 4 => {
                 let size = u32::from_be_bytes([msg.payload[0], msg.payload[1], msg.payload[2], msg.payload[3]]);
-                // A tiny window would make every read answer with an ack; no client needs that.
-                self.peer_window = Some(size.max(4096));
+                // A tiny ack window would make every read answer with an ack; no client needs that.
+                self.peer_ack_window = Some(size.max(4096));
             }
             // PingRequest (6): answer with PingResponse carrying the same timestamp.
             msg_type::USER_CONTROL if msg.payload.len() >= 6 && msg.payload[..2] == [0, 6] => {

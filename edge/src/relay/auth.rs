@@ -9,7 +9,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The shared relay secret (never logged, never shown by `Debug`).
 #[derive(Clone)]
-pub struct RelaySecret(Vec<u8>);
+pub(crate) struct RelaySecret(Vec<u8>);
 
 impl std::fmt::Debug for RelaySecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -18,7 +18,7 @@ impl std::fmt::Debug for RelaySecret {
 }
 
 impl RelaySecret {
-    pub fn new(secret: &str) -> RelaySecret {
+    pub(crate) fn new(secret: &str) -> RelaySecret {
         RelaySecret(secret.as_bytes().to_vec())
     }
 
@@ -31,7 +31,7 @@ impl RelaySecret {
     }
 
     /// The token a pulling edge presents for `playback`: lowercase hex HMAC-SHA256.
-    pub fn token(&self, playback: &str) -> String {
+    pub(crate) fn token(&self, playback: &str) -> String {
         let mut mac = self.mac();
         mac.update(playback.as_bytes());
         hex::encode(mac.finalize().into_bytes())
@@ -39,7 +39,7 @@ impl RelaySecret {
 
     /// Whether `query` (what followed `?` in the play request) carries a valid token for
     /// `playback`. The comparison is constant-time.
-    pub fn verify(&self, playback: &str, query: &str) -> bool {
+    pub(crate) fn verify(&self, playback: &str, query: &str) -> bool {
         let Some(token) = query.split('&').find_map(|kv| kv.strip_prefix("auth=")) else { return false };
         let Ok(bytes) = hex::decode(token) else { return false };
         let mut mac = self.mac();

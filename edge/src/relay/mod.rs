@@ -5,35 +5,39 @@
 //! slow-player rules.
 //!
 //! - [`auth`]: the shared-secret token a pulling edge presents (HMAC of the playback name).
-//! - [`server`]: the internal `--relay-listen` listener: authenticated, play only, streams
-//!   published on this edge only.
+//! - [`serve`]: a play on the internal `--relay-listen` listener: authenticated, play only,
+//!   streams published on this edge only (the listener itself is the process's, in
+//!   [`crate::app::server`]).
 //! - [`pull`]: where an edge pulls a stream from its owner: one pull per stream per edge,
-//!   shared by its local players, following the publisher to whichever edge holds it next,
-//!   stopped `--relay-idle-timeout` after the last local player left.
-//! - [`upstream`]: the RTMP client side of one pull (rml_rtmp `ClientSession` over tokio).
+//!   shared by its local players, following the publisher to whichever edge holds it next.
+//! - [`pulls`]: the table of this edge's pulls and their idle timers (a pull stops
+//!   `--relay-idle-timeout` after the last local player left).
+//! - [`upstream`]: the RTMP client side of one pull (rml_rtmp `ClientSession` over tokio); it
+//!   hands out [`Media`](crate::media::Media) like a local publisher's connection.
 //!
 //! No relay secret configured: no relay listener, no pulls, no relay address advertised.
 
-pub mod auth;
-pub mod pull;
-pub mod server;
-pub mod upstream;
+mod auth;
+pub(crate) mod pull;
+mod pulls;
+pub(crate) mod serve;
+mod upstream;
 
 use std::time::Duration;
 
-pub use auth::RelaySecret;
+pub(crate) use auth::RelaySecret;
 
 /// The RTMP application served on the relay listener (`rtmp://owner:1936/relay/<name>`).
-pub const APP: &str = "relay";
+const APP: &str = "relay";
 
 /// Cross-edge play state of one edge (present only when a relay secret is configured).
-pub struct Relay {
-    pub secret: RelaySecret,
-    pub pulls: pull::Pulls,
+pub(crate) struct Relay {
+    secret: RelaySecret,
+    pulls: pulls::Pulls,
 }
 
 impl Relay {
-    pub fn new(secret: RelaySecret, idle_timeout: Duration) -> Relay {
-        Relay { secret, pulls: pull::Pulls::new(idle_timeout) }
+    pub(crate) fn new(secret: RelaySecret, idle_timeout: Duration) -> Relay {
+        Relay { secret, pulls: pulls::Pulls::new(idle_timeout) }
     }
 }

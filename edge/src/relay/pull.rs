@@ -1,7 +1,7 @@
 //! Where an edge pulls a stream from its owner. A player asking for a stream that is not
 //! published on this edge attaches to the stream's pull ([`attach`]); the first attach starts
 //! it, later ones share it, so there is one upstream connection per stream per edge however
-//! many players watch it here. The pull:
+//! many players watch it here ([`super::pulls`] keeps the table). The pull:
 //!
 //! 1. looks the stream's lease holder up in the registry (`live_status`); a holder on another
 //!    edge with a relay address is the owner;
@@ -19,25 +19,23 @@
 //! a player attached again meanwhile.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
 use streamfleet_registry::{StreamId, StreamRecord};
-use tokio::task::AbortHandle;
 
-use super::upstream::Upstream;
+use super::{pulls::PullGuard, upstream::Upstream};
 use crate::{
-    context::Context,
-    stream::{PublisherMeta, Stream},
+    app::context::Context,
+    streams::{PublisherMeta, Stream},
 };
 
 /// Pause between owner look-ups while the stream has no reachable owner.
-pub const RETRY: Duration = Duration::from_millis(250);
+pub(crate) const RETRY: Duration = Duration::from_millis(250);
 /// Most time to connect to an owner and get `Play.Start`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most time one registry look-up of the owner may take.
@@ -46,107 +44,15 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Publisher-slot session ids of relay feeds, apart from connection ids (which count from 0).
 static NEXT_FEED_SESSION: AtomicU64 = AtomicU64::new(1 << 62);
 
-/// Idle timer generations (see [`Entry::idle_generation`]).
-static NEXT_IDLE_GENERATION: AtomicU64 = AtomicU64::new(1);
-
-struct Entry {
-    /// Local players attached.
-    users: usize,
-    /// Set anew whenever the count drops to zero: only the latest idle timer may stop the pull.
-    idle_generation: u64,
-    task: AbortHandle,
-}
-
-struct Inner {
-    entries: Mutex<HashMap<StreamId, Entry>>,
-    idle_timeout: Duration,
-}
-
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, Entry>> {
-        // Inserts, removes and counter updates only: a poisoned map is still consistent.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn stop_if_idle(&self, id: &StreamId, generation: u64) {
-        let mut map = self.lock();
-        if map.get(id).is_some_and(|e| e.users == 0 && e.idle_generation == generation)
-            && let Some(e) = map.remove(id)
-        {
-            e.task.abort();
-            tracing::info!(stream = %id, "relay pull stopped: no local players");
-        }
-    }
-}
-
-/// The pulls of one edge, by stream.
-pub struct Pulls {
-    inner: Arc<Inner>,
-}
-
-/// A local player's hold on its stream's pull; dropping it may start the idle timer.
-pub struct PullGuard {
-    inner: Arc<Inner>,
-    id: StreamId,
-}
-
-impl Drop for PullGuard {
-    fn drop(&mut self) {
-        let generation = {
-            let mut map = self.inner.lock();
-            let Some(e) = map.get_mut(&self.id) else { return };
-            e.users = e.users.saturating_sub(1);
-            if e.users > 0 {
-                return;
-            }
-            // Unique across entries, so a timer of a removed entry can never match its successor.
-            e.idle_generation = NEXT_IDLE_GENERATION.fetch_add(1, Ordering::Relaxed);
-            e.idle_generation
-        };
-        let inner = self.inner.clone();
-        let id = self.id.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    tokio::time::sleep(inner.idle_timeout).await;
-                    inner.stop_if_idle(&id, generation);
-                });
-            }
-            // Outside a runtime (process teardown) there is nothing left to wait for.
-            Err(_) => inner.stop_if_idle(&id, generation),
-        }
-    }
-}
-
-impl Pulls {
-    pub fn new(idle_timeout: Duration) -> Pulls {
-        Pulls { inner: Arc::new(Inner { entries: Mutex::new(HashMap::new()), idle_timeout }) }
-    }
-
-    /// Streams with a pull (started or idle-waiting), for tests and diagnostics.
-    pub fn len(&self) -> usize {
-        self.inner.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Attaches a local player of `stream` to its pull, starting the pull if it is the first.
 /// `None` when the relay is disabled (no secret).
-pub fn attach(ctx: &Arc<Context>, record: &StreamRecord, stream: &Arc<Stream>) -> Option<PullGuard> {
+pub(crate) fn attach(ctx: &Arc<Context>, record: &StreamRecord, stream: &Arc<Stream>) -> Option<PullGuard> {
     let relay = ctx.relay.get()?;
-    let inner = &relay.pulls.inner;
-    let mut map = inner.lock();
-    match map.get_mut(&record.id) {
-        Some(e) => e.users += 1,
-        None => {
-            let task = tokio::spawn(run(ctx.clone(), record.clone(), stream.clone()));
-            map.insert(record.id.clone(), Entry { users: 1, idle_generation: 0, task: task.abort_handle() });
-        }
-    }
-    Some(PullGuard { inner: inner.clone(), id: record.id.clone() })
+    Some(
+        relay
+            .pulls
+            .attach(&record.id, || tokio::spawn(run(ctx.clone(), record.clone(), stream.clone())).abort_handle()),
+    )
 }
 
 /// Undoes what a pull did to the stream when the pull ends, including when its task is

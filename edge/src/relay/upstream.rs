@@ -23,14 +23,14 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
-use crate::connection::protocol::{Media, MediaKind};
+use crate::media::{Media, MediaKind};
 
 /// An owner that sends nothing for this long is considered gone (a SIGKILLed pod behind a
 /// vanished IP sends no reset).
 const SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     #[error("connect to {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
     #[error("{0} timed out")]
@@ -47,7 +47,7 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// `relay_upstream_errors_total{stage}`.
-    pub fn stage(&self) -> &'static str {
+    pub(crate) fn stage(&self) -> &'static str {
         match self {
             UpstreamError::Connect { .. } | UpstreamError::Timeout(_) | UpstreamError::Handshake(_) => "connect",
             UpstreamError::Refused(_) => "refused",
@@ -57,7 +57,7 @@ impl UpstreamError {
 }
 
 /// One playing upstream connection.
-pub struct Upstream {
+pub(crate) struct Upstream {
     socket: TcpStream,
     session: ClientSession,
     buf: Vec<u8>,
@@ -70,7 +70,12 @@ pub struct Upstream {
 
 impl Upstream {
     /// Connects to `addr` and plays `playback` with `token`, within `limit`.
-    pub async fn play(addr: &str, playback: &str, token: &str, limit: Duration) -> Result<Upstream, UpstreamError> {
+    pub(crate) async fn play(
+        addr: &str,
+        playback: &str,
+        token: &str,
+        limit: Duration,
+    ) -> Result<Upstream, UpstreamError> {
         let deadline = Instant::now() + limit;
         let socket = timeout_at(deadline, TcpStream::connect(addr))
             .await
@@ -139,7 +144,7 @@ impl Upstream {
     }
 
     /// The next media message; `Ok(None)` once the owner ended the stream or closed.
-    pub async fn next_media(&mut self) -> Result<Option<Media>, UpstreamError> {
+    pub(crate) async fn next_media(&mut self) -> Result<Option<Media>, UpstreamError> {
         loop {
             if let Some(m) = self.media.pop_front() {
                 return Ok(Some(m));
@@ -155,7 +160,7 @@ impl Upstream {
     }
 
     /// Why the owner ended the stream, once it has.
-    pub fn end_reason(&self) -> Option<&str> {
+    pub(crate) fn end_reason(&self) -> Option<&str> {
         self.ended.as_deref()
     }
 

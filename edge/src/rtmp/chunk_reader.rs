@@ -129,7 +129,8 @@ impl ChunkReader {
     }
 
     /// The peer's current chunk size.
-    pub fn chunk_size(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn chunk_size(&self) -> u32 {
         self.chunk_size
     }
 

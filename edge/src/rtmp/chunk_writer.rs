@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 
 /// Bytes [`write_message`] produces for a payload of `len` bytes.
-pub fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {
+pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {
     let chunk_size = chunk_size.max(1);
     let extended = if timestamp >= EXTENDED_TIMESTAMP_MARK { 4 } else { 0 };
     let chunks = len.div_ceil(chunk_size).max(1);
@@ -19,7 +19,7 @@ pub fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {
 
 /// Appends the chunks of one message to `out`. `csid` must be in 2..=63 (one-byte basic header);
 /// the edge only uses its fixed ids from [`super::csid`].
-pub fn write_message(
+pub(crate) fn write_message(
     out: &mut BytesMut,
     csid: u32,
     type_id: u8,
@@ -58,7 +58,7 @@ pub fn write_message(
 }
 
 /// [`write_message`] into a fresh buffer of exactly the right size.
-pub fn serialize_message(
+pub(crate) fn serialize_message(
     csid: u32,
     type_id: u8,
     stream_id: u32,

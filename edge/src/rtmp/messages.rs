@@ -80,21 +80,6 @@ pub fn ping_response(timestamp: u32) -> Bytes {
     serialize_message(csid::CONTROL, msg_type::USER_CONTROL, 0, 0, &body, OUT_CHUNK_SIZE as usize)
 }
 
-/// User control `StreamEOF` for a player's stream: no more media until a new `StreamBegin`.
-pub fn stream_eof(stream_id: u32) -> Bytes {
-    let mut body = [0u8; 6];
-    body[..2].copy_from_slice(&1u16.to_be_bytes());
-    body[2..].copy_from_slice(&stream_id.to_be_bytes());
-    serialize_message(csid::CONTROL, msg_type::USER_CONTROL, 0, 0, &body, OUT_CHUNK_SIZE as usize)
-}
-
-/// User control `StreamBegin` for a player's stream.
-pub fn stream_begin(stream_id: u32) -> Bytes {
-    let mut body = [0u8; 6];
-    body[2..].copy_from_slice(&stream_id.to_be_bytes());
-    serialize_message(csid::CONTROL, msg_type::USER_CONTROL, 0, 0, &body, OUT_CHUNK_SIZE as usize)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,10 +36,8 @@ pub mod msg_type {
     pub const ACKNOWLEDGEMENT: u8 = 3;
     pub const USER_CONTROL: u8 = 4;
     pub const WINDOW_ACK_SIZE: u8 = 5;
-    pub const SET_PEER_BANDWIDTH: u8 = 6;
     pub const AUDIO: u8 = 8;
     pub const VIDEO: u8 = 9;
-    pub const AMF3_DATA: u8 = 15;
     pub const AMF3_COMMAND: u8 = 17;
     pub const AMF0_DATA: u8 = 18;
     pub const AMF0_COMMAND: u8 = 20;

@@ -18,12 +18,10 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, RedisError, Script, ServerErrorKind, aio::MultiplexedConnection,
-};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, Script, ServerErrorKind, aio::MultiplexedConnection};
 
-use super::wire;
-use crate::error::{RegistryError, Result};
+use super::{target::Target, wire};
+use crate::error::{RegistryError, Result, Unavailable};
 
 /// Written to `<prefix>:v1:schema`; bump together with the `v1` in every key when the layout
 /// changes incompatibly.
@@ -57,14 +55,14 @@ pub(super) struct ConnectFailure {
 
 impl ConnectFailure {
     fn transient(msg: String) -> Self {
-        ConnectFailure { error: RegistryError::Unavailable(msg), fatal: false }
+        ConnectFailure { error: RegistryError::Unavailable(msg.into()), fatal: false }
     }
 
     fn from_redis(context: &str, e: RedisError) -> Self {
         let fatal = e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"));
         let msg =
             if fatal { format!("{context}: Redis refused the credentials: {e}") } else { format!("{context}: {e}") };
-        ConnectFailure { error: RegistryError::Unavailable(msg), fatal }
+        ConnectFailure { error: RegistryError::Unavailable(Unavailable::caused_by(msg, e)), fatal }
     }
 }
 
@@ -75,7 +73,7 @@ struct Active {
 }
 
 pub(super) struct Link {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -87,15 +85,24 @@ pub(super) struct Link {
     connecting: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
     eviction: Mutex<EvictionPolicy>,
+    /// This client admits grants and renewals only once a replica acknowledged them (Sentinel
+    /// URL with `replica_ack_ms` > 0); told to init.lua, which may then skip the quarantine.
+    replica_acked: bool,
 }
 
 impl Link {
-    pub fn new(client: Client, prefix: String, command_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub fn new(
+        target: Target,
+        prefix: String,
+        command_timeout: Duration,
+        connect_timeout: Duration,
+        replica_acked: bool,
+    ) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
         Link {
-            client,
+            target,
             config,
             command_timeout,
             connect_timeout,
@@ -105,6 +112,7 @@ impl Link {
             connecting: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             eviction: Mutex::new(EvictionPolicy::NotChecked),
+            replica_acked,
         }
     }
 
@@ -140,22 +148,21 @@ impl Link {
                     if needs_new_connection(&e) {
                         self.drop_connection(active.id);
                     }
-                    Err(RegistryError::Unavailable(format!("{what}: {e}")))
+                    Err(RegistryError::Unavailable(Unavailable::caused_by(format!("{what}: {e}"), e)))
                 }
                 Err(_) => {
                     self.drop_connection(active.id);
-                    Err(RegistryError::Unavailable(format!(
-                        "{what}: Redis did not answer within {} ms",
-                        self.command_timeout.as_millis()
-                    )))
+                    Err(RegistryError::Unavailable(
+                        format!("{what}: Redis did not answer within {} ms", self.command_timeout.as_millis()).into(),
+                    ))
                 }
             }
         };
         match tokio::time::timeout(budget, attempt).await {
             Ok(r) => r,
-            Err(_) => {
-                Err(RegistryError::Unavailable(format!("{what}: Redis not reachable within {} ms", budget.as_millis())))
-            }
+            Err(_) => Err(RegistryError::Unavailable(
+                format!("{what}: Redis not reachable within {} ms", budget.as_millis()).into(),
+            )),
         }
     }
 
@@ -180,7 +187,7 @@ impl Link {
         if let Some(a) = self.current() {
             return Ok(a);
         }
-        let dial = self.client.get_multiplexed_async_connection_with_config(&self.config);
+        let dial = self.target.dial(&self.config);
         let conn = match tokio::time::timeout(self.connect_timeout, dial).await {
             Err(_) => {
                 return Err(ConnectFailure::transient(format!(
@@ -188,7 +195,10 @@ impl Link {
                     self.connect_timeout.as_millis()
                 )));
             }
-            Ok(Err(e)) => return Err(ConnectFailure::from_redis("connecting to Redis", e)),
+            Ok(Err(e)) => {
+                let context = format!("connecting to Redis ({})", self.target.describe());
+                return Err(ConnectFailure::from_redis(&context, e));
+            }
             Ok(Ok(c)) => c,
         };
         self.check_new_connection(conn.clone()).await?;
@@ -203,21 +213,55 @@ impl Link {
         let t = self.command_timeout;
         let timed_out = |what: &str| ConnectFailure::transient(format!("{what}: no reply within {} ms", t.as_millis()));
 
+        // Only a primary may serve: a replica refuses writes, and one that a stale Sentinel (or a
+        // demoted primary not yet reconfigured) still names must not be mistaken for the primary.
+        match tokio::time::timeout(t, redis::cmd("ROLE").query_async::<redis::Value>(&mut conn)).await {
+            Err(_) => return Err(timed_out("ROLE")),
+            Ok(Ok(v)) => {
+                if let Some(role) = role_name(&v)
+                    && role != "master"
+                {
+                    return Err(ConnectFailure::transient(format!(
+                        "the Redis server ({}) is a {role}, not the primary",
+                        self.target.describe()
+                    )));
+                }
+            }
+            Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("ROLE", e)),
+            Ok(Err(e)) => tracing::debug!(error = %e, "Redis refused ROLE; relying on READONLY replies instead"),
+        }
+
         // The server's run_id changes with every redis-server process: a different one under an
         // existing data set means a failover or a restore, which init.lua treats like a restart.
         let info = tokio::time::timeout(t, redis::cmd("INFO").arg("server").query_async::<String>(&mut conn)).await;
         let run_id = match info {
             Err(_) => return Err(timed_out("INFO server")),
-            Ok(Ok(info)) => parse_run_id(&info).unwrap_or_default(),
+            Ok(Ok(info)) => info_field(&info, "run_id").unwrap_or_default(),
             Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("INFO server", e)),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Redis refused INFO: a failover to a replica will not start a new fencing epoch");
                 String::new()
             }
         };
+        // A promoted replica's `master_replid2` is the replication id of the primary it followed,
+        // which lets init.lua tell a promotion from a restore ('' when unknown: the safe answer).
+        let info =
+            tokio::time::timeout(t, redis::cmd("INFO").arg("replication").query_async::<String>(&mut conn)).await;
+        let (replid, replid2) = match info {
+            Err(_) => return Err(timed_out("INFO replication")),
+            Ok(Ok(info)) => (
+                info_field(&info, "master_replid").unwrap_or_default(),
+                info_field(&info, "master_replid2")
+                    .filter(|r| !r.trim_start_matches('0').is_empty())
+                    .unwrap_or_default(),
+            ),
+            Ok(Err(e)) if is_connection_failure(&e) => return Err(ConnectFailure::from_redis("INFO replication", e)),
+            Ok(Err(_)) => (String::new(), String::new()),
+        };
 
         let mut init = self.init.prepare_invoke();
-        init.arg(&self.prefix).arg(SCHEMA_VERSION).arg(&run_id);
+        let acked = if self.replica_acked { "1" } else { "0" };
+        init.arg(&self.prefix).arg(SCHEMA_VERSION).arg(&run_id).arg(&replid).arg(&replid2).arg(acked);
         let reply = match tokio::time::timeout(t, init.invoke_async::<redis::Value>(&mut conn)).await {
             Err(_) => return Err(timed_out("registry init script")),
             Ok(Err(e)) => return Err(ConnectFailure::from_redis("registry init script", e)),
@@ -225,7 +269,13 @@ impl Link {
         };
         match reply.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["ok", epoch, rolled] => {
-                if *rolled == "1" {
+                if *rolled == "2" {
+                    tracing::warn!(
+                        epoch,
+                        "Redis failed over to a replica of the primary that last wrote the registry, and every \
+                         grant and renewal there was acknowledged by a replica: new fencing epoch, no quarantine"
+                    );
+                } else if *rolled == "1" {
                     tracing::warn!(
                         epoch,
                         "Redis is a different server process than the one that last wrote the registry (failover or \
@@ -293,8 +343,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn parse_run_id(info: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix("run_id:")).map(|s| s.trim().to_string())
+/// The first element of a `ROLE` reply: `master`, `slave` or `sentinel`.
+fn role_name(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// One `name:value` field of an `INFO` reply.
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|s| s.trim().to_string())
 }
 
 /// The connection itself failed (as opposed to Redis refusing one command, e.g. an ACL user
@@ -314,7 +377,11 @@ fn needs_new_connection(e: &RedisError) -> bool {
             | ServerErrorKind::NoPerm,
         ) => false,
         ErrorKind::Server(_) => true,
-        ErrorKind::Extension => matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "LOADING" | "READONLY")),
+        // NOREPLICAS: a primary cut off from its replicas (`min-replicas-to-write`), typically a
+        // demoted one that Sentinel has not reconfigured yet: ask the Sentinels again.
+        ErrorKind::Extension => {
+            matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "LOADING" | "READONLY" | "NOREPLICAS"))
+        }
         ErrorKind::UnexpectedReturnType | ErrorKind::Client => false,
         _ => true,
     }
@@ -327,8 +394,11 @@ mod tests {
     #[test]
     fn run_id_is_read_from_info() {
         let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:6379\r\n";
-        assert_eq!(parse_run_id(info).as_deref(), Some("abc123"));
-        assert_eq!(parse_run_id("# Server\r\n"), None);
+        assert_eq!(info_field(info, "run_id").as_deref(), Some("abc123"));
+        assert_eq!(info_field("# Server\r\n", "run_id"), None);
+        let repl = "# Replication\r\nmaster_replid:aaa\r\nmaster_replid2:bbb\r\n";
+        assert_eq!(info_field(repl, "master_replid").as_deref(), Some("aaa"));
+        assert_eq!(info_field(repl, "master_replid2").as_deref(), Some("bbb"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod connection;
 mod scripts;
+mod target;
 mod wire;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -24,9 +25,11 @@ use redis::{Client, ConnectionAddr, IntoConnectionInfo, Script, TlsCertificates,
 pub use connection::EvictionPolicy;
 use connection::Link;
 use scripts::Scripts;
+use target::Target;
+pub use target::{SentinelUrl, is_sentinel_url, parse_sentinel_url};
 
 use crate::{
-    backend::{HolderUpdate, Registry},
+    backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, LossReason, RegistryError, Result},
     lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token},
     record::{KeyHash, StreamId, StreamRecord},
@@ -35,7 +38,9 @@ use crate::{
 /// How to reach the registry's Redis.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS; or the Sentinels of a
+    /// Sentinel-managed primary: `redis+sentinel://[user:password@]host:port,host:port/<master>[/db]`
+    /// (`rediss+sentinel://` for TLS; options in `target.rs` and docs/registry.md).
     pub url: String,
     /// Overrides the URL's password (e.g. read from `--redis-password-file`).
     pub password: Option<String>,
@@ -93,6 +98,9 @@ pub struct RedisRegistry {
     scripts: Scripts,
     /// `<key_prefix>:v1:`; the Lua scripts receive it as `ARGV[1]`.
     prefix: String,
+    /// Sentinel mode: how long a grant waits for one replica to acknowledge it (`WAIT 1 <ms>`)
+    /// before the publisher is admitted; `None` admits on the primary's word alone.
+    replica_ack: Option<Duration>,
 }
 
 impl RedisRegistry {
@@ -107,35 +115,40 @@ impl RedisRegistry {
         if cfg.key_prefix.is_empty() {
             return Err(RegistryError::Invalid("the Redis key prefix must not be empty".into()));
         }
-        let mut info = cfg
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
-        if let Some(password) = &cfg.password {
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-        if tls {
-            // rustls needs a crypto provider; install ring unless the process already chose one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = match (&cfg.tls_ca_file, tls) {
-            (Some(path), true) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?;
-                Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        let (target, replica_ack) = if is_sentinel_url(&cfg.url) {
+            let url =
+                parse_sentinel_url(&cfg.url).map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
+            if url.tls {
+                let _ = rustls::crypto::ring::default_provider().install_default();
             }
-            (Some(_), false) => {
-                return Err(RegistryError::Invalid(format!("a TLS CA file is set but {shown} is not a rediss:// URL")));
-            }
-            (None, _) => Client::open(info),
-        }
-        .map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
+            let ca = match (&cfg.tls_ca_file, url.tls) {
+                (Some(path), true) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?,
+                ),
+                (Some(_), false) => {
+                    return Err(RegistryError::Invalid(format!(
+                        "a TLS CA file is set but {shown} is not a rediss+sentinel:// URL"
+                    )));
+                }
+                (None, _) => None,
+            };
+            (Target::sentinel(&url, cfg.password.as_deref(), ca, cfg.connect_timeout / 2)?, url.replica_ack)
+        } else {
+            (Target::Direct(direct_client(&cfg, &shown)?), None)
+        };
 
         let prefix = format!("{}:v1:", cfg.key_prefix);
-        let link = Link::new(client, prefix.clone(), cfg.command_timeout, cfg.connect_timeout);
+        if let Some(ack) = replica_ack
+            && ack >= cfg.command_timeout
+        {
+            return Err(RegistryError::Invalid(format!(
+                "replica_ack_ms ({} ms) must be shorter than the command timeout ({} ms)",
+                ack.as_millis(),
+                cfg.command_timeout.as_millis()
+            )));
+        }
+        let link = Link::new(target, prefix.clone(), cfg.command_timeout, cfg.connect_timeout, replica_ack.is_some());
         match link.connect_now().await {
             Ok(()) => {}
             Err(f) if f.fatal => return Err(f.error),
@@ -145,7 +158,7 @@ impl RedisRegistry {
                 "Redis is not reachable yet; registry calls fail with `unavailable` until it is"
             ),
         }
-        Ok(RedisRegistry { link, scripts: Scripts::new(), prefix })
+        Ok(RedisRegistry { link, scripts: Scripts::new(), prefix, replica_ack })
     }
 
     /// What the last successful connection found for `maxmemory-policy`.
@@ -179,6 +192,36 @@ impl RedisRegistry {
             .await
     }
 
+    /// Runs a script that grants or extends a lease (acquire, reclaim, renew) and, in Sentinel
+    /// mode, when it did (`granted` on its reply), waits on the same connection for one replica
+    /// to acknowledge the write (`WAIT 1 <ms>`: WAIT counts this connection's own writes, so it
+    /// must not run on another one). Returns the script's reply and whether the write is known to
+    /// be on a replica (`true` when no ack is asked).
+    async fn acked_script(
+        &self,
+        what: &str,
+        script: &Script,
+        args: &[&str],
+        granted: fn(&Value) -> bool,
+    ) -> Result<(Value, bool)> {
+        let prefix = self.prefix.as_str();
+        let ack = self.replica_ack;
+        self.link
+            .run(what, |mut c| async move {
+                let mut call = script.prepare_invoke();
+                call.arg(prefix);
+                for a in args {
+                    call.arg(*a);
+                }
+                let reply = call.invoke_async::<Value>(&mut c).await?;
+                let Some(ack) = ack.filter(|_| granted(&reply)) else { return Ok((reply, true)) };
+                let ms = u64::try_from(ack.as_millis()).unwrap_or(u64::MAX);
+                let acked: i64 = redis::cmd("WAIT").arg(1).arg(ms).query_async(&mut c).await?;
+                Ok((reply, acked >= 1))
+            })
+            .await
+    }
+
     async fn hgetall(&self, key: String) -> Result<std::collections::HashMap<String, String>> {
         self.link
             .run("read record", |mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
@@ -189,6 +232,36 @@ impl RedisRegistry {
         let reply = self.script("lookup", &self.scripts.lookup, &[index, value]).await?;
         wire::record_from_flat(wire::texts(reply)?)
     }
+}
+
+/// The client for a `redis://` or `rediss://` URL.
+fn direct_client(cfg: &RedisConfig, shown: &str) -> Result<Client> {
+    let mut info = cfg
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
+    if let Some(password) = &cfg.password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    if tls {
+        // rustls needs a crypto provider; install ring unless the process already chose one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match (&cfg.tls_ca_file, tls) {
+        (Some(path), true) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?;
+            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        }
+        (Some(_), false) => {
+            return Err(RegistryError::Invalid(format!("a TLS CA file is set but {shown} is not a rediss:// URL")));
+        }
+        (None, _) => Client::open(info),
+    }
+    .map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))
 }
 
 /// Whole milliseconds for a script argument; `positive` rejects zero (Redis refuses `PX 0`).
@@ -202,6 +275,20 @@ fn millis(what: &str, d: Duration, positive: bool) -> Result<String> {
 
 fn key_not_found(key: &KeyHash) -> RegistryError {
     RegistryError::NotFound { what: format!("publish key {}…", key.short()) }
+}
+
+/// `{'ok', …}` from acquire or reclaim.
+fn is_grant(reply: &Value) -> bool {
+    matches!(reply, Value::Array(items) if matches!(items.first(), Some(Value::BulkString(b)) if b.as_slice() == b"ok"))
+}
+
+/// `'renewed'` from renew.
+fn is_renewal(reply: &Value) -> bool {
+    match reply {
+        Value::BulkString(b) => b.as_slice() == b"renewed",
+        Value::SimpleString(s) => s == "renewed",
+        _ => false,
+    }
 }
 
 /// A grant as `acquire.lua` and `reclaim.lua` report it.
@@ -234,12 +321,12 @@ fn decode_grant(reply: Value, key: &KeyHash) -> Result<Granted> {
             let retry_in = wait.parse::<u64>().ok().map(Duration::from_millis);
             Err(RegistryError::AlreadyActive { stream: wire::stream_id(id)?, holder, retry_in })
         }
-        other => Err(RegistryError::Unavailable(format!("unexpected reply from the grant script: {other:?}"))),
+        other => Err(RegistryError::Unavailable(format!("unexpected reply from the grant script: {other:?}").into())),
     }
 }
 
 #[async_trait]
-impl Registry for RedisRegistry {
+impl OperatorRegistry for RedisRegistry {
     async fn put_stream(&self, rec: &StreamRecord) -> Result<()> {
         if !crate::record::valid_playback_name(&rec.playback_name) {
             return Err(RegistryError::Invalid(format!("playback name {:?} is not a DNS label", rec.playback_name)));
@@ -257,7 +344,7 @@ impl Registry for RedisRegistry {
                 what: ConflictKind::PlaybackName(rec.playback_name.clone()),
                 owner: wire::stream_id(owner)?,
             }),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from put_stream: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from put_stream: {other:?}").into())),
         }
     }
 
@@ -302,6 +389,18 @@ impl Registry for RedisRegistry {
         Ok(wire::text(reply)? == "1")
     }
 
+    async fn epoch(&self) -> Result<u64> {
+        let key = format!("{}epoch", self.prefix);
+        let epoch: Option<String> = self
+            .link
+            .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        epoch.map_or(Ok(0), |e| wire::u64_field("epoch", &e))
+    }
+}
+
+#[async_trait]
+impl EdgeRegistry for RedisRegistry {
     async fn lookup(&self, key: &KeyHash) -> Result<StreamRecord> {
         let rec = self
             .lookup_index("key", &key.to_hex())
@@ -337,7 +436,25 @@ impl Registry for RedisRegistry {
             who.remote_addr.as_deref().unwrap_or(""),
             who.relay_addr.as_deref().unwrap_or(""),
         ];
-        let g = decode_grant(self.script("acquire", &self.scripts.acquire, &args).await?, key)?;
+        let (reply, replicated) = self.acked_script("acquire", &self.scripts.acquire, &args, is_grant).await?;
+        let g = decode_grant(reply, key)?;
+        if !replicated {
+            // Not admitted: a failover now could promote a replica that never saw this grant and
+            // admit a second publisher. Take it back (compare-and-delete, so only ours).
+            let released = self.script("release", &self.scripts.release, &[&g.stream.to_string(), &token]).await;
+            tracing::warn!(
+                stream = %g.stream,
+                released = released.is_ok(),
+                "no replica acknowledged the grant in time: publisher not admitted"
+            );
+            return Err(RegistryError::Unavailable(
+                format!(
+                    "acquire: no replica acknowledged the grant within {} ms",
+                    self.replica_ack.map_or(0, |d| d.as_millis())
+                )
+                .into(),
+            ));
+        }
         let fence = wire::fence(g.epoch, g.counter);
         let holder = HolderInfo {
             edge: who.edge.clone(),
@@ -368,7 +485,20 @@ impl Registry for RedisRegistry {
             since.as_str(),
             kbps.as_str(),
         ];
-        let g = decode_grant(self.script("reclaim", &self.scripts.reclaim, &args).await?, &lease.key_hash)?;
+        let (reply, replicated) = self.acked_script("reclaim", &self.scripts.reclaim, &args, is_grant).await?;
+        let g = decode_grant(reply, &lease.key_hash)?;
+        if !replicated {
+            // The lease is ours on this primary but not yet known to be on a replica: report a
+            // transient failure; the keeper keeps the publisher only until its local deadline and
+            // tries again (the next renew or reclaim carries the same token).
+            return Err(RegistryError::Unavailable(
+                format!(
+                    "reclaim: no replica acknowledged the grant within {} ms",
+                    self.replica_ack.map_or(0, |d| d.as_millis())
+                )
+                .into(),
+            ));
+        }
         lease.epoch = g.epoch;
         lease.fence = wire::fence(g.epoch, g.counter);
         lease.holder.fence = lease.fence;
@@ -380,13 +510,20 @@ impl Registry for RedisRegistry {
         let id = lease.stream.to_string();
         let ttl = millis("lease TTL", ttl, true)?;
         let epoch = lease.epoch.to_string();
-        let reply = self.script("renew", &self.scripts.renew, &[&id, &lease.token, &ttl, &epoch]).await?;
+        let (reply, replicated) =
+            self.acked_script("renew", &self.scripts.renew, &[&id, &lease.token, &ttl, &epoch], is_renewal).await?;
         match wire::text(reply)?.as_str() {
+            // Not yet on a replica: the keeper must not extend its deadline on it (a promoted
+            // replica would expire the lease earlier than the holder stops).
+            "renewed" if !replicated => Err(RegistryError::Unavailable(
+                format!("renew: no replica acknowledged within {} ms", self.replica_ack.map_or(0, |d| d.as_millis()))
+                    .into(),
+            )),
             "renewed" => Ok(RenewOutcome::Renewed),
             "other" => Ok(RenewOutcome::HeldByOther),
             "restarted" => Ok(RenewOutcome::Missing { registry_restarted: true }),
             "missing" => Ok(RenewOutcome::Missing { registry_restarted: false }),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from renew: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from renew: {other:?}").into())),
         }
     }
 
@@ -410,7 +547,7 @@ impl Registry for RedisRegistry {
             "ok" => Ok(()),
             "other" => lost(LossReason::Stolen),
             "missing" => lost(LossReason::Revoked),
-            other => Err(RegistryError::Unavailable(format!("unexpected reply from update_holder: {other:?}"))),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from update_holder: {other:?}").into())),
         }
     }
 
@@ -424,11 +561,14 @@ impl Registry for RedisRegistry {
         args.extend(pairs.iter().map(String::as_str));
         self.script("set viewers", &self.scripts.set_viewers, &args).await.map(|_| ())
     }
+}
 
+#[async_trait]
+impl RegistryStatus for RedisRegistry {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
         let reply = wire::nested(self.script("live status", &self.scripts.live_status, &[&id.to_string()]).await?)?;
         let [holder, viewers] = reply.as_slice() else {
-            return Err(RegistryError::Unavailable(format!("unexpected reply from live_status: {reply:?}")));
+            return Err(RegistryError::Unavailable(format!("unexpected reply from live_status: {reply:?}").into()));
         };
         let holder = if holder.is_empty() { None } else { Some(wire::holder_from(holder)?) };
         let mut viewers_by_edge = BTreeMap::new();
@@ -446,15 +586,6 @@ impl Registry for RedisRegistry {
     async fn ping(&self) -> Result<()> {
         self.link.run("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
     }
-
-    async fn epoch(&self) -> Result<u64> {
-        let key = format!("{}epoch", self.prefix);
-        let epoch: Option<String> = self
-            .link
-            .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await?;
-        epoch.map_or(Ok(0), |e| wire::u64_field("epoch", &e))
-    }
 }
 
 #[cfg(test)]
@@ -466,6 +597,10 @@ mod tests {
         assert_eq!(redact_url("redis://:s3cret@redis:6379/0"), "redis://<redacted>@redis:6379/0");
         assert_eq!(redact_url("rediss://user:p@ss@redis/"), "rediss://<redacted>@redis/");
         assert_eq!(redact_url("redis://redis:6379/"), "redis://redis:6379/");
+        assert_eq!(
+            redact_url("redis+sentinel://app:s3cret@s1:26379,s2:26379/m/0?sentinel_auth=same"),
+            "redis+sentinel://<redacted>@s1:26379,s2:26379/m/0?sentinel_auth=same"
+        );
         let mut cfg = RedisConfig::new("redis://:s3cret@redis:6379/");
         cfg.password = Some("hunter2".into());
         let shown = format!("{cfg:?}");

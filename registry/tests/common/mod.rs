@@ -114,6 +114,28 @@ impl EventTap {
         )
     }
 
+    /// Waits for any of `want` (or a loss, which is returned too), skipping other events;
+    /// panics after `within`.
+    pub async fn wait_for_any(
+        &mut self,
+        want: &[streamfleet_registry::KeeperEvent],
+        within: Duration,
+    ) -> streamfleet_registry::KeeperEvent {
+        let found = tokio::time::timeout(within, async {
+            while let Some(e) = self.rx.recv().await {
+                if want.contains(&e) || matches!(e, streamfleet_registry::KeeperEvent::Lost(_)) {
+                    return Some(e);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(e)) => e,
+            other => panic!("none of the keeper events {want:?} came within {within:?}: {other:?}"),
+        }
+    }
+
     /// Waits for `want`, skipping other events; panics after `within`.
     pub async fn wait_for(&mut self, want: streamfleet_registry::KeeperEvent, within: Duration) {
         let found = tokio::time::timeout(within, async {

@@ -21,6 +21,15 @@ local function new_epoch(now, previous)
   return epoch
 end
 
+-- A new fencing epoch for a data set that still knows every lease (a verified promotion, see
+-- init.lua): fences restart above every earlier one, but `boot` and the quarantine are untouched.
+local function roll_epoch(now, previous)
+  local epoch = math.max(now, previous + 1)
+  redis.call('SET', P .. 'epoch', num(epoch))
+  redis.call('SET', P .. 'fence', '0')
+  return epoch
+end
+
 -- The fencing state in one read: {epoch, boot, lifted, fence}. `lifted` says the quarantine was
 -- ended by hand; `fence` says the grant counter exists. Creates the epoch on a fresh (or
 -- restarted-empty) Redis. One MGET instead of four calls keeps acquire close to a bare round trip.

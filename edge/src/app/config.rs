@@ -1,0 +1,253 @@
+//! Command line and environment: every flag also reads the `STREAMFLEET_*` variable shown in
+//! `--help`. Durations use humantime (`500ms`, `10s`, `1m`); sizes accept `KiB`/`MiB`/`GiB`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgGroup, Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Streamfleet edge: RTMP ingest and playback with cluster-wide single-publisher admission.
+///
+/// Publish:  rtmp://HOST:1935/live/<publishKey>
+/// Play:     rtmp://HOST:1935/live/<playbackName>
+///
+/// Quick start (one node, no Redis):
+///   streamfleet-edge --streams examples/livestreams.yaml
+#[derive(Debug, Clone, Parser)]
+#[command(name = "streamfleet-edge", version, about, long_about, verbatim_doc_comment)]
+#[command(group(ArgGroup::new("registry").required(true).args(["streams", "redis_url"])))]
+pub struct Config {
+    /// RTMP listener for encoders and players.
+    #[arg(long, env = "STREAMFLEET_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: SocketAddr,
+
+    /// HTTP listener: /metrics, /healthz, /readyz, /api/v1/streams, /api/v1/sessions.
+    #[arg(long, env = "STREAMFLEET_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
+    pub http_listen: SocketAddr,
+
+    /// Internal listener other edges pull relayed streams from (cross-edge play).
+    #[arg(long, env = "STREAMFLEET_RELAY_LISTEN", default_value = "0.0.0.0:1936")]
+    pub relay_listen: SocketAddr,
+
+    /// This edge's name in the registry [default: $POD_NAME, else the hostname].
+    #[arg(long, env = "STREAMFLEET_EDGE_ID")]
+    pub edge_id: Option<String>,
+
+    /// In-memory registry loaded from a multi-document YAML of LiveStream and Secret manifests
+    /// (the same files you would `kubectl apply`). Exclusive with --redis-url.
+    #[arg(long, env = "STREAMFLEET_STREAMS", value_name = "FILE")]
+    pub streams: Option<PathBuf>,
+
+    /// Shared Redis registry (redis://, rediss://, or redis+sentinel://s1,s2,s3/<master>). Exclusive with --streams.
+    #[arg(long, env = "STREAMFLEET_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// File holding the Redis password (overrides a password in the URL).
+    #[arg(long, env = "STREAMFLEET_REDIS_PASSWORD_FILE", value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Relay address other edges reach this one on, advertised in the registry while it holds a
+    /// publisher [default: $POD_IP:<relay port>].
+    #[arg(long, env = "STREAMFLEET_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// File with the shared relay secret (or set STREAMFLEET_RELAY_SECRET); no secret, no relay.
+    #[arg(long, env = "STREAMFLEET_RELAY_SECRET_FILE", value_name = "FILE")]
+    pub relay_secret_file: Option<PathBuf>,
+
+    /// A relay pull (this edge playing a stream published on another edge) stops this long
+    /// after its last local player left (a player coming back meanwhile reuses it).
+    #[arg(long, env = "STREAMFLEET_RELAY_IDLE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub relay_idle_timeout: Duration,
+
+    /// Publisher lease TTL; renew every TTL/3, stop publishing TTL/3 before it could expire.
+    #[arg(long, env = "STREAMFLEET_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// On SIGTERM: most time to tell clients, release leases and exit.
+    #[arg(long, env = "STREAMFLEET_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "STREAMFLEET_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// RTMP application name served (the first path segment of the URL).
+    #[arg(long, env = "STREAMFLEET_RTMP_APP", default_value = "live")]
+    pub rtmp_app: String,
+
+    /// Most time from TCP connect to a completed RTMP handshake.
+    #[arg(long, env = "STREAMFLEET_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Most time from TCP connect to an admitted publish or play (includes waiting for an idle
+    /// publisher to be replaced).
+    #[arg(long, env = "STREAMFLEET_PUBLISH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// A publisher that sends no media for this long is disconnected and its lease released.
+    #[arg(long, env = "STREAMFLEET_IDLE_PUBLISHER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub idle_publisher_timeout: Duration,
+
+    /// Largest chunk size a peer may announce (SetChunkSize); a peer announcing 0 or more than
+    /// this is disconnected.
+    #[arg(long, env = "STREAMFLEET_MAX_CHUNK_SIZE", default_value_t = 65_536)]
+    pub max_chunk_size: u32,
+
+    /// Largest RTMP message accepted (and most bytes of incomplete messages buffered).
+    #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub max_message_size: u64,
+
+    /// Most simultaneous RTMP connections.
+    #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most simultaneous RTMP connections from one IP address.
+    #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
+    pub max_connections_per_ip: usize,
+
+    /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
+    /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
+    /// threads: on a 2-core machine shared with the load tool, one thread spent 15 % less CPU per
+    /// GB on 200 publishers than two (docs/benchmarks.md). One thread serves one core's worth.
+    #[arg(long, env = "STREAMFLEET_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
+    /// Per-player send queue bound; beyond it the player drops media until the next keyframe.
+    #[arg(long, env = "STREAMFLEET_PLAYER_QUEUE_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub player_queue_bytes: u64,
+
+    /// Write window per player: media queued within this long after the first queued message
+    /// goes out in one write. Fewer, larger writes cost the edge less CPU per delivered byte at
+    /// the price of up to this much added latency; 0 writes at the next wake-up (lowest
+    /// latency). The first picture of a new player and control messages never wait.
+    /// (`--write-batch`, its first name, still works; the environment variable and the chart's
+    /// `edge.writeBatch` keep that name.)
+    #[arg(
+        long,
+        visible_alias = "write-batch",
+        env = "STREAMFLEET_WRITE_BATCH",
+        default_value = "0s",
+        value_parser = humantime::parse_duration
+    )]
+    pub write_window: Duration,
+
+    /// Let audio messages of a stream with video wait for the next video frame (at most two in
+    /// a row, one video frame interval) so each player gets one write per video frame instead
+    /// of one per message. Halves the edge's CPU per player; `false` writes every message at
+    /// once.
+    #[arg(long, env = "STREAMFLEET_HOLD_AUDIO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hold_audio: bool,
+
+    /// A player still dropping (or blocked in one write) after this long is disconnected.
+    #[arg(long, env = "STREAMFLEET_SLOW_PLAYER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub slow_player_timeout: Duration,
+
+    /// How long a player waits for a stream that is not live (yet, or between publishers)
+    /// before it gets NetStream.Play.StreamNotFound.
+    #[arg(long, env = "STREAMFLEET_PLAY_WAIT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub play_wait_timeout: Duration,
+
+    /// Under the ReplaceIdle takeover policy, a publisher silent this long may be replaced by a
+    /// new publisher with the valid key.
+    #[arg(long, env = "STREAMFLEET_TAKEOVER_IDLE_THRESHOLD", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub takeover_idle_threshold: Duration,
+
+    /// How long a new publisher with the valid key waits for the live publisher to become
+    /// replaceable (idle, or the cooldown over) before it is rejected as already active.
+    #[arg(long, env = "STREAMFLEET_TAKEOVER_WAIT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub takeover_wait: Duration,
+
+    /// After a takeover, the stream cannot be taken over again for this long (stops two live
+    /// encoders from knocking each other off in a loop).
+    #[arg(long, env = "STREAMFLEET_TAKEOVER_COOLDOWN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub takeover_cooldown: Duration,
+
+    /// Most bytes of the GOP cache per stream (a stream without keyframes cannot grow it).
+    #[arg(long, env = "STREAMFLEET_GOP_CACHE_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    pub gop_cache_max_bytes: u64,
+}
+
+/// `4194304`, `64KiB`, `8MiB`, `1GiB` (binary units; `K`/`M`/`G` and `KB`/`MB`/`GB` mean the same).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 4194304, 64KiB, 8MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Config {
+    /// `--edge-id`, else `$POD_NAME`, else the hostname.
+    pub fn edge_id(&self) -> String {
+        if let Some(id) = self.edge_id.clone().filter(|s| !s.is_empty()) {
+            return id;
+        }
+        if let Some(pod) = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()) {
+            return pod;
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "edge".to_string())
+    }
+
+    /// `--advertise-addr`, else `$POD_IP:<relay port>`, else none (no relay advertised).
+    pub fn advertise_addr(&self) -> Option<String> {
+        if let Some(a) = self.advertise_addr.clone().filter(|s| !s.is_empty()) {
+            return Some(a);
+        }
+        let ip = std::env::var("POD_IP").ok().filter(|s| !s.is_empty())?;
+        Some(SocketAddr::new(ip.parse().ok()?, self.relay_listen.port()).to_string())
+    }
+
+    /// The relay secret from `--relay-secret-file` or `STREAMFLEET_RELAY_SECRET`.
+    pub fn relay_secret(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(path) = &self.relay_secret_file {
+            let s = std::fs::read_to_string(path)?;
+            return Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty()));
+        }
+        Ok(std::env::var("STREAMFLEET_RELAY_SECRET").ok().filter(|s| !s.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4194304"), Ok(4_194_304));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent_and_needs_exactly_one_registry() {
+        Config::command().debug_assert();
+        let ok = Config::try_parse_from(["streamfleet-edge", "--streams", "x.yaml"]).unwrap();
+        assert_eq!(ok.rtmp_listen.port(), 1935);
+        assert_eq!(ok.lease_ttl, Duration::from_secs(15));
+        assert_eq!(ok.player_queue_bytes, 4 << 20);
+        assert!(Config::try_parse_from(["streamfleet-edge"]).is_err());
+        assert!(Config::try_parse_from(["streamfleet-edge", "--streams", "x", "--redis-url", "redis://r"]).is_err());
+    }
+}

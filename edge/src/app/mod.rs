@@ -1,0 +1,17 @@
+//! The process and what its tasks share: the command line ([`config`]), the [`context`] every
+//! connection task takes (settings, registry, streams, metrics, the drain signal), the
+//! listeners and accept loops ([`server`]), one connection from accept to role ([`serve`]),
+//! the drain ([`shutdown`]), the registry backend, and what the edge reports outward: the HTTP
+//! endpoints ([`http`]), registry reachability ([`health`]) and viewer counts to the registry
+//! ([`viewers`]). Those three read the context, which is why they live here and not in
+//! [`crate::observe`].
+
+pub mod config;
+pub(crate) mod context;
+mod health;
+mod http;
+mod registry_backend;
+mod serve;
+pub mod server;
+pub(crate) mod shutdown;
+mod viewers;

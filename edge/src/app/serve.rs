@@ -1,0 +1,112 @@
+//! One accepted connection from its first byte to its end: the handshake and
+//! connect-to-publish/play timeouts, then the role the peer asks for (publisher, player, or a
+//! relay pull on the relay listener), and the goodbye flush. The session handle it drives is
+//! [`crate::connection::session`]; the roles are [`crate::publish`], [`crate::play`] and
+//! [`crate::relay`].
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    net::TcpStream,
+    time::{Instant, sleep_until, timeout, timeout_at},
+};
+use tracing::Instrument;
+
+use super::{context::Context, shutdown};
+use crate::{
+    connection::{
+        Connection, Event,
+        session::{Ended, Session},
+    },
+    fanout::{CloseReason, Outbox, TcpSink, run_writer},
+    play, publish, relay,
+};
+
+/// How long the goodbye bytes (a final onStatus) may take once a session ends.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// `--rtmp-listen`: encoders and players.
+    Public,
+    /// `--relay-listen`: other edges pulling streams published here (play only, authenticated).
+    Relay,
+}
+
+/// Serves one accepted RTMP connection to its end.
+pub(crate) async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, listener: Listener) {
+    let started = Instant::now();
+    // Low latency for every message (and no Nagle/delayed-ACK stall on the command exchange).
+    let _ = socket.set_nodelay(true);
+    let guard = ctx.sessions.open(remote);
+    let outbox = Outbox::new(ctx.settings.outbox);
+    let _ = guard.info.outbox.set(outbox.clone());
+    let (read, write) = socket.into_split();
+    outbox.attach(Arc::new(TcpSink::new(write)), ctx.metrics.clone(), ctx.window.clone());
+    let writer = tokio::spawn(run_writer(outbox.clone()));
+    ctx.metrics.connections_active.inc();
+    let conn = Connection::new(match listener {
+        Listener::Public => ctx.settings.protocol.clone(),
+        Listener::Relay => relay::serve::protocol_config(&ctx.settings.protocol),
+    });
+    let mut io = Session::new(read, conn, outbox.clone(), guard.info.clone(), ctx.metrics.clone(), remote);
+    // `stream` is recorded by the role once it knows the stream (`Session::set_role`).
+    let span = tracing::info_span!("conn", id = guard.info.id, %remote, stream = tracing::field::Empty);
+    let ended = run_session(&ctx, &mut io, started, listener).instrument(span.clone()).await;
+    span.in_scope(|| ended.record(&ctx.metrics));
+    io.conn.close();
+    outbox.close(CloseReason::Finished);
+    let abort = writer.abort_handle();
+    if timeout(FLUSH_ON_CLOSE, writer).await.is_err() {
+        abort.abort();
+        outbox.release_sink();
+    }
+    let role = guard.info.role();
+    ctx.metrics.connections_active.dec();
+    ctx.metrics.connection_duration.with_label_values(&[role.as_str()]).observe(started.elapsed().as_secs_f64());
+}
+
+async fn run_session(ctx: &Arc<Context>, io: &mut Session, started: Instant, listener: Listener) -> Ended {
+    match timeout_at(started + ctx.settings.handshake_timeout, io.handshake()).await {
+        Err(_) => {
+            ctx.metrics.handshake_failures.inc();
+            return Ended::Closed("no RTMP handshake before --handshake-timeout".into());
+        }
+        Ok(Err(Ended::Eof)) => {
+            ctx.metrics.handshake_failures.inc();
+            return Ended::Closed("connection closed during the RTMP handshake".into());
+        }
+        Ok(Err(e)) => return e,
+        Ok(Ok(())) => {}
+    }
+    let deadline = started + ctx.settings.publish_timeout;
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            ev = io.next_event() => match ev {
+                Ok(Event::Connected { flash_ver, tc_url }) => io.info.set_client(flash_ver, tc_url),
+                Ok(Event::PublishRequested { key }) => {
+                    if listener == Listener::Relay {
+                        drop(key);
+                        return io.reject("NetStream.Publish.BadName", "the relay listener serves plays only");
+                    }
+                    // Boxed: each role's future is allocated only by connections that take it.
+                    return Box::pin(publish::run(ctx, io, key, deadline)).await;
+                }
+                Ok(Event::PlayRequested { name, query, stream_id }) => {
+                    if listener == Listener::Relay {
+                        return Box::pin(relay::serve::play(ctx, io, name, &query, stream_id)).await;
+                    }
+                    return Box::pin(play::run(ctx, io, name, stream_id, Instant::now(), deadline)).await;
+                }
+                Ok(_) => {}
+                Err(e) => return e,
+            },
+            _ = sleep_until(deadline) => {
+                return Ended::Closed("no publish or play before --publish-timeout".into());
+            }
+            _ = shutdown::draining(&mut shutdown) => return Ended::Closed("edge is shutting down".into()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The edge process: registry, listeners, the accept loops with their connection limits (total
+//! and per IP address; the relay listener counts towards the total), background tasks (registry health, viewer reports, HTTP), and the
+//! drain on SIGTERM.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use super::{
+    config::Config,
+    context::{Context, Settings},
+    health::{self, Health},
+    http, registry_backend,
+    serve::{Listener, serve_on},
+    shutdown::{self, ConnTracker, Shutdown},
+    viewers,
+};
+use crate::{
+    observe::Metrics,
+    relay::{Relay, RelaySecret},
+    sync::lock,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Registry(#[from] registry_backend::BackendError),
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("metrics setup: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("relay secret: {0}")]
+    RelaySecret(std::io::Error),
+}
+
+/// Connections per source address.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut counts = lock(&self.counts);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { per_ip: self.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.per_ip.counts);
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The async runtime the edge runs on, with `--worker-threads` workers (0: one per CPU).
+pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    builder.enable_all().build()
+}
+
+/// Runs the edge until SIGTERM/SIGINT and the drain are done.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let settings = Settings::from_config(&config);
+    let relay_secret = config.relay_secret().map_err(StartError::RelaySecret)?;
+    let registry = registry_backend::connect(&config).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    let ctx = Context::new(settings, registry, metrics, shutdown_rx);
+    tracing::info!(edge = %ctx.settings.edge_id, relay = relay_secret.is_some(), "edge starting");
+
+    let rtmp = TcpListener::bind(config.rtmp_listen).await.map_err(|source| StartError::Bind {
+        what: "--rtmp-listen",
+        addr: config.rtmp_listen,
+        source,
+    })?;
+    // No secret, no relay: nothing listens on --relay-listen and no stream is pulled.
+    let relay_listener = match &relay_secret {
+        Some(_) => Some(TcpListener::bind(config.relay_listen).await.map_err(|source| StartError::Bind {
+            what: "--relay-listen",
+            addr: config.relay_listen,
+            source,
+        })?),
+        None => {
+            tracing::info!(
+                "no relay secret (--relay-secret-file / STREAMFLEET_RELAY_SECRET): cross-edge relay disabled"
+            );
+            None
+        }
+    };
+    if let Some(secret) = &relay_secret {
+        let relay = Relay::new(RelaySecret::new(secret), ctx.settings.relay_idle_timeout);
+        let _ = ctx.relay.set(Arc::new(relay));
+    }
+    let http_listener = TcpListener::bind(config.http_listen).await.map_err(|source| StartError::Bind {
+        what: "--http-listen",
+        addr: config.http_listen,
+        source,
+    })?;
+
+    let health = Arc::new(Health::default());
+    health.check_once(&ctx).await;
+    let background = [tokio::spawn(health::run(ctx.clone(), health.clone())), tokio::spawn(viewers::run(ctx.clone()))];
+    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone() });
+    let http_addr = http_listener.local_addr().unwrap_or(config.http_listen);
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, app).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp_listen);
+    tracing::info!(addr = %http_addr, "http listening");
+    tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
+
+    let tracker = ConnTracker::new();
+    let relay_task = relay_listener.map(|listener| {
+        let addr = listener.local_addr().unwrap_or(config.relay_listen);
+        tracing::info!(%addr, advertised = ?ctx.settings.advertise_addr, "relay listening");
+        tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone()))
+    });
+    let per_ip = Arc::new(PerIp::default());
+    let signal = shutdown::signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = rtmp.accept() => match accepted {
+                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &per_ip, socket, remote),
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the existing ones.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut signal => break,
+        }
+    }
+
+    // Drain: stop accepting, tell everyone, release leases (each connection task does it on
+    // the shutdown signal), wait for the tasks, at most --drain-timeout.
+    drop(rtmp);
+    if let Some(t) = &relay_task {
+        t.abort();
+    }
+    ctx.metrics.draining.set(1);
+    shutdown.start();
+    let active = tracker.active();
+    tracing::info!(connections = active, timeout = %humantime::format_duration(ctx.settings.drain_timeout), "draining");
+    if tracker.wait_idle(ctx.settings.drain_timeout).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(connections = tracker.active(), "drain timeout reached; exiting with connections open");
+    }
+    for t in background {
+        t.abort();
+    }
+    http_task.abort();
+    Ok(())
+}
+
+fn admit_connection(
+    ctx: &Arc<Context>,
+    tracker: &Arc<ConnTracker>,
+    per_ip: &Arc<PerIp>,
+    socket: TcpStream,
+    remote: SocketAddr,
+) {
+    let s = &ctx.settings;
+    if tracker.active() >= s.max_connections {
+        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
+        tracing::debug!(%remote, "refused: --max-connections reached");
+        return;
+    }
+    let Some(ip_slot) = per_ip.try_enter(remote.ip(), s.max_connections_per_ip) else {
+        ctx.metrics.connections_refused.with_label_values(&["max_connections_per_ip"]).inc();
+        tracing::debug!(%remote, "refused: --max-connections-per-ip reached");
+        return;
+    };
+    let tracked = tracker.enter();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        serve_on(ctx, socket, remote, Listener::Public).await;
+        drop(ip_slot);
+        drop(tracked);
+    });
+}
+
+/// Accepts relay connections until the listener task is aborted (at drain). Relay connections
+/// count towards `--max-connections` and are waited for by the drain like any other.
+async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Arc<ConnTracker>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, remote)) => admit_relay(&ctx, &tracker, socket, remote),
+            Err(e) => {
+                tracing::warn!(error = %e, "relay accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, socket: TcpStream, remote: SocketAddr) {
+    if tracker.active() >= ctx.settings.max_connections || ctx.is_draining() {
+        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
+        return;
+    }
+    let tracked = tracker.enter();
+    let ctx = ctx.clone();
+    let span = tracing::info_span!("relay", %remote);
+    tokio::spawn(
+        async move {
+            serve_on(ctx, socket, remote, Listener::Relay).await;
+            drop(tracked);
+        }
+        .instrument(span),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_has_the_worker_threads_asked_for() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["streamfleet-edge", "--streams", "streams.yaml"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).unwrap()
+        };
+        let workers = |c: &Config| runtime(c).unwrap().metrics().num_workers();
+        assert_eq!(workers(&parse(&["--worker-threads", "1"])), 1);
+        assert_eq!(workers(&parse(&["--worker-threads", "3"])), 3);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers(&parse(&[])), cpus, "0 (the default) means one per CPU");
+    }
+
+    #[test]
+    fn per_ip_slots_are_counted_and_returned() {
+        let p = Arc::new(PerIp::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = p.try_enter(ip, 2).unwrap();
+        let _b = p.try_enter(ip, 2).unwrap();
+        assert!(p.try_enter(ip, 2).is_none());
+        assert!(p.try_enter("10.0.0.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        assert!(p.try_enter(ip, 2).is_some());
+    }
+}

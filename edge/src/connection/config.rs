@@ -1,0 +1,19 @@
+//! The protocol state machine's settings: which application it serves and the input limits.
+
+use crate::rtmp::chunk_reader::ReaderLimits;
+
+/// Settings of the protocol state machine.
+#[derive(Debug, Clone)]
+pub struct ProtocolConfig {
+    /// The only RTMP application served (`rtmp://HOST/<app>/<key or name>`).
+    pub app: String,
+    pub limits: ReaderLimits,
+    /// Most bytes buffered while a publish/play decision is pending.
+    pub max_pending_input: usize,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig { app: "live".into(), limits: ReaderLimits::default(), max_pending_input: 256 * 1024 }
+    }
+}

@@ -1,0 +1,217 @@
+//! The session handle ([`Session`]): one connection's socket read half, its sans-IO
+//! [`Connection`](super::protocol::Connection) and its [`Outbox`], as the role serving the
+//! connection (publisher, player, relay pull) drives them. It reads and feeds the protocol,
+//! queues the protocol's output in order, and names the steps every role takes the same way:
+//! [`Session::accept`] the pending request, [`Session::reject`] it, or
+//! [`Session::close_with`] a final status. Why a connection ended is an [`Ended`].
+
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use tokio::{io::AsyncReadExt, net::tcp::OwnedReadHalf};
+
+use super::{
+    errors::ConnError,
+    events::{Event, Output},
+    protocol::Connection,
+};
+use crate::{
+    fanout::{CloseReason, Outbox},
+    observe::{Metrics, SessionInfo, SessionRole},
+    rtmp::messages::Level,
+};
+
+/// Reads of a new connection go through a stack buffer of this size, so a connection that
+/// sends little (a player: acks, pings) holds no read buffer of its own between reads.
+const READ_BUF_SMALL: usize = 4 * 1024;
+/// A connection whose reads fill the small buffer (a publisher) gets a heap buffer this large.
+const READ_BUF_MAX: usize = 64 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The peer closed the connection.
+    Eof,
+    /// We closed it after telling the peer why (rejections, drops, timeouts).
+    Closed(String),
+    Protocol(ConnError),
+    Io(std::io::Error),
+    /// The writer stopped (slow player, write failure).
+    Outbox(CloseReason),
+}
+
+impl Ended {
+    /// Logs the end at a level matching how unusual it is and counts protocol errors.
+    pub(crate) fn record(&self, metrics: &Metrics) {
+        match self {
+            Ended::Eof => tracing::debug!("peer closed the connection"),
+            Ended::Closed(why) => tracing::info!(reason = %why, "connection closed"),
+            Ended::Protocol(e) => {
+                metrics.protocol_errors.with_label_values(&[e.label()]).inc();
+                if matches!(e, ConnError::Handshake(_)) {
+                    metrics.handshake_failures.inc();
+                }
+                tracing::info!(error = %e, "closing connection on bad input");
+            }
+            Ended::Io(e) => tracing::debug!(error = %e, "connection I/O error"),
+            Ended::Outbox(reason) => tracing::info!(reason = ?reason, "connection writer stopped"),
+        }
+    }
+}
+
+/// The session handle: a connection's socket read half, protocol state and outbox.
+pub(crate) struct Session {
+    read: OwnedReadHalf,
+    /// Empty until a read fills [`READ_BUF_SMALL`]; then [`READ_BUF_MAX`] bytes.
+    buf: Vec<u8>,
+    pub(crate) conn: Connection,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) info: Arc<SessionInfo>,
+    pub(crate) metrics: Arc<Metrics>,
+    events: VecDeque<Event>,
+    pub(crate) remote: SocketAddr,
+}
+
+impl Session {
+    pub(crate) fn new(
+        read: OwnedReadHalf,
+        conn: Connection,
+        outbox: Arc<Outbox>,
+        info: Arc<SessionInfo>,
+        metrics: Arc<Metrics>,
+        remote: SocketAddr,
+    ) -> Session {
+        Session { read, buf: Vec::new(), conn, outbox, info, metrics, events: VecDeque::new(), remote }
+    }
+
+    /// Queues outputs: bytes go to the outbox in order, events to the event queue. A `Close`
+    /// output ends the connection once what came before it is queued.
+    pub(crate) fn apply(&mut self, outs: Vec<Output>) -> Result<(), Ended> {
+        for o in outs {
+            match o {
+                Output::Send(b) => self.send(b)?,
+                Output::Event(e) => self.events.push_back(e),
+                Output::Close(why) => return Err(Ended::Closed(why)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn send(&self, bytes: Bytes) -> Result<(), Ended> {
+        if self.outbox.push_control(bytes) {
+            Ok(())
+        } else {
+            Err(Ended::Outbox(self.outbox.closed_reason().unwrap_or(CloseReason::ControlOverflow)))
+        }
+    }
+
+    /// Reads once and feeds the protocol. Cancel-safe (the only awaits are readiness and the
+    /// socket read).
+    async fn read_once(&mut self) -> Result<(), Ended> {
+        if !self.buf.is_empty() {
+            let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
+            let outs = self.received(n)?;
+            return self.apply(outs);
+        }
+        loop {
+            self.read.readable().await.map_err(Ended::Io)?;
+            // Not held across an await: it is no part of the connection's future.
+            let mut stack = [0u8; READ_BUF_SMALL];
+            match self.read.try_read(&mut stack) {
+                Ok(n) => {
+                    let outs = self.received_small(&stack, n)?;
+                    return self.apply(outs);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Ended::Io(e)),
+            }
+        }
+    }
+
+    /// Feeds `n` bytes just read into the stack buffer; a read that filled it means a
+    /// connection that sends a lot (a publisher), which gets a heap buffer from now on.
+    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<Vec<Output>, Ended> {
+        if n == 0 {
+            return Err(Ended::Eof);
+        }
+        self.count(n);
+        let outs = self.conn.feed(&stack[..n]).map_err(Ended::Protocol)?;
+        if n == READ_BUF_SMALL {
+            self.buf = vec![0u8; READ_BUF_MAX];
+        }
+        Ok(outs)
+    }
+
+    fn received(&mut self, n: usize) -> Result<Vec<Output>, Ended> {
+        if n == 0 {
+            return Err(Ended::Eof);
+        }
+        self.count(n);
+        self.conn.feed(&self.buf[..n]).map_err(Ended::Protocol)
+    }
+
+    fn count(&self, n: usize) {
+        self.metrics.bytes_received.inc_by(n as u64);
+        self.info.bytes_received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The next protocol event. Cancel-safe: use it in `select!`.
+    pub(crate) async fn next_event(&mut self) -> Result<Event, Ended> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            self.read_once().await?;
+        }
+    }
+
+    /// Keeps reading while a publish/play decision is pending (the protocol buffers the bytes,
+    /// bounded), so a client that gives up is noticed. Resolves only when the connection ends.
+    pub(crate) async fn until_closed_while_pending(&mut self) -> Ended {
+        loop {
+            if let Err(e) = self.read_once().await {
+                return e;
+            }
+        }
+    }
+
+    /// Rejects the pending request with an error status and ends the connection.
+    pub(crate) fn reject(&mut self, code: &str, description: &str) -> Ended {
+        let outs = self.conn.reject(code, description);
+        match self.apply(outs) {
+            Err(e) => e,
+            Ok(()) => Ended::Closed(description.to_string()),
+        }
+    }
+
+    /// The connection has become a publisher or player of `stream`: the session table shows it
+    /// and the connection's span (`conn`) carries the stream from here on.
+    pub(crate) fn set_role(&self, role: SessionRole, stream: String, playback: String) {
+        tracing::Span::current().record("stream", stream.as_str());
+        self.info.set_role(role, Some(stream), Some(playback));
+    }
+
+    /// Accepts the pending publish or play: the protocol's answer (`Publish.Start` or
+    /// `Play.Start` and what goes with it) is queued.
+    pub(crate) fn accept(&mut self) -> Result<(), Ended> {
+        let outs = self.conn.accept().map_err(Ended::Protocol)?;
+        self.apply(outs)
+    }
+
+    /// Ends an accepted session with a final status: the status is queued (the outbox writes it
+    /// before it closes) and the connection ends as `Closed(why)`.
+    pub(crate) fn close_with(&mut self, level: Level, code: &str, description: &str, why: &str) -> Ended {
+        let bytes = self.conn.status(level, code, description);
+        match self.send(bytes) {
+            Err(e) => e,
+            Ok(()) => Ended::Closed(why.to_string()),
+        }
+    }
+
+    pub(crate) async fn handshake(&mut self) -> Result<(), Ended> {
+        while !self.conn.handshake_done() {
+            self.read_once().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! What a publisher sends, independent of the protocol it arrived over, and the form players
+//! share it in:
+//!
+//! - [`message`]: one media message as a protocol hands it on ([`Media`]);
+//! - [`codec`]: FLV tag inspection (keyframes, sequence headers, Enhanced RTMP FourCC);
+//! - [`frame`]: a message serialised once into RTMP chunks and shared by every player.
+//!
+//! A new ingest protocol produces [`Media`]; everything from here up is unchanged.
+
+pub(crate) mod codec;
+mod frame;
+mod message;
+
+pub(crate) use frame::{DEFAULT_STREAM_ID, Frame, FrameKind};
+pub use message::{Media, MediaKind};

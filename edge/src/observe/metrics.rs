@@ -1,0 +1,245 @@
+//! Prometheus metrics of the edge (`streamfleet_edge_*`), names as the shared contract in the
+//! project brief fixes them. Per-stream series are labelled with the playback name only, never
+//! a publish key, and are removed when the stream leaves this edge so cardinality stays bounded.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use super::sharded_counter::ShardedCounter;
+use crate::{
+    fanout::{Outbox, WriteObserver},
+    streams::HubObserver,
+};
+
+const PREFIX: &str = "streamfleet_edge";
+
+/// Every metric the edge exports.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) publishers_active: IntGauge,
+    pub(crate) players_active: IntGauge,
+    pub(crate) connections_active: IntGauge,
+    pub(crate) publish_rejections: IntCounterVec,
+    pub(crate) play_rejections: IntCounterVec,
+    pub(crate) connections_refused: IntCounterVec,
+    pub(crate) takeovers: IntCounter,
+    pub(crate) lease_renewals: IntCounter,
+    pub(crate) lease_renew_failures: IntCounter,
+    pub(crate) lease_losses: IntCounterVec,
+    pub(crate) bytes_received: IntCounter,
+    pub(crate) bytes_sent: ShardedCounter,
+    pub(crate) slow_player_dropped_messages: IntCounter,
+    pub(crate) slow_player_disconnects: IntCounter,
+    pub(crate) time_to_first_frame: Histogram,
+    pub(crate) handshake_failures: IntCounter,
+    pub(crate) protocol_errors: IntCounterVec,
+    pub(crate) connection_duration: HistogramVec,
+    pub(crate) registry_up: IntGauge,
+    pub(crate) draining: IntGauge,
+    pub(crate) stream_players: IntGaugeVec,
+    pub(crate) stream_ingest_bitrate_kbps: IntGaugeVec,
+    pub(crate) relay_pulls_active: IntGauge,
+    pub(crate) relay_served_active: IntGauge,
+    pub(crate) relay_auth_failures: IntCounter,
+    pub(crate) relay_upstream_errors: IntCounterVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::with_opts(opts(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::with_opts(opts(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(opts(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(opts(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let time_to_first_frame = Histogram::with_opts(
+            HistogramOpts::new(
+                "time_to_first_frame_seconds",
+                "From a player's play request to its first video frame handed to the socket",
+            )
+            .namespace(PREFIX)
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(time_to_first_frame.clone()))?;
+        let connection_duration = HistogramVec::new(
+            HistogramOpts::new("connection_duration_seconds", "Lifetime of RTMP connections by final role")
+                .namespace(PREFIX)
+                .buckets(vec![0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 14400.0, 86400.0]),
+            &["role"],
+        )?;
+        registry.register(Box::new(connection_duration.clone()))?;
+
+        Ok(Metrics {
+            publishers_active: gauge("publishers_active", "Publishers admitted and live on this edge")?,
+            players_active: gauge("players_active", "Players playing on this edge")?,
+            connections_active: gauge("connections_active", "Open RTMP connections")?,
+            publish_rejections: counter_vec(
+                "publish_rejections_total",
+                "Publish attempts refused, by reason (unknown_key, disabled, already_active, unavailable, ...)",
+                &["reason"],
+            )?,
+            play_rejections: counter_vec(
+                "play_rejections_total",
+                "Play attempts refused, by reason (not_found, max_viewers, not_live, unavailable, ...)",
+                &["reason"],
+            )?,
+            connections_refused: counter_vec(
+                "connections_refused_total",
+                "Connections closed at accept, by limit (max_connections, max_connections_per_ip, draining)",
+                &["reason"],
+            )?,
+            takeovers: counter("takeovers_total", "Publishers admitted by replacing the previous publisher")?,
+            lease_renewals: counter("lease_renewals_total", "Successful publisher lease renewals")?,
+            lease_renew_failures: counter("lease_renew_failures_total", "Failed lease renew attempts (retried)")?,
+            lease_losses: counter_vec(
+                "lease_losses_total",
+                "Publisher leases lost, by reason (stolen, revoked, expired)",
+                &["reason"],
+            )?,
+            bytes_received: counter("bytes_received_total", "Bytes received on RTMP connections")?,
+            bytes_sent: {
+                let c = ShardedCounter::with_opts(opts("bytes_sent_total", "Bytes sent on RTMP connections"))?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            slow_player_dropped_messages: counter(
+                "slow_player_dropped_messages_total",
+                "Media messages dropped because a player's queue was full",
+            )?,
+            slow_player_disconnects: counter(
+                "slow_player_disconnects_total",
+                "Players disconnected for staying too slow past the slow-player timeout",
+            )?,
+            time_to_first_frame,
+            handshake_failures: counter("handshake_failures_total", "RTMP handshakes that failed or timed out")?,
+            protocol_errors: counter_vec(
+                "protocol_errors_total",
+                "Connections closed for malformed input, by kind (chunk, amf0, session, ...)",
+                &["kind"],
+            )?,
+            connection_duration,
+            registry_up: gauge("registry_up", "1 while the registry answers, 0 otherwise")?,
+            draining: gauge("draining", "1 once SIGTERM started the drain")?,
+            stream_players: gauge_vec("stream_players", "Players on this edge per stream", &["stream"])?,
+            stream_ingest_bitrate_kbps: gauge_vec(
+                "stream_ingest_bitrate_kbps",
+                "Ingest bitrate of streams published on this edge",
+                &["stream"],
+            )?,
+            relay_pulls_active: gauge(
+                "relay_pulls_active",
+                "Streams this edge is pulling from their owner edge through the relay (one per stream)",
+            )?,
+            relay_served_active: gauge(
+                "relay_served_active",
+                "Relay pulls other edges have open to this edge (streams published here)",
+            )?,
+            relay_auth_failures: counter(
+                "relay_auth_failures_total",
+                "Relay play requests refused for a missing or wrong authentication token",
+            )?,
+            relay_upstream_errors: counter_vec(
+                "relay_upstream_errors_total",
+                "Relay pulls that failed or broke, by stage (connect, refused, stream)",
+                &["stage"],
+            )?,
+            registry,
+        })
+    }
+
+    /// Text exposition format.
+    pub(crate) fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encode error: {e}\n"))
+    }
+
+    /// Removes a stream's per-stream series when it leaves this edge.
+    pub(crate) fn forget_stream(&self, playback: &str) {
+        let _ = self.stream_players.remove_label_values(&[playback]);
+        let _ = self.stream_ingest_bitrate_kbps.remove_label_values(&[playback]);
+    }
+}
+
+/// Every completed write of every connection (one observer for all: a write touches one cache
+/// line fewer than with one per connection).
+impl WriteObserver for Metrics {
+    fn wrote(&self, outbox: &Outbox, bytes: usize, first_video: bool) {
+        self.bytes_sent.inc_by(bytes as u64);
+        if first_video && let Some(t) = outbox.play_requested.get() {
+            self.time_to_first_frame.observe(t.elapsed().as_secs_f64());
+        }
+    }
+
+    fn dropped(&self, messages: u64) {
+        self.slow_player_dropped_messages.inc_by(messages);
+    }
+}
+
+/// A stream left this edge: its per-stream series go with it.
+impl HubObserver for Metrics {
+    fn stream_removed(&self, playback: &str) {
+        self.forget_stream(playback);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_contract_names() {
+        let m = Metrics::new().unwrap();
+        m.publish_rejections.with_label_values(&["unknown_key"]).inc();
+        m.stream_players.with_label_values(&["news"]).set(3);
+        m.connection_duration.with_label_values(&["player"]).observe(1.0);
+        let text = m.render();
+        for name in [
+            "streamfleet_edge_publishers_active",
+            "streamfleet_edge_players_active",
+            "streamfleet_edge_connections_active",
+            "streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"} 1",
+            "streamfleet_edge_takeovers_total",
+            "streamfleet_edge_lease_renewals_total",
+            "streamfleet_edge_lease_renew_failures_total",
+            "streamfleet_edge_bytes_received_total",
+            "streamfleet_edge_bytes_sent_total",
+            "streamfleet_edge_slow_player_dropped_messages_total",
+            "streamfleet_edge_slow_player_disconnects_total",
+            "streamfleet_edge_time_to_first_frame_seconds_bucket",
+            "streamfleet_edge_handshake_failures_total",
+            "streamfleet_edge_connection_duration_seconds_bucket{role=\"player\"",
+            "streamfleet_edge_registry_up",
+            "streamfleet_edge_draining",
+            "streamfleet_edge_stream_players{stream=\"news\"} 3",
+            "streamfleet_edge_relay_pulls_active",
+            "streamfleet_edge_relay_served_active",
+            "streamfleet_edge_relay_auth_failures_total",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        m.forget_stream("news");
+        assert!(!m.render().contains("stream=\"news\""));
+    }
+}

@@ -1,0 +1,422 @@
+//! Where a publish is admitted. An encoder's `publish(key)` becomes: look the key up (unknown
+//! or disabled keys are refused without touching any lease), then acquire the stream's
+//! cluster-wide lease under its takeover policy, retrying while the registry says waiting may
+//! help (the current holder may be idle soon, or a cooldown ends) until the publish deadline,
+//! then start the [`LeaseKeeper`] that renews it. Only then is `NetStream.Publish.Start` sent.
+//! A lease still held by a publisher on this edge that has just ended is waited for (see
+//! [`crate::streams`]' local release), so an encoder that reconnects at once is never refused for it.
+//!
+//! Every refusal has a metric label and a description the encoder shows to its user; none of
+//! them disturbs the live publisher.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use streamfleet_registry::{
+    KeeperEvent, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord, lease_keeper::KeeperObserver,
+};
+use tokio::{
+    sync::watch,
+    time::{Instant, sleep, timeout_at},
+};
+
+use crate::{
+    app::context::Context,
+    observe::Metrics,
+    streams::{LeaseCounts, releases_done},
+};
+
+/// How often a newcomer asks again while the registry says waiting may help. Short, so a
+/// reconnecting encoder gets in as soon as the old publisher counts as idle.
+const RETRY_POLL: Duration = Duration::from_millis(100);
+/// Backoff while the registry is unreachable.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(250);
+/// How long an unreachable registry is retried before the encoder is told so (a brief blip
+/// should not fail a publish; an outage should not keep encoders waiting for the full
+/// publish timeout).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
+/// How long a newcomer refused because a live publisher *on this edge* holds the stream waits
+/// for that publisher to end before the refusal stands. An encoder that drops its connection and
+/// reconnects at once can reach admission before this edge has read the old connection's close;
+/// the old publisher then ends within milliseconds (an event the wait follows). A genuine second
+/// encoder is refused this much later.
+const LOCAL_HOLDER_GRACE: Duration = Duration::from_millis(250);
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    UnknownKey,
+    Disabled { stream: String },
+    AlreadyActive { stream: String, edge: String, since_ms: u64 },
+    Unavailable(String),
+    Other { label: &'static str, message: String },
+}
+
+impl Rejection {
+    /// Metric label (`publish_rejections_total{reason}`).
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::Disabled { .. } => "disabled",
+            Rejection::AlreadyActive { .. } => "already_active",
+            Rejection::Unavailable(_) => "unavailable",
+            Rejection::Other { label, .. } => label,
+        }
+    }
+
+    /// The `description` of the `NetStream.Publish.BadName` status the encoder receives.
+    pub(crate) fn description(&self) -> String {
+        match self {
+            Rejection::UnknownKey => "unknown stream key: no LiveStream uses this publish key".into(),
+            Rejection::Disabled { stream } => format!("stream {stream} is disabled (spec.enabled is false)"),
+            Rejection::AlreadyActive { stream, edge, since_ms } => {
+                let age = now_ms().saturating_sub(*since_ms) / 1000;
+                format!(
+                    "stream {stream} is already being published (on edge {edge}, for {age}s); its takeover policy does not allow replacing it now"
+                )
+            }
+            Rejection::Unavailable(e) => format!("stream registry unavailable, try again: {e}"),
+            Rejection::Other { message, .. } => message.clone(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl From<RegistryError> for Rejection {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound { .. } => Rejection::UnknownKey,
+            RegistryError::Disabled { stream } => Rejection::Disabled { stream: stream.to_string() },
+            RegistryError::AlreadyActive { stream, holder, .. } => {
+                Rejection::AlreadyActive { stream: stream.to_string(), edge: holder.edge, since_ms: holder.since_ms }
+            }
+            RegistryError::Unavailable(m) => Rejection::Unavailable(m.to_string()),
+            RegistryError::Quarantined { retry_in } => Rejection::Other {
+                label: "quarantined",
+                message: format!(
+                    "stream registry restarted; new publishers are admitted again in {} ms",
+                    retry_in.as_millis()
+                ),
+            },
+            other => Rejection::Other { label: other.label(), message: other.to_string() },
+        }
+    }
+}
+
+/// A publisher that holds its stream's lease.
+pub(crate) struct Admitted {
+    pub(crate) record: StreamRecord,
+    pub(crate) lease: Lease,
+    pub(crate) keeper: LeaseKeeper,
+}
+
+/// Admits a publisher with key hash `key` from `remote`, or says why not, by `deadline`: the
+/// key is looked up, then the stream's lease acquired (see the module docs).
+pub(crate) async fn admit(
+    ctx: &Context,
+    key: &KeyHash,
+    remote: SocketAddr,
+    deadline: Instant,
+) -> Result<Admitted, Rejection> {
+    let unavailable_deadline = deadline.min(Instant::now() + UNAVAILABLE_RETRY);
+    let record = lookup(ctx, key, deadline, unavailable_deadline).await?;
+    acquire(ctx, key, record, remote, deadline, unavailable_deadline).await
+}
+
+/// The stream the key publishes, retrying a registry that is briefly unreachable.
+async fn lookup(
+    ctx: &Context,
+    key: &KeyHash,
+    deadline: Instant,
+    unavailable_deadline: Instant,
+) -> Result<StreamRecord, Rejection> {
+    loop {
+        match timeout_at(deadline, ctx.registry.lookup(key)).await {
+            Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) if e.is_transient() && Instant::now() + UNAVAILABLE_BACKOFF < unavailable_deadline => {
+                tracing::debug!(error = %e, "lookup failed; retrying");
+                sleep(UNAVAILABLE_BACKOFF).await;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Acquires `record`'s lease under its takeover policy, asking again while the registry says
+/// waiting may help, until the deadline; starts the lease keeper once it is held.
+async fn acquire(
+    ctx: &Context,
+    key: &KeyHash,
+    record: StreamRecord,
+    remote: SocketAddr,
+    deadline: Instant,
+    unavailable_deadline: Instant,
+) -> Result<Admitted, Rejection> {
+    let registry = &ctx.registry;
+    let who = PublisherInfo {
+        edge: ctx.settings.edge_id.clone(),
+        remote_addr: Some(remote.to_string()),
+        // Advertised only when this edge serves the relay (no secret, no relay).
+        relay_addr: ctx.settings.advertise_addr.clone().filter(|_| ctx.relay.get().is_some()),
+    };
+    let opts = ctx.settings.acquire;
+    // Waiting for a live holder to become replaceable is bounded separately: a holder that keeps
+    // sending media will not become idle, and its challenger should hear so quickly.
+    let takeover_deadline = deadline.min(Instant::now() + ctx.settings.takeover_wait);
+    let mut grace_used = false;
+    loop {
+        let sent_at = Instant::now();
+        let result = match timeout_at(deadline, registry.acquire(key, &who, &opts)).await {
+            Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
+            Ok(r) => r,
+        };
+        let mut local_holder = match wait_for_local_release(ctx, &result, deadline, &mut grace_used).await {
+            LocalRelease::AskAgain => continue,
+            LocalRelease::Holder(rx) => rx,
+        };
+        let mut wait_until = deadline;
+        let wait = match result {
+            Ok(lease) => {
+                let keeper = LeaseKeeper::start(
+                    registry.clone(),
+                    lease.clone(),
+                    sent_at,
+                    ctx.settings.lease_timing,
+                    Some(keeper_observer(ctx.metrics.clone())),
+                );
+                return Ok(Admitted { record, lease, keeper });
+            }
+            Err(RegistryError::AlreadyActive { retry_in: Some(d), .. }) => {
+                wait_until = takeover_deadline;
+                d.clamp(Duration::from_millis(10), RETRY_POLL)
+            }
+            Err(RegistryError::Quarantined { retry_in }) => retry_in.clamp(Duration::from_millis(10), RETRY_POLL * 5),
+            Err(RegistryError::Unavailable(_)) => {
+                wait_until = unavailable_deadline;
+                UNAVAILABLE_BACKOFF
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if Instant::now() + wait >= wait_until {
+            // Report the last refusal as it was.
+            return Err(match registry.acquire(key, &who, &opts).await {
+                Ok(lease) => {
+                    // Admitted at the last moment after all: release rather than race the
+                    // deadline (the encoder is being told no).
+                    let _ = registry.release(&lease).await;
+                    Rejection::Other { label: "timeout", message: "publish admission timed out".into() }
+                }
+                Err(e) => e.into(),
+            });
+        }
+        match local_holder.as_mut() {
+            // A closed channel means the stream left this edge: its release is done too.
+            Some(rx) => tokio::select! {
+                _ = sleep(wait) => {}
+                _ = rx.changed() => {}
+            },
+            None => sleep(wait).await,
+        }
+    }
+}
+
+/// What a refusal because of a publisher on this edge leaves to do.
+enum LocalRelease {
+    /// The local holder released the lease (or ended) meanwhile: ask the registry again.
+    AskAgain,
+    /// Go on with the refusal; a live local holder's counts, if any, to wake on when it ends.
+    Holder(Option<watch::Receiver<LeaseCounts>>),
+}
+
+/// The lease is held by a publisher on this edge: one that has already ended is releasing it
+/// right now, so wait for that release (an event, not a poll) and ask again, whatever the
+/// takeover policy says. A live one is left to the policy, except that an outright refusal
+/// waits once, for [`LOCAL_HOLDER_GRACE`], for that publisher to end (an encoder that has just
+/// reconnected shows it so); a later wait also ends the moment it ends.
+async fn wait_for_local_release(
+    ctx: &Context,
+    result: &Result<Lease, RegistryError>,
+    deadline: Instant,
+    grace_used: &mut bool,
+) -> LocalRelease {
+    let Err(RegistryError::AlreadyActive { stream, holder, retry_in }) = result else {
+        return LocalRelease::Holder(None);
+    };
+    if holder.edge != ctx.settings.edge_id {
+        return LocalRelease::Holder(None);
+    }
+    let Some(mut rx) = ctx.hub.get(stream).map(|s| s.local_leases.subscribe()) else {
+        return LocalRelease::Holder(None);
+    };
+    if rx.borrow().releasing > 0 {
+        tracing::debug!(%stream, "lease held by a publisher on this edge that is releasing it; waiting");
+        if releases_done(rx, deadline).await {
+            return LocalRelease::AskAgain;
+        }
+        return LocalRelease::Holder(None);
+    }
+    if retry_in.is_none() && !std::mem::replace(grace_used, true) {
+        // Refused outright (Reject policy, or the cooldown): unless the local holder is an
+        // encoder that has just gone, which it shows by ending within the grace.
+        let grace_end = deadline.min(Instant::now() + LOCAL_HOLDER_GRACE);
+        if timeout_at(grace_end, rx.wait_for(|c| c.live == 0)).await.is_ok() {
+            tracing::debug!(%stream, "the local publisher holding the stream ended; asking again");
+            return LocalRelease::AskAgain;
+        }
+    }
+    LocalRelease::Holder(Some(rx))
+}
+
+fn keeper_observer(metrics: Arc<Metrics>) -> KeeperObserver {
+    Arc::new(move |event| match event {
+        KeeperEvent::Renewed | KeeperEvent::Reclaimed => metrics.lease_renewals.inc(),
+        KeeperEvent::RenewFailed => metrics.lease_renew_failures.inc(),
+        KeeperEvent::Lost(reason) => metrics.lease_losses.with_label_values(&[reason.as_str()]).inc(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{config::Config, context::Settings};
+    use clap::Parser;
+    use streamfleet_registry::{MemoryRegistry, OperatorRegistry, StreamId, TakeoverPolicy};
+
+    async fn ctx(policy: TakeoverPolicy, extra: &[&str]) -> Arc<Context> {
+        let mut args = vec!["streamfleet-edge", "--streams", "unused.yaml", "--edge-id", "e1"];
+        args.extend_from_slice(extra);
+        let config = Config::parse_from(args);
+        let reg = Arc::new(MemoryRegistry::new());
+        let rec = StreamRecord {
+            id: StreamId::new("default", "demo"),
+            key_hash: KeyHash::of_key("k"),
+            playback_name: "demo".into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: policy,
+            generation: 1,
+        };
+        reg.put_stream(&rec).await.unwrap();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        Context::new(Settings::from_config(&config), reg, Arc::new(Metrics::new().unwrap()), rx)
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn unknown_key_and_busy_stream_are_refused() {
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        assert_eq!(admit(&c, &KeyHash::of_key("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(second.reason(), "already_active");
+        assert!(second.description().contains("already being published"), "{}", second.description());
+        // Release frees it at once.
+        first.keeper.release().await.unwrap();
+        assert!(admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_local_publisher_releasing_its_lease_is_waited_for_not_refused() {
+        // Reject: a newcomer that finds the lease held would be refused at once, so only the
+        // wait for the local release can admit it.
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let stream = c.hub.get_or_create(&first.record);
+        let first_stream = first.lease.stream.clone();
+        let (ending_tx, ending_rx) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn(async move {
+            let mut guard = stream.local_leases.hold();
+            // While the publisher is live, it stays protected.
+            ending_rx.await.unwrap();
+            guard.releasing();
+            // Release only once the newcomer is waiting on it.
+            while stream.local_leases.followers() == 0 {
+                assert!(Instant::now() < deadline, "the newcomer never waited for the release");
+                tokio::task::yield_now().await;
+            }
+            first.keeper.release().await.unwrap();
+            drop(guard);
+        });
+        // The holder task registers before this first attempt (it runs as soon as we yield).
+        while c.hub.get(&first_stream).is_none_or(|s| s.local_leases.counts().live == 0) {
+            tokio::task::yield_now().await;
+        }
+        let live = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(live.reason(), "already_active");
+        ending_tx.send(()).unwrap();
+        let local = c.hub.get(&first_stream).unwrap();
+        while local.local_leases.counts().releasing == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(local);
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
+        holder.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_local_publisher_ending_just_after_the_newcomer_arrives_is_waited_for() {
+        // Reject, and the local holder is still live when the newcomer asks: the encoder that
+        // reconnected at once, before this edge read the old connection's close.
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let stream = c.hub.get_or_create(&first.record);
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let stream = stream.clone();
+            tokio::spawn(async move {
+                let mut guard = stream.local_leases.hold();
+                held_tx.send(()).unwrap();
+                // The close is read only once the newcomer is already waiting.
+                while stream.local_leases.followers() == 0 {
+                    assert!(Instant::now() < deadline, "the newcomer never waited for the local holder");
+                    tokio::task::yield_now().await;
+                }
+                guard.releasing();
+                first.keeper.release().await.unwrap();
+                drop(guard);
+            })
+        };
+        held_rx.await.unwrap();
+        let t0 = Instant::now();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
+        assert!(t0.elapsed() < LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
+        holder.await.unwrap();
+        // A holder that stays live is still refused, after the grace.
+        let _live = stream.local_leases.hold();
+        let t0 = Instant::now();
+        let third = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(third.reason(), "already_active");
+        assert!(t0.elapsed() >= LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn replace_idle_admits_once_holder_reports_idle() {
+        let c = ctx(TakeoverPolicy::ReplaceIdle, &["--takeover-idle-threshold", "400ms"]).await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let lease = first.lease.clone();
+        let reg = c.registry.clone();
+        let marker = tokio::spawn(async move {
+            sleep(Duration::from_millis(100)).await;
+            reg.update_holder(&lease, streamfleet_registry::HolderUpdate { idle: Some(true), ingest_kbps: None }).await
+        });
+        let t0 = Instant::now();
+        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        marker.await.unwrap().unwrap();
+        assert!(second.lease.took_over);
+        // Idle reported at ~100 ms, threshold 400 ms minus the 100 ms reporting delay.
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(350) && waited < Duration::from_millis(1500), "{waited:?}");
+    }
+}

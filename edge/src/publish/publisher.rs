@@ -1,0 +1,235 @@
+//! A publisher's life after `publish(key)`: admission (see [`super::admission`]), then ingest
+//! into the local [`Stream`] while the lease is held.
+//!
+//! The publisher is dropped at once, with an `onStatus` saying why, when its lease is lost
+//! (taken over on another edge, revoked, or unprovable because the registry is unreachable),
+//! when a newer publisher on this edge replaced it, after `--idle-publisher-timeout` without
+//! media, or when the edge drains. Its lease is released the moment it ends, so the next
+//! publisher gets in immediately. While it is silent for a moment it tells the registry it is
+//! idle, which is what lets a reconnecting encoder replace it under `ReplaceIdle`.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime},
+};
+
+use streamfleet_registry::{HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
+use tokio::{
+    sync::watch,
+    time::{Instant, MissedTickBehavior, interval},
+};
+
+use super::admission::{self, Admitted};
+use crate::{
+    app::{context::Context, shutdown},
+    connection::{
+        Event,
+        session::{Ended, Session},
+    },
+    media::MediaKind,
+    observe::SessionRole,
+    rtmp::messages::Level,
+    streams::{Kick, PublisherMeta, Stream},
+};
+
+/// How often the publisher loop checks idleness and updates its bitrate.
+const TICK: Duration = Duration::from_millis(100);
+/// Pause before retrying a failed holder update.
+const RETRY_HOLDER_UPDATE: Duration = Duration::from_millis(200);
+/// Bitrate measurement window.
+const BITRATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// What the holder reports to the registry (sent by [`report_holder`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct HolderState {
+    idle: bool,
+    kbps: u64,
+}
+
+pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadline: Instant) -> Ended {
+    let key_hash = KeyHash::of_key(&key);
+    drop(key);
+    tracing::info!(key = %key_hash.short(), "publish requested");
+    let mut shutdown = ctx.shutdown.clone();
+    let admitted = tokio::select! {
+        r = admission::admit(ctx, &key_hash, io.remote, deadline) => r,
+        ended = io.until_closed_while_pending() => return ended,
+        _ = shutdown::draining(&mut shutdown) => {
+            return io.reject("NetStream.Publish.BadName", "edge is shutting down; reconnect to publish");
+        }
+    };
+    let Admitted { record, lease, mut keeper } = match admitted {
+        Ok(a) => a,
+        Err(rejection) => {
+            ctx.metrics.publish_rejections.with_label_values(&[rejection.reason()]).inc();
+            tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
+            return io.reject("NetStream.Publish.BadName", &rejection.description());
+        }
+    };
+    let session = io.info.id;
+    let stream = ctx.hub.get_or_create(&record);
+    // From here until the release returns, a newcomer on this edge that finds the lease held
+    // waits for this publisher's release instead of applying the takeover policy to it once it
+    // has ended.
+    let mut local_lease = stream.local_leases.hold();
+    let meta =
+        PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now(), relay_source: None };
+    let (mut kick, replaced_local) = stream.begin_publish(meta);
+    if lease.took_over {
+        ctx.metrics.takeovers.inc();
+    }
+    tracing::info!(
+        stream = %record.id, playback = %record.playback_name, key = %key_hash.short(), fence = lease.fence,
+        took_over = lease.took_over, replaced_local, "publisher admitted"
+    );
+    io.set_role(SessionRole::Publisher, record.id.to_string(), record.playback_name.clone());
+    ctx.metrics.publishers_active.inc();
+
+    let (holder_tx, holder_rx) = watch::channel(HolderState::default());
+    let reporter = tokio::spawn(report_holder(
+        ctx.registry.clone(),
+        lease.clone(),
+        holder_rx,
+        ctx.settings.lease_timing.renew_every,
+    ));
+
+    let ended = match io.accept() {
+        Err(e) => e,
+        Ok(()) => ingest(ctx, io, &stream, session, &mut keeper, &mut kick, &holder_tx, &record.playback_name).await,
+    };
+
+    // Stop first, then free the lease: players must not see frames after the release.
+    local_lease.releasing();
+    stream.end_publish(session);
+    drop(holder_tx);
+    reporter.abort();
+    match keeper.release().await {
+        Ok(true) => tracing::info!(stream = %record.id, "lease released"),
+        Ok(false) => tracing::debug!(stream = %record.id, "lease was no longer ours to release"),
+        Err(e) => tracing::warn!(stream = %record.id, error = %e, "lease release failed; it expires after its TTL"),
+    }
+    drop(local_lease);
+    ctx.metrics.publishers_active.dec();
+    ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[&record.playback_name]).set(0);
+    ctx.hub.release(stream);
+    ended
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest(
+    ctx: &Arc<Context>,
+    io: &mut Session,
+    stream: &Arc<Stream>,
+    session: u64,
+    keeper: &mut streamfleet_registry::LeaseKeeper,
+    kick: &mut tokio::sync::oneshot::Receiver<Kick>,
+    holder: &watch::Sender<HolderState>,
+    playback: &str,
+) -> Ended {
+    let settings = &ctx.settings;
+    let mut shutdown = ctx.shutdown.clone();
+    let mut tick = interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_media = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_bytes: u64 = 0;
+    let bitrate_gauge = ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[playback]);
+    loop {
+        tokio::select! {
+            ev = io.next_event() => match ev {
+                Ok(Event::Media(media)) => {
+                    if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
+                        last_media = Instant::now();
+                        if holder.borrow().idle {
+                            holder.send_modify(|h| h.idle = false);
+                            stream.publisher_idle.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    window_bytes += media.payload.len() as u64;
+                    ctx.deliver(stream, session, media);
+                }
+                Ok(Event::PublishFinished) => return Ended::Closed("publisher finished".into()),
+                Ok(_) => {}
+                Err(e) => return e,
+            },
+            reason = keeper.lost() => {
+                let why = format!("publishing stopped: this edge lost the stream's lease ({reason})");
+                tracing::warn!(%reason, "dropping publisher: lease lost");
+                return io.close_with(Level::Error, "NetStream.Publish.BadName", &why, &why);
+            }
+            k = &mut *kick => {
+                let why = match k {
+                    Ok(Kick::Replaced) | Err(_) => "publishing stopped: a new publisher with the stream key replaced this one",
+                };
+                tracing::info!("dropping publisher: replaced by a newer publisher on this edge");
+                return io.close_with(Level::Error, "NetStream.Publish.BadName", why, why);
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let silent = now.saturating_duration_since(last_media);
+                if silent >= settings.idle_publisher_timeout {
+                    let why = format!("no media for {}; publisher disconnected", humantime::format_duration(settings.idle_publisher_timeout));
+                    return io.close_with(Level::Error, "NetStream.Publish.Idle", &why, &why);
+                }
+                if silent >= settings.idle_report_after && !holder.borrow().idle {
+                    tracing::debug!(silent_ms = silent.as_millis() as u64, "publisher idle");
+                    holder.send_modify(|h| h.idle = true);
+                    stream.publisher_idle.store(true, Ordering::Relaxed);
+                }
+                let window = now.saturating_duration_since(window_start);
+                if window >= BITRATE_WINDOW {
+                    let kbps = window_bytes * 8 / window.as_millis().max(1) as u64;
+                    bitrate_gauge.set(kbps as i64);
+                    holder.send_if_modified(|h| { let changed = h.kbps != kbps; h.kbps = kbps; changed });
+                    window_start = now;
+                    window_bytes = 0;
+                }
+            }
+            _ = shutdown::draining(&mut shutdown) => {
+                let why = "edge is shutting down; reconnect to continue publishing";
+                return io.close_with(Level::Status, "NetStream.Unpublish.Success", why, why);
+            }
+        }
+    }
+}
+
+/// Reports idleness at once and the ingest bitrate at most once per renew interval. Failures are
+/// only logged: the lease keeper is what decides whether the lease is still held.
+async fn report_holder(
+    registry: SharedEdgeRegistry,
+    lease: Lease,
+    mut rx: watch::Receiver<HolderState>,
+    every: Duration,
+) {
+    let mut last = HolderState::default();
+    let mut last_kbps_report = Instant::now();
+    loop {
+        let state = *rx.borrow_and_update();
+        let idle_changed = state.idle != last.idle;
+        let kbps_due = state.kbps != last.kbps && last_kbps_report.elapsed() >= every;
+        if !idle_changed && !kbps_due {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let update =
+            HolderUpdate { idle: idle_changed.then_some(state.idle), ingest_kbps: kbps_due.then_some(state.kbps) };
+        match registry.update_holder(&lease, update).await {
+            Ok(()) => {
+                if idle_changed {
+                    last.idle = state.idle;
+                }
+                if kbps_due {
+                    last.kbps = state.kbps;
+                    last_kbps_report = Instant::now();
+                }
+            }
+            Err(RegistryError::LeaseLost { .. }) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "holder update failed; retrying");
+                tokio::time::sleep(RETRY_HOLDER_UPDATE).await;
+            }
+        }
+    }
+}
