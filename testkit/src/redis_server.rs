@@ -143,7 +143,9 @@ impl RedisServer {
     }
 
     fn spawn_same_port(&mut self) {
-        let until = Instant::now() + Duration::from_secs(10);
+        // Generous: on a loaded 2-core machine a start can take seconds, and the port may be
+        // briefly held by a process that picked it as "free" while this server was down.
+        let until = Instant::now() + Duration::from_secs(30);
         loop {
             let child = self.command().spawn().unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
             self.child = Some(child);
