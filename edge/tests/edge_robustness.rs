@@ -35,8 +35,18 @@ fn set_chunk_size(size: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {
-    let edge =
-        Edge::start(&["--handshake-timeout", "1s", "--publish-timeout", "3s", "--max-message-size", "1MiB"]).await;
+    // --max-command-size raised so the deeply nested command below reaches the AMF0 guard.
+    let edge = Edge::start(&[
+        "--handshake-timeout",
+        "1s",
+        "--publish-timeout",
+        "3s",
+        "--max-message-size",
+        "1MiB",
+        "--max-command-size",
+        "1MiB",
+    ])
+    .await;
     let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 40, 30);
     edge.wait_live("demo", 30, Duration::from_secs(20)).await;
     let mut player = RawClient::connect(edge.rtmp).await;

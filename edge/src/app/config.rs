@@ -103,6 +103,18 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_message_size: u64,
 
+    /// Largest RTMP command message (connect, createStream, publish, play, ...), refused from
+    /// its header before any of it is buffered: the connection is closed. Commands are parsed in
+    /// full before the peer is authenticated, so this bounds what an anonymous peer can make
+    /// the edge parse. ffmpeg's and OBS's largest command (connect) is under 1 KiB.
+    #[arg(long, env = "STREAMFLEET_MAX_COMMAND_SIZE", default_value = "4KiB", value_parser = parse_size)]
+    pub max_command_size: u64,
+
+    /// Most AMF0 values in one command message (nested values and object properties count);
+    /// more closes the connection. A real connect has about 30.
+    #[arg(long, env = "STREAMFLEET_MAX_COMMAND_VALUES", default_value_t = 128)]
+    pub max_command_values: usize,
+
     /// Most simultaneous RTMP connections.
     #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

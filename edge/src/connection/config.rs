@@ -10,10 +10,17 @@ pub struct ProtocolConfig {
     pub limits: ReaderLimits,
     /// Most bytes buffered while a publish/play decision is pending.
     pub max_pending_input: usize,
+    /// Most AMF0 values in one command (nested values and object properties count).
+    pub max_command_values: usize,
 }
 
 impl Default for ProtocolConfig {
     fn default() -> Self {
-        ProtocolConfig { app: "live".into(), limits: ReaderLimits::default(), max_pending_input: 256 * 1024 }
+        ProtocolConfig {
+            app: "live".into(),
+            limits: ReaderLimits::default(),
+            max_pending_input: 256 * 1024,
+            max_command_values: 128,
+        }
     }
 }

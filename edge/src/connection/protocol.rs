@@ -320,7 +320,9 @@ impl Connection {
     }
 
     fn command(&mut self, stream_id: u32, payload: Bytes, out: &mut Vec<Output>) -> Result<(), ConnError> {
-        amf0_guard::check(&payload)?;
+        // The reader bounded the size (--max-command-size); this bounds the values, so what
+        // the two parses below allocate is bounded too.
+        amf0_guard::check_at_most(&payload, self.config.max_command_values)?;
         let values = guarded("amf0", || rml_amf0::deserialize(&mut std::io::Cursor::new(&payload[..])))?
             .map_err(|e| ConnError::Session(format!("AMF0: {e}")))?;
         // rml_rtmp indexes the first three values without checking (it panics on fewer), so

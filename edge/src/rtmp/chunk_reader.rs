@@ -30,11 +30,19 @@ pub struct ReaderLimits {
     pub max_message_size: u32,
     /// Most chunk stream ids a peer may use (each keeps a header and maybe a partial message).
     pub max_chunk_streams: usize,
+    /// Largest command message (AMF0 or AMF3 command), checked from its header before any of
+    /// it is buffered: commands are parsed in full, so their size bounds that work.
+    pub max_command_size: u32,
 }
 
 impl Default for ReaderLimits {
     fn default() -> Self {
-        ReaderLimits { max_chunk_size: 65_536, max_message_size: 8 * 1024 * 1024, max_chunk_streams: 64 }
+        ReaderLimits {
+            max_chunk_size: 65_536,
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            max_command_size: 4 * 1024,
+        }
     }
 }
 
@@ -56,6 +64,8 @@ pub enum ChunkError {
     MalformedSetChunkSize { len: usize },
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     MessageTooLarge { len: u32, max: u32 },
+    #[error("command message of {len} bytes exceeds the limit of {max} bytes (--max-command-size)")]
+    CommandTooLarge { len: u32, max: u32 },
     #[error("chunk on chunk stream {csid} refers to a previous header that was never sent")]
     NoPreviousHeader { csid: u32 },
     #[error("chunk stream {csid} starts a new message before finishing the previous one")]
@@ -269,6 +279,11 @@ impl ChunkReader {
         }
 
         // First chunk of a new message.
+        if matches!(h.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND)
+            && h.length > self.limits.max_command_size
+        {
+            return Err(ChunkError::CommandTooLarge { len: h.length, max: self.limits.max_command_size });
+        }
         if h.length > self.limits.max_message_size {
             return Err(ChunkError::MessageTooLarge { len: h.length, max: self.limits.max_message_size });
         }
@@ -394,6 +409,22 @@ mod tests {
         let bytes = serialize_message(6, msg_type::VIDEO, 1, 0, &[0u8; 2000], 128);
         r.push(&bytes[..12]);
         assert_eq!(read_all(&mut r), Err(ChunkError::MessageTooLarge { len: 2000, max: 1000 }));
+    }
+
+    #[test]
+    fn rejects_oversized_command_from_its_header() {
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&set_chunk_size(65_536));
+        read_all(&mut r).unwrap();
+        // The 12-byte header of an 8 MiB command (the pre-auth AMF bomb): refused at once.
+        let bytes = serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &vec![5u8; 8 << 20], 65_536);
+        r.push(&bytes[..12]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::CommandTooLarge { len: 8 << 20, max: 4096 }));
+        // A command of the limit's size passes; media of that size is no command.
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &[5u8; 4096], 128));
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 0, &[5u8; 8192], 128));
+        assert_eq!(read_all(&mut r).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,216 @@
+//! Issue 16, hostile input: what an anonymous peer with nothing but a TCP socket could do to an
+//! edge, each attack against the real binary on loopback, with the limit that now stops it.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{Edge, RawClient, socket_closed_within};
+use rml_rtmp::sessions::{ClientSessionEvent, ClientSessionResult};
+use streamfleet_testkit::rtmp_client::{RtmpClient, handshake};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+/// Completes an RTMP handshake on a raw socket and returns it (the chunk stream starts next).
+async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    handshake(s, Instant::now() + Duration::from_secs(5)).await.expect("handshake").0
+}
+
+/// A type-0 chunk header on chunk stream 3 for a message of `len` bytes and type `type_id`.
+fn header(type_id: u8, len: u32) -> Vec<u8> {
+    let l = len.to_be_bytes();
+    vec![0x03, 0, 0, 0, l[1], l[2], l[3], type_id, 0, 0, 0, 0]
+}
+
+fn set_chunk_size(size: u32) -> Vec<u8> {
+    let mut v = header(1, 4);
+    v.extend_from_slice(&size.to_be_bytes());
+    v
+}
+
+/// `body` as one message of `type_id` in chunks of `chunk` bytes (type-3 continuations).
+fn chunked(type_id: u8, body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut msg = header(type_id, body.len() as u32);
+    for (i, part) in body.chunks(chunk).enumerate() {
+        if i > 0 {
+            msg.push(0xC3);
+        }
+        msg.extend_from_slice(part);
+    }
+    msg
+}
+
+/// The probe's AMF bomb: `"connect", 1, {app: "live"}` and then `nulls` AMF0 nulls.
+fn amf_bomb(nulls: usize) -> Vec<u8> {
+    let mut body = vec![2, 0, 7];
+    body.extend_from_slice(b"connect");
+    body.extend_from_slice(&[0, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0, 3, 0, 3]);
+    body.extend_from_slice(b"app");
+    body.extend_from_slice(&[2, 0, 4]);
+    body.extend_from_slice(b"live");
+    body.extend_from_slice(&[0, 0, 9]);
+    body.resize(body.len() + nulls, 5);
+    body
+}
+
+/// A player reading video in the background, recording the longest gap between two video
+/// messages while `measuring` is set.
+struct GapWatch {
+    measuring: Arc<AtomicBool>,
+    max_gap_ms: Arc<AtomicU64>,
+    frames: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GapWatch {
+    fn start(mut player: RawClient) -> GapWatch {
+        let measuring = Arc::new(AtomicBool::new(false));
+        let max_gap_ms = Arc::new(AtomicU64::new(0));
+        let frames = Arc::new(AtomicU64::new(0));
+        let (m, g, f) = (measuring.clone(), max_gap_ms.clone(), frames.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut last: Option<Instant> = None;
+            loop {
+                let n = match player.socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let Ok(results) = player.session.handle_input(&buf[..n]) else { return };
+                for r in results {
+                    match r {
+                        ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived { .. }) => {
+                            let now = Instant::now();
+                            if let Some(prev) = last
+                                && m.load(Ordering::SeqCst)
+                            {
+                                g.fetch_max((now - prev).as_millis() as u64, Ordering::SeqCst);
+                            }
+                            last = Some(now);
+                            f.fetch_add(1, Ordering::SeqCst);
+                        }
+                        ClientSessionResult::OutboundResponse(p)
+                            if player.socket.write_all(&p.bytes).await.is_err() =>
+                        {
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        GapWatch { measuring, max_gap_ms, frames, task }
+    }
+}
+
+impl Drop for GapWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Samples the edge's RSS every few milliseconds until dropped; the peak is kept.
+fn sample_rss(pid: u32) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let p = peak.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            p.fetch_max(kib, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (peak, task)
+}
+
+/// Item 1: three anonymous connections each send an 8 MiB `connect` of AMF nulls after a
+/// handshake (no key needed). Each is closed from the message header; the edge's memory barely
+/// moves and a live player on another connection keeps receiving frames without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_auth_amf_command_bomb_neither_eats_memory_nor_stalls_players() {
+    let edge = Edge::start(&[]).await;
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish");
+    let publisher = publisher.into_publisher();
+    edge.wait_live("demo", 10, Duration::from_secs(10)).await;
+    let mut player = RawClient::connect(edge.rtmp).await;
+    player.play("demo").await.expect("play");
+    let watch = GapWatch::start(player);
+    // Past the fast-start burst: measure steady delivery from here.
+    streamfleet_testkit::wait::wait_until("player receiving", Duration::from_secs(10), || async {
+        (watch.frames.load(Ordering::SeqCst) >= 10).then_some(())
+    })
+    .await;
+
+    // Built before measuring: the test's own publisher and player must not wait for it.
+    let mut wire = set_chunk_size(65_536);
+    wire.extend_from_slice(&chunked(20, &amf_bomb(8 * 1024 * 1024 - 40), 65_536));
+    let wire = Arc::new(wire);
+    let rss_before = edge.rss_kib();
+    let peak_before = edge.peak_rss_kib();
+    let (rss_peak, sampler) = sample_rss(edge.pid);
+    watch.measuring.store(true, Ordering::SeqCst);
+    let attack_started = Instant::now();
+    let mut attackers = Vec::new();
+    for _ in 0..3 {
+        let wire = wire.clone();
+        let addr = edge.rtmp;
+        attackers.push(tokio::spawn(async move {
+            let mut s = raw_handshake(addr).await;
+            // The edge may close mid-write (that is the point): write errors are expected.
+            let _ = s.write_all(&wire).await;
+            socket_closed_within(&mut s, Duration::from_secs(60)).await
+        }));
+    }
+    for a in attackers {
+        assert!(a.await.expect("attacker task"), "an attacker's connection stayed open");
+    }
+    let attack_took = attack_started.elapsed();
+    // Keep watching the player for a moment after the last attacker was closed.
+    let frames_then = watch.frames.load(Ordering::SeqCst);
+    let resumed = streamfleet_testkit::wait::try_wait_until(Duration::from_secs(10), || async {
+        (watch.frames.load(Ordering::SeqCst) >= frames_then + 5).then_some(())
+    })
+    .await
+    .is_some();
+    watch.measuring.store(false, Ordering::SeqCst);
+    sampler.abort();
+    // The sampled peak, or the kernel's high-water mark if the attack raised it.
+    let peak_after = edge.peak_rss_kib();
+    let peak = rss_peak.load(Ordering::SeqCst).max(if peak_after > peak_before { peak_after } else { 0 });
+    let growth = peak.saturating_sub(rss_before);
+    let max_gap = watch.max_gap_ms.load(Ordering::SeqCst);
+    eprintln!(
+        "AMF bomb x3: attackers closed after {attack_took:?}; RSS {rss_before} KiB, peak growth {growth} KiB; \
+         player's longest gap {max_gap} ms (publisher sends every 40 ms)"
+    );
+    assert!(resumed, "the live player stopped receiving video");
+    assert!(growth <= 16 * 1024, "RSS grew by {growth} KiB under the AMF bomb");
+    assert!(max_gap <= 100, "a live player saw a {max_gap} ms gap under the AMF bomb");
+    assert_eq!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"command_too_large\"}").await, 3.0);
+    assert!(publisher.ended().is_none(), "the publisher was disturbed: {:?}", publisher.ended());
+
+    // Values per command: a small command made of thousands of one-byte values is refused too.
+    let mut s = raw_handshake(edge.rtmp).await;
+    s.write_all(&chunked(20, &amf_bomb(3000), 128)).await.expect("write");
+    assert!(socket_closed_within(&mut s, Duration::from_secs(5)).await, "too many values");
+    assert_eq!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"command_values\"}").await, 1.0);
+    // A real client still connects and plays.
+    let mut c = RawClient::connect(edge.rtmp).await;
+    c.play("demo").await.expect("a normal play after the attack");
+}
