@@ -214,3 +214,95 @@ async fn a_pre_auth_amf_command_bomb_neither_eats_memory_nor_stalls_players() {
     let mut c = RawClient::connect(edge.rtmp).await;
     c.play("demo").await.expect("a normal play after the attack");
 }
+
+/// Opens a connection from `source` (a loopback address), handshakes, and sends `wire`
+/// (errors ignored: the edge may close the connection mid-write). Returns the socket, still
+/// open on this side.
+async fn connect_and_send(edge: std::net::SocketAddr, source: std::net::IpAddr, wire: Arc<Vec<u8>>) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(std::net::SocketAddr::new(source, 0)).expect("bind a loopback source address");
+    let s = sock.connect(edge).await.expect("connect");
+    let mut s = handshake(s, Instant::now() + Duration::from_secs(10)).await.expect("handshake").0;
+    let _ = s.write_all(&wire).await;
+    s
+}
+
+/// `body_len` bytes of one video message announced at `announced` bytes, after chunk size 65536.
+fn unfinished_video(announced: u32, body_len: usize) -> Arc<Vec<u8>> {
+    let mut wire = set_chunk_size(65_536);
+    let mut msg = chunked(9, &vec![0x17u8; announced as usize], 65_536);
+    // header (12) + body with one continuation byte per further chunk
+    let keep = 12 + body_len + body_len.saturating_sub(1) / 65_536;
+    msg.truncate(keep);
+    wire.extend_from_slice(&msg);
+    Arc::new(wire)
+}
+
+/// Item 2: before a connection is an admitted publisher it may only send small messages, and
+/// what all such connections buffer shares one process-wide budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unadmitted_connections_buffer_little_and_share_a_budget() {
+    // The probe: 200 connections from two addresses, each leaving a large video message
+    // unfinished before any connect or publish.
+    let edge = Edge::start(&["--handshake-timeout", "20s", "--publish-timeout", "30s"]).await;
+    let rss_before = edge.rss_kib();
+    let (peak, sampler) = sample_rss(edge.pid);
+    let wire = unfinished_video(4 << 20, 2 << 20);
+    let mut tasks = Vec::new();
+    for i in 0..200u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, 1 + i % 2]);
+        tasks.push(tokio::spawn(connect_and_send(edge.rtmp, source, wire.clone())));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        held.push(t.await.expect("attacker task"));
+    }
+    // The edge has read (or refused) what was sent once its received-bytes count stops moving.
+    streamfleet_testkit::wait::wait_until("edge done reading", Duration::from_secs(30), || async {
+        let before = edge.metric("streamfleet_edge_bytes_received_total").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (edge.metric("streamfleet_edge_bytes_received_total").await == before).then_some(())
+    })
+    .await;
+    sampler.abort();
+    let growth = peak.load(Ordering::SeqCst).max(edge.rss_kib()).saturating_sub(rss_before);
+    let refused = edge.metric("streamfleet_edge_protocol_errors_total{kind=\"message_too_large\"}").await;
+    eprintln!(
+        "200 unfinished 4 MiB messages (2 MiB sent each): RSS {rss_before} KiB, growth {growth} KiB; refused {refused}"
+    );
+    assert!(growth <= 64 * 1024, "200 unfinished messages grew RSS by {growth} KiB");
+    assert_eq!(refused, 200.0);
+    drop(held);
+
+    // The budget: messages within the per-connection limit, but more of them than it allows.
+    let edge = Edge::start(&[
+        "--max-message-size-unadmitted",
+        "1MiB",
+        "--input-budget",
+        "8MiB",
+        "--handshake-timeout",
+        "20s",
+        "--publish-timeout",
+        "30s",
+    ])
+    .await;
+    let rss_before = edge.rss_kib();
+    let wire = unfinished_video(1000 * 1024, 900 * 1024);
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(connect_and_send(edge.rtmp, [127, 0, 0, 1].into(), wire.clone()).await);
+    }
+    let refusals = streamfleet_testkit::wait::wait_until("budget refusals", Duration::from_secs(20), || async {
+        let n = edge.metric("streamfleet_edge_protocol_errors_total{kind=\"input_budget\"}").await;
+        (n >= 10.0).then_some(n)
+    })
+    .await;
+    let growth = edge.rss_kib().saturating_sub(rss_before);
+    eprintln!("20 unfinished 900 KiB messages under an 8 MiB budget: {refusals} refused, RSS growth {growth} KiB");
+    assert!(refusals <= 12.0, "{refusals} refused: the budget refused more than it needed to");
+    assert!(growth <= 16 * 1024, "RSS grew by {growth} KiB under an 8 MiB budget");
+    // The budget being used up does not keep out a client that only sends commands.
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish while the budget is used up");
+    drop(held);
+}

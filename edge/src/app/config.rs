@@ -99,9 +99,23 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_MAX_CHUNK_SIZE", default_value_t = 65_536)]
     pub max_chunk_size: u32,
 
-    /// Largest RTMP message accepted (and most bytes of incomplete messages buffered).
+    /// Largest RTMP message accepted from an admitted publisher (and most bytes of its
+    /// incomplete messages buffered).
     #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_message_size: u64,
+
+    /// Largest RTMP message (and most bytes of incomplete messages buffered) from any connection
+    /// that is not an admitted publisher: before its publish is admitted, and players and relay
+    /// pulls for their whole life. Larger closes the connection from the message header.
+    #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE_UNADMITTED", default_value = "64KiB", value_parser = parse_size)]
+    pub max_message_size_unadmitted: u64,
+
+    /// Most bytes of input (unparsed bytes and incomplete messages) buffered over all
+    /// connections that are not admitted publishers; a connection that would go over it is
+    /// closed (protocol_errors_total{kind="input_budget"}). Admitted publishers are bounded by
+    /// --max-message-size each instead, so unauthenticated peers cannot use up their memory.
+    #[arg(long, env = "STREAMFLEET_INPUT_BUDGET", default_value = "64MiB", value_parser = parse_size)]
+    pub input_budget: u64,
 
     /// Largest RTMP command message (connect, createStream, publish, play, ...), refused from
     /// its header before any of it is buffered: the connection is closed. Commands are parsed in

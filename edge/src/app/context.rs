@@ -13,7 +13,7 @@ use crate::{
     media::Media,
     observe::{Metrics, SessionTable},
     relay::Relay,
-    rtmp::chunk_reader::ReaderLimits,
+    rtmp::chunk_reader::{InputBudget, ReaderLimits},
     streams::{Stream, StreamHub},
 };
 
@@ -61,11 +61,15 @@ impl Settings {
                 limits: ReaderLimits {
                     max_chunk_size: c.max_chunk_size,
                     max_message_size: u32::try_from(c.max_message_size).unwrap_or(0x00FF_FFFF).min(0x00FF_FFFF),
+                    max_message_size_unadmitted: u32::try_from(c.max_message_size_unadmitted)
+                        .unwrap_or(0x00FF_FFFF)
+                        .min(0x00FF_FFFF),
                     max_chunk_streams: 64,
                     max_command_size: u32::try_from(c.max_command_size).unwrap_or(u32::MAX),
                 },
                 max_pending_input: 256 * 1024,
                 max_command_values: c.max_command_values,
+                budget: InputBudget::new(to_usize(c.input_budget)),
             },
             handshake_timeout: c.handshake_timeout,
             publish_timeout: c.publish_timeout,
