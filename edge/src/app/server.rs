@@ -188,17 +188,17 @@ fn admit_connection(
     remote: SocketAddr,
 ) {
     let s = &ctx.settings;
-    if tracker.active() >= s.max_connections {
+    // Checked and taken in one step each (another accept loop takes slots concurrently).
+    let Some(tracked) = tracker.try_enter(s.max_connections) else {
         ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
         tracing::debug!(%remote, "refused: --max-connections reached");
         return;
-    }
+    };
     let Some(ip_slot) = per_ip.try_enter(remote.ip(), s.max_connections_per_ip) else {
         ctx.metrics.connections_refused.with_label_values(&["max_connections_per_ip"]).inc();
         tracing::debug!(%remote, "refused: --max-connections-per-ip reached");
         return;
     };
-    let tracked = tracker.enter();
     let ctx = ctx.clone();
     tokio::spawn(async move {
         serve_on(ctx, socket, remote, Listener::Public).await;
@@ -222,11 +222,14 @@ async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Ar
 }
 
 fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, socket: TcpStream, remote: SocketAddr) {
-    if tracker.active() >= ctx.settings.max_connections || ctx.is_draining() {
+    if ctx.is_draining() {
         ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
         return;
     }
-    let tracked = tracker.enter();
+    let Some(tracked) = tracker.try_enter(ctx.settings.max_connections) else {
+        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
+        return;
+    };
     let ctx = ctx.clone();
     let span = tracing::info_span!("relay", %remote);
     tokio::spawn(
