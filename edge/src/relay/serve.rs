@@ -38,7 +38,7 @@ pub(crate) async fn play(ctx: &Arc<Context>, io: &mut Session, name: String, que
         return io.reject(FAILED, "relay authentication failed");
     }
     let not_here = "the stream is not published on this edge";
-    let Some(stream) = ctx.hub.live_record(&name).and_then(|r| ctx.hub.get(&r.id)) else {
+    let Some(stream) = ctx.hub.live_record(&name).and_then(|r| ctx.hub.hold(&r.id)) else {
         return io.reject(NOT_FOUND, not_here);
     };
     if !stream.has_local_publisher() {
