@@ -334,7 +334,17 @@ impl EdgeRegistry for RedisRegistry {
     }
 
     async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
-        let token = new_token();
+        self.acquire_as(key, who, opts, &new_token()).await
+    }
+
+    async fn acquire_as(
+        &self,
+        key: &KeyHash,
+        who: &PublisherInfo,
+        opts: &AcquireOptions,
+        token: &str,
+    ) -> Result<Lease> {
+        let token = token.to_string();
         let key_hex = key.to_hex();
         let ttl = millis("lease TTL", opts.ttl, true)?;
         let idle = millis("idle threshold", opts.idle_threshold, false)?;
