@@ -306,3 +306,93 @@ async fn unadmitted_connections_buffer_little_and_share_a_budget() {
     publisher.publish("demo-publish-key").await.expect("publish while the budget is used up");
     drop(held);
 }
+
+/// Item 5: HTTP has a header-read timeout, an idle timeout and a connection cap, and however
+/// many HTTP connections are open, RTMP still accepts (here under a 200-descriptor limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_cannot_be_held_open_or_starve_rtmp_of_descriptors() {
+    let edge = Edge::start_with_fd_limit(
+        200,
+        &["--http-header-read-timeout", "1s", "--http-idle-timeout", "2s", "--http-max-connections", "20"],
+    )
+    .await;
+
+    // A request dripped two bytes a second: closed by the header-read timeout.
+    let mut drip = TcpStream::connect(edge.http).await.expect("connect http");
+    let started = Instant::now();
+    let request = b"GET /metrics HTTP/1.1\r\nHost: edge\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed_after = None;
+    for pair in request.chunks(2) {
+        if drip.write_all(pair).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(500), drip.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            // A 408 before closing is fine too.
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    eprintln!("dripped request closed after {closed_after:?}");
+    let closed_after = closed_after.expect("a request dripped at 2 bytes/s was still open after 10 s");
+    assert!(closed_after < Duration::from_secs(4), "closed only after {closed_after:?}");
+
+    // 300 idle HTTP connections: at most 20 are held, the rest closed at accept...
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = TcpStream::connect(edge.http).await {
+            idle.push(s);
+        }
+    }
+    // (Counted from the client side: the edge's own /metrics is behind the same cap.)
+    let mut checks = tokio::task::JoinSet::new();
+    for mut s in idle {
+        checks.spawn(async move { (socket_closed_within(&mut s, Duration::from_millis(500)).await, s) });
+    }
+    let mut held = Vec::new();
+    let mut closed_at_once = 0;
+    for (closed, s) in checks.join_all().await {
+        if closed {
+            closed_at_once += 1;
+        } else {
+            held.push(s);
+        }
+    }
+    assert!(held.len() <= 20, "{} idle HTTP connections held open", held.len());
+    // ...and RTMP still accepts and serves while they are open.
+    let mut c = RawClient::connect(edge.rtmp).await;
+    let err = c.play("no-such").await.expect_err("not found");
+    assert!(err.contains("StreamNotFound"), "{err}");
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish while HTTP is flooded");
+    // The held idle ones are closed by the idle timeout, and the slots come back.
+    let mut open = 0;
+    for s in &mut held {
+        if !socket_closed_within(s, Duration::from_secs(5)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} idle HTTP connections outlived --http-idle-timeout");
+    let refused = edge.metric("streamfleet_edge_connections_refused_total{reason=\"http_max_connections\"}").await;
+    eprintln!(
+        "300 idle HTTP connections: {closed_at_once} closed at accept ({refused} counted), {} held until idle",
+        held.len()
+    );
+    assert_eq!(refused, f64::from(closed_at_once));
+    assert_eq!(
+        edge.logs().matches("Too many open files").count(),
+        0,
+        "RTMP or HTTP accept ran out of descriptors:\n{}",
+        edge.logs()
+    );
+    let (status, body) = edge.get("/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+}

@@ -129,6 +129,21 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_MAX_COMMAND_VALUES", default_value_t = 128)]
     pub max_command_values: usize,
 
+    /// Most time an HTTP client may take to send a request's headers (a request dripped a byte
+    /// at a time is closed after this).
+    #[arg(long, env = "STREAMFLEET_HTTP_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// An HTTP connection with no bytes in either direction for this long is closed (a
+    /// Prometheus scrape every 15 s keeps its connection).
+    #[arg(long, env = "STREAMFLEET_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most simultaneous HTTP connections; more are closed at accept. This also bounds the file
+    /// descriptors HTTP can take, so HTTP can never stop RTMP from accepting.
+    #[arg(long, env = "STREAMFLEET_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub http_max_connections: usize,
+
     /// Most simultaneous RTMP connections.
     #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

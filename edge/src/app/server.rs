@@ -15,7 +15,7 @@ use super::{
     config::Config,
     context::{Context, Settings},
     health::{self, Health},
-    http, registry_backend,
+    http, http_server, registry_backend,
     serve::{Listener, serve_on},
     shutdown::{self, ConnTracker, Shutdown},
     viewers,
@@ -126,11 +126,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let background = [tokio::spawn(health::run(ctx.clone(), health.clone())), tokio::spawn(viewers::run(ctx.clone()))];
     let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone() });
     let http_addr = http_listener.local_addr().unwrap_or(config.http_listen);
-    let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, app).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http_limits = http_server::HttpLimits {
+        header_read_timeout: config.http_header_read_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config.http_max_connections,
+    };
+    let http_task = tokio::spawn(http_server::serve(http_listener, app, http_limits, ctx.metrics.clone()));
     let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp_listen);
     tracing::info!(addr = %http_addr, "http listening");
     tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
