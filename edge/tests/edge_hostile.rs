@@ -396,3 +396,50 @@ async fn http_cannot_be_held_open_or_starve_rtmp_of_descriptors() {
     let (status, body) = edge.get("/healthz").await;
     assert_eq!((status, body.trim()), (200, "ok"));
 }
+
+/// `GET path` with optional `Authorization: Bearer <token>`: the status code and body.
+async fn get_with_token(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect http");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.expect("write request");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut response))
+        .await
+        .expect("response within 5 s")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Item 6: with a token configured, `/api/*` needs it as a bearer token; the probes and
+/// `/metrics` do not change.
+#[tokio::test]
+async fn the_api_needs_the_bearer_token_when_one_is_configured() {
+    let token = "an-api-token-of-the-test";
+    let file = common::TempFile::new("api-token", &format!("{token}\n"));
+    let path = file.0.display().to_string();
+    let edge = Edge::start(&["--api-token-file", &path]).await;
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish");
+
+    for api in ["/api/v1/sessions", "/api/v1/streams"] {
+        let (status, body) = get_with_token(edge.http, api, None).await;
+        assert_eq!(status, 401, "{api} without a token: {body}");
+        assert!(!body.contains("127.0.0.1"), "{api} leaked a client address without a token: {body}");
+        let (status, _) = get_with_token(edge.http, api, Some("wrong")).await;
+        assert_eq!(status, 401, "{api} with a wrong token");
+        let (status, body) = get_with_token(edge.http, api, Some(token)).await;
+        assert_eq!(status, 200, "{api} with the token: {body}");
+    }
+    let (_, sessions) = get_with_token(edge.http, "/api/v1/sessions", Some(token)).await;
+    assert!(sessions.contains("publisher"), "{sessions}");
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let (status, body) = get_with_token(edge.http, open, None).await;
+        assert_eq!(status, 200, "{open}: {body}");
+    }
+    assert_eq!(edge.metric("streamfleet_edge_api_auth_failures_total").await, 4.0);
+    assert!(!edge.logs().contains(token), "the token was logged");
+}

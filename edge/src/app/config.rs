@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_REDIS_PASSWORD_FILE", value_name = "FILE")]
     pub redis_password_file: Option<PathBuf>,
 
+    /// File with the bearer token every /api/* request must present (`Authorization: Bearer
+    /// <token>`), or set STREAMFLEET_API_TOKEN. Without one the API is open. /metrics, /healthz
+    /// and /readyz never need it. (No flag takes the token itself: it would show in `ps`.)
+    #[arg(long, env = "STREAMFLEET_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+
     /// Relay address other edges reach this one on, advertised in the registry while it holds a
     /// publisher [default: $POD_IP:<relay port>].
     #[arg(long, env = "STREAMFLEET_ADVERTISE_ADDR")]
@@ -254,6 +260,16 @@ impl Config {
         }
         let ip = std::env::var("POD_IP").ok().filter(|s| !s.is_empty())?;
         Some(SocketAddr::new(ip.parse().ok()?, self.relay_listen.port()).to_string())
+    }
+
+    /// The API bearer token from `--api-token-file` or `STREAMFLEET_API_TOKEN` (surrounding
+    /// whitespace trimmed; empty means none).
+    pub fn api_token(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(path) = &self.api_token_file {
+            let s = std::fs::read_to_string(path)?;
+            return Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty()));
+        }
+        Ok(std::env::var("STREAMFLEET_API_TOKEN").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
     }
 
     /// The relay secret from `--relay-secret-file` or `STREAMFLEET_RELAY_SECRET`.

@@ -36,6 +36,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("relay secret: {0}")]
     RelaySecret(std::io::Error),
+    #[error("--api-token-file: {0}")]
+    ApiToken(std::io::Error),
 }
 
 /// Connections per source address.
@@ -86,11 +88,17 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
 pub async fn run(config: Config) -> Result<(), StartError> {
     let settings = Settings::from_config(&config);
     let relay_secret = config.relay_secret().map_err(StartError::RelaySecret)?;
+    let api_token = config.api_token().map_err(StartError::ApiToken)?.map(Arc::<str>::from);
     let registry = registry_backend::connect(&config).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let ctx = Context::new(settings, registry, metrics, shutdown_rx);
-    tracing::info!(edge = %ctx.settings.edge_id, relay = relay_secret.is_some(), "edge starting");
+    tracing::info!(
+        edge = %ctx.settings.edge_id,
+        relay = relay_secret.is_some(),
+        api_token = api_token.is_some(),
+        "edge starting"
+    );
 
     let rtmp = TcpListener::bind(config.rtmp_listen).await.map_err(|source| StartError::Bind {
         what: "--rtmp-listen",
@@ -124,7 +132,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let health = Arc::new(Health::default());
     health.check_once(&ctx).await;
     let background = [tokio::spawn(health::run(ctx.clone(), health.clone())), tokio::spawn(viewers::run(ctx.clone()))];
-    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone() });
+    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone(), api_token });
     let http_addr = http_listener.local_addr().unwrap_or(config.http_listen);
     let http_limits = http_server::HttpLimits {
         header_read_timeout: config.http_header_read_timeout,

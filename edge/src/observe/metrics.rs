@@ -44,6 +44,7 @@ pub(crate) struct Metrics {
     pub(crate) relay_pulls_active: IntGauge,
     pub(crate) relay_served_active: IntGauge,
     pub(crate) relay_auth_failures: IntCounter,
+    pub(crate) api_auth_failures: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
 }
 
@@ -163,6 +164,10 @@ impl Metrics {
             relay_auth_failures: counter(
                 "relay_auth_failures_total",
                 "Relay play requests refused for a missing or wrong authentication token",
+            )?,
+            api_auth_failures: counter(
+                "api_auth_failures_total",
+                "HTTP /api/* requests refused for a missing or wrong bearer token",
             )?,
             relay_upstream_errors: counter_vec(
                 "relay_upstream_errors_total",
