@@ -443,3 +443,72 @@ async fn the_api_needs_the_bearer_token_when_one_is_configured() {
     assert_eq!(edge.metric("streamfleet_edge_api_auth_failures_total").await, 4.0);
     assert!(!edge.logs().contains(token), "the token was logged");
 }
+
+/// Item 8: client-supplied names are cut and escaped in every log line, refusals are logged at
+/// a bounded rate while the metrics count every one, and an over-long name gets a status that
+/// says what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_cannot_flood_or_forge_the_log_and_refusals_are_rate_limited() {
+    let edge = Edge::start(&["--max-connections-per-ip", "1000"]).await;
+    let before = edge.logs().len();
+
+    // A forged line: a name with a newline and what looks like a log record after it.
+    let forged = "x\n2026-12-06T00:00:00Z  INFO streamfleet_edge: FORGED admin logged in";
+    let mut c = RawClient::connect(edge.rtmp).await;
+    let err = c.play(forged).await.expect_err("no such stream");
+    assert!(err.contains("StreamNotFound"), "{err}");
+    // A 3 000-byte name (under the command limit): refused without echoing it.
+    let mut c = RawClient::connect(edge.rtmp).await;
+    let err = c.play(&"n".repeat(3000)).await.expect_err("no such stream");
+    assert!(err.contains("StreamNotFound"), "{err}");
+    // A 65 000-byte name: over the command limit; the client is told why before the close.
+    let mut s = raw_handshake(edge.rtmp).await;
+    let mut body = vec![2, 0, 4];
+    body.extend_from_slice(b"play");
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 2, 0xFD, 0xE8]);
+    body.resize(body.len() + 65_000, b'y');
+    let mut wire = set_chunk_size(65_536);
+    let mut msg = chunked(20, &body, 65_536);
+    msg[8] = 1; // message stream id 1 (little-endian)
+    wire.extend_from_slice(&msg);
+    let _ = s.write_all(&wire).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("larger than this edge accepts"), "no useful status for an over-long name: {answer:?}");
+
+    let logs = edge.logs();
+    let added = &logs[before..];
+    assert!(
+        !added
+            .lines()
+            .any(|l| l.contains("FORGED") && !l.contains("play rejected") && !l.contains("connection closed")),
+        "a forged log line:\n{added}"
+    );
+    assert!(!added.contains(&"n".repeat(200)), "a long name was logged in full");
+    assert!(!added.contains(&"y".repeat(200)), "a long name was logged in full");
+    eprintln!("three hostile names added {} bytes of log", added.len());
+    assert!(added.len() < 8 * 1024, "three refused names wrote {} bytes of log:\n{added}", added.len());
+
+    // 300 refused plays as fast as they come: every one counted, at most a bounded number logged.
+    let logged_before = edge.logs().matches("play rejected").count();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let addr = edge.rtmp;
+        tasks.spawn(async move {
+            let mut c = RawClient::connect(addr).await;
+            c.play("no-such").await.is_err()
+        });
+    }
+    let started = Instant::now();
+    let refused = tasks.join_all().await.into_iter().filter(|r| *r).count();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(refused, 300);
+    let counted = edge.metric("streamfleet_edge_play_rejections_total{reason=\"not_found\"}").await;
+    // 300, the forged name and the 3 000-byte one (the 65 000-byte one never became a play).
+    assert_eq!(counted, 302.0, "the metric counts every refusal");
+    assert_eq!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"command_too_large\"}").await, 1.0);
+    let logged = edge.logs().matches("play rejected").count() - logged_before;
+    eprintln!("300 refused plays in {seconds} s: {logged} logged");
+    assert!(logged as u64 <= 20 * (seconds + 1), "{logged} refusals logged in {seconds} s");
+}

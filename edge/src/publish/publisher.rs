@@ -27,7 +27,7 @@ use crate::{
         session::{Ended, Session},
     },
     media::MediaKind,
-    observe::SessionRole,
+    observe::{SessionRole, log_text::refusal_logged},
     rtmp::messages::Level,
     streams::{Kick, PublisherMeta, Stream},
 };
@@ -62,7 +62,9 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
         Ok(a) => a,
         Err(rejection) => {
             ctx.metrics.publish_rejections.with_label_values(&[rejection.reason()]).inc();
-            tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
+            if refusal_logged() {
+                tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
+            }
             return io.reject("NetStream.Publish.BadName", &rejection.description());
         }
     };

@@ -81,7 +81,7 @@ pub enum ChunkError {
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     MessageTooLarge { len: u32, max: u32 },
     #[error("command message of {len} bytes exceeds the limit of {max} bytes (--max-command-size)")]
-    CommandTooLarge { len: u32, max: u32 },
+    CommandTooLarge { len: u32, max: u32, stream_id: u32 },
     #[error("chunk on chunk stream {csid} refers to a previous header that was never sent")]
     NoPreviousHeader { csid: u32 },
     #[error("chunk stream {csid} starts a new message before finishing the previous one")]
@@ -388,7 +388,11 @@ impl ChunkReader {
         if matches!(h.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND)
             && h.length > self.limits.max_command_size
         {
-            return Err(ChunkError::CommandTooLarge { len: h.length, max: self.limits.max_command_size });
+            return Err(ChunkError::CommandTooLarge {
+                len: h.length,
+                max: self.limits.max_command_size,
+                stream_id: h.stream_id,
+            });
         }
         let max_message = self.max_message();
         if h.length > max_message {
@@ -534,7 +538,7 @@ mod tests {
         // The 12-byte header of an 8 MiB command (the pre-auth AMF bomb): refused at once.
         let bytes = serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &vec![5u8; 8 << 20], 65_536);
         r.push(&bytes[..12]);
-        assert_eq!(read_all(&mut r), Err(ChunkError::CommandTooLarge { len: 8 << 20, max: 4096 }));
+        assert_eq!(read_all(&mut r), Err(ChunkError::CommandTooLarge { len: 8 << 20, max: 4096, stream_id: 0 }));
         // A command of the limit's size passes; media of that size is no command.
         let mut r = ChunkReader::new(ReaderLimits::default());
         r.push(&serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &[5u8; 4096], 128));
