@@ -512,3 +512,63 @@ async fn names_cannot_flood_or_forge_the_log_and_refusals_are_rate_limited() {
     eprintln!("300 refused plays in {seconds} s: {logged} logged");
     assert!(logged as u64 <= 20 * (seconds + 1), "{logged} refusals logged in {seconds} s");
 }
+
+/// Item 3 (the limits part): the relay listener has its own connection budget and per-address
+/// limit, so idle relay connections cannot make the public port refuse publishers and players.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_connections_have_their_own_limits_and_cannot_starve_the_public_port() {
+    let secret = common::TempFile::new("relay-secret", "a-relay-secret-for-the-test\n");
+    let secret_path = secret.0.display().to_string();
+    let edge = Edge::start(&[
+        "--relay-secret-file",
+        &secret_path,
+        "--relay-listen",
+        "127.0.0.1:0",
+        "--max-connections",
+        "20",
+        "--relay-max-connections",
+        "10",
+        "--relay-max-connections-per-ip",
+        "5",
+        "--handshake-timeout",
+        "20s",
+        "--publish-timeout",
+        "30s",
+    ])
+    .await;
+    let relay: std::net::SocketAddr = edge
+        .logs()
+        .lines()
+        .find_map(|l| l.split("relay listening addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("relay address in the log");
+
+    // 30 idle relay connections from one address, 30 from another: at most 5 + 5 held.
+    let mut checks = tokio::task::JoinSet::new();
+    for i in 0..60u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, 1 + i / 30]);
+        checks.spawn(async move {
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.bind(std::net::SocketAddr::new(source, 0)).expect("bind");
+            let mut s = sock.connect(relay).await.expect("connect relay");
+            (socket_closed_within(&mut s, Duration::from_millis(500)).await, s)
+        });
+    }
+    let held: Vec<_> = checks.join_all().await.into_iter().filter(|(closed, _)| !closed).map(|(_, s)| s).collect();
+    assert_eq!(held.len(), 10, "relay connections held");
+    let per_ip =
+        edge.metric("streamfleet_edge_connections_refused_total{reason=\"relay_max_connections_per_ip\"}").await;
+    let total = edge.metric("streamfleet_edge_connections_refused_total{reason=\"relay_max_connections\"}").await;
+    assert_eq!(per_ip + total, 50.0, "{per_ip} refused per address, {total} for the relay total");
+    assert!(per_ip > 0.0);
+    // The public port still has all 20 of its slots: 19 idle connections and a publisher.
+    let mut public = Vec::new();
+    for _ in 0..19 {
+        public.push(TcpStream::connect(edge.rtmp).await.expect("connect rtmp"));
+    }
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish while the relay port is full");
+    assert_eq!(edge.metric("streamfleet_edge_connections_refused_total{reason=\"max_connections\"}").await, 0.0);
+    drop((held, public));
+}

@@ -158,6 +158,16 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     pub max_connections_per_ip: usize,
 
+    /// Most simultaneous connections on the relay listener (its own budget: relay connections
+    /// never count towards --max-connections, so they cannot starve the public port).
+    #[arg(long, env = "STREAMFLEET_RELAY_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub relay_max_connections: usize,
+
+    /// Most simultaneous relay connections from one IP address (one pulling edge holds one per
+    /// stream it relays).
+    #[arg(long, env = "STREAMFLEET_RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub relay_max_connections_per_ip: usize,
+
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
     /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
     /// threads: on a 2-core machine shared with the load tool, one thread spent 15 % less CPU per

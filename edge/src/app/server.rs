@@ -1,6 +1,6 @@
 //! The edge process: registry, listeners, the accept loops with their connection limits (total
-//! and per IP address; the relay listener counts towards the total), background tasks (registry health, viewer reports, HTTP), and the
-//! drain on SIGTERM.
+//! and per IP address, each listener its own), background tasks (registry health, viewer
+//! reports, HTTP), and the drain on SIGTERM.
 
 use std::{
     collections::HashMap,
@@ -17,7 +17,7 @@ use super::{
     health::{self, Health},
     http, http_server, registry_backend,
     serve::{Listener, serve_on},
-    shutdown::{self, ConnTracker, Shutdown},
+    shutdown::{self, ConnTracker, Shutdown, TrackedConn},
     viewers,
 };
 use crate::{
@@ -144,19 +144,29 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(addr = %http_addr, "http listening");
     tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
 
+    // Every connection, for the drain; each listener's limits are its own.
     let tracker = ConnTracker::new();
     let relay_task = relay_listener.map(|listener| {
         let addr = listener.local_addr().unwrap_or(config.relay_listen);
         tracing::info!(%addr, advertised = ?ctx.settings.advertise_addr, "relay listening");
-        tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone()))
+        let gate = Gate::new(
+            config.relay_max_connections,
+            config.relay_max_connections_per_ip,
+            ["relay_max_connections", "relay_max_connections_per_ip"],
+        );
+        tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone(), gate))
     });
-    let per_ip = Arc::new(PerIp::default());
+    let public = Gate::new(
+        ctx.settings.max_connections,
+        ctx.settings.max_connections_per_ip,
+        ["max_connections", "max_connections_per_ip"],
+    );
     let signal = shutdown::signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
             accepted = rtmp.accept() => match accepted {
-                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &per_ip, socket, remote),
+                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &public, socket, remote),
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the existing ones.
                     tracing::warn!(error = %e, "accept failed");
@@ -189,39 +199,63 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// One listener's connection limits: its own total and per-address counts, so neither
+/// listener can use up the other's (relay connections cannot starve the public port).
+struct Gate {
+    slots: Arc<ConnTracker>,
+    per_ip: Arc<PerIp>,
+    max: usize,
+    max_per_ip: usize,
+    /// `connections_refused_total` reasons for the two limits.
+    reasons: [&'static str; 2],
+}
+
+impl Gate {
+    fn new(max: usize, max_per_ip: usize, reasons: [&'static str; 2]) -> Gate {
+        Gate { slots: ConnTracker::new(), per_ip: Arc::new(PerIp::default()), max, max_per_ip, reasons }
+    }
+
+    /// Takes a total and a per-address slot (each checked and taken in one step), or counts
+    /// the refusal.
+    fn enter(&self, ctx: &Context, remote: SocketAddr) -> Option<(TrackedConn, IpSlot)> {
+        let Some(slot) = self.slots.try_enter(self.max) else {
+            ctx.metrics.connections_refused.with_label_values(&[self.reasons[0]]).inc();
+            tracing::debug!(%remote, reason = self.reasons[0], "connection refused");
+            return None;
+        };
+        let Some(ip_slot) = self.per_ip.try_enter(remote.ip(), self.max_per_ip) else {
+            ctx.metrics.connections_refused.with_label_values(&[self.reasons[1]]).inc();
+            tracing::debug!(%remote, reason = self.reasons[1], "connection refused");
+            return None;
+        };
+        Some((slot, ip_slot))
+    }
+}
+
 fn admit_connection(
     ctx: &Arc<Context>,
     tracker: &Arc<ConnTracker>,
-    per_ip: &Arc<PerIp>,
+    gate: &Gate,
     socket: TcpStream,
     remote: SocketAddr,
 ) {
-    let s = &ctx.settings;
-    // Checked and taken in one step each (another accept loop takes slots concurrently).
-    let Some(tracked) = tracker.try_enter(s.max_connections) else {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
-        tracing::debug!(%remote, "refused: --max-connections reached");
-        return;
-    };
-    let Some(ip_slot) = per_ip.try_enter(remote.ip(), s.max_connections_per_ip) else {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections_per_ip"]).inc();
-        tracing::debug!(%remote, "refused: --max-connections-per-ip reached");
-        return;
-    };
+    let Some(slots) = gate.enter(ctx, remote) else { return };
+    let tracked = tracker.try_enter(usize::MAX);
     let ctx = ctx.clone();
     tokio::spawn(async move {
         serve_on(ctx, socket, remote, Listener::Public).await;
-        drop(ip_slot);
+        drop(slots);
         drop(tracked);
     });
 }
 
 /// Accepts relay connections until the listener task is aborted (at drain). Relay connections
-/// count towards `--max-connections` and are waited for by the drain like any other.
-async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Arc<ConnTracker>) {
+/// have their own limits (`--relay-max-connections`, `--relay-max-connections-per-ip`), never
+/// count towards the public port's, and are waited for by the drain like any other.
+async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Arc<ConnTracker>, gate: Gate) {
     loop {
         match listener.accept().await {
-            Ok((socket, remote)) => admit_relay(&ctx, &tracker, socket, remote),
+            Ok((socket, remote)) => admit_relay(&ctx, &tracker, &gate, socket, remote),
             Err(e) => {
                 tracing::warn!(error = %e, "relay accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -230,20 +264,19 @@ async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Ar
     }
 }
 
-fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, socket: TcpStream, remote: SocketAddr) {
+fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, gate: &Gate, socket: TcpStream, remote: SocketAddr) {
     if ctx.is_draining() {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
+        ctx.metrics.connections_refused.with_label_values(&["relay_max_connections"]).inc();
         return;
     }
-    let Some(tracked) = tracker.try_enter(ctx.settings.max_connections) else {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
-        return;
-    };
+    let Some(slots) = gate.enter(ctx, remote) else { return };
+    let tracked = tracker.try_enter(usize::MAX);
     let ctx = ctx.clone();
     let span = tracing::info_span!("relay", %remote);
     tokio::spawn(
         async move {
             serve_on(ctx, socket, remote, Listener::Relay).await;
+            drop(slots);
             drop(tracked);
         }
         .instrument(span),
