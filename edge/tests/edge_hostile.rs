@@ -572,3 +572,40 @@ async fn relay_connections_have_their_own_limits_and_cannot_starve_the_public_po
     assert_eq!(edge.metric("streamfleet_edge_connections_refused_total{reason=\"max_connections\"}").await, 0.0);
     drop((held, public));
 }
+
+/// Item 7 (the slowing part): wrong publish keys from one address are answered later and later
+/// after a few, counted in a metric; another address, and a right key from the same address,
+/// are not slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_keys_from_one_address_are_slowed_and_a_right_key_never_is() {
+    let edge = Edge::start(&["--key-failures-before-delay", "3", "--key-failure-max-delay", "1s"]).await;
+    let attempt = |source: [u8; 4], key: &'static str| {
+        let addr = edge.rtmp;
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.bind(std::net::SocketAddr::new(source.into(), 0)).expect("bind");
+            let mut c = RawClient::connect_socket(sock.connect(addr).await.expect("connect")).await;
+            let started = Instant::now();
+            let result = c.publish(key).await;
+            (result, started.elapsed())
+        }
+    };
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let (result, elapsed) = attempt([127, 0, 0, 1], "a-guessed-key").await;
+        assert!(result.expect_err("wrong key").contains("BadName"));
+        took.push(elapsed);
+    }
+    eprintln!("six wrong keys from one address answered after {took:?}");
+    assert!(took[..3].iter().all(|d| *d < Duration::from_millis(240)), "the first three were slowed: {took:?}");
+    assert!(took[3] >= Duration::from_millis(240), "the fourth was not slowed: {took:?}");
+    assert!(took[5] >= Duration::from_millis(950), "the delay did not grow: {took:?}");
+    assert_eq!(edge.metric("streamfleet_edge_publish_key_failures_delayed_total").await, 3.0);
+    assert_eq!(edge.metric("streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"}").await, 6.0);
+    // Another address is not slowed; the right key from the guessing address is not either.
+    let (result, elapsed) = attempt([127, 0, 0, 2], "a-guessed-key").await;
+    assert!(result.is_err() && elapsed < Duration::from_millis(240), "{elapsed:?}");
+    let (result, elapsed) = attempt([127, 0, 0, 1], "demo-publish-key").await;
+    result.expect("the right key is admitted");
+    assert!(elapsed < Duration::from_millis(240), "the right key waited {elapsed:?}");
+}

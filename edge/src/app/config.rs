@@ -168,6 +168,16 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
     pub relay_max_connections_per_ip: usize,
 
+    /// Wrong publish keys from one address answered at once; after these, each further wrong
+    /// key from it is answered later (250 ms, doubling up to --key-failure-max-delay). A right
+    /// key is never delayed. Failures are forgotten after 10 minutes without one.
+    #[arg(long, env = "STREAMFLEET_KEY_FAILURES_BEFORE_DELAY", default_value_t = 10)]
+    pub key_failures_before_delay: u32,
+
+    /// The longest delay before a wrong publish key is refused.
+    #[arg(long, env = "STREAMFLEET_KEY_FAILURE_MAX_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub key_failure_max_delay: Duration,
+
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
     /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
     /// threads: on a 2-core machine shared with the load tool, one thread spent 15 % less CPU per

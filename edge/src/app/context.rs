@@ -12,6 +12,7 @@ use crate::{
     fanout::{OutboxLimits, WindowFlusher},
     media::Media,
     observe::{Metrics, SessionTable},
+    publish::key_failures::KeyFailures,
     relay::Relay,
     rtmp::chunk_reader::{InputBudget, ReaderLimits},
     streams::{Stream, StreamHub},
@@ -41,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) gop_cache_max_bytes: usize,
     pub(crate) relay_idle_timeout: Duration,
+    pub(crate) key_failures_free: u32,
+    pub(crate) key_failure_max_delay: Duration,
 }
 
 impl Settings {
@@ -90,6 +93,8 @@ impl Settings {
             drain_timeout: c.drain_timeout,
             gop_cache_max_bytes: to_usize(c.gop_cache_max_bytes),
             relay_idle_timeout: c.relay_idle_timeout,
+            key_failures_free: c.key_failures_before_delay,
+            key_failure_max_delay: c.key_failure_max_delay,
         }
     }
 }
@@ -111,6 +116,8 @@ pub(crate) struct Context {
     pub(crate) relay: std::sync::OnceLock<Arc<Relay>>,
     /// Writes players' media at the end of their write window (`--write-window`; none without).
     pub(crate) window: Option<Arc<WindowFlusher>>,
+    /// Wrong publish keys per address (answered later and later).
+    pub(crate) key_failures: KeyFailures,
 }
 
 impl Context {
@@ -122,6 +129,7 @@ impl Context {
     ) -> Arc<Context> {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
         let settings_window = settings.outbox.write_window;
+        let (key_failures_free, key_failure_max_delay) = (settings.key_failures_free, settings.key_failure_max_delay);
         Arc::new(Context {
             settings,
             registry,
@@ -133,6 +141,7 @@ impl Context {
             reported_viewers: std::sync::Mutex::new(Default::default()),
             relay: std::sync::OnceLock::new(),
             window: (!settings_window.is_zero()).then(|| WindowFlusher::new(settings_window)),
+            key_failures: KeyFailures::new(key_failures_free, key_failure_max_delay),
         })
     }
 

@@ -45,6 +45,7 @@ pub(crate) struct Metrics {
     pub(crate) relay_served_active: IntGauge,
     pub(crate) relay_auth_failures: IntCounter,
     pub(crate) api_auth_failures: IntCounter,
+    pub(crate) publish_key_failures_delayed: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
 }
 
@@ -164,6 +165,10 @@ impl Metrics {
             relay_auth_failures: counter(
                 "relay_auth_failures_total",
                 "Relay play requests refused for a missing or wrong authentication token",
+            )?,
+            publish_key_failures_delayed: counter(
+                "publish_key_failures_delayed_total",
+                "Wrong publish keys answered late because their address sent too many",
             )?,
             api_auth_failures: counter(
                 "api_auth_failures_total",
