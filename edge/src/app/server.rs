@@ -38,6 +38,8 @@ pub enum StartError {
     RelaySecret(std::io::Error),
     #[error("--api-token-file: {0}")]
     ApiToken(std::io::Error),
+    #[error("start-up: {0}")]
+    Startup(String),
 }
 
 /// Connections per source address.
@@ -86,9 +88,15 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Runs the edge until SIGTERM/SIGINT and the drain are done.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    let settings = Settings::from_config(&config);
-    let relay_secret = config.relay_secret().map_err(StartError::RelaySecret)?;
-    let api_token = config.api_token().map_err(StartError::ApiToken)?.map(Arc::<str>::from);
+    // The files and /proc entries these read are read off the async workers.
+    let (settings, relay_secret, api_token) = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || (Settings::from_config(&c), c.relay_secret(), c.api_token()))
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?
+    };
+    let relay_secret = relay_secret.map_err(StartError::RelaySecret)?;
+    let api_token = api_token.map_err(StartError::ApiToken)?.map(Arc::<str>::from);
     let registry = registry_backend::connect(&config).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();

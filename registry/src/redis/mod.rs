@@ -123,7 +123,9 @@ impl RedisRegistry {
         }
         let client = match (&cfg.tls_ca_file, tls) {
             (Some(path), true) => {
-                let pem = std::fs::read(path)
+                // Read off the async workers: a slow or network file system never stalls them.
+                let pem = tokio::fs::read(path)
+                    .await
                     .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?;
                 Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
             }
