@@ -35,8 +35,21 @@ fn set_chunk_size(size: u32) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {
-    let edge =
-        Edge::start(&["--handshake-timeout", "1s", "--publish-timeout", "3s", "--max-message-size", "1MiB"]).await;
+    // --max-command-size and --max-message-size-unadmitted raised so the deeply nested
+    // command below reaches the AMF0 guard.
+    let edge = Edge::start(&[
+        "--handshake-timeout",
+        "1s",
+        "--publish-timeout",
+        "3s",
+        "--max-message-size",
+        "1MiB",
+        "--max-message-size-unadmitted",
+        "1MiB",
+        "--max-command-size",
+        "1MiB",
+    ])
+    .await;
     let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 40, 30);
     edge.wait_live("demo", 30, Duration::from_secs(20)).await;
     let mut player = RawClient::connect(edge.rtmp).await;
@@ -101,7 +114,8 @@ async fn garbage_closes_only_the_offending_connection() {
     // Counted, and the edge kept serving: the live player still receives video, a new player
     // starts, the publisher is still the same.
     assert!(edge.metric("streamfleet_edge_handshake_failures_total").await >= 2.0);
-    assert!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"chunk\"}").await >= 4.0);
+    assert!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"chunk\"}").await >= 3.0);
+    assert_eq!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"message_too_large\"}").await, 1.0);
     assert_eq!(edge.metric("streamfleet_edge_protocol_errors_total{kind=\"amf0\"}").await, 1.0);
     player.events.clear();
     player.until("video after garbage", |e| matches!(e, ClientSessionEvent::VideoDataReceived { .. })).await.unwrap();

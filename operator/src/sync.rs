@@ -198,9 +198,10 @@ fn print_report(path: &Path, report: &SyncReport) {
     println!("{} applied, {} failed, {} removed", report.streams.len() - failed, failed, report.removed.len());
 }
 
-/// A cheap change detector: modification time and length.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
+/// A cheap change detector: modification time and length. File I/O runs off the async
+/// workers (tokio::fs), so a slow file system never stalls other tasks.
+async fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = tokio::fs::metadata(path).await.ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
@@ -212,7 +213,7 @@ async fn pass(
     previous: &BTreeSet<StreamId>,
     prune: bool,
 ) -> (Option<BTreeSet<StreamId>>, u8) {
-    let yaml = match std::fs::read_to_string(path) {
+    let yaml = match tokio::fs::read_to_string(path).await {
         Ok(y) => y,
         Err(source) => {
             eprintln!("error: {}", SyncError::Read { path: path.display().to_string(), source });
@@ -265,7 +266,7 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
     }
     let registry: streamfleet_registry::SharedOperatorRegistry = std::sync::Arc::new(registry);
     let path = args.manifests.as_path();
-    let mut seen = stamp(path);
+    let mut seen = stamp(path).await;
     let (applied, code) = pass(registry.as_ref(), path, &BTreeSet::new(), args.prune).await;
     if !args.watch {
         return ExitCode::from(code);
@@ -279,7 +280,7 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
             () = tokio::time::sleep(args.poll_interval.max(MIN_POLL)) => {}
             () = &mut shutdown => return ExitCode::SUCCESS,
         }
-        let now = stamp(path);
+        let now = stamp(path).await;
         let new_epoch = registry.epoch().await.ok();
         let restarted = matches!((epoch, new_epoch), (Some(a), Some(b)) if a != b);
         if now == seen && !restarted {
@@ -320,6 +321,43 @@ kind: LiveStream
 metadata: {name: sport, namespace: media}
 spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
 "#;
+
+    #[tokio::test]
+    async fn reading_the_manifest_file_does_not_stall_the_runtime() {
+        // A FIFO whose writer comes only after 3 s: reading it waits. On this single-threaded
+        // runtime a blocking read would stall every task, the 100 ms timer below included,
+        // until then; read off the runtime, the timer fires on time.
+        let dir = std::env::temp_dir().join(format!("sf-sync-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let fifo = dir.join("manifests.yaml");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(3));
+                std::fs::write(&fifo, TWO).expect("write the FIFO");
+            })
+        };
+        let reg = MemoryRegistry::new();
+        let started = std::time::Instant::now();
+        let none = BTreeSet::new();
+        let reading = pass(&reg, &fifo, &none, false);
+        let timer = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            started.elapsed()
+        };
+        let ((applied, code), timer_fired) = tokio::join!(reading, timer);
+        writer.join().expect("writer");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(code, 0);
+        assert_eq!(applied.map(|a| a.len()), Some(2));
+        assert!(
+            timer_fired < Duration::from_secs(1),
+            "the runtime stalled for {timer_fired:?} while the file was read"
+        );
+    }
 
     #[tokio::test]
     async fn applies_a_file_and_removes_what_left_it() {

@@ -136,6 +136,12 @@ pub(crate) fn now_ms() -> u64 {
 
 /// A random lease token: 128 bits, hex.
 pub(crate) fn new_token() -> String {
+    new_lease_token()
+}
+
+/// A fresh lease token (128 random bits, hex) for [`crate::EdgeRegistry::acquire_as`]: make one
+/// per admission and present it on every ask of that admission.
+pub fn new_lease_token() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
 }

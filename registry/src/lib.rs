@@ -30,7 +30,9 @@ pub use backend::{
     SharedRegistry,
 };
 pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
-pub use lease::{AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome};
+pub use lease::{
+    AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome, new_lease_token,
+};
 pub use lease_keeper::{KeeperEvent, LeaseKeeper};
 pub use memory::MemoryRegistry;
 pub use record::{KeyHash, StreamId, StreamRecord, TakeoverPolicy};

@@ -161,10 +161,37 @@ impl EdgeRegistry for MemoryRegistry {
     }
 
     async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
+        self.acquire_as(key, who, opts, &new_token()).await
+    }
+
+    async fn acquire_as(
+        &self,
+        key: &KeyHash,
+        who: &PublisherInfo,
+        opts: &AcquireOptions,
+        token: &str,
+    ) -> Result<Lease> {
         let mut st = self.lock();
         let rec = st.record_for_key(key)?.clone();
         let now = Instant::now();
         let mut took_over = false;
+        // Already mine: the same admission asking again is granted the lease it holds.
+        if let Some(cur) = st.live_lease(&rec.id)
+            && cur.token == token
+        {
+            cur.expires = now + opts.ttl;
+            let holder = cur.holder.clone();
+            let fence = holder.fence;
+            return Ok(Lease {
+                stream: rec.id,
+                key_hash: *key,
+                token: token.to_string(),
+                fence,
+                epoch: EPOCH,
+                holder,
+                took_over: false,
+            });
+        }
         if let Some(cur) = st.live_lease(&rec.id) {
             let holder = cur.holder.clone();
             let idle_for = cur.idle_since.map(|t| now.saturating_duration_since(t));
@@ -192,7 +219,7 @@ impl EdgeRegistry for MemoryRegistry {
             idle_since_ms: None,
             ingest_kbps: None,
         };
-        let token = new_token();
+        let token = token.to_string();
         st.leases.insert(
             rec.id.clone(),
             HeldLease { token: token.clone(), expires: now + opts.ttl, holder: holder.clone(), idle_since: None },

@@ -150,6 +150,33 @@ def test_relay_secret_is_generated_once_and_kept():
     assert "streamfleet.keptSecretValue" in relay_template
 
 
+def test_api_token_is_generated_once_kept_and_mounted_as_a_file():
+    out, pod = edge_pod()
+    c = container(pod, "edge")
+    path = env_map(c)["STREAMFLEET_API_TOKEN_FILE"]
+    mount = mount_for_path(c, path)
+    assert mount.get("readOnly") is True
+    vol = volume(pod, mount["name"])
+    secret = out.get("Secret", vol["secret"]["secretName"])
+    assert secret["metadata"]["name"] == f"{FULLNAME}-api"
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    item = vol["secret"]["items"][0]
+    assert path.endswith("/" + item["path"])
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", secret_value(secret, item["key"]))
+    template = (CHART / "templates" / "edge" / "api-token-secret.yaml").read_text()
+    assert "streamfleet.keptSecretValue" in template
+    # The probes stay token-free.
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_api_existing_secret():
+    out, pod = edge_pod({"edge": {"api": {"existingSecret": "fleet-api", "existingSecretKey": "token"}}})
+    assert out.find("Secret", f"{FULLNAME}-api") is None
+    vol = volume(pod, "api-token")
+    assert vol["secret"]["secretName"] == "fleet-api"
+    assert vol["secret"]["items"] == [{"key": "token", "path": "token"}]
+
+
 def test_relay_existing_secret():
     out, pod = edge_pod({"edge": {"relay": {"existingSecret": "fleet-relay", "existingSecretKey": "token"}}})
     assert out.find("Secret", f"{FULLNAME}-relay") is None

@@ -80,6 +80,7 @@ def test_default_object_inventory():
         "Service/sf-streamfleet-edge-metrics",
         "PodDisruptionBudget/sf-streamfleet-edge",
         "Secret/sf-streamfleet-relay",
+        "Secret/sf-streamfleet-api",
         "StatefulSet/sf-streamfleet-redis",
         "Service/sf-streamfleet-redis",
         "Secret/sf-streamfleet-redis",

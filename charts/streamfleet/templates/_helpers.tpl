@@ -82,6 +82,12 @@ imagePullSecrets:
 {{- define "streamfleet.relay.secretKey" -}}
 {{- if .Values.edge.relay.existingSecret }}{{ .Values.edge.relay.existingSecretKey }}{{ else }}relay-secret{{ end }}
 {{- end }}
+{{- define "streamfleet.api.secretName" -}}
+{{- .Values.edge.api.existingSecret | default (printf "%s-api" (include "streamfleet.fullname" .)) }}
+{{- end }}
+{{- define "streamfleet.api.secretKey" -}}
+{{- if .Values.edge.api.existingSecret }}{{ .Values.edge.api.existingSecretKey }}{{ else }}api-token{{ end }}
+{{- end }}
 
 {{- define "streamfleet.edge.serviceAccountName" -}}
 {{- if .Values.edge.serviceAccount.create }}

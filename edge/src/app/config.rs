@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_REDIS_PASSWORD_FILE", value_name = "FILE")]
     pub redis_password_file: Option<PathBuf>,
 
+    /// File with the bearer token every /api/* request must present (`Authorization: Bearer
+    /// <token>`), or set STREAMFLEET_API_TOKEN. Without one the API is open. /metrics, /healthz
+    /// and /readyz never need it. (No flag takes the token itself: it would show in `ps`.)
+    #[arg(long, env = "STREAMFLEET_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+
     /// Relay address other edges reach this one on, advertised in the registry while it holds a
     /// publisher [default: $POD_IP:<relay port>].
     #[arg(long, env = "STREAMFLEET_ADVERTISE_ADDR")]
@@ -99,9 +105,50 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_MAX_CHUNK_SIZE", default_value_t = 65_536)]
     pub max_chunk_size: u32,
 
-    /// Largest RTMP message accepted (and most bytes of incomplete messages buffered).
+    /// Largest RTMP message accepted from an admitted publisher (and most bytes of its
+    /// incomplete messages buffered).
     #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub max_message_size: u64,
+
+    /// Largest RTMP message (and most bytes of incomplete messages buffered) from any connection
+    /// that is not an admitted publisher: before its publish is admitted, and players and relay
+    /// pulls for their whole life. Larger closes the connection from the message header.
+    #[arg(long, env = "STREAMFLEET_MAX_MESSAGE_SIZE_UNADMITTED", default_value = "64KiB", value_parser = parse_size)]
+    pub max_message_size_unadmitted: u64,
+
+    /// Most bytes of input (unparsed bytes and incomplete messages) buffered over all
+    /// connections that are not admitted publishers; a connection that would go over it is
+    /// closed (protocol_errors_total{kind="input_budget"}). Admitted publishers are bounded by
+    /// --max-message-size each instead, so unauthenticated peers cannot use up their memory.
+    #[arg(long, env = "STREAMFLEET_INPUT_BUDGET", default_value = "64MiB", value_parser = parse_size)]
+    pub input_budget: u64,
+
+    /// Largest RTMP command message (connect, createStream, publish, play, ...), refused from
+    /// its header before any of it is buffered: the connection is closed. Commands are parsed in
+    /// full before the peer is authenticated, so this bounds what an anonymous peer can make
+    /// the edge parse. ffmpeg's and OBS's largest command (connect) is under 1 KiB.
+    #[arg(long, env = "STREAMFLEET_MAX_COMMAND_SIZE", default_value = "4KiB", value_parser = parse_size)]
+    pub max_command_size: u64,
+
+    /// Most AMF0 values in one command message (nested values and object properties count);
+    /// more closes the connection. A real connect has about 30.
+    #[arg(long, env = "STREAMFLEET_MAX_COMMAND_VALUES", default_value_t = 128)]
+    pub max_command_values: usize,
+
+    /// Most time an HTTP client may take to send a request's headers (a request dripped a byte
+    /// at a time is closed after this).
+    #[arg(long, env = "STREAMFLEET_HTTP_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub http_header_read_timeout: Duration,
+
+    /// An HTTP connection with no bytes in either direction for this long is closed (a
+    /// Prometheus scrape every 15 s keeps its connection).
+    #[arg(long, env = "STREAMFLEET_HTTP_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most simultaneous HTTP connections; more are closed at accept. This also bounds the file
+    /// descriptors HTTP can take, so HTTP can never stop RTMP from accepting.
+    #[arg(long, env = "STREAMFLEET_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub http_max_connections: usize,
 
     /// Most simultaneous RTMP connections.
     #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -110,6 +157,26 @@ pub struct Config {
     /// Most simultaneous RTMP connections from one IP address.
     #[arg(long, env = "STREAMFLEET_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     pub max_connections_per_ip: usize,
+
+    /// Most simultaneous connections on the relay listener (its own budget: relay connections
+    /// never count towards --max-connections, so they cannot starve the public port).
+    #[arg(long, env = "STREAMFLEET_RELAY_MAX_CONNECTIONS", default_value_t = 1000)]
+    pub relay_max_connections: usize,
+
+    /// Most simultaneous relay connections from one IP address (one pulling edge holds one per
+    /// stream it relays).
+    #[arg(long, env = "STREAMFLEET_RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub relay_max_connections_per_ip: usize,
+
+    /// Wrong publish keys from one address answered at once; after these, each further wrong
+    /// key from it is answered later (250 ms, doubling up to --key-failure-max-delay). A right
+    /// key is never delayed. Failures are forgotten after 10 minutes without one.
+    #[arg(long, env = "STREAMFLEET_KEY_FAILURES_BEFORE_DELAY", default_value_t = 10)]
+    pub key_failures_before_delay: u32,
+
+    /// The longest delay before a wrong publish key is refused.
+    #[arg(long, env = "STREAMFLEET_KEY_FAILURE_MAX_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub key_failure_max_delay: Duration,
 
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
     /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
@@ -213,6 +280,16 @@ impl Config {
         }
         let ip = std::env::var("POD_IP").ok().filter(|s| !s.is_empty())?;
         Some(SocketAddr::new(ip.parse().ok()?, self.relay_listen.port()).to_string())
+    }
+
+    /// The API bearer token from `--api-token-file` or `STREAMFLEET_API_TOKEN` (surrounding
+    /// whitespace trimmed; empty means none).
+    pub fn api_token(&self) -> Result<Option<String>, std::io::Error> {
+        if let Some(path) = &self.api_token_file {
+            let s = std::fs::read_to_string(path)?;
+            return Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty()));
+        }
+        Ok(std::env::var("STREAMFLEET_API_TOKEN").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
     }
 
     /// The relay secret from `--relay-secret-file` or `STREAMFLEET_RELAY_SECRET`.

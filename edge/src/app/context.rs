@@ -12,8 +12,9 @@ use crate::{
     fanout::{OutboxLimits, WindowFlusher},
     media::Media,
     observe::{Metrics, SessionTable},
+    publish::key_failures::KeyFailures,
     relay::Relay,
-    rtmp::chunk_reader::ReaderLimits,
+    rtmp::chunk_reader::{InputBudget, ReaderLimits},
     streams::{Stream, StreamHub},
 };
 
@@ -41,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) drain_timeout: Duration,
     pub(crate) gop_cache_max_bytes: usize,
     pub(crate) relay_idle_timeout: Duration,
+    pub(crate) key_failures_free: u32,
+    pub(crate) key_failure_max_delay: Duration,
 }
 
 impl Settings {
@@ -61,9 +64,15 @@ impl Settings {
                 limits: ReaderLimits {
                     max_chunk_size: c.max_chunk_size,
                     max_message_size: u32::try_from(c.max_message_size).unwrap_or(0x00FF_FFFF).min(0x00FF_FFFF),
+                    max_message_size_unadmitted: u32::try_from(c.max_message_size_unadmitted)
+                        .unwrap_or(0x00FF_FFFF)
+                        .min(0x00FF_FFFF),
                     max_chunk_streams: 64,
+                    max_command_size: u32::try_from(c.max_command_size).unwrap_or(u32::MAX),
                 },
                 max_pending_input: 256 * 1024,
+                max_command_values: c.max_command_values,
+                budget: InputBudget::new(to_usize(c.input_budget)),
             },
             handshake_timeout: c.handshake_timeout,
             publish_timeout: c.publish_timeout,
@@ -84,6 +93,8 @@ impl Settings {
             drain_timeout: c.drain_timeout,
             gop_cache_max_bytes: to_usize(c.gop_cache_max_bytes),
             relay_idle_timeout: c.relay_idle_timeout,
+            key_failures_free: c.key_failures_before_delay,
+            key_failure_max_delay: c.key_failure_max_delay,
         }
     }
 }
@@ -105,6 +116,8 @@ pub(crate) struct Context {
     pub(crate) relay: std::sync::OnceLock<Arc<Relay>>,
     /// Writes players' media at the end of their write window (`--write-window`; none without).
     pub(crate) window: Option<Arc<WindowFlusher>>,
+    /// Wrong publish keys per address (answered later and later).
+    pub(crate) key_failures: KeyFailures,
 }
 
 impl Context {
@@ -116,6 +129,7 @@ impl Context {
     ) -> Arc<Context> {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
         let settings_window = settings.outbox.write_window;
+        let (key_failures_free, key_failure_max_delay) = (settings.key_failures_free, settings.key_failure_max_delay);
         Arc::new(Context {
             settings,
             registry,
@@ -127,6 +141,7 @@ impl Context {
             reported_viewers: std::sync::Mutex::new(Default::default()),
             relay: std::sync::OnceLock::new(),
             window: (!settings_window.is_zero()).then(|| WindowFlusher::new(settings_window)),
+            key_failures: KeyFailures::new(key_failures_free, key_failure_max_delay),
         })
     }
 

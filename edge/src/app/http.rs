@@ -1,14 +1,16 @@
 //! The edge's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process serves),
 //! `/readyz` (503 while the registry is unreachable or the edge drains), `/api/v1/streams` and
-//! `/api/v1/sessions` (JSON).
+//! `/api/v1/sessions` (JSON). With an API token configured (`--api-token-file`,
+//! `STREAMFLEET_API_TOKEN`) every `/api/*` request must carry `Authorization: Bearer <token>`;
+//! the probes and `/metrics` never do.
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Serialize;
@@ -20,6 +22,32 @@ use crate::{observe::SessionSnapshot, streams::StreamSnapshot};
 pub(crate) struct AppState {
     pub(crate) ctx: Arc<Context>,
     pub(crate) health: Arc<Health>,
+    /// The bearer token `/api/*` requires, if one is configured (never logged).
+    pub(crate) api_token: Option<Arc<str>>,
+}
+
+/// The 401 to answer with, unless the request carries the configured bearer token (or none is
+/// configured).
+fn refusal(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &s.api_token else { return None };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        return None;
+    }
+    s.ctx.metrics.api_auth_failures.inc();
+    Some(
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a bearer token is required for /api/*\n")
+            .into_response(),
+    )
+}
+
+/// Compares without an early exit on the first differing byte (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -52,9 +80,12 @@ struct StreamsResponse {
     streams: Vec<StreamSnapshot>,
 }
 
-async fn streams(State(s): State<AppState>) -> Json<StreamsResponse> {
+async fn streams(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&s, &headers) {
+        return refused;
+    }
     let streams = s.ctx.hub.list().iter().map(|st| st.snapshot()).collect();
-    Json(StreamsResponse { edge: s.ctx.settings.edge_id.clone(), streams })
+    Json(StreamsResponse { edge: s.ctx.settings.edge_id.clone(), streams }).into_response()
 }
 
 #[derive(Serialize)]
@@ -63,6 +94,9 @@ struct SessionsResponse {
     sessions: Vec<SessionSnapshot>,
 }
 
-async fn sessions(State(s): State<AppState>) -> Json<SessionsResponse> {
-    Json(SessionsResponse { edge: s.ctx.settings.edge_id.clone(), sessions: s.ctx.sessions.snapshot() })
+async fn sessions(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&s, &headers) {
+        return refused;
+    }
+    Json(SessionsResponse { edge: s.ctx.settings.edge_id.clone(), sessions: s.ctx.sessions.snapshot() }).into_response()
 }

@@ -2,7 +2,7 @@
 //! connection task takes (settings, registry, streams, metrics, the drain signal), the
 //! listeners and accept loops ([`server`]), one connection from accept to role ([`serve`]),
 //! the drain ([`shutdown`]), the registry backend, and what the edge reports outward: the HTTP
-//! endpoints ([`http`]), registry reachability ([`health`]) and viewer counts to the registry
+//! endpoints ([`http`], served by [`http_server`] with its timeouts and cap), registry reachability ([`health`]) and viewer counts to the registry
 //! ([`viewers`]). Those three read the context, which is why they live here and not in
 //! [`crate::observe`].
 
@@ -10,6 +10,7 @@ pub mod config;
 pub(crate) mod context;
 mod health;
 mod http;
+mod http_server;
 mod registry_backend;
 mod serve;
 pub mod server;

@@ -33,7 +33,8 @@ pub(crate) async fn connect(config: &Config) -> Result<SharedEdgeRegistry, Backe
         (None, Some(url)) => {
             let mut cfg = RedisConfig::new(url.clone());
             if let Some(path) = &config.redis_password_file {
-                let password = std::fs::read_to_string(path)
+                let password = tokio::fs::read_to_string(path)
+                    .await
                     .map_err(|source| BackendError::ReadPassword { path: path.display().to_string(), source })?;
                 cfg.password = Some(password.trim_end_matches(['\n', '\r']).to_string());
             }
@@ -50,8 +51,10 @@ pub(crate) async fn connect(config: &Config) -> Result<SharedEdgeRegistry, Backe
 /// An in-memory registry holding the streams of a manifest file.
 pub(crate) async fn memory_from_file(path: &Path) -> Result<SharedEdgeRegistry, BackendError> {
     let shown = path.display().to_string();
-    let yaml =
-        std::fs::read_to_string(path).map_err(|source| BackendError::ReadStreams { path: shown.clone(), source })?;
+    // Read off the async workers (tokio::fs), like every file the edge reads.
+    let yaml = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| BackendError::ReadStreams { path: shown.clone(), source })?;
     let records = load_manifests(&yaml).map_err(|errors| BackendError::BadManifests {
         path: shown.clone(),
         errors: errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"),

@@ -1,6 +1,6 @@
 //! The edge process: registry, listeners, the accept loops with their connection limits (total
-//! and per IP address; the relay listener counts towards the total), background tasks (registry health, viewer reports, HTTP), and the
-//! drain on SIGTERM.
+//! and per IP address, each listener its own), background tasks (registry health, viewer
+//! reports, HTTP), and the drain on SIGTERM.
 
 use std::{
     collections::HashMap,
@@ -15,9 +15,9 @@ use super::{
     config::Config,
     context::{Context, Settings},
     health::{self, Health},
-    http, registry_backend,
+    http, http_server, registry_backend,
     serve::{Listener, serve_on},
-    shutdown::{self, ConnTracker, Shutdown},
+    shutdown::{self, ConnTracker, Shutdown, TrackedConn},
     viewers,
 };
 use crate::{
@@ -36,6 +36,10 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("relay secret: {0}")]
     RelaySecret(std::io::Error),
+    #[error("--api-token-file: {0}")]
+    ApiToken(std::io::Error),
+    #[error("start-up: {0}")]
+    Startup(String),
 }
 
 /// Connections per source address.
@@ -84,13 +88,25 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Runs the edge until SIGTERM/SIGINT and the drain are done.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    let settings = Settings::from_config(&config);
-    let relay_secret = config.relay_secret().map_err(StartError::RelaySecret)?;
+    // The files and /proc entries these read are read off the async workers.
+    let (settings, relay_secret, api_token) = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || (Settings::from_config(&c), c.relay_secret(), c.api_token()))
+            .await
+            .map_err(|e| StartError::Startup(e.to_string()))?
+    };
+    let relay_secret = relay_secret.map_err(StartError::RelaySecret)?;
+    let api_token = api_token.map_err(StartError::ApiToken)?.map(Arc::<str>::from);
     let registry = registry_backend::connect(&config).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let ctx = Context::new(settings, registry, metrics, shutdown_rx);
-    tracing::info!(edge = %ctx.settings.edge_id, relay = relay_secret.is_some(), "edge starting");
+    tracing::info!(
+        edge = %ctx.settings.edge_id,
+        relay = relay_secret.is_some(),
+        api_token = api_token.is_some(),
+        "edge starting"
+    );
 
     let rtmp = TcpListener::bind(config.rtmp_listen).await.map_err(|source| StartError::Bind {
         what: "--rtmp-listen",
@@ -124,30 +140,41 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let health = Arc::new(Health::default());
     health.check_once(&ctx).await;
     let background = [tokio::spawn(health::run(ctx.clone(), health.clone())), tokio::spawn(viewers::run(ctx.clone()))];
-    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone() });
+    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone(), api_token });
     let http_addr = http_listener.local_addr().unwrap_or(config.http_listen);
-    let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, app).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http_limits = http_server::HttpLimits {
+        header_read_timeout: config.http_header_read_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config.http_max_connections,
+    };
+    let http_task = tokio::spawn(http_server::serve(http_listener, app, http_limits, ctx.metrics.clone()));
     let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp_listen);
     tracing::info!(addr = %http_addr, "http listening");
     tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
 
+    // Every connection, for the drain; each listener's limits are its own.
     let tracker = ConnTracker::new();
     let relay_task = relay_listener.map(|listener| {
         let addr = listener.local_addr().unwrap_or(config.relay_listen);
         tracing::info!(%addr, advertised = ?ctx.settings.advertise_addr, "relay listening");
-        tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone()))
+        let gate = Gate::new(
+            config.relay_max_connections,
+            config.relay_max_connections_per_ip,
+            ["relay_max_connections", "relay_max_connections_per_ip"],
+        );
+        tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone(), gate))
     });
-    let per_ip = Arc::new(PerIp::default());
+    let public = Gate::new(
+        ctx.settings.max_connections,
+        ctx.settings.max_connections_per_ip,
+        ["max_connections", "max_connections_per_ip"],
+    );
     let signal = shutdown::signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {
             accepted = rtmp.accept() => match accepted {
-                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &per_ip, socket, remote),
+                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &public, socket, remote),
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the existing ones.
                     tracing::warn!(error = %e, "accept failed");
@@ -180,39 +207,63 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// One listener's connection limits: its own total and per-address counts, so neither
+/// listener can use up the other's (relay connections cannot starve the public port).
+struct Gate {
+    slots: Arc<ConnTracker>,
+    per_ip: Arc<PerIp>,
+    max: usize,
+    max_per_ip: usize,
+    /// `connections_refused_total` reasons for the two limits.
+    reasons: [&'static str; 2],
+}
+
+impl Gate {
+    fn new(max: usize, max_per_ip: usize, reasons: [&'static str; 2]) -> Gate {
+        Gate { slots: ConnTracker::new(), per_ip: Arc::new(PerIp::default()), max, max_per_ip, reasons }
+    }
+
+    /// Takes a total and a per-address slot (each checked and taken in one step), or counts
+    /// the refusal.
+    fn enter(&self, ctx: &Context, remote: SocketAddr) -> Option<(TrackedConn, IpSlot)> {
+        let Some(slot) = self.slots.try_enter(self.max) else {
+            ctx.metrics.connections_refused.with_label_values(&[self.reasons[0]]).inc();
+            tracing::debug!(%remote, reason = self.reasons[0], "connection refused");
+            return None;
+        };
+        let Some(ip_slot) = self.per_ip.try_enter(remote.ip(), self.max_per_ip) else {
+            ctx.metrics.connections_refused.with_label_values(&[self.reasons[1]]).inc();
+            tracing::debug!(%remote, reason = self.reasons[1], "connection refused");
+            return None;
+        };
+        Some((slot, ip_slot))
+    }
+}
+
 fn admit_connection(
     ctx: &Arc<Context>,
     tracker: &Arc<ConnTracker>,
-    per_ip: &Arc<PerIp>,
+    gate: &Gate,
     socket: TcpStream,
     remote: SocketAddr,
 ) {
-    let s = &ctx.settings;
-    if tracker.active() >= s.max_connections {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
-        tracing::debug!(%remote, "refused: --max-connections reached");
-        return;
-    }
-    let Some(ip_slot) = per_ip.try_enter(remote.ip(), s.max_connections_per_ip) else {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections_per_ip"]).inc();
-        tracing::debug!(%remote, "refused: --max-connections-per-ip reached");
-        return;
-    };
-    let tracked = tracker.enter();
+    let Some(slots) = gate.enter(ctx, remote) else { return };
+    let tracked = tracker.try_enter(usize::MAX);
     let ctx = ctx.clone();
     tokio::spawn(async move {
         serve_on(ctx, socket, remote, Listener::Public).await;
-        drop(ip_slot);
+        drop(slots);
         drop(tracked);
     });
 }
 
 /// Accepts relay connections until the listener task is aborted (at drain). Relay connections
-/// count towards `--max-connections` and are waited for by the drain like any other.
-async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Arc<ConnTracker>) {
+/// have their own limits (`--relay-max-connections`, `--relay-max-connections-per-ip`), never
+/// count towards the public port's, and are waited for by the drain like any other.
+async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Arc<ConnTracker>, gate: Gate) {
     loop {
         match listener.accept().await {
-            Ok((socket, remote)) => admit_relay(&ctx, &tracker, socket, remote),
+            Ok((socket, remote)) => admit_relay(&ctx, &tracker, &gate, socket, remote),
             Err(e) => {
                 tracing::warn!(error = %e, "relay accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -221,17 +272,19 @@ async fn relay_accept_loop(ctx: Arc<Context>, listener: TcpListener, tracker: Ar
     }
 }
 
-fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, socket: TcpStream, remote: SocketAddr) {
-    if tracker.active() >= ctx.settings.max_connections || ctx.is_draining() {
-        ctx.metrics.connections_refused.with_label_values(&["max_connections"]).inc();
+fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, gate: &Gate, socket: TcpStream, remote: SocketAddr) {
+    if ctx.is_draining() {
+        ctx.metrics.connections_refused.with_label_values(&["relay_max_connections"]).inc();
         return;
     }
-    let tracked = tracker.enter();
+    let Some(slots) = gate.enter(ctx, remote) else { return };
+    let tracked = tracker.try_enter(usize::MAX);
     let ctx = ctx.clone();
     let span = tracing::info_span!("relay", %remote);
     tokio::spawn(
         async move {
             serve_on(ctx, socket, remote, Listener::Relay).await;
+            drop(slots);
             drop(tracked);
         }
         .instrument(span),

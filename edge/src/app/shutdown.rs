@@ -75,9 +75,11 @@ impl ConnTracker {
         Arc::new(ConnTracker::default())
     }
 
-    pub(crate) fn enter(self: &Arc<Self>) -> TrackedConn {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        TrackedConn { tracker: self.clone() }
+    /// Takes a slot if fewer than `max` are taken, in one atomic step: two accept loops (the
+    /// public and the relay listener) can never both take the last one.
+    pub(crate) fn try_enter(self: &Arc<Self>, max: usize) -> Option<TrackedConn> {
+        self.active.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(TrackedConn { tracker: self.clone() })
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -118,11 +120,42 @@ impl Drop for TrackedConn {
 mod tests {
     use super::*;
 
+    #[test]
+    fn slots_are_taken_atomically_under_racing_accept_loops() {
+        // Four threads play accept loops racing for 1 slot, counting holders. With a separate
+        // check (`active() < max`) and take, two threads pass the check together.
+        let t = ConnTracker::new();
+        let holders = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (t, holders, most, start) = (t.clone(), holders.clone(), most.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..2_000_000 {
+                        if let Some(slot) = t.try_enter(1) {
+                            let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            holders.fetch_sub(1, Ordering::SeqCst);
+                            drop(slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "connections held at once under a limit of 1");
+        assert_eq!(t.active(), 0);
+    }
+
     #[tokio::test]
     async fn tracker_waits_for_the_last_connection() {
         let t = ConnTracker::new();
-        let a = t.enter();
-        let b = t.enter();
+        let a = t.try_enter(usize::MAX).unwrap();
+        let b = t.try_enter(usize::MAX).unwrap();
         assert!(!t.wait_idle(Duration::from_millis(20)).await);
         drop(a);
         let waiter = tokio::spawn({

@@ -26,6 +26,11 @@ impl ConnError {
     pub fn label(&self) -> &'static str {
         match self {
             ConnError::Handshake(_) => "handshake",
+            ConnError::Chunk(ChunkError::CommandTooLarge { .. }) => "command_too_large",
+            ConnError::Chunk(ChunkError::MessageTooLarge { .. }) => "message_too_large",
+            ConnError::Chunk(ChunkError::TooMuchPartialData { .. }) => "partial_too_large",
+            ConnError::Chunk(ChunkError::InputBudgetExhausted { .. }) => "input_budget",
+            ConnError::Amf0(amf0_guard::Amf0Error::TooManyValues(_)) => "command_values",
             ConnError::Chunk(_) => "chunk",
             ConnError::Amf0(_) => "amf0",
             ConnError::Session(_) => "session",

@@ -48,8 +48,16 @@ pub fn drive(data: &[u8]) -> RunSummary {
     let config = ProtocolConfig {
         app: "live".into(),
         // Small limits so the fuzzer reaches them with small inputs.
-        limits: ReaderLimits { max_chunk_size: 65_536, max_message_size: 256 * 1024, max_chunk_streams: 16 },
+        limits: ReaderLimits {
+            max_chunk_size: 65_536,
+            max_message_size: 256 * 1024,
+            max_message_size_unadmitted: 16 * 1024,
+            max_chunk_streams: 16,
+            max_command_size: 4096,
+        },
         max_pending_input: 16 * 1024,
+        max_command_values: 128,
+        budget: crate::rtmp::chunk_reader::InputBudget::new(1 << 20),
     };
     let mut conn = Connection::new(config);
     if mode & 1 == 1 && !step(&mut conn, &canned_handshake(), &mut summary) {

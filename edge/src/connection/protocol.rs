@@ -139,8 +139,9 @@ impl Connection {
                         let (session, initial) = guarded("session start", || ServerSession::new(config))?
                             .map_err(|e| ConnError::Session(e.to_string()))?;
                         push_results(&mut out, initial);
-                        let mut reader = ChunkReader::new(self.config.limits);
+                        let mut reader = ChunkReader::with_budget(self.config.limits, self.config.budget.clone());
                         reader.push(&remaining_bytes);
+                        reader.charge()?;
                         self.count_received(remaining_bytes.len(), &mut out);
                         self.phase =
                             Phase::Session(Box::new(Session { session, feeder: ChunkSerializer::new(), reader }));
@@ -152,6 +153,7 @@ impl Connection {
                 let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
                 reader.push(input);
                 let buffered = reader.buffered();
+                reader.charge()?;
                 self.count_received(input.len(), &mut out);
                 if matches!(self.role, Role::Waiting(_)) {
                     if buffered > self.config.max_pending_input {
@@ -159,6 +161,10 @@ impl Connection {
                     }
                 } else {
                     self.process(&mut out)?;
+                    // What was parsed no longer counts towards the shared budget.
+                    if let Some(reader) = self.reader() {
+                        reader.charge()?;
+                    }
                 }
             }
         }
@@ -204,6 +210,9 @@ impl Connection {
             push_results(&mut out, results);
         }
         self.role = role;
+        if matches!(role, Role::Publishing { .. }) {
+            s.reader.admit_publisher();
+        }
         if matches!(role, Role::Playing { .. })
             && let Phase::Session(s) =
                 std::mem::replace(&mut self.phase, Phase::Playing(ChunkReader::new(self.config.limits)))
@@ -212,6 +221,9 @@ impl Connection {
             self.phase = Phase::Playing(s.reader);
         }
         self.process(&mut out)?;
+        if let Some(reader) = self.reader() {
+            reader.charge()?;
+        }
         Ok(out)
     }
 
@@ -320,7 +332,9 @@ impl Connection {
     }
 
     fn command(&mut self, stream_id: u32, payload: Bytes, out: &mut Vec<Output>) -> Result<(), ConnError> {
-        amf0_guard::check(&payload)?;
+        // The reader bounded the size (--max-command-size); this bounds the values, so what
+        // the two parses below allocate is bounded too.
+        amf0_guard::check_at_most(&payload, self.config.max_command_values)?;
         let values = guarded("amf0", || rml_amf0::deserialize(&mut std::io::Cursor::new(&payload[..])))?
             .map_err(|e| ConnError::Session(format!("AMF0: {e}")))?;
         // rml_rtmp indexes the first three values without checking (it panics on fewer), so

@@ -17,8 +17,14 @@ use super::{
 };
 use crate::{
     fanout::{CloseReason, Outbox},
-    observe::{Metrics, SessionInfo, SessionRole},
-    rtmp::messages::Level,
+    observe::{
+        Metrics, SessionInfo, SessionRole,
+        log_text::{refusal_logged, shown},
+    },
+    rtmp::{
+        chunk_reader::ChunkError,
+        messages::{self, Level},
+    },
 };
 
 /// Reads of a new connection go through a stack buffer of this size, so a connection that
@@ -45,13 +51,19 @@ impl Ended {
     pub(crate) fn record(&self, metrics: &Metrics) {
         match self {
             Ended::Eof => tracing::debug!("peer closed the connection"),
-            Ended::Closed(why) => tracing::info!(reason = %why, "connection closed"),
+            Ended::Closed(why) => {
+                if refusal_logged() {
+                    tracing::info!(reason = %shown(why), "connection closed");
+                }
+            }
             Ended::Protocol(e) => {
                 metrics.protocol_errors.with_label_values(&[e.label()]).inc();
                 if matches!(e, ConnError::Handshake(_)) {
                     metrics.handshake_failures.inc();
                 }
-                tracing::info!(error = %e, "closing connection on bad input");
+                if refusal_logged() {
+                    tracing::info!(error = %shown(&e.to_string()), "closing connection on bad input");
+                }
             }
             Ended::Io(e) => tracing::debug!(error = %e, "connection I/O error"),
             Ended::Outbox(reason) => tracing::info!(reason = ?reason, "connection writer stopped"),
@@ -135,7 +147,7 @@ impl Session {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let outs = self.conn.feed(&stack[..n]).map_err(Ended::Protocol)?;
+        let outs = self.conn.feed(&stack[..n]).map_err(|e| self.refused(e))?;
         if n == READ_BUF_SMALL {
             self.buf = vec![0u8; READ_BUF_MAX];
         }
@@ -147,7 +159,20 @@ impl Session {
             return Err(Ended::Eof);
         }
         self.count(n);
-        self.conn.feed(&self.buf[..n]).map_err(Ended::Protocol)
+        let fed = self.conn.feed(&self.buf[..n]);
+        fed.map_err(|e| self.refused(e))
+    }
+
+    /// Input refused: a command too large to parse (an over-long stream name or key, say) is
+    /// answered with an error status saying so before the connection closes.
+    fn refused(&self, e: ConnError) -> Ended {
+        if let ConnError::Chunk(ChunkError::CommandTooLarge { len, max, stream_id }) = &e {
+            let description = format!(
+                "command of {len} bytes is larger than this edge accepts ({max} bytes): stream names and keys must be shorter"
+            );
+            let _ = self.send(messages::on_status(*stream_id, Level::Error, "NetStream.Failed", &description));
+        }
+        Ended::Protocol(e)
     }
 
     fn count(&self, n: usize) {

@@ -21,6 +21,7 @@ pub(crate) struct Metrics {
     pub(crate) publishers_active: IntGauge,
     pub(crate) players_active: IntGauge,
     pub(crate) connections_active: IntGauge,
+    pub(crate) http_connections_active: IntGauge,
     pub(crate) publish_rejections: IntCounterVec,
     pub(crate) play_rejections: IntCounterVec,
     pub(crate) connections_refused: IntCounterVec,
@@ -43,6 +44,8 @@ pub(crate) struct Metrics {
     pub(crate) relay_pulls_active: IntGauge,
     pub(crate) relay_served_active: IntGauge,
     pub(crate) relay_auth_failures: IntCounter,
+    pub(crate) api_auth_failures: IntCounter,
+    pub(crate) publish_key_failures_delayed: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
 }
 
@@ -94,6 +97,10 @@ impl Metrics {
             publishers_active: gauge("publishers_active", "Publishers admitted and live on this edge")?,
             players_active: gauge("players_active", "Players playing on this edge")?,
             connections_active: gauge("connections_active", "Open RTMP connections")?,
+            http_connections_active: gauge(
+                "http_connections_active",
+                "Open HTTP connections (bounded by --http-max-connections)",
+            )?,
             publish_rejections: counter_vec(
                 "publish_rejections_total",
                 "Publish attempts refused, by reason (unknown_key, disabled, already_active, unavailable, ...)",
@@ -106,7 +113,7 @@ impl Metrics {
             )?,
             connections_refused: counter_vec(
                 "connections_refused_total",
-                "Connections closed at accept, by limit (max_connections, max_connections_per_ip, draining)",
+                "Connections closed at accept, by limit (max_connections, max_connections_per_ip, http_max_connections)",
                 &["reason"],
             )?,
             takeovers: counter("takeovers_total", "Publishers admitted by replacing the previous publisher")?,
@@ -158,6 +165,14 @@ impl Metrics {
             relay_auth_failures: counter(
                 "relay_auth_failures_total",
                 "Relay play requests refused for a missing or wrong authentication token",
+            )?,
+            publish_key_failures_delayed: counter(
+                "publish_key_failures_delayed_total",
+                "Wrong publish keys answered late because their address sent too many",
+            )?,
+            api_auth_failures: counter(
+                "api_auth_failures_total",
+                "HTTP /api/* requests refused for a missing or wrong bearer token",
             )?,
             relay_upstream_errors: counter_vec(
                 "relay_upstream_errors_total",

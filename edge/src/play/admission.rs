@@ -25,7 +25,10 @@ use super::player::{self, NOT_FOUND, Watcher};
 use crate::{
     app::{context::Context, shutdown},
     connection::session::{Ended, Session},
-    observe::SessionRole,
+    observe::{
+        SessionRole,
+        log_text::{refusal_logged, shown},
+    },
     relay,
     rtmp::messages::Level,
     streams::{LiveState, Stream},
@@ -42,6 +45,11 @@ pub(crate) async fn run(
     deadline: Instant,
 ) -> Ended {
     let _ = io.outbox.play_requested.set(requested_at);
+    if name.len() > MAX_NAME_BYTES {
+        let description =
+            format!("a stream name of {} bytes is longer than any stream name (at most {MAX_NAME_BYTES})", name.len());
+        return refuse(ctx, io, "not_found", NOT_FOUND, &description);
+    }
     let lookup = tokio::select! {
         r = timeout_at(deadline, ctx.registry.lookup_playback(&name)) => r,
         ended = io.until_closed_while_pending() => return ended,
@@ -53,7 +61,7 @@ pub(crate) async fn run(
         }
         // A stream published on this edge stays watchable while the registry is unreachable.
         Ok(Err(_)) | Err(_) if ctx.hub.live_record(&name).is_some() => {
-            tracing::debug!(playback = %name, "registry unreachable; playing the local stream");
+            tracing::debug!(playback = %shown(&name), "registry unreachable; playing the local stream");
             match ctx.hub.live_record(&name) {
                 Some(r) => r,
                 None => return refuse(ctx, io, "unavailable", FAILED, "stream registry unavailable"),
@@ -157,8 +165,14 @@ async fn local_cap(ctx: &Context, record: &StreamRecord) -> Result<Option<usize>
     Ok(Some((max.saturating_sub(others)) as usize))
 }
 
+/// Longer than any playback name can be (a Kubernetes name is at most 253 characters): refused
+/// without a registry look-up, and without echoing the name.
+const MAX_NAME_BYTES: usize = 253;
+
 fn refuse(ctx: &Context, io: &mut Session, reason: &str, code: &str, description: &str) -> Ended {
     ctx.metrics.play_rejections.with_label_values(&[reason]).inc();
-    tracing::info!(reason, description, "play rejected");
+    if refusal_logged() {
+        tracing::info!(reason, description = %shown(description), "play rejected");
+    }
     io.reject(code, description)
 }

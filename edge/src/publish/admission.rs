@@ -13,6 +13,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use streamfleet_registry::{
     KeeperEvent, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord, lease_keeper::KeeperObserver,
+    new_lease_token,
 };
 use tokio::{
     sync::watch,
@@ -167,9 +168,13 @@ async fn acquire(
     // sending media will not become idle, and its challenger should hear so quickly.
     let takeover_deadline = deadline.min(Instant::now() + ctx.settings.takeover_wait);
     let mut grace_used = false;
+    // One token for every ask of this admission: an ask that timed out may still have been
+    // granted (the reply was late), and asking again with the same token gets that lease back
+    // ("already mine") instead of finding it held by this very edge until its TTL runs out.
+    let token = new_lease_token();
     loop {
         let sent_at = Instant::now();
-        let result = match timeout_at(deadline, registry.acquire(key, &who, &opts)).await {
+        let result = match timeout_at(deadline, registry.acquire_as(key, &who, &opts, &token)).await {
             Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
             Ok(r) => r,
         };
@@ -202,7 +207,7 @@ async fn acquire(
         };
         if Instant::now() + wait >= wait_until {
             // Report the last refusal as it was.
-            return Err(match registry.acquire(key, &who, &opts).await {
+            return Err(match registry.acquire_as(key, &who, &opts, &token).await {
                 Ok(lease) => {
                     // Admitted at the last moment after all: release rather than race the
                     // deadline (the encoder is being told no).
@@ -302,6 +307,63 @@ mod tests {
         reg.put_stream(&rec).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
         Context::new(Settings::from_config(&config), reg, Arc::new(Metrics::new().unwrap()), rx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acquire_whose_reply_came_too_late_is_still_this_admissions_lease() {
+        // Real Redis behind a proxy: the acquire script runs and takes the lease, its reply
+        // never arrives, the Redis link times out (500 ms) and admission asks again. With a new
+        // token per ask the lease would be "already being published on this edge" until its
+        // TTL ran out; with one token per admission the second ask finds it already its own.
+        use streamfleet_registry::{
+            AcquireOptions, EdgeRegistry, LeaseTiming, RegistryStatus,
+            redis::{RedisConfig, RedisRegistry},
+        };
+        use streamfleet_testkit::{RedisServer, TcpProxy};
+        let server = RedisServer::start();
+        let upstream = server.addr().parse().expect("redis address");
+        let proxy = TcpProxy::start(upstream).await.expect("proxy");
+        let admin = RedisRegistry::connect(RedisConfig::new(server.url())).await.expect("admin registry");
+        admin.end_quarantine().await.expect("end quarantine");
+        let rec = StreamRecord {
+            id: StreamId::new("default", "demo"),
+            key_hash: KeyHash::of_key("k"),
+            playback_name: "demo".into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: TakeoverPolicy::Reject,
+            generation: 1,
+        };
+        admin.put_stream(&rec).await.expect("put stream");
+        // Load the acquire script into Redis first (an EVALSHA answered NOSCRIPT would not run).
+        let warm = StreamRecord {
+            id: StreamId::new("default", "warm"),
+            key_hash: KeyHash::of_key("warm"),
+            playback_name: "warm".into(),
+            ..rec.clone()
+        };
+        admin.put_stream(&warm).await.expect("put stream");
+        let who = PublisherInfo { edge: "warm-up".into(), remote_addr: None, relay_addr: None };
+        let lease = admin.acquire(&warm.key_hash, &who, &AcquireOptions::new(&LeaseTiming::default())).await;
+        admin.release(&lease.expect("warm-up acquire")).await.expect("warm-up release");
+        let edge_registry = RedisRegistry::connect(RedisConfig::new(proxy.url())).await.expect("edge registry");
+        let config = Config::parse_from(["streamfleet-edge", "--streams", "unused.yaml"]);
+        let mut settings = Settings::from_config(&config);
+        // Only the acquire script carries the edge id (lookups carry a hex key hash).
+        settings.edge_id = "edge-late-reply".into();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let c = Context::new(settings, Arc::new(edge_registry), Arc::new(Metrics::new().unwrap()), rx);
+        proxy.stall_reply_after(b"edge-late-reply");
+
+        let deadline = Instant::now() + Duration::from_secs(6);
+        let admitted = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await;
+        assert!(proxy.stalled(), "the acquire's reply was not stalled");
+        let admitted = admitted.unwrap_or_else(|r| panic!("refused its own lease: {}", r.description()));
+        assert!(!admitted.lease.took_over);
+        let status = admin.live_status(&rec.id).await.expect("live status");
+        assert_eq!(status.holder.map(|h| h.edge), Some("edge-late-reply".to_string()));
+        admitted.keeper.release().await.expect("release");
+        assert!(admin.live_status(&rec.id).await.expect("live status").holder.is_none(), "the lease is released");
     }
 
     fn addr() -> SocketAddr {

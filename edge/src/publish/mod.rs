@@ -1,8 +1,9 @@
 //! Publishing: [`admission`] is where a `publish(key)` is admitted (look-up, lease acquire,
 //! takeover retries, waiting for a local release); [`publisher`] is the publisher's life while
-//! it holds the lease.
+//! it holds the lease; [`key_failures`] slows down wrong keys from one address.
 
 mod admission;
+pub(crate) mod key_failures;
 mod publisher;
 
 pub(crate) use publisher::run;

@@ -27,7 +27,7 @@ use crate::{
         session::{Ended, Session},
     },
     media::MediaKind,
-    observe::SessionRole,
+    observe::{SessionRole, log_text::refusal_logged},
     rtmp::messages::Level,
     streams::{Kick, PublisherMeta, Stream},
 };
@@ -49,7 +49,7 @@ struct HolderState {
 pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadline: Instant) -> Ended {
     let key_hash = KeyHash::of_key(&key);
     drop(key);
-    tracing::info!(key = %key_hash.short(), "publish requested");
+    tracing::debug!(key = %key_hash.short(), "publish requested");
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
         r = admission::admit(ctx, &key_hash, io.remote, deadline) => r,
@@ -61,8 +61,22 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
     let Admitted { record, lease, mut keeper } = match admitted {
         Ok(a) => a,
         Err(rejection) => {
+            if rejection == admission::Rejection::UnknownKey {
+                // Guessing keys from one address gets slower and slower (a right key never waits).
+                let delay = ctx.key_failures.failed(io.remote.ip());
+                if !delay.is_zero() {
+                    ctx.metrics.publish_key_failures_delayed.inc();
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline.min(Instant::now() + delay)) => {}
+                        ended = io.until_closed_while_pending() => return ended,
+                        _ = shutdown::draining(&mut shutdown) => {}
+                    }
+                }
+            }
             ctx.metrics.publish_rejections.with_label_values(&[rejection.reason()]).inc();
-            tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
+            if refusal_logged() {
+                tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
+            }
             return io.reject("NetStream.Publish.BadName", &rejection.description());
         }
     };

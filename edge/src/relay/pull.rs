@@ -31,7 +31,7 @@ use streamfleet_registry::{StreamId, StreamRecord};
 use super::{pulls::PullGuard, upstream::Upstream};
 use crate::{
     app::context::Context,
-    streams::{PublisherMeta, Stream},
+    streams::{HeldStream, PublisherMeta, Stream},
 };
 
 /// Pause between owner look-ups while the stream has no reachable owner.
@@ -46,7 +46,7 @@ static NEXT_FEED_SESSION: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// Attaches a local player of `stream` to its pull, starting the pull if it is the first.
 /// `None` when the relay is disabled (no secret).
-pub(crate) fn attach(ctx: &Arc<Context>, record: &StreamRecord, stream: &Arc<Stream>) -> Option<PullGuard> {
+pub(crate) fn attach(ctx: &Arc<Context>, record: &StreamRecord, stream: &HeldStream) -> Option<PullGuard> {
     let relay = ctx.relay.get()?;
     Some(
         relay
@@ -59,8 +59,8 @@ pub(crate) fn attach(ctx: &Arc<Context>, record: &StreamRecord, stream: &Arc<Str
 /// aborted by the idle timer: frees the publisher slot and gives the stream back to the hub.
 struct Cleanup {
     ctx: Arc<Context>,
-    /// The only reference to the stream the pull holds (so the hub can drop it after us).
-    stream: Option<Arc<Stream>>,
+    /// The pull's hold on the stream (given back when the pull ends).
+    stream: Option<HeldStream>,
     /// The relay feed's publisher session while it holds the slot (0: none; feed sessions
     /// start at 2^62).
     session: AtomicU64,
@@ -85,7 +85,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn run(ctx: Arc<Context>, record: StreamRecord, stream: Arc<Stream>) {
+async fn run(ctx: Arc<Context>, record: StreamRecord, stream: HeldStream) {
     let cleanup = Cleanup { ctx: ctx.clone(), stream: Some(stream), session: AtomicU64::new(0) };
     let Some(stream) = cleanup.stream.as_ref() else { return };
     let Some(relay) = ctx.relay.get() else { return };

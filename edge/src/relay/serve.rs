@@ -16,7 +16,10 @@ use crate::{
         ProtocolConfig,
         session::{Ended, Session},
     },
-    observe::SessionRole,
+    observe::{
+        SessionRole,
+        log_text::{refusal_logged, shown},
+    },
     play::player::{self, NOT_FOUND, Watcher},
     streams::Stream,
 };
@@ -34,16 +37,20 @@ pub(crate) async fn play(ctx: &Arc<Context>, io: &mut Session, name: String, que
     let Some(relay) = ctx.relay.get() else { return io.reject(FAILED, "relay is disabled on this edge") };
     if !relay.secret.verify(&name, query) {
         ctx.metrics.relay_auth_failures.inc();
-        tracing::warn!(playback = %name, "relay play refused: missing or wrong authentication");
+        if refusal_logged() {
+            tracing::warn!(playback = %shown(&name), "relay play refused: missing or wrong authentication");
+        }
         return io.reject(FAILED, "relay authentication failed");
     }
     let not_here = "the stream is not published on this edge";
-    let Some(stream) = ctx.hub.live_record(&name).and_then(|r| ctx.hub.get(&r.id)) else {
+    let Some(stream) = ctx.hub.live_record(&name).and_then(|r| ctx.hub.hold(&r.id)) else {
         return io.reject(NOT_FOUND, not_here);
     };
     if !stream.has_local_publisher() {
         ctx.hub.release(stream);
-        tracing::info!(playback = %name, "relay play refused: not published on this edge");
+        if refusal_logged() {
+            tracing::info!(playback = %shown(&name), "relay play refused: not published on this edge");
+        }
         return io.reject(NOT_FOUND, not_here);
     }
     let ended = serve(ctx, io, &stream, stream_id).await;

@@ -20,6 +20,8 @@ pub enum Amf0Error {
     BadObjectEnd,
     #[error("AMF0 string is not UTF-8")]
     NotUtf8,
+    #[error("more than {0} AMF0 values in one command")]
+    TooManyValues(usize),
 }
 
 const NUMBER: u8 = 0;
@@ -35,6 +37,9 @@ const STRICT_ARRAY: u8 = 10;
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
+    /// Values seen so far (nested ones and object properties included) and the most allowed.
+    values: usize,
+    max_values: usize,
 }
 
 impl Cursor<'_> {
@@ -61,7 +66,14 @@ impl Cursor<'_> {
 
 /// Checks a sequence of AMF0 values (a whole command or data message body).
 pub fn check(payload: &[u8]) -> Result<(), Amf0Error> {
-    let mut c = Cursor { b: payload, pos: 0 };
+    check_at_most(payload, usize::MAX)
+}
+
+/// Like [`check`], and refuses more than `max_values` values in all (nested values and object
+/// properties count): a parser that builds a tree allocates per value (tens of bytes each), so
+/// a command of one-byte `null`s would cost far more memory than its size.
+pub fn check_at_most(payload: &[u8], max_values: usize) -> Result<(), Amf0Error> {
+    let mut c = Cursor { b: payload, pos: 0, values: 0, max_values };
     while c.pos < payload.len() {
         if !value(&mut c, 0)? {
             break;
@@ -77,6 +89,12 @@ fn value(c: &mut Cursor<'_>, depth: usize) -> Result<bool, Amf0Error> {
         // rml_amf0 treats end of input where a value would start as the end of the sequence.
         Err(_) => return Ok(false),
     };
+    if marker != OBJECT_END {
+        c.values += 1;
+        if c.values > c.max_values {
+            return Err(Amf0Error::TooManyValues(c.max_values));
+        }
+    }
     match marker {
         NUMBER => {
             c.take(8)?;
@@ -165,6 +183,23 @@ mod tests {
             arrays.extend_from_slice(&[STRICT_ARRAY, 0, 0, 0, 1]);
         }
         assert_eq!(check(&arrays), Err(Amf0Error::TooDeep));
+    }
+
+    #[test]
+    fn counts_values_nested_ones_included() {
+        // "connect", 1, {app: "live"}, then nulls: 4 values before the nulls.
+        let mut bytes = vec![STRING, 0, 7];
+        bytes.extend_from_slice(b"connect");
+        bytes.extend_from_slice(&[NUMBER, 0x3F, 0xF0, 0, 0, 0, 0, 0, 0, OBJECT, 0, 3, b'a', b'p', b'p', STRING, 0, 4]);
+        bytes.extend_from_slice(b"live");
+        bytes.extend_from_slice(&[0, 0, OBJECT_END]);
+        assert_eq!(check_at_most(&bytes, 4), Ok(()));
+        bytes.push(NULL);
+        assert_eq!(check_at_most(&bytes, 4), Err(Amf0Error::TooManyValues(4)));
+        assert_eq!(check_at_most(&bytes, 5), Ok(()));
+        bytes.extend(std::iter::repeat_n(NULL, 1_000_000));
+        assert_eq!(check_at_most(&bytes, 128), Err(Amf0Error::TooManyValues(128)));
+        assert_eq!(check(&bytes), Ok(()));
     }
 
     #[test]

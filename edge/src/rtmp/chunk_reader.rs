@@ -7,7 +7,13 @@
 //! length checked before use, nothing allocated ahead of the bytes that actually arrived, and a
 //! clear error (which closes only that connection) for anything out of bounds.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -21,20 +27,38 @@ const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 /// announcing a large message costs nothing until its bytes are actually sent.
 const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
 
+/// What each reader may hold without charging the shared [`InputBudget`]: a few commands and
+/// their chunk headers, so a used-up budget never refuses a client that only sends commands
+/// (a new publisher or player still gets in while others hold the budget).
+const BUDGET_FREE_BYTES: usize = 8 * 1024;
+
 /// Limits applied to one connection's inbound chunk stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderLimits {
     /// Largest chunk size a peer may announce with `SetChunkSize`.
     pub max_chunk_size: u32,
-    /// Largest message, and the most bytes of incomplete messages buffered at once.
+    /// Largest message, and the most bytes of incomplete messages buffered at once, for an
+    /// admitted publisher (see [`ChunkReader::admit_publisher`]).
     pub max_message_size: u32,
+    /// The same for every other connection (not yet admitted, players, relay pulls): they have
+    /// no use for large messages, and nobody has vouched for them.
+    pub max_message_size_unadmitted: u32,
     /// Most chunk stream ids a peer may use (each keeps a header and maybe a partial message).
     pub max_chunk_streams: usize,
+    /// Largest command message (AMF0 or AMF3 command), checked from its header before any of
+    /// it is buffered: commands are parsed in full, so their size bounds that work.
+    pub max_command_size: u32,
 }
 
 impl Default for ReaderLimits {
     fn default() -> Self {
-        ReaderLimits { max_chunk_size: 65_536, max_message_size: 8 * 1024 * 1024, max_chunk_streams: 64 }
+        ReaderLimits {
+            max_chunk_size: 65_536,
+            max_message_size: 8 * 1024 * 1024,
+            max_message_size_unadmitted: 64 * 1024,
+            max_chunk_streams: 64,
+            max_command_size: 4 * 1024,
+        }
     }
 }
 
@@ -56,6 +80,8 @@ pub enum ChunkError {
     MalformedSetChunkSize { len: usize },
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     MessageTooLarge { len: u32, max: u32 },
+    #[error("command message of {len} bytes exceeds the limit of {max} bytes (--max-command-size)")]
+    CommandTooLarge { len: u32, max: u32, stream_id: u32 },
     #[error("chunk on chunk stream {csid} refers to a previous header that was never sent")]
     NoPreviousHeader { csid: u32 },
     #[error("chunk stream {csid} starts a new message before finishing the previous one")]
@@ -64,6 +90,41 @@ pub enum ChunkError {
     TooManyChunkStreams { max: usize },
     #[error("incomplete messages buffered exceed {max} bytes")]
     TooMuchPartialData { max: u32 },
+    #[error(
+        "the edge's budget for input buffered by connections not admitted as publishers ({budget} bytes) is used up"
+    )]
+    InputBudgetExhausted { budget: usize },
+}
+
+/// The process-wide budget for input buffered by connections that are not admitted publishers
+/// (unparsed bytes and incomplete messages). Each such reader charges what it holds; one that
+/// would go over the budget is refused, so many connections each within their own limits still
+/// cannot add up to more than this.
+#[derive(Debug)]
+pub struct InputBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl InputBudget {
+    pub fn new(max: usize) -> Arc<InputBudget> {
+        Arc::new(InputBudget { used: AtomicUsize::new(0), max })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn try_grow(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(n).filter(|t| *t <= self.max))
+            .is_ok()
+    }
+
+    fn shrink(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// What the reader remembers about one chunk stream (the header fields later chunks may omit).
@@ -104,6 +165,11 @@ pub struct ChunkReader {
     streams: HashMap<u32, ChunkStream>,
     /// Bytes held in incomplete messages over all chunk streams.
     partial_bytes: usize,
+    /// Whether the connection is an admitted publisher (the large message limit applies).
+    admitted: bool,
+    /// The shared budget this reader charges while not admitted, and what it has charged.
+    budget: Option<Arc<InputBudget>>,
+    charged: usize,
 }
 
 impl ChunkReader {
@@ -115,7 +181,52 @@ impl ChunkReader {
             buf: BytesMut::new(),
             streams: HashMap::new(),
             partial_bytes: 0,
+            admitted: false,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// A reader that charges what it holds to `budget` until it is admitted as a publisher.
+    pub fn with_budget(limits: ReaderLimits, budget: Arc<InputBudget>) -> Self {
+        let mut reader = ChunkReader::new(limits);
+        reader.budget = Some(budget);
+        reader
+    }
+
+    /// The connection is an admitted publisher: messages up to `max_message_size` from now on,
+    /// and what it buffers no longer counts towards the shared budget.
+    pub fn admit_publisher(&mut self) {
+        self.admitted = true;
+        if let Some(budget) = self.budget.take() {
+            budget.shrink(std::mem::take(&mut self.charged));
+        }
+    }
+
+    /// The message size limit that applies now.
+    fn max_message(&self) -> u32 {
+        if self.admitted {
+            self.limits.max_message_size
+        } else {
+            self.limits.max_message_size_unadmitted.min(self.limits.max_message_size)
+        }
+    }
+
+    /// Brings the shared budget's charge in line with what this reader holds (unparsed bytes
+    /// and incomplete messages). Call after [`push`](Self::push) and after parsing; an error
+    /// means the budget is used up and the connection must be closed.
+    pub fn charge(&mut self) -> Result<(), ChunkError> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let held = (self.buf.len() + self.partial_bytes).saturating_sub(BUDGET_FREE_BYTES);
+        if held > self.charged {
+            if !budget.try_grow(held - self.charged) {
+                return Err(ChunkError::InputBudgetExhausted { budget: budget.max });
+            }
+        } else {
+            budget.shrink(self.charged - held);
+        }
+        self.charged = held;
+        Ok(())
     }
 
     /// Appends received bytes.
@@ -248,6 +359,11 @@ impl ChunkReader {
             if self.buf.len() < h.len + chunk_len {
                 return Ok(Step::NeedMore);
             }
+            // Incomplete messages interleaved on several chunk streams count together.
+            let max_message = self.max_message();
+            if received + chunk_len < length && self.partial_bytes + chunk_len > max_message as usize {
+                return Err(ChunkError::TooMuchPartialData { max: max_message });
+            }
             self.buf.advance(h.len);
             let data = self.buf.split_to(chunk_len);
             let Some(stream) = self.streams.get_mut(&h.csid) else { return Ok(Step::Partial) };
@@ -269,8 +385,18 @@ impl ChunkReader {
         }
 
         // First chunk of a new message.
-        if h.length > self.limits.max_message_size {
-            return Err(ChunkError::MessageTooLarge { len: h.length, max: self.limits.max_message_size });
+        if matches!(h.type_id, msg_type::AMF0_COMMAND | msg_type::AMF3_COMMAND)
+            && h.length > self.limits.max_command_size
+        {
+            return Err(ChunkError::CommandTooLarge {
+                len: h.length,
+                max: self.limits.max_command_size,
+                stream_id: h.stream_id,
+            });
+        }
+        let max_message = self.max_message();
+        if h.length > max_message {
+            return Err(ChunkError::MessageTooLarge { len: h.length, max: max_message });
         }
         if !self.streams.contains_key(&h.csid) && self.streams.len() >= self.limits.max_chunk_streams {
             return Err(ChunkError::TooManyChunkStreams { max: self.limits.max_chunk_streams });
@@ -280,8 +406,8 @@ impl ChunkReader {
         if self.buf.len() < h.len + chunk_len {
             return Ok(Step::NeedMore);
         }
-        if chunk_len < length && self.partial_bytes + chunk_len > self.limits.max_message_size as usize {
-            return Err(ChunkError::TooMuchPartialData { max: self.limits.max_message_size });
+        if chunk_len < length && self.partial_bytes + chunk_len > max_message as usize {
+            return Err(ChunkError::TooMuchPartialData { max: max_message });
         }
         self.buf.advance(h.len);
         let data = self.buf.split_to(chunk_len);
@@ -310,6 +436,14 @@ impl ChunkReader {
         stream.partial = Some(partial);
         self.partial_bytes += chunk_len;
         Ok(Step::Partial)
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.shrink(self.charged);
+        }
     }
 }
 
@@ -397,6 +531,22 @@ mod tests {
     }
 
     #[test]
+    fn rejects_oversized_command_from_its_header() {
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&set_chunk_size(65_536));
+        read_all(&mut r).unwrap();
+        // The 12-byte header of an 8 MiB command (the pre-auth AMF bomb): refused at once.
+        let bytes = serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &vec![5u8; 8 << 20], 65_536);
+        r.push(&bytes[..12]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::CommandTooLarge { len: 8 << 20, max: 4096, stream_id: 0 }));
+        // A command of the limit's size passes; media of that size is no command.
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &[5u8; 4096], 128));
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 0, &[5u8; 8192], 128));
+        assert_eq!(read_all(&mut r).unwrap().len(), 2);
+    }
+
+    #[test]
     fn rejects_continuation_without_header_and_interrupted_messages() {
         let mut r = ChunkReader::new(ReaderLimits::default());
         r.push(&[0xC0 | 9, 1, 2, 3]);
@@ -426,6 +576,55 @@ mod tests {
             }
         }
         assert_eq!(result, Err(ChunkError::TooMuchPartialData { max: 1000 }));
+    }
+
+    #[test]
+    fn the_large_message_limit_is_for_admitted_publishers_only() {
+        let limits =
+            ReaderLimits { max_message_size: 100_000, max_message_size_unadmitted: 1000, ..Default::default() };
+        let bytes = serialize_message(6, msg_type::VIDEO, 1, 0, &[0u8; 2000], 128);
+        let mut r = ChunkReader::new(limits);
+        r.push(&bytes[..12]);
+        assert_eq!(read_all(&mut r), Err(ChunkError::MessageTooLarge { len: 2000, max: 1000 }));
+        let mut r = ChunkReader::new(limits);
+        r.admit_publisher();
+        r.push(&bytes);
+        assert_eq!(read_all(&mut r).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn readers_share_one_input_budget_until_admitted() {
+        let budget = InputBudget::new(1000);
+        let half = serialize_message(6, msg_type::VIDEO, 1, 0, &[0u8; 900], 128);
+        // Each reader's first BUDGET_FREE_BYTES are not charged.
+        let pad = serialize_message(5, msg_type::AUDIO, 1, 0, &vec![0u8; BUDGET_FREE_BYTES], 128);
+        let mut a = ChunkReader::with_budget(ReaderLimits::default(), budget.clone());
+        let mut b = ChunkReader::with_budget(ReaderLimits::default(), budget.clone());
+        a.push(&pad);
+        b.push(&pad);
+        a.charge().unwrap();
+        b.charge().unwrap();
+        assert!(budget.used() > 0 && budget.used() < 200, "{}", budget.used());
+        // Parsing it frees it.
+        assert_eq!(read_all(&mut a).unwrap().len(), 1);
+        assert_eq!(read_all(&mut b).unwrap().len(), 1);
+        a.charge().unwrap();
+        b.charge().unwrap();
+        assert_eq!(budget.used(), 0);
+        a.push(&pad[..BUDGET_FREE_BYTES]);
+        a.push(&half[..600]);
+        a.charge().unwrap();
+        assert_eq!(budget.used(), 600);
+        b.push(&pad[..BUDGET_FREE_BYTES]);
+        b.push(&half[..600]);
+        assert_eq!(b.charge(), Err(ChunkError::InputBudgetExhausted { budget: 1000 }));
+        drop(b);
+        assert_eq!(budget.used(), 600);
+        // Admission takes the reader off the budget.
+        a.admit_publisher();
+        assert_eq!(budget.used(), 0);
+        drop(a);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

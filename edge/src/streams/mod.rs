@@ -16,6 +16,6 @@ mod local_release;
 pub(crate) mod stream;
 mod timeline;
 
-pub(crate) use hub::{HubObserver, StreamHub};
+pub(crate) use hub::{HeldStream, HubObserver, StreamHub};
 pub(crate) use local_release::{LeaseCounts, releases_done};
 pub(crate) use stream::{Kick, LiveState, PublisherMeta, Stream, StreamSnapshot};

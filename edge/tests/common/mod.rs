@@ -113,9 +113,38 @@ impl Edge {
     }
 
     /// An edge with exactly these flags (plus loopback listeners on free ports).
-    pub async fn start_with(mut args: Vec<String>) -> Edge {
+    pub async fn start_with(args: Vec<String>) -> Edge {
+        Edge::start_wrapped(&[], args).await
+    }
+
+    /// Like [`Edge::start`], with the process's file-descriptor limit set to `nofile` (soft and
+    /// hard, with `prlimit`, which execs the edge: the pid stays the edge's).
+    pub async fn start_with_fd_limit(nofile: u32, extra: &[&str]) -> Edge {
+        let file = TempFile::new("streams.yaml", STREAMS_YAML);
+        let mut args: Vec<String> = vec!["--streams".into(), file.0.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let mut edge = Edge::start_wrapped(&["prlimit", &limit, "--"], args).await;
+        edge._streams = Some(file);
+        edge
+    }
+
+    /// The edge binary run by `wrapper` (a command that execs its arguments), if not empty.
+    async fn start_wrapped(wrapper: &[&str], mut args: Vec<String>) -> Edge {
         args.extend(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"].map(String::from));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet-edge"))
+        // STREAMFLEET_EDGE_BIN runs the tests against another build (e.g. the one before a fix,
+        // to see a regression test fail).
+        let bin =
+            std::env::var("STREAMFLEET_EDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_streamfleet-edge").into());
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", "info,streamfleet_edge=debug")
             .stdout(Stdio::piped())
@@ -177,10 +206,19 @@ impl Edge {
 
     /// Resident memory of the edge process in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the edge process has had, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }

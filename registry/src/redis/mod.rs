@@ -115,27 +115,29 @@ impl RedisRegistry {
         if cfg.key_prefix.is_empty() {
             return Err(RegistryError::Invalid("the Redis key prefix must not be empty".into()));
         }
+        // Read off the async workers: a slow or network file system never stalls them.
+        let ca_pem = match &cfg.tls_ca_file {
+            Some(path) => Some(
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         let (target, replica_ack) = if is_sentinel_url(&cfg.url) {
             let url =
                 parse_sentinel_url(&cfg.url).map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
             if url.tls {
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
-            let ca = match (&cfg.tls_ca_file, url.tls) {
-                (Some(path), true) => Some(
-                    std::fs::read(path)
-                        .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?,
-                ),
-                (Some(_), false) => {
-                    return Err(RegistryError::Invalid(format!(
-                        "a TLS CA file is set but {shown} is not a rediss+sentinel:// URL"
-                    )));
-                }
-                (None, _) => None,
-            };
-            (Target::sentinel(&url, cfg.password.as_deref(), ca, cfg.connect_timeout / 2)?, url.replica_ack)
+            if ca_pem.is_some() && !url.tls {
+                return Err(RegistryError::Invalid(format!(
+                    "a TLS CA file is set but {shown} is not a rediss+sentinel:// URL"
+                )));
+            }
+            (Target::sentinel(&url, cfg.password.as_deref(), ca_pem, cfg.connect_timeout / 2)?, url.replica_ack)
         } else {
-            (Target::Direct(direct_client(&cfg, &shown)?), None)
+            (Target::Direct(direct_client(&cfg, &shown, ca_pem)?), None)
         };
 
         let prefix = format!("{}:v1:", cfg.key_prefix);
@@ -235,7 +237,7 @@ impl RedisRegistry {
 }
 
 /// The client for a `redis://` or `rediss://` URL.
-fn direct_client(cfg: &RedisConfig, shown: &str) -> Result<Client> {
+fn direct_client(cfg: &RedisConfig, shown: &str, ca_pem: Option<Vec<u8>>) -> Result<Client> {
     let mut info = cfg
         .url
         .as_str()
@@ -250,12 +252,8 @@ fn direct_client(cfg: &RedisConfig, shown: &str) -> Result<Client> {
         // rustls needs a crypto provider; install ring unless the process already chose one.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    match (&cfg.tls_ca_file, tls) {
-        (Some(path), true) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?;
-            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
-        }
+    match (ca_pem, tls) {
+        (Some(pem), true) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) }),
         (Some(_), false) => {
             return Err(RegistryError::Invalid(format!("a TLS CA file is set but {shown} is not a rediss:// URL")));
         }
@@ -421,7 +419,17 @@ impl EdgeRegistry for RedisRegistry {
     }
 
     async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
-        let token = new_token();
+        self.acquire_as(key, who, opts, &new_token()).await
+    }
+
+    async fn acquire_as(
+        &self,
+        key: &KeyHash,
+        who: &PublisherInfo,
+        opts: &AcquireOptions,
+        token: &str,
+    ) -> Result<Lease> {
+        let token = token.to_string();
         let key_hex = key.to_hex();
         let ttl = millis("lease TTL", opts.ttl, true)?;
         let idle = millis("idle threshold", opts.idle_threshold, false)?;

@@ -16,6 +16,17 @@ local now = now_ms()
 local state = fencing_state(now)
 local q = quarantine_left(state, ttl, now)
 local lk = P .. 'lease:' .. id
+-- Already mine: the same admission asking again (the reply to its first ask was lost or came
+-- too late for it) is granted the lease its token holds, as it stands, with the TTL extended.
+if redis.call('GET', lk) == token then
+  local hk = P .. 'holder:' .. id
+  local h = redis.call('HMGET', hk, 'epoch', 'counter', 'since', 'taken_over_at')
+  if h[1] and h[2] and h[3] then
+    redis.call('PEXPIRE', lk, ttl)
+    redis.call('PEXPIRE', hk, ttl)
+    return { 'ok', id, h[1], h[2], h[3], h[4] and '1' or '0' }
+  end
+end
 -- Outside the quarantine a free stream is checked and taken by the same SET NX: one call fewer
 -- on the common path than EXISTS then SET.
 local leased = q == 0 and redis.call('SET', lk, token, 'NX', 'PX', ttl) ~= false
