@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Edge, RawClient, socket_closed_within};
+use common::{Edge, RawClient, header, raw_handshake, set_chunk_size, socket_closed_within};
 use rml_rtmp::sessions::{ClientSessionEvent, ClientSessionResult};
 use streamfleet_testkit::rtmp_client::{RtmpClient, handshake};
 use tokio::{
@@ -19,24 +19,6 @@ use tokio::{
     net::TcpStream,
     time::Instant,
 };
-
-/// Completes an RTMP handshake on a raw socket and returns it (the chunk stream starts next).
-async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).await.expect("connect");
-    handshake(s, Instant::now() + Duration::from_secs(5)).await.expect("handshake").0
-}
-
-/// A type-0 chunk header on chunk stream 3 for a message of `len` bytes and type `type_id`.
-fn header(type_id: u8, len: u32) -> Vec<u8> {
-    let l = len.to_be_bytes();
-    vec![0x03, 0, 0, 0, l[1], l[2], l[3], type_id, 0, 0, 0, 0]
-}
-
-fn set_chunk_size(size: u32) -> Vec<u8> {
-    let mut v = header(1, 4);
-    v.extend_from_slice(&size.to_be_bytes());
-    v
-}
 
 /// `body` as one message of `type_id` in chunks of `chunk` bytes (type-3 continuations).
 fn chunked(type_id: u8, body: &[u8], chunk: usize) -> Vec<u8> {

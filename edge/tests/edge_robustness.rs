@@ -6,32 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Edge, RawClient, ffmpeg_publish, ffmpeg_publish_args, ffprobe, socket_closed_within};
+use common::{
+    Edge, RawClient, ffmpeg_publish, ffmpeg_publish_args, ffprobe, header, raw_handshake, set_chunk_size,
+    socket_closed_within,
+};
 use rml_rtmp::sessions::ClientSessionEvent;
-use streamfleet_testkit::{rtmp_client::handshake, wait::wait_until};
+use streamfleet_testkit::wait::wait_until;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
     time::Instant,
 };
-
-/// Completes an RTMP handshake on a raw socket and returns it (the chunk stream starts next).
-async fn raw_handshake(addr: std::net::SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).await.unwrap();
-    handshake(s, Instant::now() + Duration::from_secs(5)).await.unwrap().0
-}
-
-/// A type-0 chunk header on chunk stream 3 for a message of `len` bytes and type `type_id`.
-fn header(type_id: u8, len: u32) -> Vec<u8> {
-    let l = len.to_be_bytes();
-    vec![0x03, 0, 0, 0, l[1], l[2], l[3], type_id, 0, 0, 0, 0]
-}
-
-fn set_chunk_size(size: u32) -> Vec<u8> {
-    let mut v = header(1, 4);
-    v.extend_from_slice(&size.to_be_bytes());
-    v
-}
 
 #[tokio::test]
 async fn garbage_closes_only_the_offending_connection() {

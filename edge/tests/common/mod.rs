@@ -423,3 +423,25 @@ pub async fn socket_closed_within(socket: &mut TcpStream, limit: Duration) -> bo
         }
     }
 }
+
+/// Completes an RTMP handshake on a raw socket and returns it (the chunk stream starts next).
+pub async fn raw_handshake(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    streamfleet_testkit::rtmp_client::handshake(s, tokio::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .expect("handshake")
+        .0
+}
+
+/// A type-0 chunk header on chunk stream 3 for a message of `len` bytes and type `type_id`.
+pub fn header(type_id: u8, len: u32) -> Vec<u8> {
+    let l = len.to_be_bytes();
+    vec![0x03, 0, 0, 0, l[1], l[2], l[3], type_id, 0, 0, 0, 0]
+}
+
+/// A Set Chunk Size protocol message.
+pub fn set_chunk_size(size: u32) -> Vec<u8> {
+    let mut v = header(1, 4);
+    v.extend_from_slice(&size.to_be_bytes());
+    v
+}

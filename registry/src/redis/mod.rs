@@ -115,29 +115,24 @@ impl RedisRegistry {
         if cfg.key_prefix.is_empty() {
             return Err(RegistryError::Invalid("the Redis key prefix must not be empty".into()));
         }
-        // Read off the async workers: a slow or network file system never stalls them.
-        let ca_pem = match &cfg.tls_ca_file {
-            Some(path) => Some(
-                tokio::fs::read(path)
-                    .await
-                    .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
         let (target, replica_ack) = if is_sentinel_url(&cfg.url) {
             let url =
                 parse_sentinel_url(&cfg.url).map_err(|e| RegistryError::Invalid(format!("Redis URL {shown}: {e}")))?;
             if url.tls {
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
-            if ca_pem.is_some() && !url.tls {
-                return Err(RegistryError::Invalid(format!(
-                    "a TLS CA file is set but {shown} is not a rediss+sentinel:// URL"
-                )));
-            }
-            (Target::sentinel(&url, cfg.password.as_deref(), ca_pem, cfg.connect_timeout / 2)?, url.replica_ack)
+            let ca = match (&cfg.tls_ca_file, url.tls) {
+                (Some(path), true) => Some(read_ca(path).await?),
+                (Some(_), false) => {
+                    return Err(RegistryError::Invalid(format!(
+                        "a TLS CA file is set but {shown} is not a rediss+sentinel:// URL"
+                    )));
+                }
+                (None, _) => None,
+            };
+            (Target::sentinel(&url, cfg.password.as_deref(), ca, cfg.connect_timeout / 2)?, url.replica_ack)
         } else {
-            (Target::Direct(direct_client(&cfg, &shown, ca_pem)?), None)
+            (Target::Direct(direct_client(&cfg, &shown).await?), None)
         };
 
         let prefix = format!("{}:v1:", cfg.key_prefix);
@@ -237,7 +232,14 @@ impl RedisRegistry {
 }
 
 /// The client for a `redis://` or `rediss://` URL.
-fn direct_client(cfg: &RedisConfig, shown: &str, ca_pem: Option<Vec<u8>>) -> Result<Client> {
+/// Reads a CA bundle off the async workers: a slow or network file system never stalls them.
+async fn read_ca(path: &std::path::Path) -> Result<Vec<u8>> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| RegistryError::Invalid(format!("Redis TLS CA file {}: {e}", path.display())))
+}
+
+async fn direct_client(cfg: &RedisConfig, shown: &str) -> Result<Client> {
     let mut info = cfg
         .url
         .as_str()
@@ -252,8 +254,11 @@ fn direct_client(cfg: &RedisConfig, shown: &str, ca_pem: Option<Vec<u8>>) -> Res
         // rustls needs a crypto provider; install ring unless the process already chose one.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    match (ca_pem, tls) {
-        (Some(pem), true) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) }),
+    match (&cfg.tls_ca_file, tls) {
+        (Some(path), true) => {
+            let pem = read_ca(path).await?;
+            Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+        }
         (Some(_), false) => {
             return Err(RegistryError::Invalid(format!("a TLS CA file is set but {shown} is not a rediss:// URL")));
         }
