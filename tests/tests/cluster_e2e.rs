@@ -329,7 +329,8 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     };
     let redis_password = secret_value("toggles-streamfleet-redis", "redis-password").await;
     let relay_secret = secret_value("toggles-streamfleet-relay", "relay-secret").await;
-    assert!(!redis_password.is_empty() && !relay_secret.is_empty());
+    let api_token = secret_value("toggles-streamfleet-api", "api-token").await;
+    assert!(!redis_password.is_empty() && !relay_secret.is_empty() && !api_token.is_empty());
 
     // Bundled Redis off (an external URL, no Redis objects); one operator without election,
     // no PDBs, no ServiceAccounts and no RBAC from the chart.
@@ -353,7 +354,8 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     assert!(!objects.contains("statefulset"), "bundled Redis rendered with redis.bundled=false:\n{objects}");
     assert!(!objects.contains("clusterrole"), "RBAC rendered with operator.rbac.create=false:\n{objects}");
 
-    // Edges only: no operator, Redis without a password, the relay secret brought by the user.
+    // Edges only: no operator, Redis without a password, the relay and API secrets brought by
+    // the user.
     cluster.kubectl(&["create", "namespace", "sf-edges"]).await.expect_ok("create namespace");
     cluster
         .kubectl(&[
@@ -367,11 +369,24 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
         ])
         .await
         .expect_ok("relay secret");
+    cluster
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "own-api",
+            "-n",
+            "sf-edges",
+            "--from-literal=api-token=0123456789abcdef",
+        ])
+        .await
+        .expect_ok("API token secret");
     let edges_only = [
         "crds.enabled=false",
         "operator.enabled=false",
         "redis.auth.enabled=false",
         "edge.relay.existingSecret=own-relay",
+        "edge.api.existingSecret=own-api",
     ];
     let out = helm_set(cluster, &["install", "edges", &chart, "-n", "sf-edges"], &edges_only).await;
     out.expect_ok("helm install without the operator");
@@ -379,7 +394,7 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     assert!(!objects.contains("operator"), "operator objects with operator.enabled=false:\n{objects}");
     assert!(
         !objects.contains("secret/"),
-        "a Secret rendered, with the user's relay secret and no Redis password:\n{objects}"
+        "a Secret rendered, with the user's relay and API secrets and no Redis password:\n{objects}"
     );
     cluster.helm(&["uninstall", "edges", "-n", "sf-edges"]).await.expect_ok("helm uninstall");
 
@@ -406,6 +421,8 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     assert_eq!(redis_after, redis_password, "Redis password changed on upgrade");
     let relay_after = secret_value("toggles-streamfleet-relay", "relay-secret").await;
     assert_eq!(relay_after, relay_secret, "relay secret changed on upgrade");
+    let api_after = secret_value("toggles-streamfleet-api", "api-token").await;
+    assert_eq!(api_after, api_token, "API token changed on upgrade");
 
     // Uninstall: everything goes but what the chart promises to keep (the generated Secrets).
     cluster.helm(&["uninstall", "toggles", "-n", ns]).await.expect_ok("helm uninstall");
@@ -416,7 +433,9 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
         .await
         .expect_ok("list what is left");
     let left: BTreeSet<&str> = left.lines().collect();
-    let kept: BTreeSet<&str> = ["secret/toggles-streamfleet-redis", "secret/toggles-streamfleet-relay"].into();
+    let kept: BTreeSet<&str> =
+        ["secret/toggles-streamfleet-api", "secret/toggles-streamfleet-redis", "secret/toggles-streamfleet-relay"]
+            .into();
     assert_eq!(left, kept, "after helm uninstall");
     let cluster_roles = cluster
         .kubectl(&["get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=toggles", "-o", "name"])
@@ -737,6 +756,7 @@ async fn uninstall_default_release(cluster: &Cluster) {
         .await
         .expect_ok("list");
     let left: BTreeSet<&str> = left.lines().collect();
-    let kept: BTreeSet<&str> = ["secret/streamfleet-redis", "secret/streamfleet-relay"].into();
+    let kept: BTreeSet<&str> =
+        ["secret/streamfleet-api", "secret/streamfleet-redis", "secret/streamfleet-relay"].into();
     assert_eq!(left, kept);
 }
