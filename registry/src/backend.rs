@@ -107,6 +107,19 @@ pub trait EdgeRegistry: RegistryStatus {
     /// This edge's viewer counts, replacing its previous report for these streams; each entry
     /// expires after `ttl` unless reported again, so a crashed edge's viewers vanish.
     async fn set_viewers(&self, edge: &str, counts: &[(StreamId, u32)], ttl: Duration) -> Result<()>;
+
+    /// `maxViewers` admission, atomic across every edge: drops the stream's expired slots and,
+    /// if fewer than `max` remain, gives `player` (unique per player: edge id, process token,
+    /// session) a slot that expires after `ttl` unless renewed. `Ok(false)`: the stream is full.
+    /// A player that already holds a slot has it refreshed (a retry after a late reply is safe).
+    async fn reserve_viewer(&self, id: &StreamId, player: &str, max: u32, ttl: Duration) -> Result<bool>;
+
+    /// Frees a player's slot (it left). Returns whether it held one.
+    async fn release_viewer(&self, id: &StreamId, player: &str) -> Result<bool>;
+
+    /// Extends these players' slots by `ttl` (an edge's periodic renewal). A slot already
+    /// released or expired is not brought back.
+    async fn renew_viewers(&self, players: &[(StreamId, String)], ttl: Duration) -> Result<()>;
 }
 
 /// What both sides read: the live state of a stream and whether the backend answers.

@@ -39,6 +39,8 @@ struct State {
     /// (as the Redis backend's `takeover:{id}` key with PX) and outlives the lease that did it.
     cooldown_until: HashMap<StreamId, Instant>,
     viewers: HashMap<StreamId, HashMap<String, (u32, Instant)>>,
+    /// maxViewers slots: player -> expiry, per stream (the Redis backend's `viewer_slots:{id}`).
+    viewer_slots: HashMap<StreamId, HashMap<String, Instant>>,
     fence: u64,
 }
 
@@ -311,6 +313,41 @@ impl EdgeRegistry for MemoryRegistry {
         let expires = Instant::now() + ttl;
         for (id, n) in counts {
             st.viewers.entry(id.clone()).or_default().insert(edge.to_string(), (*n, expires));
+        }
+        Ok(())
+    }
+
+    async fn reserve_viewer(&self, id: &StreamId, player: &str, max: u32, ttl: Duration) -> Result<bool> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let slots = st.viewer_slots.entry(id.clone()).or_default();
+        slots.retain(|_, exp| *exp > now);
+        if !slots.contains_key(player) && slots.len() >= max as usize {
+            return Ok(false);
+        }
+        slots.insert(player.to_string(), now + ttl);
+        Ok(true)
+    }
+
+    async fn release_viewer(&self, id: &StreamId, player: &str) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(slots) = st.viewer_slots.get_mut(id) else { return Ok(false) };
+        let held = slots.remove(player).is_some();
+        if slots.is_empty() {
+            st.viewer_slots.remove(id);
+        }
+        Ok(held)
+    }
+
+    async fn renew_viewers(&self, players: &[(StreamId, String)], ttl: Duration) -> Result<()> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        for (id, player) in players {
+            if let Some(exp) = st.viewer_slots.get_mut(id).and_then(|s| s.get_mut(player))
+                && *exp > now
+            {
+                *exp = now + ttl;
+            }
         }
         Ok(())
     }

@@ -50,6 +50,7 @@ contract!(
     replace_honours_the_takeover_cooldown,
     update_holder_is_fenced,
     viewers_sum_over_edges_and_expire_per_edge,
+    viewer_slots_hold_max_across_edges_and_expire_per_player,
     live_status_reports_the_holder,
     revoke_is_seen_at_the_next_renew,
     fencing_tokens_strictly_increase,
@@ -334,6 +335,55 @@ mod cases {
             Err(RegistryError::LeaseLost { reason: LossReason::Revoked, .. })
         ));
         assert_eq!(holder_edge(&reg, "alpha").await, None, "an update never recreates a holder");
+    }
+
+    pub async fn viewer_slots_hold_max_across_edges_and_expire_per_player(reg: SharedRegistry) {
+        let (a, b) = (rec("alpha"), rec("beta"));
+        reg.put_stream(&a).await.unwrap();
+        reg.put_stream(&b).await.unwrap();
+        let long = Duration::from_secs(30);
+        let short = Duration::from_millis(400);
+        // Two edges race for 3 slots: exactly 3 of 8 get one, whatever the interleaving.
+        let asks: Vec<_> = (0..8)
+            .map(|i| {
+                let reg = reg.clone();
+                let id = a.id.clone();
+                tokio::spawn(async move { reg.reserve_viewer(&id, &format!("edge-{}/p{i}", i % 2), 3, long).await })
+            })
+            .collect();
+        let mut granted = Vec::new();
+        for ask in asks {
+            granted.push(ask.await.unwrap().unwrap());
+        }
+        assert_eq!(granted.iter().filter(|g| **g).count(), 3, "{granted:?}");
+        let holders: Vec<String> = (0..8).filter(|i| granted[*i]).map(|i| format!("edge-{}/p{i}", i % 2)).collect();
+        // Asking again for a held slot refreshes it (a retried ask), it does not take another.
+        assert!(reg.reserve_viewer(&a.id, &holders[0], 3, long).await.unwrap());
+        assert!(!reg.reserve_viewer(&a.id, "edge-1/new", 3, long).await.unwrap());
+        // Slots are per stream.
+        assert!(reg.reserve_viewer(&b.id, "edge-1/new", 1, long).await.unwrap());
+        assert!(!reg.reserve_viewer(&b.id, "edge-0/other", 1, long).await.unwrap());
+
+        // A player leaving frees its slot at once; releasing twice is harmless.
+        assert!(reg.release_viewer(&a.id, &holders[1]).await.unwrap());
+        assert!(!reg.release_viewer(&a.id, &holders[1]).await.unwrap());
+        assert!(reg.reserve_viewer(&a.id, "edge-1/new", 3, long).await.unwrap());
+        assert!(!reg.reserve_viewer(&a.id, "edge-0/late", 3, long).await.unwrap());
+
+        // A slot of an edge that stopped renewing (it died) expires; renewed ones stay, and a
+        // renew never brings back a released slot.
+        assert!(reg.release_viewer(&a.id, "edge-1/new").await.unwrap());
+        assert!(reg.reserve_viewer(&a.id, "edge-9/dying", 3, short).await.unwrap());
+        assert!(!reg.reserve_viewer(&a.id, "edge-0/late", 3, long).await.unwrap());
+        reg.renew_viewers(&[(a.id.clone(), holders[0].clone()), (a.id.clone(), "edge-1/new".into())], long)
+            .await
+            .unwrap();
+        poll_until("the dead edge's slot to expire", Duration::from_secs(5), || async {
+            reg.reserve_viewer(&a.id, "edge-0/late", 3, long).await.unwrap().then_some(())
+        })
+        .await;
+        assert!(!reg.reserve_viewer(&a.id, "edge-0/later", 3, long).await.unwrap(), "the renewed slots held");
+        reg.renew_viewers(&[], long).await.unwrap();
     }
 
     pub async fn viewers_sum_over_edges_and_expire_per_edge(reg: SharedRegistry) {

@@ -134,6 +134,24 @@ impl EdgeRegistry for Double {
         self.inner.update_holder(lease, u).await
     }
 
+    async fn reserve_viewer(
+        &self,
+        id: &StreamId,
+        player: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<bool, RegistryError> {
+        self.inner.reserve_viewer(id, player, max, ttl).await
+    }
+
+    async fn release_viewer(&self, id: &StreamId, player: &str) -> Result<bool, RegistryError> {
+        self.inner.release_viewer(id, player).await
+    }
+
+    async fn renew_viewers(&self, players: &[(StreamId, String)], ttl: Duration) -> Result<(), RegistryError> {
+        self.inner.renew_viewers(players, ttl).await
+    }
+
     async fn set_viewers(&self, edge: &str, c: &[(StreamId, u32)], ttl: Duration) -> Result<(), RegistryError> {
         self.inner.set_viewers(edge, c, ttl).await
     }

@@ -11,12 +11,24 @@ pub struct StreamSpec {
     pub publish_key: String,
     /// `spec.takeoverPolicy`: `ReplaceIdle` (the CRD's default), `Reject` or `Replace`.
     pub takeover_policy: &'static str,
+    /// `spec.maxViewers` (none: no limit).
+    pub max_viewers: Option<u32>,
 }
 
 impl StreamSpec {
     /// A stream named `name` with the key `<name>-publish-key` and the default policy.
     pub fn new(name: &str) -> StreamSpec {
-        StreamSpec { name: name.into(), publish_key: format!("{name}-publish-key"), takeover_policy: "ReplaceIdle" }
+        StreamSpec {
+            name: name.into(),
+            publish_key: format!("{name}-publish-key"),
+            takeover_policy: "ReplaceIdle",
+            max_viewers: None,
+        }
+    }
+
+    pub fn max_viewers(mut self, max: u32) -> StreamSpec {
+        self.max_viewers = Some(max);
+        self
     }
 
     pub fn policy(mut self, policy: &'static str) -> StreamSpec {
@@ -33,8 +45,9 @@ pub fn render(streams: &[StreamSpec]) -> String {
             format!(
                 "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key}}\nstringData: {{publishKey: {key}}}\n---\n\
                  apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}}}\nspec:\n  \
-                 publishKeySecretRef: {{name: {name}-key, key: publishKey}}\n  takeoverPolicy: {policy}\n",
+                 publishKeySecretRef: {{name: {name}-key, key: publishKey}}\n  takeoverPolicy: {policy}\n{max}",
                 name = s.name,
+                max = s.max_viewers.map(|n| format!("  maxViewers: {n}\n")).unwrap_or_default(),
                 key = s.publish_key,
                 policy = s.takeover_policy,
             )

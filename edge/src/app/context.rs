@@ -112,6 +112,13 @@ pub(crate) struct Context {
     pub(crate) viewers_changed: Notify,
     /// Local viewer counts as last reported to the registry (for maxViewers accounting).
     pub(crate) reported_viewers: std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, u32>>,
+    /// `maxViewers` slots this edge's players hold in the registry (renewed with the viewer
+    /// report, released when the player leaves), by stream.
+    pub(crate) viewer_slots:
+        std::sync::Mutex<std::collections::HashMap<streamfleet_registry::StreamId, std::collections::HashSet<String>>>,
+    /// Prefix of this process's slot names: `<edge id>/<random token>/` (a restarted edge with
+    /// the same id never shares a name with its previous life's slots).
+    pub(crate) slot_prefix: String,
     /// Cross-edge play, set at start when a relay secret is configured (no secret, no relay).
     pub(crate) relay: std::sync::OnceLock<Arc<Relay>>,
     /// Writes players' media at the end of their write window (`--write-window`; none without).
@@ -130,6 +137,7 @@ impl Context {
         let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone());
         let settings_window = settings.outbox.write_window;
         let (key_failures_free, key_failure_max_delay) = (settings.key_failures_free, settings.key_failure_max_delay);
+        let slot_prefix = format!("{}/{}/", settings.edge_id, streamfleet_registry::new_lease_token());
         Arc::new(Context {
             settings,
             registry,
@@ -139,6 +147,8 @@ impl Context {
             shutdown,
             viewers_changed: Notify::new(),
             reported_viewers: std::sync::Mutex::new(Default::default()),
+            viewer_slots: std::sync::Mutex::new(Default::default()),
+            slot_prefix,
             relay: std::sync::OnceLock::new(),
             window: (!settings_window.is_zero()).then(|| WindowFlusher::new(settings_window)),
             key_failures: KeyFailures::new(key_failures_free, key_failure_max_delay),

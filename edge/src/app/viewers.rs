@@ -1,6 +1,7 @@
 //! Reports this edge's viewer counts to the registry (what makes `maxViewers` cluster-wide and
 //! what the operator shows in status): within [`MIN_SPACING`] of a change, and at least every
-//! renew interval so the entries (which expire after three intervals) stay alive.
+//! renew interval so the entries (which expire after three intervals) stay alive; and renews
+//! the `maxViewers` slots its players hold (same expiry).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -35,6 +36,18 @@ pub(crate) async fn run(ctx: Arc<Context>) {
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, "viewer count report failed"),
                 Err(_) => tracing::debug!("viewer count report timed out"),
+            }
+        }
+        // Keeps this edge's maxViewers slots alive (they expire after `ttl` without it).
+        let slots: Vec<_> = lock(&ctx.viewer_slots)
+            .iter()
+            .flat_map(|(id, names)| names.iter().map(|n| (id.clone(), n.clone())))
+            .collect();
+        if !slots.is_empty() {
+            match timeout(every, ctx.registry.renew_viewers(&slots, ttl)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "viewer slot renewal failed"),
+                Err(_) => tracing::debug!("viewer slot renewal timed out"),
             }
         }
         if *ctx.shutdown.borrow() {

@@ -3,10 +3,11 @@
 //! while the stream's fast start (metadata, sequence headers, cached GOP) and live frames reach
 //! the connection's outbox.
 //!
-//! `maxViewers` is cluster-wide as far as the registry allows: the other edges' counts come from
-//! the registry (each edge reports its own within ~250 ms of a change and at least every renew
-//! interval), this edge's own count is exact. Two edges admitting players in the same instant
-//! can therefore overshoot by the players admitted within one report delay.
+//! `maxViewers` holds cluster-wide, bursts included: a player of a limited stream is admitted
+//! only once it holds a slot in the registry (one atomic `reserve_viewer` round trip, see
+//! docs/registry.md), released when it leaves and renewed with the edge's viewer report, so a
+//! dead edge's slots expire after one lease TTL. Streams without a limit make no such call. When
+//! the registry cannot be reached, the limit is enforced on this edge alone.
 //!
 //! A stream published on another edge reaches this edge's players through the relay
 //! ([`crate::relay::pull`]): the player attaches to the stream's pull and then waits for the
@@ -16,7 +17,7 @@
 //! for a republish (which resumes them on the same connection), then get
 //! `NetStream.Play.StreamNotFound`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use streamfleet_registry::{RegistryError, StreamRecord};
 use tokio::time::{Instant, timeout_at};
@@ -32,6 +33,7 @@ use crate::{
     relay,
     rtmp::messages::Level,
     streams::{LiveState, Stream},
+    sync::lock,
 };
 
 const FAILED: &str = "NetStream.Play.Failed";
@@ -103,18 +105,27 @@ async fn play(
             return refuse(ctx, io, "not_live", NOT_FOUND, &why);
         }
     }
-    let cap = match local_cap(ctx, record).await {
-        Ok(cap) => cap,
-        Err(e) => {
-            // Without the other edges' counts, enforce the limit on this edge alone.
-            tracing::debug!(error = %e, "viewer counts unavailable; enforcing maxViewers locally");
-            record.max_viewers.map(|m| m as usize)
-        }
+    // maxViewers: a slot in the registry first (atomic across every edge); streams without a
+    // limit make no registry call here.
+    let slot = match record.max_viewers {
+        None => None,
+        Some(max) => match reserve_slot(ctx, record, io.info.id, max).await {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => return refuse(ctx, io, "max_viewers", FAILED, &max_viewers_text(record)),
+            Err(e) => {
+                // Registry unreachable: the limit holds on this edge alone (as a single node).
+                tracing::debug!(error = %e, "viewer slot unavailable; enforcing maxViewers locally");
+                None
+            }
+        },
     };
+    // Without a registry slot, a limited stream is still capped by this edge's own count.
+    let cap = if slot.is_some() { None } else { record.max_viewers.map(|m| m as usize) };
     if cap.is_some_and(|cap| stream.player_count() >= cap) {
         return refuse(ctx, io, "max_viewers", FAILED, &max_viewers_text(record));
     }
     if let Err(e) = io.accept() {
+        release_slot(ctx, record, slot).await;
         return e;
     }
     io.outbox.set_stream_id(stream_id);
@@ -122,6 +133,7 @@ async fn play(
     match stream.add_player(session, io.outbox.clone(), ctx.settings.outbox.max_bytes, cap) {
         Ok(n) => ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64),
         Err(_) => {
+            release_slot(ctx, record, slot).await;
             ctx.metrics.play_rejections.with_label_values(&["max_viewers"]).inc();
             let why = max_viewers_text(record);
             return io.close_with(Level::Error, FAILED, &why, &why);
@@ -138,7 +150,53 @@ async fn play(
     ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64);
     ctx.metrics.players_active.dec();
     ctx.viewers_changed.notify_one();
+    release_slot(ctx, record, slot).await;
     ended
+}
+
+/// How long a registry call of a play's `maxViewers` slot may take.
+const SLOT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Takes a `maxViewers` slot for this player in the registry: `Ok(Some(name))` admitted (the
+/// edge renews it with its viewer report until [`release_slot`]), `Ok(None)` the stream is full.
+/// The slot expires after three renew intervals (the lease TTL) unless renewed, so a dead edge's
+/// slots free themselves.
+async fn reserve_slot(
+    ctx: &Context,
+    record: &StreamRecord,
+    session: u64,
+    max: u32,
+) -> Result<Option<String>, RegistryError> {
+    let name = format!("{}{session}", ctx.slot_prefix);
+    let ttl = ctx.settings.lease_timing.renew_every * 3;
+    let granted = tokio::time::timeout(SLOT_CALL_TIMEOUT, ctx.registry.reserve_viewer(&record.id, &name, max, ttl))
+        .await
+        .map_err(|_| RegistryError::Unavailable("viewer slot timed out".into()))??;
+    if !granted {
+        return Ok(None);
+    }
+    lock(&ctx.viewer_slots).entry(record.id.clone()).or_default().insert(name.clone());
+    Ok(Some(name))
+}
+
+/// Frees a player's slot (no renewal from now on; the registry drops it at once, or at its
+/// expiry if the registry cannot be reached now).
+async fn release_slot(ctx: &Context, record: &StreamRecord, slot: Option<String>) {
+    let Some(name) = slot else { return };
+    {
+        let mut slots = lock(&ctx.viewer_slots);
+        if let Some(set) = slots.get_mut(&record.id) {
+            set.remove(&name);
+            if set.is_empty() {
+                slots.remove(&record.id);
+            }
+        }
+    }
+    match tokio::time::timeout(SLOT_CALL_TIMEOUT, ctx.registry.release_viewer(&record.id, &name)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "viewer slot release failed; it expires by itself"),
+        Err(_) => tracing::debug!("viewer slot release timed out; it expires by itself"),
+    }
 }
 
 /// Resolves once the stream is live (the guard `wait_for` returns is dropped here, not held in
@@ -151,18 +209,6 @@ async fn wait_live(live: &mut tokio::sync::watch::Receiver<LiveState>) {
 
 fn max_viewers_text(record: &StreamRecord) -> String {
     format!("stream {:?} has reached its viewer limit ({})", record.playback_name, record.max_viewers.unwrap_or(0))
-}
-
-/// How many players this edge may have on the stream under `maxViewers` (`None`: no limit):
-/// the limit minus what the other edges last reported.
-async fn local_cap(ctx: &Context, record: &StreamRecord) -> Result<Option<usize>, RegistryError> {
-    let Some(max) = record.max_viewers else { return Ok(None) };
-    let status = tokio::time::timeout(std::time::Duration::from_secs(1), ctx.registry.live_status(&record.id))
-        .await
-        .map_err(|_| RegistryError::Unavailable("viewer counts timed out".into()))??;
-    let ours = status.viewers_by_edge.get(&ctx.settings.edge_id).copied().unwrap_or(0);
-    let others = status.viewers.saturating_sub(ours);
-    Ok(Some((max.saturating_sub(others)) as usize))
 }
 
 /// Longer than any playback name can be (a Kubernetes name is at most 253 characters): refused

@@ -574,6 +574,33 @@ impl EdgeRegistry for RedisRegistry {
         args.extend(pairs.iter().map(String::as_str));
         self.script("set viewers", &self.scripts.set_viewers, &args).await.map(|_| ())
     }
+
+    async fn reserve_viewer(&self, id: &StreamId, player: &str, max: u32, ttl: Duration) -> Result<bool> {
+        let ttl = millis("viewer slot TTL", ttl, true)?;
+        let (id, max) = (id.to_string(), max.to_string());
+        let reply = self.script("reserve viewer", &self.scripts.reserve_viewer, &[&id, player, &max, &ttl]).await?;
+        match reply {
+            Value::Int(n) => Ok(n == 1),
+            other => Err(RegistryError::Unavailable(format!("unexpected reply from reserve_viewer: {other:?}").into())),
+        }
+    }
+
+    async fn release_viewer(&self, id: &StreamId, player: &str) -> Result<bool> {
+        let id = id.to_string();
+        let reply = self.script("release viewer", &self.scripts.release_viewer, &[&id, player]).await?;
+        Ok(matches!(reply, Value::Int(1)))
+    }
+
+    async fn renew_viewers(&self, players: &[(StreamId, String)], ttl: Duration) -> Result<()> {
+        if players.is_empty() {
+            return Ok(());
+        }
+        let ttl = millis("viewer slot TTL", ttl, true)?;
+        let pairs: Vec<String> = players.iter().flat_map(|(id, p)| [id.to_string(), p.clone()]).collect();
+        let mut args = vec![ttl.as_str()];
+        args.extend(pairs.iter().map(String::as_str));
+        self.script("renew viewers", &self.scripts.renew_viewers, &args).await.map(|_| ())
+    }
 }
 
 #[async_trait]

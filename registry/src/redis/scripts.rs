@@ -21,6 +21,9 @@ pub(super) struct Scripts {
     pub revoke: Script,
     pub update_holder: Script,
     pub set_viewers: Script,
+    pub reserve_viewer: Script,
+    pub release_viewer: Script,
+    pub renew_viewers: Script,
     pub live_status: Script,
 }
 
@@ -50,6 +53,9 @@ impl Scripts {
             revoke: with_prelude(include_str!("scripts/revoke.lua")),
             update_holder: with_prelude(include_str!("scripts/update_holder.lua")),
             set_viewers: with_prelude(include_str!("scripts/set_viewers.lua")),
+            reserve_viewer: with_prelude(include_str!("scripts/reserve_viewer.lua")),
+            release_viewer: with_prelude(include_str!("scripts/release_viewer.lua")),
+            renew_viewers: with_prelude(include_str!("scripts/renew_viewers.lua")),
             live_status: with_fencing(include_str!("scripts/live_status.lua")),
         }
     }
