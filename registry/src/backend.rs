@@ -69,25 +69,19 @@ pub trait EdgeRegistry: RegistryStatus {
 
     /// Atomically: the key is registered and enabled AND no other publisher holds the lease
     /// (or the stream's takeover policy lets this one replace it). On success the caller is the
-    /// only holder until the lease expires or is released.
-    async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease>;
+    /// only holder until the lease expires or is released. A fresh token per call: an edge
+    /// admitting a publisher uses [`acquire_as`](Self::acquire_as) instead.
+    async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
+        self.acquire_as(key, who, opts, &crate::new_lease_token()).await
+    }
 
     /// [`acquire`](Self::acquire) with a token the caller chose ([`crate::new_lease_token`]),
     /// one per admission. An admission whose ask timed out cannot know whether the grant was
     /// made (the script may have run and only its reply been late), so it asks again with the
     /// same token: a lease this token already holds is then granted again as it stands ("already
-    /// mine", its TTL extended) instead of refused as held by this very edge. The default makes
-    /// a fresh token per call (backends that cannot do better).
-    async fn acquire_as(
-        &self,
-        key: &KeyHash,
-        who: &PublisherInfo,
-        opts: &AcquireOptions,
-        token: &str,
-    ) -> Result<Lease> {
-        let _ = token;
-        self.acquire(key, who, opts).await
-    }
+    /// mine", its TTL extended) instead of refused as held by this very edge.
+    async fn acquire_as(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions, token: &str)
+    -> Result<Lease>;
 
     /// After the registry restarted and lost the lease, takes it back for the same holder if the
     /// stream is still free and the key still valid; allowed during the restart quarantine.

@@ -134,11 +134,6 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A random lease token: 128 bits, hex.
-pub(crate) fn new_token() -> String {
-    new_lease_token()
-}
-
 /// A fresh lease token (128 random bits, hex) for [`crate::EdgeRegistry::acquire_as`]: make one
 /// per admission and present it on every ask of that admission.
 pub fn new_lease_token() -> String {

@@ -173,18 +173,31 @@ async fn keep(
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "reclaim failed; retrying");
                         notify(KeeperEvent::RenewFailed);
-                        next = Instant::now() + jitter(timing.retry_every);
+                        next = retry_at(timing.retry_every, deadline);
                     }
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "lease renew failed; retrying");
                 notify(KeeperEvent::RenewFailed);
-                next = Instant::now() + jitter(timing.retry_every);
+                next = retry_at(timing.retry_every, deadline);
             }
         }
     }
 }
+
+/// When to try again after a failed renew: one retry interval away, but never more than a
+/// quarter of the time left before the deadline (and at least 50 ms). A Redis failover ends at
+/// an unknown moment inside the last interval; with a fixed interval the holder could miss the
+/// new primary by up to a full second and lose a lease it could have kept. Shrinking the gap
+/// costs only a few extra attempts, and only for a holder already about to stop.
+fn retry_at(every: Duration, deadline: Instant) -> Instant {
+    let now = Instant::now();
+    let left = deadline.saturating_duration_since(now);
+    now + jitter(every).min(left / 4).max(MIN_RETRY_GAP)
+}
+
+const MIN_RETRY_GAP: Duration = Duration::from_millis(50);
 
 /// ±20 % so that edges cut off together do not retry in lockstep.
 fn jitter(d: Duration) -> Duration {

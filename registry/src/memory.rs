@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::{
     backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, RegistryError, Result},
-    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token, now_ms},
+    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, now_ms},
     record::{KeyHash, StreamId, StreamRecord},
 };
 
@@ -160,10 +160,6 @@ impl EdgeRegistry for MemoryRegistry {
             .and_then(|id| st.streams.get(id))
             .cloned()
             .ok_or_else(|| RegistryError::NotFound { what: format!("playback name {name:?}") })
-    }
-
-    async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
-        self.acquire_as(key, who, opts, &new_token()).await
     }
 
     async fn acquire_as(

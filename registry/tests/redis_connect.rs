@@ -247,3 +247,31 @@ async fn a_least_privilege_acl_user_is_enough() {
     assert!(reg.delete_stream(&id("alpha")).await.unwrap());
     assert!(logs.text().contains("Redis refused INFO"), "{}", logs.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_under_the_client_is_replaced_within_the_same_call() {
+    let mut server = RedisServer::start();
+    let reg = connect(&server.url()).await;
+    reg.end_quarantine().await.unwrap();
+    reg.put_stream(&rec("alpha")).await.unwrap();
+    let lease = reg.acquire(&key("alpha"), &who("edge-1"), &opts()).await.unwrap();
+    // A restart closes the client's open connection (as a failover does): the next call finds a
+    // dead connection, dials again and is answered, instead of failing once.
+    tokio::task::block_in_place(|| server.restart());
+    let renewed = reg.renew(&lease, Duration::from_secs(10)).await;
+    assert!(renewed.is_ok(), "the first call after the restart failed: {renewed:?}");
+    // The same through a connection the server itself closed while the server stays up (the
+    // restart emptied it: the record is written again first).
+    reg.put_stream(&rec("alpha")).await.unwrap();
+    let mut admin = raw(&server.url()).await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(reg.lookup(&key("alpha")).await.is_ok(), "the first call after CLIENT KILL failed");
+}

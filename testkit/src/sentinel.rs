@@ -102,13 +102,7 @@ impl SentinelCluster {
                         .unwrap_or(0)
                 })
                 .collect();
-            let replicas: Vec<usize> = (0..3)
-                .map(|i| {
-                    cli(c.sentinels[i].port, &["SENTINEL", "REPLICAS", MASTER_NAME])
-                        .map(|out| out.lines().filter(|l| *l == "name").count())
-                        .unwrap_or(0)
-                })
-                .collect();
+            let replicas: Vec<usize> = (0..3).map(|i| healthy_replicas(c.sentinels[i].port)).collect();
             if known.iter().all(|n| *n == 2) && replicas.iter().all(|n| *n == 2) {
                 break;
             }
@@ -250,6 +244,29 @@ impl SentinelCluster {
         }
     }
 
+    /// Waits until every running Sentinel sees `n` healthy replicas of the primary (flags just
+    /// `slave`, link to the primary up). Sentinels discover a replica from the primary's `INFO`,
+    /// polled every 10 s, and reconfigure only replicas they know when they fail over: a
+    /// restarted replica they have not seen yet would be left following a dead primary. Tests
+    /// that fail over repeatedly wait for this steady state before the next fault, as a
+    /// production deployment is between faults.
+    pub fn wait_sentinels_see_replicas(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen: Vec<usize> = self
+                .sentinels
+                .iter()
+                .filter(|s| s.child.is_some() && !s.frozen)
+                .map(|s| healthy_replicas(s.port))
+                .collect();
+            if seen.iter().all(|k| *k >= n) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Sentinels see {seen:?} healthy replicas after {within:?}, not {n}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_replicas_in_sync(&self, within: Duration) {
         for i in 1..self.redis.len() {
             self.wait_replica_in_sync(i, within);
@@ -331,6 +348,22 @@ fn wait_listening(node: &mut Node, what: &str) {
 
 /// `redis-cli -p PORT ARGS...` under `timeout 2` (this redis-cli has no timeout of its own);
 /// `None` when it fails or times out.
+/// How many replicas Sentinel `port` lists as healthy: flags exactly `slave` (not `s_down` or
+/// `disconnected`) and `master-link-status` `ok`. `redis-cli` prints `SENTINEL REPLICAS` as one
+/// field name or value per line, each replica starting with `name`.
+fn healthy_replicas(port: u16) -> usize {
+    let Some(out) = cli(port, &["SENTINEL", "REPLICAS", MASTER_NAME]) else { return 0 };
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    fn field<'a>(replica: &[&'a str], name: &str) -> Option<&'a str> {
+        replica.iter().position(|l| *l == name).and_then(|i| replica.get(i + 1).copied())
+    }
+    lines
+        .split(|l| *l == "name")
+        .skip(1)
+        .filter(|r| field(r, "flags") == Some("slave") && field(r, "master-link-status") == Some("ok"))
+        .count()
+}
+
 fn cli(port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new(crate::require_tool("timeout"))
         .arg("2")

@@ -134,28 +134,27 @@ impl Link {
     /// call is bounded by connect + command timeout, the request itself by the command timeout
     /// (and by the connection's own response timeout); a timeout or a connection-level error
     /// drops the connection so the next call starts from a fresh one.
+    ///
+    /// A connection that was already open and turns out dead (its server was killed or failed
+    /// over: broken pipe, reset, closed) is replaced at once and the request sent again on the
+    /// new one, within the same budget. Every registry request is idempotent (lease scripts
+    /// recognise their own token, "already mine"), so a request that did reach the old server
+    /// does no harm when repeated; without this, the first renew after a failover would fail
+    /// and the holder would wait a whole retry interval closer to its deadline.
     pub async fn run<T, F, Fut>(&self, what: &str, request: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let budget = self.connect_timeout + self.command_timeout;
         let attempt = async {
-            let active = self.get().await.map_err(|f| f.error)?;
-            match tokio::time::timeout(self.command_timeout, request(active.conn)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => {
-                    if needs_new_connection(&e) {
-                        self.drop_connection(active.id);
-                    }
-                    Err(RegistryError::Unavailable(Unavailable::caused_by(format!("{what}: {e}"), e)))
+            let (active, dialled) = self.get().await.map_err(|f| f.error)?;
+            match self.send(what, &active, &request).await {
+                Err(Failed::Dead(_)) if !dialled => {
+                    let (active, _) = self.get().await.map_err(|f| f.error)?;
+                    self.send(what, &active, &request).await.map_err(Failed::into_error)
                 }
-                Err(_) => {
-                    self.drop_connection(active.id);
-                    Err(RegistryError::Unavailable(
-                        format!("{what}: Redis did not answer within {} ms", self.command_timeout.as_millis()).into(),
-                    ))
-                }
+                r => r.map_err(Failed::into_error),
             }
         };
         match tokio::time::timeout(budget, attempt).await {
@@ -163,6 +162,32 @@ impl Link {
             Err(_) => Err(RegistryError::Unavailable(
                 format!("{what}: Redis not reachable within {} ms", budget.as_millis()).into(),
             )),
+        }
+    }
+
+    /// One request on `active`, bounded by the command timeout; drops the connection when it
+    /// cannot be trusted any more.
+    async fn send<T, F, Fut>(&self, what: &str, active: &Active, request: &F) -> std::result::Result<T, Failed>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.command_timeout, request(active.conn.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let dead = is_dead_connection(&e);
+                if dead || needs_new_connection(&e) {
+                    self.drop_connection(active.id);
+                }
+                let error = RegistryError::Unavailable(Unavailable::caused_by(format!("{what}: {e}"), e));
+                Err(if dead { Failed::Dead(error) } else { Failed::Other(error) })
+            }
+            Err(_) => {
+                self.drop_connection(active.id);
+                Err(Failed::Other(RegistryError::Unavailable(
+                    format!("{what}: Redis did not answer within {} ms", self.command_timeout.as_millis()).into(),
+                )))
+            }
         }
     }
 
@@ -179,13 +204,15 @@ impl Link {
         }
     }
 
-    async fn get(&self) -> std::result::Result<Active, ConnectFailure> {
+    /// The current connection, dialling one if there is none; `true` when this call dialled it
+    /// (or waited for the dialler), so it was checked a moment ago.
+    async fn get(&self) -> std::result::Result<(Active, bool), ConnectFailure> {
         if let Some(a) = self.current() {
-            return Ok(a);
+            return Ok((a, false));
         }
         let _one_dialler = self.connecting.lock().await;
         if let Some(a) = self.current() {
-            return Ok(a);
+            return Ok((a, true));
         }
         let dial = self.target.dial(&self.config);
         let conn = match tokio::time::timeout(self.connect_timeout, dial).await {
@@ -204,7 +231,7 @@ impl Link {
         self.check_new_connection(conn.clone()).await?;
         let active = Active { id: self.next_id.fetch_add(1, Ordering::Relaxed), conn };
         *lock(&self.current) = Some(active.clone());
-        Ok(active)
+        Ok((active, true))
     }
 
     /// The checks every new connection passes before serving: schema version, fencing epoch and
@@ -364,6 +391,28 @@ fn info_field(info: &str, name: &str) -> Option<String> {
 /// without `INFO` or `CONFIG`, which the optional checks tolerate).
 fn is_connection_failure(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// How one request failed: on a connection found dead (worth one immediate retry on a new
+/// connection), or otherwise.
+enum Failed {
+    Dead(RegistryError),
+    Other(RegistryError),
+}
+
+impl Failed {
+    fn into_error(self) -> RegistryError {
+        match self {
+            Failed::Dead(e) | Failed::Other(e) => e,
+        }
+    }
+}
+
+/// The connection was closed under the request (its server died, restarted or dropped the
+/// client), as opposed to a slow server: a timeout is not "dead" here, since retrying behind a
+/// black-holed network would only double the wait.
+fn is_dead_connection(e: &RedisError) -> bool {
+    !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
 }
 
 /// Errors after which the connection cannot be trusted (dead, timed out, or no longer talking

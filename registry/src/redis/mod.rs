@@ -31,7 +31,7 @@ pub use target::{SentinelUrl, is_sentinel_url, parse_sentinel_url};
 use crate::{
     backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, LossReason, RegistryError, Result},
-    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome, new_token},
+    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome},
     record::{KeyHash, StreamId, StreamRecord},
 };
 
@@ -167,7 +167,7 @@ impl RedisRegistry {
     /// new publishers need not wait out the restart quarantine. Only true for a Redis that has
     /// never served edges (a first install, tests); after a real restart, let the quarantine run.
     pub async fn end_quarantine(&self) -> Result<()> {
-        let key = format!("{}quarantine_lifted", self.prefix);
+        let key = &format!("{}quarantine_lifted", self.prefix);
         self.link
             .run("end quarantine", |mut c| async move {
                 redis::cmd("SET").arg(key).arg(crate::lease::now_ms()).query_async::<()>(&mut c).await
@@ -220,6 +220,7 @@ impl RedisRegistry {
     }
 
     async fn hgetall(&self, key: String) -> Result<std::collections::HashMap<String, String>> {
+        let key = &key;
         self.link
             .run("read record", |mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await
@@ -361,7 +362,7 @@ impl OperatorRegistry for RedisRegistry {
     }
 
     async fn list_streams(&self) -> Result<Vec<StreamRecord>> {
-        let set = format!("{}streams", self.prefix);
+        let set = &format!("{}streams", self.prefix);
         let ids: Vec<String> = self
             .link
             .run("list streams", |mut c| async move { redis::cmd("SMEMBERS").arg(set).query_async(&mut c).await })
@@ -375,8 +376,13 @@ impl OperatorRegistry for RedisRegistry {
         for id in &ids {
             pipe.cmd("HGETALL").arg(format!("{}stream:{id}", self.prefix));
         }
-        let hashes: Vec<std::collections::HashMap<String, String>> =
-            self.link.run("list streams", |mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let hashes: Vec<std::collections::HashMap<String, String>> = self
+            .link
+            .run("list streams", |mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
         let mut out = Vec::with_capacity(hashes.len());
         for h in &hashes {
             // A record deleted between the two reads is simply absent.
@@ -393,7 +399,7 @@ impl OperatorRegistry for RedisRegistry {
     }
 
     async fn epoch(&self) -> Result<u64> {
-        let key = format!("{}epoch", self.prefix);
+        let key = &format!("{}epoch", self.prefix);
         let epoch: Option<String> = self
             .link
             .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
@@ -421,10 +427,6 @@ impl EdgeRegistry for RedisRegistry {
             .await?
             .filter(|r| r.playback_name == name)
             .ok_or_else(|| RegistryError::NotFound { what: format!("playback name {name:?}") })
-    }
-
-    async fn acquire(&self, key: &KeyHash, who: &PublisherInfo, opts: &AcquireOptions) -> Result<Lease> {
-        self.acquire_as(key, who, opts, &new_token()).await
     }
 
     async fn acquire_as(

@@ -98,20 +98,37 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url).expect("redis url").get_multiplexed_async_connection().await.expect("raw redis connection")
 }
 
-/// Collects keeper events; `next` awaits one with a deadline.
+/// Collects keeper events with the instant each happened; `wait_for*` await one with a deadline,
+/// and `take_log` hands over everything received so far (for a timeline around a fault).
 pub struct EventTap {
-    rx: tokio::sync::mpsc::UnboundedReceiver<streamfleet_registry::KeeperEvent>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(tokio::time::Instant, streamfleet_registry::KeeperEvent)>,
+    log: Vec<(tokio::time::Instant, streamfleet_registry::KeeperEvent)>,
 }
 
 impl EventTap {
     pub fn new() -> (Self, streamfleet_registry::lease_keeper::KeeperObserver) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
-            EventTap { rx },
+            EventTap { rx, log: Vec::new() },
             Arc::new(move |e| {
-                let _ = tx.send(e);
+                let _ = tx.send((tokio::time::Instant::now(), e));
             }),
         )
+    }
+
+    async fn next(&mut self) -> Option<streamfleet_registry::KeeperEvent> {
+        let (at, e) = self.rx.recv().await?;
+        self.log.push((at, e));
+        Some(e)
+    }
+
+    /// Every event received so far, oldest first; the tap then starts a new log, so a later
+    /// `wait_for*` sees only events that happen after this call.
+    pub fn take_log(&mut self) -> Vec<(tokio::time::Instant, streamfleet_registry::KeeperEvent)> {
+        while let Ok((at, e)) = self.rx.try_recv() {
+            self.log.push((at, e));
+        }
+        std::mem::take(&mut self.log)
     }
 
     /// Waits for any of `want` (or a loss, which is returned too), skipping other events;
@@ -122,7 +139,7 @@ impl EventTap {
         within: Duration,
     ) -> streamfleet_registry::KeeperEvent {
         let found = tokio::time::timeout(within, async {
-            while let Some(e) = self.rx.recv().await {
+            while let Some(e) = self.next().await {
                 if want.contains(&e) || matches!(e, streamfleet_registry::KeeperEvent::Lost(_)) {
                     return Some(e);
                 }
@@ -139,7 +156,7 @@ impl EventTap {
     /// Waits for `want`, skipping other events; panics after `within`.
     pub async fn wait_for(&mut self, want: streamfleet_registry::KeeperEvent, within: Duration) {
         let found = tokio::time::timeout(within, async {
-            while let Some(e) = self.rx.recv().await {
+            while let Some(e) = self.next().await {
                 if e == want {
                     return true;
                 }
