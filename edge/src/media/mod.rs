@@ -2,12 +2,14 @@
 //! share it in:
 //!
 //! - [`message`]: one media message as a protocol hands it on ([`Media`]);
-//! - [`codec`]: FLV tag inspection (keyframes, sequence headers, Enhanced RTMP FourCC);
+//! - [`codec`]: FLV tag inspection (keyframes, decoder configuration slots, Enhanced RTMP
+//!   FourCC and multitrack);
 //! - [`frame`]: a message serialised once into RTMP chunks and shared by every player.
 //!
 //! A new ingest protocol produces [`Media`]; everything from here up is unchanged.
 
 pub(crate) mod codec;
+pub(crate) use codec::ConfigSlot;
 mod frame;
 mod message;
 

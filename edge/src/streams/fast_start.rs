@@ -1,18 +1,26 @@
 //! What a new player needs before live frames, so its first picture does not wait for the next
-//! keyframe: the stream's metadata, its sequence headers and the GOP since the last keyframe.
-//! Emptied when the publisher changes (the next one sends its own).
+//! keyframe: the stream's metadata, its decoder configuration packets (one per slot: sequence
+//! headers, Opus multichannel config, one per multitrack track, in the order they came) and the
+//! GOP since the last keyframe. Emptied when the publisher changes (the next one sends its own).
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::{fanout::Outbox, media::Frame};
+use crate::{
+    fanout::Outbox,
+    media::{ConfigSlot, Frame},
+};
+
+/// Most configuration slots kept per stream. Real streams use one or two per track (Opus: two);
+/// the bound keeps a publisher that invents slots (every multitrack track id) from growing memory.
+/// A packet for a new slot beyond it is still fanned out, only not cached.
+const MAX_CONFIG_SLOTS: usize = 16;
 
 #[derive(Default)]
 pub(super) struct FastStart {
     metadata: Option<Arc<Frame>>,
-    video_seq: Option<Arc<Frame>>,
-    audio_seq: Option<Arc<Frame>>,
+    configs: Vec<(ConfigSlot, Arc<Frame>)>,
     gop: Vec<Arc<Frame>>,
     gop_bytes: usize,
 }
@@ -20,19 +28,28 @@ pub(super) struct FastStart {
 impl FastStart {
     pub(super) fn clear(&mut self) {
         self.metadata = None;
-        self.video_seq = None;
-        self.audio_seq = None;
+        self.configs.clear();
         self.gop.clear();
         self.gop_bytes = 0;
+    }
+
+    /// Keeps `f` in `slot`: it replaces the slot's previous packet where that one stood, so the
+    /// replay order stays the order the kinds first came in.
+    fn config(&mut self, slot: ConfigSlot, f: &Arc<Frame>) {
+        if let Some(kept) = self.configs.iter_mut().find(|(s, _)| *s == slot) {
+            kept.1 = f.clone();
+        } else if self.configs.len() < MAX_CONFIG_SLOTS {
+            self.configs.push((slot, f.clone()));
+        }
     }
 
     pub(super) fn metadata(&mut self, f: &Arc<Frame>) {
         self.metadata = Some(f.clone());
     }
 
-    pub(super) fn video(&mut self, f: &Arc<Frame>, max_gop_bytes: usize) {
-        if f.essential {
-            self.video_seq = Some(f.clone());
+    pub(super) fn video(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>, max_gop_bytes: usize) {
+        if let Some(slot) = config {
+            self.config(slot, f);
         } else if f.keyframe {
             self.gop.clear();
             self.gop_bytes = 0;
@@ -42,9 +59,9 @@ impl FastStart {
         }
     }
 
-    pub(super) fn audio(&mut self, f: &Arc<Frame>, max_gop_bytes: usize) {
-        if f.essential {
-            self.audio_seq = Some(f.clone());
+    pub(super) fn audio(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>, max_gop_bytes: usize) {
+        if let Some(slot) = config {
+            self.config(slot, f);
         } else if !self.gop.is_empty() {
             self.cache_gop(f, max_gop_bytes);
         }
@@ -65,7 +82,7 @@ impl FastStart {
     /// Queues it all to a new player; the GOP is skipped when larger than the player's queue
     /// (it starts at the next keyframe instead).
     pub(super) fn offer_to(&self, outbox: &Arc<Outbox>, queue_limit: usize, now: Instant) {
-        for f in [&self.metadata, &self.video_seq, &self.audio_seq].into_iter().flatten() {
+        for f in self.metadata.iter().chain(self.configs.iter().map(|(_, f)| f)) {
             outbox.offer(f, now);
         }
         if self.gop_bytes <= queue_limit {

@@ -262,15 +262,16 @@ impl Stream {
             MediaKind::Video => {
                 let info = codec::video(&media.payload);
                 st.video_codec = info.codec;
-                let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, info.sequence_header, media.payload));
-                st.cache.video(&f, self.max_gop_bytes);
+                let essential = info.config.is_some();
+                let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, essential, media.payload));
+                st.cache.video(&f, info.config, self.max_gop_bytes);
                 f
             }
             MediaKind::Audio => {
                 let info = codec::audio(&media.payload);
                 st.audio_codec = info.codec;
-                let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.sequence_header, media.payload));
-                st.cache.audio(&f, self.max_gop_bytes);
+                let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.config.is_some(), media.payload));
+                st.cache.audio(&f, info.config, self.max_gop_bytes);
                 f
             }
             MediaKind::Metadata => {
@@ -517,6 +518,43 @@ pub(crate) mod tests {
         let frames: Vec<(u32, bool, bool)> =
             ob.queued_frames().iter().map(|f| (f.timestamp, f.essential, f.keyframe)).collect();
         assert_eq!(frames, vec![(0, true, false), (0, true, false), (66, false, true), (99, false, false)]);
+    }
+
+    #[test]
+    fn a_late_player_gets_every_configuration_packet_in_the_order_they_came() {
+        let s = stream();
+        let _kick = s.begin_publish(meta(1));
+        let opus_head = audio(0, &[0x90, b'O', b'p', b'u', b's', 0x4F, 0x70]); // sequence start
+        let multichannel = audio(0, &[0x94, b'O', b'p', b'u', b's', 0, 2]); // multichannel config
+        s.publish(1, video(0, &[0x17, 0, 0xAA]));
+        s.publish(1, opus_head.clone());
+        s.publish(1, multichannel.clone());
+        s.publish(1, video(0, &[0x17, 1, 1])); // key
+        s.publish(1, audio(20, &[0x91, b'O', b'p', b'u', b's', 9]));
+        // A new AVC configuration replaces only the old one, in its place.
+        s.publish(1, video(40, &[0x17, 0, 0xBB]));
+        let ob = outbox();
+        s.add_player(9, ob.clone(), 1 << 20, None).unwrap();
+        let payloads: Vec<Bytes> = ob.queued_frames().iter().map(|f| f.payload.clone()).collect();
+        assert_eq!(
+            payloads[..3],
+            [Bytes::from_static(&[0x17, 0, 0xBB]), opus_head.payload, multichannel.payload],
+            "the video configuration, the OpusHead and the multichannel config, before any frame"
+        );
+        assert_eq!(payloads.len(), 5, "then the GOP: keyframe and audio frame");
+    }
+
+    #[test]
+    fn configuration_slots_are_bounded() {
+        let s = stream();
+        let _kick = s.begin_publish(meta(1));
+        // A publisher inventing multitrack track ids: only the first slots are cached.
+        for track in 0..=255u8 {
+            s.publish(1, video(0, &[0x80 | 0x10 | 6, 0, b'a', b'v', b'c', b'1', track, 1]));
+        }
+        let ob = outbox();
+        s.add_player(9, ob.clone(), 1 << 20, None).unwrap();
+        assert_eq!(ob.queued_frames().len(), 16);
     }
 
     #[test]
