@@ -56,6 +56,13 @@ EDGE_METRICS = {
     "stream_players",
     "stream_ingest_bitrate_kbps",
     "relay_pulls_active",
+    # stream health (docs/edge.md "Stream health")
+    "stream_video_fps",
+    "stream_keyframe_interval_seconds",
+    "stream_healthy",
+    "stream_media_info",
+    "stream_stalls_total",
+    "stream_timestamp_anomalies_total",
 }
 OPERATOR_METRICS = {
     "reconciles_total",

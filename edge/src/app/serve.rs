@@ -19,6 +19,7 @@ use crate::{
         session::{Ended, Session},
     },
     fanout::{CloseReason, Outbox, TcpSink, run_writer},
+    observe::SessionRole,
     play, publish, relay,
 };
 
@@ -63,6 +64,21 @@ pub(crate) async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: Socke
         outbox.release_sink();
     }
     let role = guard.info.role();
+    // Every admitted session's end, at info: how long viewers stay and why encoders drop is what
+    // operators ask first. Connections that never took a role are logged (rate-limited) above.
+    if role != SessionRole::Pending {
+        let s = guard.info.snapshot();
+        span.in_scope(|| {
+            tracing::info!(
+                role = role.as_str(),
+                duration_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                bytes_received = s.bytes_received,
+                bytes_sent = s.bytes_sent,
+                reason = %ended.summary(),
+                "session ended"
+            )
+        });
+    }
     ctx.metrics.connections_active.dec();
     ctx.metrics.connection_duration.with_label_values(&[role.as_str()]).observe(started.elapsed().as_secs_f64());
 }

@@ -47,6 +47,17 @@ pub(crate) enum Ended {
 }
 
 impl Ended {
+    /// Why, in a few words, for the line that ends an admitted session (client text escaped).
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Ended::Eof => "peer closed the connection".into(),
+            Ended::Closed(why) => shown(why).to_string(),
+            Ended::Protocol(e) => format!("bad input: {}", shown(&e.to_string())),
+            Ended::Io(e) => format!("I/O error: {e}"),
+            Ended::Outbox(reason) => format!("writer stopped: {reason:?}"),
+        }
+    }
+
     /// Logs the end at a level matching how unusual it is and counts protocol errors.
     pub(crate) fn record(&self, metrics: &Metrics) {
         match self {

@@ -4,11 +4,14 @@
 //! - [`message`]: one media message as a protocol hands it on ([`Media`]);
 //! - [`codec`]: FLV tag inspection (keyframes, decoder configuration slots, Enhanced RTMP
 //!   FourCC and multitrack);
+//! - [`describe`]: what configuration packets and `onMetaData` say (resolution, profile, sample
+//!   rate, channels, announced frame rate and bitrates);
 //! - [`frame`]: a message serialised once into RTMP chunks and shared by every player.
 //!
 //! A new ingest protocol produces [`Media`]; everything from here up is unchanged.
 
 pub(crate) mod codec;
+pub(crate) mod describe;
 pub(crate) use codec::ConfigSlot;
 mod frame;
 mod message;

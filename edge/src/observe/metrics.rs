@@ -2,15 +2,21 @@
 //! project brief fixes them. Per-stream series are labelled with the playback name only, never
 //! a publish key, and are removed when the stream leaves this edge so cardinality stays bounded.
 
+use std::{collections::HashMap, sync::Mutex};
+
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
 use super::sharded_counter::ShardedCounter;
 use crate::{
     fanout::{Outbox, WriteObserver},
-    streams::HubObserver,
+    streams::{
+        HubObserver,
+        health::{HealthReport, MediaReport},
+    },
+    sync::lock,
 };
 
 const PREFIX: &str = "streamfleet_edge";
@@ -47,6 +53,28 @@ pub(crate) struct Metrics {
     pub(crate) api_auth_failures: IntCounter,
     pub(crate) publish_key_failures_delayed: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
+    stream_health: StreamHealthSeries,
+}
+
+/// The per-stream health series (see `streams::health`), fed once a second by each publisher.
+struct StreamHealthSeries {
+    fps: GaugeVec,
+    keyframe_interval: GaugeVec,
+    healthy: IntGaugeVec,
+    info: IntGaugeVec,
+    stalls: IntCounterVec,
+    anomalies: IntCounterVec,
+    /// The info series' label values per stream (to remove the old series when they change), and
+    /// the counts already added to the counters.
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    info: Option<[String; 3]>,
+    stalls: u64,
+    backwards: u64,
+    jumps: u64,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -70,6 +98,11 @@ impl Metrics {
             let c = IntCounterVec::new(opts(name, help), labels)?;
             registry.register(Box::new(c.clone()))?;
             Ok(c)
+        };
+        let float_gauge_vec = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
+            let g = GaugeVec::new(opts(name, help), &["stream"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
             let g = IntGaugeVec::new(opts(name, help), labels)?;
@@ -179,6 +212,34 @@ impl Metrics {
                 "Relay pulls that failed or broke, by stage (connect, refused, stream)",
                 &["stage"],
             )?,
+            stream_health: StreamHealthSeries {
+                fps: float_gauge_vec("stream_video_fps", "Frame rate measured from video timestamps, per stream")?,
+                keyframe_interval: float_gauge_vec(
+                    "stream_keyframe_interval_seconds",
+                    "Last keyframe interval of streams published on this edge",
+                )?,
+                healthy: gauge_vec(
+                    "stream_healthy",
+                    "1 while the encoder of a stream published on this edge sends healthy media, 0 otherwise",
+                    &["stream"],
+                )?,
+                info: gauge_vec(
+                    "stream_media_info",
+                    "Always 1; labels describe what a stream published on this edge carries",
+                    &["stream", "video_codec", "resolution", "audio_codec"],
+                )?,
+                stalls: counter_vec(
+                    "stream_stalls_total",
+                    "Stalls (no media for more than 1 s while connected) per stream",
+                    &["stream"],
+                )?,
+                anomalies: counter_vec(
+                    "stream_timestamp_anomalies_total",
+                    "Timestamps that went backwards or jumped ahead of the wall clock, per stream",
+                    &["stream", "kind"],
+                )?,
+                seen: Mutex::new(HashMap::new()),
+            },
             registry,
         })
     }
@@ -194,6 +255,71 @@ impl Metrics {
     pub(crate) fn forget_stream(&self, playback: &str) {
         let _ = self.stream_players.remove_label_values(&[playback]);
         let _ = self.stream_ingest_bitrate_kbps.remove_label_values(&[playback]);
+        let h = &self.stream_health;
+        let _ = h.fps.remove_label_values(&[playback]);
+        let _ = h.keyframe_interval.remove_label_values(&[playback]);
+        let _ = h.healthy.remove_label_values(&[playback]);
+        let _ = h.stalls.remove_label_values(&[playback]);
+        for kind in ["backwards", "jump"] {
+            let _ = h.anomalies.remove_label_values(&[playback, kind]);
+        }
+        if let Some(Seen { info: Some(labels), .. }) = lock(&h.seen).remove(playback) {
+            let [v, r, a] = &labels;
+            let _ = h.info.remove_label_values(&[playback, v, r, a]);
+        }
+    }
+
+    /// Publishes one stream's health (its publisher calls this once a second).
+    pub(crate) fn observe_health(
+        &self,
+        playback: &str,
+        codecs: (&str, &str),
+        media: &MediaReport,
+        health: &HealthReport,
+    ) {
+        let h = &self.stream_health;
+        match media.video.fps {
+            Some(fps) => h.fps.with_label_values(&[playback]).set(fps),
+            None => h.fps.with_label_values(&[playback]).set(0.0),
+        }
+        if let Some(k) = media.video.keyframe_interval_s {
+            h.keyframe_interval.with_label_values(&[playback]).set(k);
+        }
+        h.healthy.with_label_values(&[playback]).set(i64::from(health.healthy));
+        let resolution = match (media.video.config.width, media.video.config.height) {
+            (Some(w), Some(h)) => format!("{w}x{h}"),
+            _ => match (media.announced.width, media.announced.height) {
+                (Some(w), Some(h)) => format!("{w}x{h}"),
+                _ => "unknown".into(),
+            },
+        };
+        let labels = [codecs.0.to_string(), resolution, codecs.1.to_string()];
+        let mut seen = lock(&h.seen);
+        let seen = seen.entry(playback.to_string()).or_default();
+        if seen.info.as_ref() != Some(&labels) {
+            if let Some([v, r, a]) = &seen.info {
+                let _ = h.info.remove_label_values(&[playback, v, r, a]);
+            }
+            h.info.with_label_values(&[playback, &labels[0], &labels[1], &labels[2]]).set(1);
+            seen.info = Some(labels);
+        }
+        // The counts restart with each publisher; the counters only ever go up.
+        let add = |counter: &prometheus::IntCounter, now: u64, before: &mut u64| {
+            counter.inc_by(now.saturating_sub(*before));
+            *before = now;
+        };
+        add(&h.stalls.with_label_values(&[playback]), health.stalls, &mut seen.stalls);
+        add(&h.anomalies.with_label_values(&[playback, "backwards"]), health.timestamps_backwards, &mut seen.backwards);
+        add(&h.anomalies.with_label_values(&[playback, "jump"]), health.timestamp_jumps, &mut seen.jumps);
+    }
+
+    /// A new publisher starts its counts from zero.
+    pub(crate) fn health_publisher_changed(&self, playback: &str) {
+        if let Some(seen) = lock(&self.stream_health.seen).get_mut(playback) {
+            seen.stalls = 0;
+            seen.backwards = 0;
+            seen.jumps = 0;
+        }
     }
 }
 

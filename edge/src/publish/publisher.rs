@@ -148,6 +148,7 @@ async fn ingest(
     let mut window_start = Instant::now();
     let mut window_bytes: u64 = 0;
     let bitrate_gauge = ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[playback]);
+    ctx.metrics.health_publisher_changed(playback);
     loop {
         tokio::select! {
             ev = io.next_event() => match ev {
@@ -194,6 +195,8 @@ async fn ingest(
                 if window >= BITRATE_WINDOW {
                     let kbps = window_bytes * 8 / window.as_millis().max(1) as u64;
                     bitrate_gauge.set(kbps as i64);
+                    let (video, audio, media, health) = stream.health();
+                    ctx.metrics.observe_health(playback, (&video, &audio), &media, &health);
                     holder.send_if_modified(|h| { let changed = h.kbps != kbps; h.kbps = kbps; changed });
                     window_start = now;
                     window_bytes = 0;

@@ -2,7 +2,9 @@
 //! fan-out:
 //!
 //! - [`stream`]: one stream: the publisher slot, the players and the fan-out of each message;
-//! - [`fast_start`]: what a new player gets first (metadata, sequence headers, the GOP);
+//! - [`fast_start`]: what a new player gets first (metadata, configuration packets, the GOP);
+//! - [`health`]: what the encoder really sends (frame rate, bitrate, keyframe interval, stalls)
+//!   and a verdict in plain words;
 //! - [`timeline`]: timestamps continuous for players across a change of publisher;
 //! - [`hub`]: the streams present on this edge, by id, and when one goes;
 //! - [`local_release`]: the lease hand-off between publishers of one stream on this edge.
@@ -11,6 +13,7 @@
 //! reports a stream leaving through [`HubObserver`] (the metrics forget its series).
 
 mod fast_start;
+pub(crate) mod health;
 mod hub;
 mod local_release;
 pub(crate) mod stream;

@@ -17,7 +17,12 @@ use tokio::{
     time::Instant,
 };
 
-use super::{fast_start::FastStart, local_release::LocalLeases, timeline::Timeline};
+use super::{
+    fast_start::FastStart,
+    health::{Health, HealthReport, HealthRules, MediaReport},
+    local_release::LocalLeases,
+    timeline::Timeline,
+};
 use crate::{
     fanout::{FrameLog, Offer, Outbox, write_spread},
     media::{
@@ -80,6 +85,7 @@ struct State {
     timeline: Timeline,
     video_codec: Codec,
     audio_codec: Codec,
+    health: Health,
 }
 
 /// Counters readable without the lock.
@@ -113,6 +119,9 @@ pub(crate) struct StreamSnapshot {
     pub(crate) bytes_in: u64,
     pub(crate) frames_in: u64,
     pub(crate) dropped_messages: u64,
+    /// What the encoder sends (resolution, frame rate, bitrates, keyframe interval, ...).
+    pub(crate) media: MediaReport,
+    pub(crate) health: HealthReport,
 }
 
 pub(crate) struct Stream {
@@ -148,6 +157,7 @@ impl Stream {
                 timeline: Timeline::default(),
                 video_codec: Codec::Unknown,
                 audio_codec: Codec::Unknown,
+                health: Health::new(HealthRules::default(), Instant::now()),
             }),
             live: watch::channel(LiveState::Offline).0,
             stats: StreamStats::default(),
@@ -203,6 +213,7 @@ impl Stream {
         let session = slot.meta.session;
         st.publisher = Some(slot);
         st.cache.clear();
+        st.health.reset(Instant::now());
         st.timeline.new_publisher();
         self.publisher_idle.store(false, Ordering::Relaxed);
         let notice = status_frame("NetStream.Play.PublishNotify", &format!("{} is now published", self.playback));
@@ -262,6 +273,7 @@ impl Stream {
             MediaKind::Video => {
                 let info = codec::video(&media.payload);
                 st.video_codec = info.codec;
+                st.health.video(media.timestamp, &info, &media.payload, now);
                 let essential = info.config.is_some();
                 let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, essential, media.payload));
                 st.cache.video(&f, info.config, self.max_gop_bytes);
@@ -270,6 +282,7 @@ impl Stream {
             MediaKind::Audio => {
                 let info = codec::audio(&media.payload);
                 st.audio_codec = info.codec;
+                st.health.audio(media.timestamp, &info, &media.payload, now);
                 let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.config.is_some(), media.payload));
                 st.cache.audio(&f, info.config, self.max_gop_bytes);
                 f
@@ -277,6 +290,7 @@ impl Stream {
             MediaKind::Metadata => {
                 // Timestamp 0: FFmpeg's FLV demuxer reads onMetaData at any time but turns one
                 // with a non-zero timestamp (e.g. after rebasing) into an extra data stream.
+                st.health.metadata(&media.payload);
                 let f = Arc::new(Frame::new(FrameKind::Data, 0, false, true, media.payload));
                 st.cache.metadata(&f);
                 f
@@ -357,7 +371,15 @@ impl Stream {
         count_viewers(&self.lock())
     }
 
+    /// The health figures alone (the publisher's metrics tick), codec names included.
+    pub(crate) fn health(&self) -> (String, String, MediaReport, HealthReport) {
+        let now = Instant::now();
+        let st = self.lock();
+        (st.video_codec.name(), st.audio_codec.name(), st.health.media_report(now), st.health.report(now))
+    }
+
     pub(crate) fn snapshot(&self) -> StreamSnapshot {
+        let now = Instant::now();
         let st = self.lock();
         StreamSnapshot {
             stream: self.id.to_string(),
@@ -381,6 +403,8 @@ impl Stream {
             frames_in: self.stats.frames_in.load(Ordering::Relaxed),
             dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed)
                 + self.log.dropped.load(Ordering::Relaxed),
+            media: st.health.media_report(now),
+            health: st.health.report(now),
         }
     }
 }
