@@ -93,7 +93,10 @@ async fn after_redis_restarts_empty_live_publishers_keep_their_streams_and_no_st
 
     let refused = news_newcomer.await.expect("task");
     match refused {
-        Err(Refusal::Status(code)) => assert_eq!(code, "NetStream.Publish.BadName"),
+        // Already published (edge-a reclaimed it), or refused while the registry restarts.
+        Err(Refusal::Status(code)) => {
+            assert!(matches!(code.as_str(), "NetStream.Publish.BadName" | "NetStream.Failed"), "{code}")
+        }
         Err(other) => panic!("the news newcomer must be told with an onStatus: {other:?}"),
         Ok(_) => panic!("a second publisher was admitted for news after the restart"),
     }
