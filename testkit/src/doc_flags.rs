@@ -33,20 +33,21 @@ pub struct FlagTable {
 fn cells(line: &str) -> Vec<String> {
     let inner = line.trim().trim_start_matches('|');
     let inner = inner.strip_suffix('|').unwrap_or(inner);
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut cell = String::new();
     let mut in_code = false;
     for c in inner.chars() {
         match c {
-            '`' => {
-                in_code = !in_code;
-                out.last_mut().map(|s| s.push(c));
-            }
-            '|' if !in_code => out.push(String::new()),
+            '|' if !in_code => out.push(std::mem::take(&mut cell)),
             _ => {
-                out.last_mut().map(|s| s.push(c));
+                if c == '`' {
+                    in_code = !in_code;
+                }
+                cell.push(c);
             }
         }
     }
+    out.push(cell);
     out.into_iter().map(|c| c.trim().to_string()).collect()
 }
 
