@@ -21,13 +21,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let log_format = config.log_format;
     match runtime.block_on(streamfleet_edge::server::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("streamfleet-edge: {e}");
+            report_fatal(log_format, &e);
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The one line that says why the edge stopped. With JSON logs (a cluster) it is a log record,
+/// so log pipelines keep it with the rest; with text logs (a terminal) it is a plain line on
+/// stderr, the last thing the user sees, without a timestamp and level in front of it.
+fn report_fatal(format: LogFormat, e: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Json => tracing::error!("{e}"),
+        LogFormat::Text => eprintln!("streamfleet-edge: {e}"),
     }
 }
 

@@ -35,17 +35,20 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Sync(args)) => sync::run(args, serve::shutdown_signal()).await,
-        Some(Command::Run(args)) => run(args).await,
-        None => run(cli.run).await,
+        Some(Command::Run(args)) => run(args, cli.log_format).await,
+        None => run(cli.run, cli.log_format).await,
     }
 }
 
-async fn run(args: streamfleet_operator::config::RunArgs) -> ExitCode {
+async fn run(args: streamfleet_operator::config::RunArgs, format: LogFormat) -> ExitCode {
     match serve::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "operator stopped");
-            eprintln!("error: {e}");
+            // Once: a record for log pipelines with JSON logs, a plain line in a terminal.
+            match format {
+                LogFormat::Json => tracing::error!(error = %e, "operator stopped"),
+                LogFormat::Text => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 //! proxy a test can cut to simulate a partition, and helpers to find binaries and free ports.
 //!
 //! - [`child_output`]: a child process's output lines, and the addresses it logged.
+//! - [`doc_flags`]: the flag tables of a document checked against a binary's clap `Command`.
 //! - [`wait`]: polling a condition with a deadline (never a sleep in place of synchronisation).
 //! - [`http`]: a minimal HTTP GET for the edges' endpoints and Prometheus exposition parsing.
 //! - [`sentinel`]: three Redis and three Sentinels on loopback, to kill, freeze and fail over.
@@ -12,6 +13,7 @@
 //! Everything here binds to 127.0.0.1 only and kills what it starts when dropped.
 
 pub mod child_output;
+pub mod doc_flags;
 pub mod http;
 pub mod proxy;
 pub mod redis_server;

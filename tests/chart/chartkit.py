@@ -128,12 +128,37 @@ def chart() -> helm.Chart:
     return helm.Chart.load(str(CHART))
 
 
+# The edge and operator images have no default (they are not published; an install without them
+# fails, see test_images.py), so every other test renders as a user who followed the README.
+IMAGES = {
+    "edge": {"image": {"repository": "ghcr.io/streamfleet/streamfleet-edge"}},
+    "operator": {"image": {"repository": "ghcr.io/streamfleet/streamfleet-operator"}},
+}
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` deep-merged onto `base` (as repeated `-f`/`--set` do)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def render(
-    values: dict[str, Any] | None = None, *, namespace: str = NAMESPACE, release: str = RELEASE
+    values: dict[str, Any] | None = None,
+    *,
+    namespace: str = NAMESPACE,
+    release: str = RELEASE,
+    images: bool = True,
 ) -> Rendered:
-    """Render like `helm install <release> charts/streamfleet -n <namespace>` (offline: `lookup`
-    finds nothing)."""
-    return _render_cached(json.dumps(values or {}, sort_keys=True), namespace, release)
+    """Render like `helm install <release> charts/streamfleet -n <namespace> --set
+    edge.image.repository=… --set operator.image.repository=…` (offline: `lookup` finds
+    nothing); `images=False` leaves the image repositories to `values`."""
+    values = merged(IMAGES, values or {}) if images else (values or {})
+    return _render_cached(json.dumps(values, sort_keys=True), namespace, release)
 
 
 @functools.lru_cache(maxsize=None)
@@ -154,6 +179,7 @@ def _render_cached(values_json: str, namespace: str, release: str) -> Rendered:
 
 
 def lint(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    values = merged(IMAGES, values or {})
     return helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.30.0")
 
 

@@ -276,10 +276,17 @@ async fn assert_release_objects_exist(cluster: &Cluster, release: &str, ns: &str
         .expect_ok("every object of the release exists")
 }
 
-/// `helm ARGS --set V1 --set V2 …`.
+/// The images every release here names: the chart has no default (they are not published),
+/// and nothing pulls them (this cluster runs no kubelet).
+const IMAGES: [&str; 2] = [
+    "edge.image.repository=ghcr.io/streamfleet/streamfleet-edge",
+    "operator.image.repository=ghcr.io/streamfleet/streamfleet-operator",
+];
+
+/// `helm ARGS --set V1 --set V2 …`, with the image repositories.
 async fn helm_set(cluster: &Cluster, args: &[&str], values: &[&str]) -> Out {
     let mut all = args.to_vec();
-    for v in values {
+    for v in IMAGES.iter().chain(values) {
         all.extend(["--set", v]);
     }
     cluster.helm(&all).await
@@ -447,8 +454,13 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
 
 async fn install_default_release(cluster: &Cluster) {
     let _s = Step::new("chart: install with default values (CRD, operator RBAC)");
-    let out = cluster
-        .helm(&["install", RELEASE, &chart(), "-n", SYSTEM_NS, "--create-namespace"])
+    // Without images the install stops before it applies anything, saying what to set.
+    let refused = cluster.helm(&["install", RELEASE, &chart(), "-n", SYSTEM_NS, "--create-namespace"]).await;
+    assert!(!refused.ok, "installed without images: {}", refused.stdout);
+    assert!(refused.stderr.contains("image.repository is not set"), "{}", refused.stderr);
+    let releases = cluster.helm(&["list", "-a", "-n", SYSTEM_NS, "-q"]).await.expect_ok("helm list");
+    assert!(!releases.contains(RELEASE), "a failed install left a release: {releases}");
+    let out = helm_set(cluster, &["install", RELEASE, &chart(), "-n", SYSTEM_NS, "--create-namespace"], &[])
         .await
         .expect_ok("helm install with default values");
     assert!(out.contains("STATUS: deployed"), "{out}");

@@ -56,8 +56,13 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* image reference: call with (dict "ctx" $ "image" .Values.edge.image). */}}
+{{/* image reference: call with (dict "ctx" $ "image" .Values.edge.image "key" "edge.image").
+The edge and operator images are not published anywhere, so they have no default: an install
+without them fails here, before anything is applied, instead of pods in ImagePullBackOff. */}}
 {{- define "streamfleet.image" -}}
+{{- if not .image.repository -}}
+{{- fail (printf "%s.repository is not set. The Streamfleet images are not published yet: build and push them (docs/deploy.md, \"Images and the Dockerfile\"), then install with --set edge.image.repository=REGISTRY/streamfleet-edge --set operator.image.repository=REGISTRY/streamfleet-operator" .key) -}}
+{{- end -}}
 {{- if .image.digest -}}
 {{ .image.repository }}@{{ .image.digest }}
 {{- else -}}

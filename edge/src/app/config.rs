@@ -19,7 +19,9 @@ pub enum LogFormat {
 /// Quick start (one node, no Redis):
 ///   streamfleet-edge --streams examples/livestreams.yaml
 #[derive(Debug, Clone, Parser)]
-#[command(name = "streamfleet-edge", version, about, long_about, verbatim_doc_comment)]
+// `about` and `long_about` both come from the doc comment (its first line and all of it), so
+// `-h` and `--help` start with the same summary.
+#[command(name = "streamfleet-edge", version, verbatim_doc_comment)]
 #[command(group(ArgGroup::new("registry").required(true).args(["streams", "redis_url"])))]
 pub struct Config {
     /// RTMP listener for encoders and players.
@@ -179,9 +181,9 @@ pub struct Config {
     pub key_failure_max_delay: Duration,
 
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
-    /// CPU limit counts). Every thread beyond one costs wake-ups whenever work moves between
-    /// threads: on a 2-core machine shared with the load tool, one thread spent 15 % less CPU per
-    /// GB on 200 publishers than two (docs/benchmarks.md). One thread serves one core's worth.
+    /// CPU limit counts). A thread serves about one core's worth; threads beyond the cores the
+    /// edge keeps busy cost wake-ups whenever work moves between them, so on a small or shared
+    /// machine set fewer (docs/benchmarks.md).
     #[arg(long, env = "STREAMFLEET_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
@@ -206,8 +208,8 @@ pub struct Config {
 
     /// Let audio messages of a stream with video wait for the next video frame (at most two in
     /// a row, one video frame interval) so each player gets one write per video frame instead
-    /// of one per message. Halves the edge's CPU per player; `false` writes every message at
-    /// once.
+    /// of one per message, at less CPU per player (docs/benchmarks.md); `false` writes every
+    /// message at once, for players that need audio the moment it arrives.
     #[arg(long, env = "STREAMFLEET_HOLD_AUDIO", default_value_t = true, action = clap::ArgAction::Set)]
     pub hold_audio: bool,
 

@@ -105,16 +105,17 @@ async fn run_session(ctx: &Arc<Context>, io: &mut Session, started: Instant, lis
                 Ok(Event::PublishRequested { key }) => {
                     if listener == Listener::Relay {
                         drop(key);
-                        return io.reject("NetStream.Publish.BadName", "the relay listener serves plays only");
+                        return io.reject("NetStream.Publish.Denied", "the relay listener serves plays only");
                     }
                     // Boxed: each role's future is allocated only by connections that take it.
                     return Box::pin(publish::run(ctx, io, key, deadline)).await;
                 }
-                Ok(Event::PlayRequested { name, query, stream_id }) => {
+                Ok(Event::PlayRequested { name, query, stream_id, duration }) => {
                     if listener == Listener::Relay {
                         return Box::pin(relay::serve::play(ctx, io, name, &query, stream_id)).await;
                     }
-                    return Box::pin(play::run(ctx, io, name, stream_id, Instant::now(), deadline)).await;
+                    let request = play::Request { name, stream_id, duration, at: Instant::now() };
+                    return Box::pin(play::run(ctx, io, request, deadline)).await;
                 }
                 Ok(_) => {}
                 Err(e) => return e,

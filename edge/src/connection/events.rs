@@ -33,6 +33,8 @@ pub enum Event {
         /// What followed `?` in the requested name (the relay's authentication), else empty.
         query: String,
         stream_id: u32,
+        /// How long the client asked to play (`play`'s len argument), if it did.
+        duration: Option<std::time::Duration>,
     },
     /// Media from the admitted publisher.
     Media(Media),

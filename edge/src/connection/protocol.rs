@@ -12,7 +12,10 @@
 //! the session handle calls [`Connection::accept`] or [`Connection::reject`]; bytes arriving
 //! meanwhile are buffered (bounded). The fuzz target drives this type directly.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
@@ -83,6 +86,8 @@ pub struct Connection {
     role: Role,
     /// flashVer/tcUrl of the last `connect`, reported with `Connected`.
     connect_info: (Option<String>, Option<String>),
+    /// Transaction id of the last `connect`, for an `_error` answer of our own.
+    connect_transaction: f64,
     /// Acknowledgement window the peer asked for (`None` until it sends one).
     peer_ack_window: Option<u32>,
     received_total: u64,
@@ -100,6 +105,7 @@ impl Connection {
             phase: Phase::Handshake(Box::new(Handshake::new(PeerType::Server))),
             role: Role::Unknown,
             connect_info: (None, None),
+            connect_transaction: 1.0,
             peer_ack_window: None,
             received_total: 0,
             received_since_ack: 0,
@@ -345,6 +351,9 @@ impl Connection {
         };
         if name == "connect" {
             self.connect_info = connect_info(&values);
+            if let Some(Amf0Value::Number(t)) = values.get(1) {
+                self.connect_transaction = *t;
+            }
         }
         if matches!(self.phase, Phase::Playing(_)) {
             self.player_command(&name, stream_id, &values, out);
@@ -389,9 +398,7 @@ impl Connection {
             }
             "publish" => {
                 self.role = Role::Waiting(Pending::Publish { request_id: 0, stream_id: msg_stream_id });
-                out.extend(
-                    self.reject("NetStream.Publish.BadName", "this connection is already publishing or playing"),
-                );
+                out.extend(self.reject("NetStream.Publish.Denied", "this connection is already publishing or playing"));
             }
             _ => {}
         }
@@ -410,11 +417,23 @@ impl Connection {
                 if app != self.config.app {
                     let description =
                         format!("unknown application {app:?}; publish and play on rtmp://HOST/{}/...", self.config.app);
-                    let results = guarded("reject", || {
-                        s.session.reject_request(request_id, "NetConnection.Connect.Rejected", &description)
-                    })?
-                    .map_err(|e| ConnError::Session(e.to_string()))?;
-                    push_results(out, results);
+                    // FFmpeg takes any `_error` answering `connect` for an authentication
+                    // challenge ("Unknown connect error (unsupported authentication method?)")
+                    // but an error `onStatus` for a plain refusal ("Server error: ..."), and
+                    // stops reading there; librtmp (rtmpdump, OBS) closes on
+                    // `NetConnection.Connect.InvalidApp`. GStreamer's rtmp2 ignores that
+                    // `onStatus` and reads the `_error`, which also follows the standard.
+                    out.push(Output::Send(messages::on_status(
+                        0,
+                        Level::Error,
+                        "NetConnection.Connect.InvalidApp",
+                        &description,
+                    )));
+                    out.push(Output::Send(messages::command_error(
+                        self.connect_transaction,
+                        "NetConnection.Connect.Rejected",
+                        &description,
+                    )));
                     self.role = Role::Closed;
                     out.push(Output::Close(description));
                     return Ok(());
@@ -429,14 +448,14 @@ impl Connection {
                 if self.role != Role::Unknown {
                     self.role = Role::Waiting(Pending::Publish { request_id, stream_id });
                     out.extend(
-                        self.reject("NetStream.Publish.BadName", "this connection is already publishing or playing"),
+                        self.reject("NetStream.Publish.Denied", "this connection is already publishing or playing"),
                     );
                     return Ok(());
                 }
                 self.role = Role::Waiting(Pending::Publish { request_id, stream_id });
                 out.push(Output::Event(Event::PublishRequested { key: strip_query(&stream_key) }));
             }
-            ServerSessionEvent::PlayStreamRequested { request_id, stream_key, stream_id, .. } => {
+            ServerSessionEvent::PlayStreamRequested { request_id, stream_key, stream_id, duration, .. } => {
                 if self.role != Role::Unknown {
                     self.role = Role::Waiting(Pending::Play { request_id, stream_id });
                     out.extend(
@@ -446,7 +465,15 @@ impl Connection {
                 }
                 self.role = Role::Waiting(Pending::Play { request_id, stream_id });
                 let query = stream_key.split_once('?').map(|(_, q)| q.to_string()).unwrap_or_default();
-                out.push(Output::Event(Event::PlayRequested { name: strip_query(&stream_key), query, stream_id }));
+                // `play`'s len argument, in milliseconds on the wire (rtmpdump's --stop); 0 asks
+                // for a single frame of a recording, which a live edge has no use for.
+                let duration = duration.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(u64::from(ms)));
+                out.push(Output::Event(Event::PlayRequested {
+                    name: strip_query(&stream_key),
+                    query,
+                    stream_id,
+                    duration,
+                }));
             }
             ServerSessionEvent::PublishStreamFinished { .. } => out.push(Output::Event(Event::PublishFinished)),
             ServerSessionEvent::PlayStreamFinished { .. } => out.push(Output::Event(Event::PlayFinished)),
@@ -643,7 +670,7 @@ mod tests {
 
         let (mut p, stream_id) = playing_pair();
         p.feed_server(&command_chunk("publish", stream_id, vec![Amf0Value::Utf8String("key".into())]));
-        assert!(p.closed.as_deref().unwrap_or_default().contains("NetStream.Publish.BadName"), "{:?}", p.closed);
+        assert!(p.closed.as_deref().unwrap_or_default().contains("NetStream.Publish.Denied"), "{:?}", p.closed);
     }
 
     #[test]
@@ -653,6 +680,42 @@ mod tests {
         p.client_do(r);
         assert!(p.closed.as_deref().unwrap_or_default().contains("unknown application"));
         assert_eq!(p.server.role(), Role::Closed);
+        // Both answers: the error onStatus (FFmpeg, librtmp) and the `_error` matched to the
+        // connect's transaction (GStreamer, the standard).
+        assert!(
+            p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::UnhandleableOnStatusCode { code }
+                if code == "NetConnection.Connect.InvalidApp")),
+            "{:?}",
+            p.client_events
+        );
+        assert!(
+            p.client_events.iter().any(|e| matches!(e, ClientSessionEvent::ConnectionRequestRejected { description }
+                if description.contains("unknown application \"other\"; publish and play on rtmp://HOST/live/"))),
+            "{:?}",
+            p.client_events
+        );
+    }
+
+    #[test]
+    fn play_carries_the_requested_duration() {
+        let play = |args: Vec<Amf0Value>| {
+            let mut p = Pair::new();
+            let r = p.client.request_connection("live".into());
+            p.client_do(r);
+            p.feed_server(&command_chunk("createStream", 0, vec![]));
+            let mut play_args = vec![Amf0Value::Utf8String("demo".into())];
+            play_args.extend(args);
+            p.feed_server(&command_chunk("play", 1, play_args));
+            match p.events.last() {
+                Some(Event::PlayRequested { duration, .. }) => *duration,
+                other => panic!("no play request: {other:?}"),
+            }
+        };
+        // rtmpdump -v --stop 5: start -1000 (live), len 5000 ms.
+        assert_eq!(play(vec![Amf0Value::Number(-1000.0), Amf0Value::Number(5000.0)]), Some(Duration::from_secs(5)));
+        assert_eq!(play(vec![Amf0Value::Number(-1000.0), Amf0Value::Number(-1.0)]), None);
+        assert_eq!(play(vec![Amf0Value::Number(-1000.0), Amf0Value::Number(0.0)]), None);
+        assert_eq!(play(vec![]), None);
     }
 
     #[test]

@@ -38,14 +38,17 @@ use crate::{
 
 const FAILED: &str = "NetStream.Play.Failed";
 
-pub(crate) async fn run(
-    ctx: &Arc<Context>,
-    io: &mut Session,
-    name: String,
-    stream_id: u32,
-    requested_at: Instant,
-    deadline: Instant,
-) -> Ended {
+/// A viewer's `play`.
+pub(crate) struct Request {
+    pub(crate) name: String,
+    pub(crate) stream_id: u32,
+    /// How long the client asked to play (`play`'s len argument, e.g. rtmpdump's `--stop`).
+    pub(crate) duration: Option<Duration>,
+    pub(crate) at: Instant,
+}
+
+pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, request: Request, deadline: Instant) -> Ended {
+    let Request { name, stream_id, duration, at: requested_at } = request;
     let _ = io.outbox.play_requested.set(requested_at);
     if name.len() > MAX_NAME_BYTES {
         let description =
@@ -75,7 +78,7 @@ pub(crate) async fn run(
     let stream = ctx.hub.get_or_create(&record);
     // Published on another edge (or nowhere yet): this edge's pull of the stream feeds it.
     let pull = relay::pull::attach(ctx, &record, &stream);
-    let ended = play(ctx, io, &record, &stream, stream_id).await;
+    let ended = play(ctx, io, &record, &stream, stream_id, duration).await;
     ctx.hub.release(stream);
     drop(pull);
     ended
@@ -87,6 +90,7 @@ async fn play(
     record: &StreamRecord,
     stream: &Arc<Stream>,
     stream_id: u32,
+    duration: Option<Duration>,
 ) -> Ended {
     let wait = ctx.settings.play_wait_timeout;
     if !stream.is_live() {
@@ -144,7 +148,7 @@ async fn play(
     ctx.viewers_changed.notify_one();
     tracing::info!(stream = %record.id, playback = %record.playback_name, "player started");
 
-    let ended = player::watch(ctx, io, stream, Watcher::Viewer).await;
+    let ended = player::watch(ctx, io, stream, Watcher::Viewer, duration.map(|d| Instant::now() + d)).await;
 
     let n = stream.remove_player(session);
     ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64);

@@ -6,4 +6,4 @@
 mod admission;
 pub(crate) mod player;
 
-pub(crate) use admission::run;
+pub(crate) use admission::{Request, run};

@@ -32,9 +32,16 @@ pub(crate) enum Watcher {
     RelayPull,
 }
 
-/// Serves the player's control input, follows publisher changes and ends on close, drain or
-/// (for a viewer) a stream not republished in time.
-pub(crate) async fn watch(ctx: &Arc<Context>, io: &mut Session, stream: &Arc<Stream>, who: Watcher) -> Ended {
+/// Serves the player's control input, follows publisher changes and ends on close, drain,
+/// `until` (the play duration the client asked for) or (for a viewer) a stream not
+/// republished in time.
+pub(crate) async fn watch(
+    ctx: &Arc<Context>,
+    io: &mut Session,
+    stream: &Arc<Stream>,
+    who: Watcher,
+    until: Option<Instant>,
+) -> Ended {
     let wait = ctx.settings.play_wait_timeout;
     let mut live = stream.watch_live();
     let mut offline_deadline = (who == Watcher::Viewer && !stream.is_live()).then(|| Instant::now() + wait);
@@ -78,6 +85,10 @@ pub(crate) async fn watch(ctx: &Arc<Context>, io: &mut Session, stream: &Arc<Str
             },
             _ = sleep_until(offline_deadline.unwrap_or_else(far_future)), if offline_deadline.is_some() => {
                 return io.close_with(Level::Error, NOT_FOUND, "the stream is no longer live", "stream not republished in time");
+            }
+            // Play.Stop is what librtmp (rtmpdump --stop) ends a download on.
+            _ = sleep_until(until.unwrap_or_else(far_future)), if until.is_some() => {
+                return io.close_with(Level::Status, STOP, "the requested play duration is over", "play duration reached");
             }
             _ = shutdown::draining(&mut shutdown) => {
                 let description = match who {

@@ -42,6 +42,13 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_secs(3);
 /// encoder is refused this much later.
 const LOCAL_HOLDER_GRACE: Duration = Duration::from_millis(250);
 
+/// Not this key, or not now for a reason the encoder cannot change by retrying.
+pub(crate) const PUBLISH_DENIED: &str = "NetStream.Publish.Denied";
+/// Someone else publishes this stream.
+pub(crate) const PUBLISH_BAD_NAME: &str = "NetStream.Publish.BadName";
+/// The edge cannot decide now (registry unreachable or restarting, edge draining): retry.
+pub(crate) const FAILED: &str = "NetStream.Failed";
+
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Rejection {
@@ -64,7 +71,21 @@ impl Rejection {
         }
     }
 
-    /// The `description` of the `NetStream.Publish.BadName` status the encoder receives.
+    /// The `code` of the error `onStatus` the encoder receives, chosen for how clients read it
+    /// (docs/edge.md, "Refusals as clients report them"): GStreamer's rtmp2sink reports
+    /// `Publish.BadName` as "stream already exists" and `Publish.Denied` as "publish denied";
+    /// OBS's librtmp closes and logs the description on both and on `NetStream.Failed`, and
+    /// rtmpdump's librtmp logs `NetStream.Failed` only. FFmpeg prints the description whatever
+    /// the code.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnknownKey | Rejection::Disabled { .. } => PUBLISH_DENIED,
+            Rejection::AlreadyActive { .. } => PUBLISH_BAD_NAME,
+            Rejection::Unavailable(_) | Rejection::Other { .. } => FAILED,
+        }
+    }
+
+    /// The `description` of the status the encoder receives.
     pub(crate) fn description(&self) -> String {
         match self {
             Rejection::UnknownKey => "unknown stream key: no LiveStream uses this publish key".into(),

@@ -55,7 +55,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
         r = admission::admit(ctx, &key_hash, io.remote, deadline) => r,
         ended = io.until_closed_while_pending() => return ended,
         _ = shutdown::draining(&mut shutdown) => {
-            return io.reject("NetStream.Publish.BadName", "edge is shutting down; reconnect to publish");
+            return io.reject(admission::FAILED, "edge is shutting down; reconnect to publish");
         }
     };
     let Admitted { record, lease, mut keeper } = match admitted {
@@ -77,7 +77,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
             if refusal_logged() {
                 tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
             }
-            return io.reject("NetStream.Publish.BadName", &rejection.description());
+            return io.reject(rejection.code(), &rejection.description());
         }
     };
     let session = io.info.id;

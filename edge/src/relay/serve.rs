@@ -68,7 +68,7 @@ async fn serve(ctx: &Arc<Context>, io: &mut Session, stream: &Arc<Stream>, strea
     io.set_role(SessionRole::Player, stream.id.to_string(), stream.playback.clone());
     ctx.metrics.relay_served_active.inc();
     tracing::info!(stream = %stream.id, playback = %stream.playback, "relay pull served");
-    let ended = player::watch(ctx, io, stream, Watcher::RelayPull).await;
+    let ended = player::watch(ctx, io, stream, Watcher::RelayPull, None).await;
     stream.remove_player(session);
     ctx.metrics.relay_served_active.dec();
     ended

@@ -25,21 +25,39 @@ impl Level {
     }
 }
 
-/// The AMF0 body of `onStatus(null, {level, code, description})`.
-pub fn on_status_payload(level: Level, code: &str, description: &str) -> Bytes {
+fn status_object(level: Level, code: &str, description: &str) -> Amf0Value {
     let mut info = HashMap::new();
     info.insert("level".to_string(), Amf0Value::Utf8String(level.as_str().to_string()));
     info.insert("code".to_string(), Amf0Value::Utf8String(code.to_string()));
     info.insert("description".to_string(), Amf0Value::Utf8String(description.to_string()));
+    Amf0Value::Object(info)
+}
+
+/// The AMF0 body of `onStatus(null, {level, code, description})`.
+pub fn on_status_payload(level: Level, code: &str, description: &str) -> Bytes {
     let values = vec![
         Amf0Value::Utf8String("onStatus".to_string()),
         Amf0Value::Number(0.0),
         Amf0Value::Null,
-        Amf0Value::Object(info),
+        status_object(level, code, description),
     ];
     // Serializing strings, numbers and a flat object cannot fail; an empty body would only make
     // the client ignore the notification.
     rml_amf0::serialize(&values).map(Bytes::from).unwrap_or_default()
+}
+
+/// `_error(transaction_id, null, {level: "error", code, description})` on message stream 0: the
+/// answer to a command that failed, matched by clients to the command they sent (GStreamer's
+/// `rtmp2` reads a refused `connect` only from this).
+pub fn command_error(transaction_id: f64, code: &str, description: &str) -> Bytes {
+    let values = vec![
+        Amf0Value::Utf8String("_error".to_string()),
+        Amf0Value::Number(transaction_id),
+        Amf0Value::Null,
+        status_object(Level::Error, code, description),
+    ];
+    let payload = rml_amf0::serialize(&values).map(Bytes::from).unwrap_or_default();
+    serialize_message(csid::CONTROL, msg_type::AMF0_COMMAND, 0, 0, &payload, OUT_CHUNK_SIZE as usize)
 }
 
 /// An `onStatus` command on message stream `stream_id`, ready to write.

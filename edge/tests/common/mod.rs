@@ -357,7 +357,10 @@ impl RawClient {
             }
             if let Some(code) = self.events.iter().find_map(|e| match e {
                 ClientSessionEvent::UnhandleableOnStatusCode { code }
-                    if code.contains("BadName") || code.contains("NotFound") || code.contains("Failed") =>
+                    if code.contains("BadName")
+                        || code.contains("Denied")
+                        || code.contains("NotFound")
+                        || code.contains("Failed") =>
                 {
                     Some(code.clone())
                 }
