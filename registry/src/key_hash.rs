@@ -20,6 +20,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// search the secret instead of the keys.
 pub const MIN_SECRET_BYTES: usize = 16;
 
+/// The environment variable that may hold the secret itself (the file flag wins).
+pub const SECRET_ENV: &str = "STREAMFLEET_KEY_HASH_SECRET";
+
 /// The fleet-wide key-hash secret (never logged, never shown by `Debug`).
 #[derive(Clone)]
 pub struct KeyHashSecret(Vec<u8>);
@@ -42,6 +45,23 @@ impl KeyHashSecret {
             ));
         }
         Ok(KeyHashSecret(s.as_bytes().to_vec()))
+    }
+
+    /// The secret from `file` (`--key-hash-secret-file`), else from the environment variable
+    /// [`SECRET_ENV`]; `Ok(None)` when neither gives one. Blocking: call it off the async
+    /// workers. Errors name the file or the variable, never the secret.
+    pub fn from_file_or_env(file: Option<&std::path::Path>) -> Result<Option<Self>, String> {
+        let (value, source) = match file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => match std::env::var(SECRET_ENV) {
+                Ok(v) if !v.trim().is_empty() => (v, SECRET_ENV.to_string()),
+                _ => return Ok(None),
+            },
+        };
+        KeyHashSecret::new(&value).map(Some).map_err(|e| format!("{source}: {e}"))
     }
 
     /// A random secret for a registry that never leaves this process (the edge's `--streams`).
@@ -215,9 +235,33 @@ impl KeyHasher {
     /// hasher has none). The operator uses it to tell a rehash (same key, new scheme: the
     /// publisher stays) from a key rotation (the publisher is revoked).
     pub fn matches(&self, scheme: KeyScheme, hash: &KeyHash, key: &str) -> Option<bool> {
-        match (scheme, &self.secret) {
-            (KeyScheme::Sha256, _) => Some(legacy_hash(key) == *hash),
-            (KeyScheme::Hmac(id), Some(s)) if s.id() == id => Some(s.hash(key) == *hash),
+        self.digests(key).matches(scheme, hash)
+    }
+
+    /// `key`'s hash under every scheme this hasher knows, to compare records with later
+    /// without keeping the key.
+    pub fn digests(&self, key: &str) -> KeyDigests {
+        KeyDigests {
+            keyed: self.secret.as_ref().map(|s| KeyCandidate { scheme: KeyScheme::Hmac(s.id()), hash: s.hash(key) }),
+            legacy: legacy_hash(key),
+        }
+    }
+}
+
+/// One publish key's hashes under the schemes a [`KeyHasher`] knows (not the key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyDigests {
+    keyed: Option<KeyCandidate>,
+    legacy: KeyHash,
+}
+
+impl KeyDigests {
+    /// Whether a record's `hash` (made with `scheme`) is this key's; `None` when it was made
+    /// with a secret these digests were not.
+    pub fn matches(&self, scheme: KeyScheme, hash: &KeyHash) -> Option<bool> {
+        match (scheme, &self.keyed) {
+            (KeyScheme::Sha256, _) => Some(self.legacy == *hash),
+            (KeyScheme::Hmac(id), Some(k)) if k.scheme == KeyScheme::Hmac(id) => Some(k.hash == *hash),
             (KeyScheme::Hmac(_), _) => None,
         }
     }

@@ -32,7 +32,7 @@ pub use backend::{
     SharedRegistry,
 };
 pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
-pub use key_hash::{KeyCandidate, KeyHashSecret, KeyHasher, KeyScheme, SecretId};
+pub use key_hash::{KeyCandidate, KeyDigests, KeyHashSecret, KeyHasher, KeyScheme, SecretId};
 pub use lease::{
     AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome, new_lease_token,
 };

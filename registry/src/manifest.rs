@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::{
     api::LiveStream,
-    key_hash::KeyHasher,
+    key_hash::{KeyDigests, KeyHasher},
     record::{StreamRecord, valid_playback_name},
 };
 
@@ -128,6 +128,9 @@ pub struct ManifestStream {
     pub document: usize,
     pub stream: LiveStream,
     pub record: StreamRecord,
+    /// The key's hashes under every scheme the loader's hasher knows: whether an existing
+    /// record was made from the same key (a rehash, not a rotation) is judged by them.
+    pub key_digests: KeyDigests,
 }
 
 /// Parses a multi-document YAML of LiveStreams and Secrets into records. Other kinds are
@@ -258,7 +261,8 @@ pub fn load_manifest_streams(yaml: &str, hasher: &KeyHasher) -> Result<Vec<Manif
                         format!("the publish key is already used by {} (document {})", other.record.id, other.document),
                     ));
                 } else {
-                    records.push(ManifestStream { document, stream: ls, record: rec });
+                    let key_digests = hasher.digests(key);
+                    records.push(ManifestStream { document, stream: ls, record: rec, key_digests });
                 }
             }
             Err(e) => errors.push(mk(&e.field, e.message)),
