@@ -220,6 +220,14 @@ def test_key_hash_existing_secret_and_legacy_off():
     assert env_map(container(pod, "edge"))["STREAMFLEET_LEGACY_KEY_HASHES"] == "false"
 
 
+def test_the_first_step_of_a_two_step_upgrade_keeps_the_secret_from_the_operator_only():
+    out, pod = edge_pod({"keyHash": {"rewriteRecords": False}})
+    assert volume(pod, "key-hash-secret")["secret"]["secretName"] == f"{FULLNAME}-key-hash"
+    operator = out.get("Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    assert "STREAMFLEET_KEY_HASH_SECRET_FILE" not in env_map(container(operator, "operator"))
+    assert all(v["name"] != "key-hash-secret" for v in operator["volumes"])
+
+
 def test_an_edge_only_release_mounts_the_key_hash_secret_too():
     out, pod = edge_pod({"operator": {"enabled": False}, "keyHash": {"existingSecret": "main-key-hash"}})
     assert volume(pod, "key-hash-secret")["secret"]["secretName"] == "main-key-hash"
