@@ -29,7 +29,7 @@ pub fn weakness(key: &str) -> Option<String> {
         return Some("one character makes up more than half of it".into());
     }
     if let Some(period) =
-        (1..=bytes.len() / 2).find(|p| bytes.len() % p == 0 && bytes.chunks(*p).all(|c| c == &bytes[..*p]))
+        (1..=bytes.len() / 2).find(|p| bytes.len().is_multiple_of(*p) && bytes.chunks(*p).all(|c| c == &bytes[..*p]))
     {
         return Some(format!("it repeats a string of {period} characters"));
     }
