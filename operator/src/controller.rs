@@ -381,6 +381,9 @@ async fn announce(ls: &LiveStream, ctx: &Context, outcome: &reconcile::ApplyOutc
         ctx.publish(ls, EventType::Warning, p.reason(), p.message()).await;
     }
     let applied = &outcome.applied;
+    if applied.rehashed {
+        ctx.metrics.key_rehashes.inc();
+    }
     if applied.key_rotated {
         let note = if applied.revoked {
             "publish key changed: the connected publisher was disconnected and must reconnect with the new key"

@@ -317,6 +317,7 @@ pub(crate) async fn a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_i
     let keyed = hasher.record_hash(key);
     assert_eq!((rec.key_hash, rec.key_scheme), (keyed.hash, keyed.scheme));
     assert!(still_held(&reg, &lease).await, "the live publisher kept its lease");
+    assert!(ctx.metrics.render().contains("streamfleet_operator_key_rehashes_total 1"));
     assert!(reg.lookup(&KeyHash::of_key(key)).await.is_err(), "the unsalted hash is gone from the registry");
     assert_eq!(reg.lookup(&keyed.hash).await.expect("found by the keyed hash").id, rec.id);
 }
