@@ -148,15 +148,14 @@ async fn lookup_any(
     deadline: Instant,
     unavailable_deadline: Instant,
 ) -> Result<(StreamRecord, KeyCandidate), Rejection> {
-    let mut last = Rejection::UnknownKey;
     for c in candidates {
         match lookup(ctx, &c.hash, deadline, unavailable_deadline).await {
             Ok(record) => return Ok((record, *c)),
-            Err(Rejection::UnknownKey) => last = Rejection::UnknownKey,
+            Err(Rejection::UnknownKey) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(last)
+    Err(Rejection::UnknownKey)
 }
 
 /// The stream the key hash publishes, retrying a registry that is briefly unreachable.
