@@ -228,10 +228,13 @@ def test_the_first_step_of_a_two_step_upgrade_keeps_the_secret_from_the_operator
     assert all(v["name"] != "key-hash-secret" for v in operator["volumes"])
 
 
-def test_an_edge_only_release_mounts_the_key_hash_secret_too():
+def test_an_edge_only_release_mounts_the_main_releases_key_hash_secret():
     out, pod = edge_pod({"operator": {"enabled": False}, "keyHash": {"existingSecret": "main-key-hash"}})
     assert volume(pod, "key-hash-secret")["secret"]["secretName"] == "main-key-hash"
     assert out.find("Secret", f"{FULLNAME}-key-hash") is None
+    # A secret of its own would silently differ from the operator's: refused at render.
+    with pytest.raises(helm.HelmError, match="keyHash.existingSecret is required for an edge-only release"):
+        render({"operator": {"enabled": False}})
 
 
 def test_public_service_exposes_rtmp_only():
