@@ -318,13 +318,14 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
             match secret {
                 None => Err(Problem::SecretNotFound { secret: secret_name.clone() }),
                 Some(s) => secrets::read_key(&s, &key_name).and_then(|key| {
+                    // An unusable key (empty, '/', spaces) is reported as such before its strength.
+                    let hasher = &ctx.settings.key_hasher;
+                    let record = record_for(ls, &key, hasher).map_err(|e| record_problem(e, &secret_name))?;
                     if ctx.settings.require_strong_keys
                         && let Some(weakness) = key_strength::weakness(&key)
                     {
                         return Err(Problem::WeakPublishKey { secret: secret_name.clone(), message: weakness });
                     }
-                    let hasher = &ctx.settings.key_hasher;
-                    let record = record_for(ls, &key, hasher).map_err(|e| record_problem(e, &secret_name))?;
                     Ok((record, hasher.digests(&key)))
                 }),
             }
