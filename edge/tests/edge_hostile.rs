@@ -555,6 +555,99 @@ async fn relay_connections_have_their_own_limits_and_cannot_starve_the_public_po
     drop((held, public));
 }
 
+/// The relay listener's address, from the edge's start-up log.
+fn relay_addr(edge: &Edge) -> std::net::SocketAddr {
+    edge.logs()
+        .lines()
+        .find_map(|l| l.split("relay listening addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("relay address in the log")
+}
+
+/// Item 3 (the buffering part): a relay connection is never an admitted publisher (the relay
+/// serves plays only), so before and after its token is checked it is held to
+/// `--max-message-size-unadmitted` and charged to the `--input-budget`, exactly as an anonymous
+/// public connection: without a token it can make the edge buffer nothing sizeable, and what
+/// relay connections hold cannot keep a publisher off the public port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_connections_without_a_token_buffer_nothing_sizeable() {
+    let secret = common::TempFile::new("relay-secret-buffering", "a-relay-secret-for-the-test\n");
+    let secret_path = secret.0.display().to_string();
+    let start = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "--relay-secret-file",
+            secret_path.as_str(),
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--handshake-timeout",
+            "20s",
+            "--publish-timeout",
+            "30s",
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move { Edge::start(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+
+    // The probe of issue 16: relay connections leaving huge messages unfinished, no token shown.
+    let edge = start(&[]).await;
+    let relay = relay_addr(&edge);
+    let rss_before = edge.rss_kib();
+    let (peak, sampler) = sample_rss(edge.pid);
+    let wire = unfinished_video(4 << 20, 2 << 20);
+    let mut tasks = Vec::new();
+    for i in 0..150u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, 1 + i % 2]);
+        tasks.push(tokio::spawn(connect_and_send(relay, source, wire.clone())));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        held.push(t.await.expect("attacker task"));
+    }
+    let refused =
+        streamfleet_testkit::wait::wait_until("every oversized message refused", Duration::from_secs(30), || async {
+            let n = edge.metric("streamfleet_edge_protocol_errors_total{kind=\"message_too_large\"}").await;
+            (n >= 150.0).then_some(n)
+        })
+        .await;
+    sampler.abort();
+    let growth = peak.load(Ordering::SeqCst).max(edge.rss_kib()).saturating_sub(rss_before);
+    eprintln!("150 relay connections, unfinished 4 MiB messages (2 MiB sent each): RSS growth {growth} KiB");
+    assert_eq!(refused, 150.0, "each refused from its header");
+    assert!(growth <= 32 * 1024, "relay connections grew RSS by {growth} KiB");
+    drop(held);
+
+    // Within the per-connection limit, but more than the budget: relay connections are
+    // charged to it, and a publisher on the public port still gets in.
+    let edge = start(&["--input-budget", "2MiB"]).await;
+    let relay = relay_addr(&edge);
+    let wire = unfinished_video(60 * 1024, 56 * 1024);
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(connect_and_send(relay, [127, 0, 0, 1].into(), wire.clone()).await);
+    }
+    // A 2 MiB budget holds at most 42 connections charged (56 - 8) KiB each: at least 18 of
+    // the 60 must be refused, and the wait is for exactly that.
+    let budget_refusals =
+        || async { edge.metric("streamfleet_edge_protocol_errors_total{kind=\"input_budget\"}").await };
+    streamfleet_testkit::wait::wait_until("budget refusals", Duration::from_secs(20), || async {
+        (budget_refusals().await >= 18.0).then_some(())
+    })
+    .await;
+    let mut publisher = RtmpClient::connect(edge.rtmp).await.expect("publisher connects");
+    publisher.publish("demo-publish-key").await.expect("publish while relay connections hold the budget");
+
+    // And no token, no stream: a play with a wrong token is refused and counted.
+    let mut puller = RtmpClient::connect_app(relay, "relay").await.expect("relay connect");
+    assert!(puller.play("demo?auth=00").await.is_err(), "a wrong token plays nothing");
+    assert_eq!(edge.metric("streamfleet_edge_relay_auth_failures_total").await, 1.0);
+    let refusals = budget_refusals().await;
+    eprintln!("60 relay connections, 56 KiB unfinished each, 2 MiB budget: {refusals} refused");
+    assert!(refusals <= 20.0, "{refusals} refused: the budget refused more than it needed to");
+    drop(held);
+}
+
 /// Item 7 (the slowing part): wrong publish keys from one address are answered later and later
 /// after a few, counted in a metric; another address, and a right key from the same address,
 /// are not slowed.

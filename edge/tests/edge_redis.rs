@@ -21,7 +21,7 @@ async fn seeded_redis() -> (RedisServer, RedisRegistry) {
     let registry = RedisRegistry::connect(RedisConfig::new(redis.url())).await.expect("connect to redis");
     // A brand-new Redis has never granted a lease, so there is nothing to quarantine.
     registry.end_quarantine().await.expect("end quarantine");
-    for record in load_manifests(STREAMS_YAML).expect("test manifests") {
+    for record in load_manifests(STREAMS_YAML, &streamfleet_registry::KeyHasher::legacy()).expect("test manifests") {
         registry.put_stream(&record).await.expect("put stream");
     }
     (redis, registry)
@@ -181,4 +181,46 @@ async fn a_revoked_lease_drops_the_publisher_and_players_wait_for_a_republish() 
         })
         .await
         .expect("player resumed");
+}
+
+#[tokio::test]
+async fn keyed_and_legacy_records_both_admit_during_the_migration() {
+    // `demo` keeps the record an operator without a key-hash secret wrote (unsalted SHA-256);
+    // `solo` is rewritten with the keyed hash, as an operator with the secret does.
+    let (redis, registry) = seeded_redis().await;
+    let secret = "edge-redis-test-key-hash-secret";
+    let keyed = streamfleet_registry::KeyHasher::new(Some(streamfleet_registry::KeyHashSecret::new(secret).unwrap()));
+    let solo = load_manifests(STREAMS_YAML, &keyed)
+        .expect("test manifests")
+        .into_iter()
+        .find(|r| r.playback_name == "solo")
+        .expect("the solo stream");
+    registry.put_stream(&solo).await.expect("rewrite solo with the keyed hash");
+    let secret_file = common::TempFile::new("key-hash-secret", &format!("{secret}\n"));
+    let with_secret = Edge::start_with(vec![
+        "--redis-url".into(),
+        redis.url(),
+        "--edge-id".into(),
+        "edge-keyed".into(),
+        "--key-hash-secret-file".into(),
+        secret_file.0.display().to_string(),
+    ])
+    .await;
+    let without = edge(&redis, "edge-legacy").await;
+
+    let mut legacy_publisher = common::RawClient::connect(with_secret.rtmp).await;
+    legacy_publisher.publish("demo-publish-key").await.expect("a legacy record still admits its key");
+    let mut keyed_publisher = common::RawClient::connect(with_secret.rtmp).await;
+    keyed_publisher.publish("solo-publish-key").await.expect("a keyed record admits its key");
+    assert_eq!(with_secret.metric("streamfleet_edge_publish_legacy_key_hash_total").await, 1.0);
+    assert_eq!(with_secret.metric("streamfleet_edge_publishers_active").await, 2.0);
+
+    // An edge without the secret cannot find a keyed record: the mistake the start-up warns of.
+    let mut stranded = common::RawClient::connect(without.rtmp).await;
+    let refused = stranded.publish("solo-publish-key").await.expect_err("no secret, no keyed record");
+    assert!(refused.contains("BadName"), "{refused}");
+    assert_eq!(without.metric("streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"}").await, 1.0);
+    assert!(without.logs().contains("no key-hash secret"), "the edge without a secret says so at start");
+    assert!(!with_secret.logs().contains(secret), "the secret is never logged");
+    assert!(!with_secret.logs().contains("demo-publish-key"), "keys are never logged");
 }

@@ -87,7 +87,7 @@ async fn sequential_republish_is_admitted_with_the_redis_registry() {
     let registry = RedisRegistry::connect(RedisConfig::new(redis.url())).await.expect("connect to redis");
     // A brand-new Redis has never granted a lease, so there is nothing to quarantine.
     registry.end_quarantine().await.expect("end quarantine");
-    for record in load_manifests(STREAMS_YAML).expect("test manifests") {
+    for record in load_manifests(STREAMS_YAML, &streamfleet_registry::KeyHasher::legacy()).expect("test manifests") {
         registry.put_stream(&record).await.expect("put stream");
     }
     let edge = Edge::start_with(vec!["--redis-url".into(), redis.url(), "--edge-id".into(), "edge-seq".into()]).await;

@@ -53,6 +53,12 @@ pub struct RegistryArgs {
     /// File holding the Redis password (e.g. a mounted Secret); overrides a password in the URL.
     #[arg(long, env = "STREAMFLEET_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// File with the fleet's key-hash secret (or set STREAMFLEET_KEY_HASH_SECRET; at least 16
+    /// bytes): records store the HMAC-SHA256 of each publish key under it, and records still
+    /// holding the legacy unsalted SHA-256 are rewritten (their publishers stay). Give the
+    /// edges the same secret. Without it, records get the legacy SHA-256 (a warning at start).
+    #[arg(long, env = "STREAMFLEET_KEY_HASH_SECRET_FILE", value_name = "FILE")]
+    pub key_hash_secret_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,6 +99,12 @@ pub struct RunArgs {
     /// Poll the registry epoch this often; a new epoch (Redis restarted empty) rewrites every record.
     #[arg(long, env = "STREAMFLEET_EPOCH_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub epoch_poll: Duration,
+    /// Refuse publish keys that are too weak to stand guessing: shorter than 16 bytes, fewer
+    /// than 6 different characters, one character over half the key, or a shorter string
+    /// repeated (the LiveStream gets Ready=False, reason WeakPublishKey, and is not served).
+    /// false accepts any key, e.g. while weak keys found by an upgrade are being rotated.
+    #[arg(long, env = "STREAMFLEET_REQUIRE_STRONG_PUBLISH_KEYS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub require_strong_publish_keys: bool,
 }
 
 #[derive(Args, Debug, Clone)]

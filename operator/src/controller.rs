@@ -26,7 +26,7 @@ use kube::{
 };
 use serde_json::json;
 use streamfleet_registry::{
-    SharedOperatorRegistry, StreamId,
+    KeyHasher, SharedOperatorRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
     manifest::{RecordError, RecordErrorKind, record_for},
 };
@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::{
     conflicts::{self, Claim},
     error::{Error, Result},
-    gc,
+    gc, key_strength,
     metrics::Metrics,
     reconcile,
     secrets::{self, MANAGER, SecretCache},
@@ -91,6 +91,10 @@ pub struct Settings {
     pub idle_requeue: Duration,
     /// Minimum time between two status patches that only change live counters.
     pub status_min_interval: Duration,
+    /// How records hash publish keys (the key-hash secret, or the legacy SHA-256).
+    pub key_hasher: KeyHasher,
+    /// Refuse weak publish keys ([`crate::key_strength`]).
+    pub require_strong_keys: bool,
 }
 
 impl Default for Settings {
@@ -99,6 +103,8 @@ impl Default for Settings {
             live_requeue: Duration::from_secs(5),
             idle_requeue: Duration::from_secs(30),
             status_min_interval: Duration::from_secs(5),
+            key_hasher: KeyHasher::legacy(),
+            require_strong_keys: true,
         }
     }
 }
@@ -311,14 +317,30 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
             };
             match secret {
                 None => Err(Problem::SecretNotFound { secret: secret_name.clone() }),
-                Some(s) => secrets::read_key(&s, &key_name)
-                    .and_then(|key| record_for(ls, &key).map_err(|e| record_problem(e, &secret_name))),
+                Some(s) => secrets::read_key(&s, &key_name).and_then(|key| {
+                    // An unusable key (empty, '/', spaces) is reported as such before its strength.
+                    let hasher = &ctx.settings.key_hasher;
+                    let record = record_for(ls, &key, hasher).map_err(|e| record_problem(e, &secret_name))?;
+                    if ctx.settings.require_strong_keys
+                        && let Some(weakness) = key_strength::weakness(&key)
+                    {
+                        return Err(Problem::WeakPublishKey { secret: secret_name.clone(), message: weakness });
+                    }
+                    Ok((record, hasher.digests(&key)))
+                }),
             }
         }
     };
+    let (desired, digests) = match desired {
+        Ok((record, digests)) => (Ok(record), Some(digests)),
+        Err(p) => (Err(p), None),
+    };
+    let same_key = |previous: &streamfleet_registry::StreamRecord| {
+        digests.and_then(|d| d.matches(previous.key_scheme, &previous.key_hash))
+    };
 
     let may_evict = |owner: &StreamId| conflicts::may_evict(&me, owner, &claims);
-    let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &may_evict).await?;
+    let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &same_key, &may_evict).await?;
     announce(ls, ctx, &outcome, &me.playback_name).await;
 
     let current = ctx.current_status(ls, &id);
@@ -360,6 +382,9 @@ async fn announce(ls: &LiveStream, ctx: &Context, outcome: &reconcile::ApplyOutc
         ctx.publish(ls, EventType::Warning, p.reason(), p.message()).await;
     }
     let applied = &outcome.applied;
+    if applied.rehashed {
+        ctx.metrics.key_rehashes.inc();
+    }
     if applied.key_rotated {
         let note = if applied.revoked {
             "publish key changed: the connected publisher was disconnected and must reconnect with the new key"

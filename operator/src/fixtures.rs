@@ -195,6 +195,15 @@ impl Context {
     /// A Context on a mocked API server and the given registry; `known` LiveStreams fill the
     /// store conflicts are judged against.
     pub fn test(registry: SharedRegistry, known: &[LiveStream]) -> (Arc<Context>, ApiServerVerifier) {
+        Context::test_with(registry, known, Settings::default())
+    }
+
+    /// [`Context::test`] with these settings (a key-hash secret, weak keys allowed, ...).
+    pub fn test_with(
+        registry: SharedRegistry,
+        known: &[LiveStream],
+        settings: Settings,
+    ) -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (store, mut writer) = reflector::store::<LiveStream>();
@@ -202,15 +211,7 @@ impl Context {
             writer.apply_watcher_event(&watcher::Event::Apply(ls.clone()));
         }
         let reporter = Reporter { controller: "streamfleet-operator".into(), instance: Some("test".into()) };
-        let ctx = Context::new(
-            client,
-            registry,
-            reporter,
-            Metrics::new(),
-            Settings::default(),
-            store,
-            SecretCache::default(),
-        );
+        let ctx = Context::new(client, registry, reporter, Metrics::new(), settings, store, SecretCache::default());
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

@@ -59,6 +59,7 @@ mod tests {
         StreamRecord {
             id: StreamId::new("media", name),
             key_hash: KeyHash::of_key(name),
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: name.into(),
             enabled: true,
             max_viewers: None,

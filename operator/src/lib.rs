@@ -6,6 +6,7 @@
 //! - [`reconcile`]: the reconcile core shared with `sync`: records, revocations, evictions.
 //! - [`status`]: pure status and conditions from what reconcile observed.
 //! - [`secrets`]: publish-key Secrets (generation, reading, cache, Secret → LiveStream mapping).
+//! - [`key_strength`]: the strength required of publish keys.
 //! - [`conflicts`]: who owns a playback name (the oldest claim).
 //! - [`gc`]: orphaned registry records.
 //! - [`leader`]: leader election on a coordination.k8s.io Lease.
@@ -21,6 +22,7 @@ pub mod crd;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod key_strength;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;

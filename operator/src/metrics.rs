@@ -1,5 +1,6 @@
 //! Prometheus metrics of the operator (prefix `streamfleet_operator_`): reconciles, errors by
-//! reason, reconcile duration, streams by phase and leadership. Served on `/metrics`.
+//! reason, reconcile duration, streams by phase, leadership and records rehashed from the legacy
+//! key hash. Served on `/metrics`.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,8 @@ pub struct Metrics {
     streams: IntGaugeVec,
     /// 1 while this replica runs the controller.
     pub is_leader: IntGauge,
+    /// Records rewritten with the keyed hash of the same publish key (no revocation).
+    pub key_rehashes: IntCounter,
     /// Last phase per stream, from which `streams{phase}` is recounted.
     phases: Mutex<HashMap<StreamId, Phase>>,
 }
@@ -64,11 +67,26 @@ impl Metrics {
         reg(Box::new(errors.clone()));
         reg(Box::new(duration.clone()));
         reg(Box::new(streams.clone()));
+        let key_rehashes = IntCounter::new(
+            "streamfleet_operator_key_rehashes_total",
+            "Records rewritten from another hash of the same publish key (the legacy SHA-256) to the keyed hash; their publishers stay",
+        )
+        .expect("valid");
         reg(Box::new(is_leader.clone()));
+        reg(Box::new(key_rehashes.clone()));
         for p in PHASES {
             streams.with_label_values(&[phase_label(p)]).set(0);
         }
-        Arc::new(Metrics { registry, reconciles, errors, duration, streams, is_leader, phases: Mutex::default() })
+        Arc::new(Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            streams,
+            is_leader,
+            key_rehashes,
+            phases: Mutex::default(),
+        })
     }
 
     /// Counts a reconcile and times it until the returned guard drops.

@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc};
 
 use streamfleet_registry::{
-    RegistryError, SharedOperatorRegistry,
+    KeyHashSecret, KeyHasher, RegistryError, SharedOperatorRegistry,
     redis::{RedisConfig, RedisRegistry},
 };
 
@@ -18,6 +18,26 @@ pub enum ConnectError {
     PasswordFile { path: String, source: std::io::Error },
     #[error("connecting to the registry: {0}")]
     Registry(#[source] Box<RegistryError>),
+    #[error("key-hash secret: {0}")]
+    KeyHashSecret(String),
+}
+
+/// How records hash publish keys: with the key-hash secret from `--key-hash-secret-file` or
+/// `STREAMFLEET_KEY_HASH_SECRET`, else the legacy SHA-256, said loudly (refusing to start would
+/// take every stream of an upgraded deployment that has no secret yet off the air). Reads a
+/// file: call it off the async workers.
+pub fn key_hasher(args: &RegistryArgs) -> Result<KeyHasher, ConnectError> {
+    let secret =
+        KeyHashSecret::from_file_or_env(args.key_hash_secret_file.as_deref()).map_err(ConnectError::KeyHashSecret)?;
+    match &secret {
+        Some(s) => {
+            tracing::info!(key_hash_secret_id = %s.id(), "records store publish keys as HMAC-SHA256 under the key-hash secret")
+        }
+        None => tracing::warn!(
+            "no key-hash secret (--key-hash-secret-file / STREAMFLEET_KEY_HASH_SECRET): records store the unsalted SHA-256 of each publish key, which anyone who reads Redis can test guesses against offline; give the operator and every edge the same secret (docs/registry.md, \"Key hashes\")"
+        ),
+    }
+    Ok(KeyHasher::new(secret))
 }
 
 /// The password in a file, without the trailing newline editors and `echo` add.

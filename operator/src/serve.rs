@@ -44,6 +44,12 @@ pub async fn shutdown_signal() {
 pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let client = Client::try_default().await.map_err(StartError::KubeConfig)?;
     let registry = registry_client::connect(&args.registry).await?;
+    let key_hasher = {
+        let registry_args = args.registry.clone();
+        tokio::task::spawn_blocking(move || registry_client::key_hasher(&registry_args))
+            .await
+            .map_err(|e| registry_client::ConnectError::KeyHashSecret(e.to_string()))??
+    };
     let metrics = Metrics::new();
     let shutdown = shutdown_signal().boxed().shared();
 
@@ -66,6 +72,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             live_requeue: args.live_requeue,
             idle_requeue: args.idle_requeue,
             status_min_interval: args.status_min_interval,
+            key_hasher,
+            require_strong_keys: args.require_strong_publish_keys,
         },
         identity: identity.clone(),
         gc_interval: args.gc_interval,

@@ -30,6 +30,9 @@ pub enum Problem {
     SecretKeyMissing { secret: String, key: String },
     /// The Secret's value cannot be a publish key (empty, or has '/', '?', spaces).
     InvalidPublishKey { secret: String, message: String },
+    /// The publish key is too weak to stand guessing ([`crate::key_strength`]); `message` says
+    /// why without quoting the key.
+    WeakPublishKey { secret: String, message: String },
     /// The spec cannot become a stream record (admission should have caught it).
     InvalidSpec { field: String, message: String },
     /// An older LiveStream (or a record the operator may not evict) owns the playback name.
@@ -45,6 +48,7 @@ impl Problem {
             Problem::SecretNotFound { .. } => "SecretNotFound",
             Problem::SecretKeyMissing { .. } => "SecretKeyMissing",
             Problem::InvalidPublishKey { .. } => "InvalidPublishKey",
+            Problem::WeakPublishKey { .. } => "WeakPublishKey",
             Problem::InvalidSpec { .. } => "InvalidSpec",
             Problem::PlaybackNameConflict { .. } => "PlaybackNameConflict",
             Problem::PublishKeyConflict { .. } => "PublishKeyConflict",
@@ -63,6 +67,10 @@ impl Problem {
             Problem::InvalidPublishKey { secret, message } => {
                 format!("the publish key in Secret {secret} is unusable: {message}")
             }
+            Problem::WeakPublishKey { secret, message } => format!(
+                "the publish key in Secret {secret} is too weak: {message}; use at least {} random characters (e.g. `openssl rand -hex 24`), or delete publishKeySecretRef to have one generated",
+                crate::key_strength::MIN_KEY_BYTES
+            ),
             Problem::InvalidSpec { field, message } => format!("{field}: {message}"),
             Problem::PlaybackNameConflict { playback_name, owner } => {
                 format!("playback name {playback_name:?} is already used by {owner}; choose another spec.playbackName")

@@ -15,7 +15,7 @@ use std::{
 };
 
 use streamfleet_registry::{
-    OperatorRegistry, StreamId,
+    KeyHasher, KeyScheme, OperatorRegistry, StreamId, StreamRecord,
     manifest::{ManifestError, ManifestStream, load_manifest_streams},
 };
 
@@ -41,6 +41,7 @@ pub struct StreamReport {
     pub enabled: bool,
     pub playback_name: String,
     pub key_short: String,
+    pub key_scheme: KeyScheme,
 }
 
 impl StreamReport {
@@ -80,6 +81,9 @@ impl fmt::Display for StreamReport {
             write!(f, "  (key rotated{})", if a.revoked { ", publisher disconnected" } else { "" })?;
         } else if a.revoked {
             write!(f, "  (publisher disconnected)")?;
+        }
+        if a.rehashed {
+            write!(f, "  (key hash upgraded to {})", self.key_scheme)?;
         }
         for e in &a.evicted {
             write!(f, "  (evicted {e})")?;
@@ -126,10 +130,11 @@ pub enum SyncError {
 pub async fn apply_manifests(
     registry: &dyn OperatorRegistry,
     yaml: &str,
+    hasher: &KeyHasher,
     previous: &BTreeSet<StreamId>,
     prune: bool,
 ) -> Result<SyncReport, SyncError> {
-    let streams = load_manifest_streams(yaml).map_err(SyncError::Manifest)?;
+    let streams = load_manifest_streams(yaml, hasher).map_err(SyncError::Manifest)?;
     let in_file: BTreeSet<StreamId> = streams.iter().map(|s| s.record.id.clone()).collect();
     let may_evict = |owner: &StreamId| !in_file.contains(owner) && (prune || previous.contains(owner));
 
@@ -176,7 +181,8 @@ async fn apply_one(
     s: &ManifestStream,
     may_evict: &(dyn Fn(&StreamId) -> bool + Send + Sync),
 ) -> Result<StreamReport, Error> {
-    let outcome = reconcile::apply_stream(registry, &s.record.id, Ok(s.record.clone()), may_evict).await?;
+    let same_key = |previous: &StreamRecord| s.key_digests.matches(previous.key_scheme, &previous.key_hash);
+    let outcome = reconcile::apply_stream(registry, &s.record.id, Ok(s.record.clone()), &same_key, may_evict).await?;
     Ok(StreamReport {
         document: s.document,
         id: s.record.id.clone(),
@@ -184,6 +190,7 @@ async fn apply_one(
         enabled: s.record.enabled,
         playback_name: s.record.playback_name.clone(),
         key_short: s.record.key_hash.short(),
+        key_scheme: s.record.key_scheme,
     })
 }
 
@@ -209,6 +216,7 @@ async fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// reason already printed).
 async fn pass(
     registry: &dyn OperatorRegistry,
+    hasher: &KeyHasher,
     path: &Path,
     previous: &BTreeSet<StreamId>,
     prune: bool,
@@ -220,7 +228,7 @@ async fn pass(
             return (None, EXIT_BAD_MANIFEST);
         }
     };
-    match apply_manifests(registry, &yaml, previous, prune).await {
+    match apply_manifests(registry, &yaml, hasher, previous, prune).await {
         Ok(report) => {
             print_report(path, &report);
             let failures = report.failures();
@@ -257,6 +265,18 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
             return ExitCode::from(EXIT_APPLY_FAILED);
         }
     };
+    let registry_args = args.registry.clone();
+    let hasher = match tokio::task::spawn_blocking(move || registry_client::key_hasher(&registry_args)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_APPLY_FAILED);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_APPLY_FAILED);
+        }
+    };
     if args.end_quarantine {
         if let Err(e) = registry.end_quarantine().await {
             eprintln!("error: could not end the quarantine: {e}");
@@ -267,7 +287,7 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
     let registry: streamfleet_registry::SharedOperatorRegistry = std::sync::Arc::new(registry);
     let path = args.manifests.as_path();
     let mut seen = stamp(path).await;
-    let (applied, code) = pass(registry.as_ref(), path, &BTreeSet::new(), args.prune).await;
+    let (applied, code) = pass(registry.as_ref(), &hasher, path, &BTreeSet::new(), args.prune).await;
     if !args.watch {
         return ExitCode::from(code);
     }
@@ -291,7 +311,7 @@ pub async fn run(args: SyncArgs, shutdown: impl std::future::Future<Output = ()>
         }
         seen = now;
         epoch = new_epoch.or(epoch);
-        if let (Some(now_applied), _) = pass(registry.as_ref(), path, &applied, args.prune).await {
+        if let (Some(now_applied), _) = pass(registry.as_ref(), &hasher, path, &applied, args.prune).await {
             applied = now_applied;
         }
     }
@@ -343,7 +363,8 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
         let reg = MemoryRegistry::new();
         let started = std::time::Instant::now();
         let none = BTreeSet::new();
-        let reading = pass(&reg, &fifo, &none, false);
+        let hasher = KeyHasher::legacy();
+        let reading = pass(&reg, &hasher, &fifo, &none, false);
         let timer = async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             started.elapsed()
@@ -362,7 +383,7 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
     #[tokio::test]
     async fn applies_a_file_and_removes_what_left_it() {
         let reg = MemoryRegistry::new();
-        let report = apply_manifests(&reg, TWO, &BTreeSet::new(), false).await.expect("applied");
+        let report = apply_manifests(&reg, TWO, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
         assert!(report.failures().is_empty());
         assert_eq!(report.streams.len(), 2);
         let news = reg.get_stream(&StreamId::new("media", "news")).await.expect("get").expect("news");
@@ -374,7 +395,9 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
         assert!(!line.contains("sport-key"), "never print a key: {line}");
 
         let only_news = TWO.split("---").take(2).collect::<Vec<_>>().join("---");
-        let report2 = apply_manifests(&reg, &only_news, &report.applied_ids(), false).await.expect("applied");
+        let report2 = apply_manifests(&reg, &only_news, &KeyHasher::legacy(), &report.applied_ids(), false)
+            .await
+            .expect("applied");
         assert_eq!(report2.removed, vec![StreamId::new("media", "sport")]);
         assert_eq!(reg.list_streams().await.expect("list").len(), 1);
     }
@@ -382,12 +405,14 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
     #[tokio::test]
     async fn bad_files_change_nothing() {
         let reg = MemoryRegistry::new();
-        apply_manifests(&reg, TWO, &BTreeSet::new(), false).await.expect("applied");
+        apply_manifests(&reg, TWO, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
         let bad = TWO.replace(
             "spec: {publishKeySecretRef: {name: keys, key: news}}",
             "spec: {publishKeySecretRef: {name: keys, key: news}, maxViewers: 0}",
         );
-        let Err(SyncError::Manifest(errors)) = apply_manifests(&reg, &bad, &BTreeSet::new(), true).await else {
+        let Err(SyncError::Manifest(errors)) =
+            apply_manifests(&reg, &bad, &KeyHasher::legacy(), &BTreeSet::new(), true).await
+        else {
             panic!("expected manifest errors")
         };
         assert_eq!((errors[0].document, errors[0].field.as_str()), (2, "spec.maxViewers"));
@@ -397,12 +422,13 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
     #[tokio::test]
     async fn swapped_playback_names_settle_in_one_pass() {
         let reg = MemoryRegistry::new();
-        apply_manifests(&reg, TWO, &BTreeSet::new(), false).await.expect("applied");
+        apply_manifests(&reg, TWO, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
         // news takes "sport" and sport takes "news": each first collides with the other.
         let swapped = TWO
             .replace("key: news}}", "key: news}, playbackName: sport}")
             .replace("key: sport}, enabled: false}", "key: sport}, playbackName: news}");
-        let report = apply_manifests(&reg, &swapped, &BTreeSet::new(), false).await.expect("applied");
+        let report =
+            apply_manifests(&reg, &swapped, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
         assert!(report.failures().is_empty(), "{:?}", report.failures());
         assert_eq!(reg.lookup_playback("sport").await.expect("owner").id, StreamId::new("media", "news"));
     }
@@ -411,14 +437,14 @@ spec: {publishKeySecretRef: {name: keys, key: sport}, enabled: false}
     async fn records_outside_the_file_are_not_evicted_unless_pruning() {
         let reg = MemoryRegistry::new();
         let other = "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: elsewhere}\nstringData: {publishKey: x}\n---\napiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {name: squatter, namespace: elsewhere}\nspec: {publishKeySecretRef: {name: k}, playbackName: news}\n";
-        apply_manifests(&reg, other, &BTreeSet::new(), false).await.expect("applied");
-        let report = apply_manifests(&reg, TWO, &BTreeSet::new(), false).await.expect("applied");
+        apply_manifests(&reg, other, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
+        let report = apply_manifests(&reg, TWO, &KeyHasher::legacy(), &BTreeSet::new(), false).await.expect("applied");
         let failures = report.failures();
         assert_eq!(failures.len(), 1);
         assert_eq!((failures[0].document, failures[0].field.as_str()), (2, "spec.playbackName"));
         assert!(failures[0].message.contains("elsewhere/squatter"), "{}", failures[0].message);
 
-        let report = apply_manifests(&reg, TWO, &BTreeSet::new(), true).await.expect("applied");
+        let report = apply_manifests(&reg, TWO, &KeyHasher::legacy(), &BTreeSet::new(), true).await.expect("applied");
         assert!(report.failures().is_empty());
         assert_eq!(reg.list_streams().await.expect("list").len(), 2);
     }

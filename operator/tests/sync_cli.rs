@@ -197,3 +197,51 @@ async fn watch_reapplies_changes_and_removes_streams_that_left_the_file() {
     assert!(reg.get_stream(&news).await.expect("get").is_some(), "a bad edit loses nothing");
     child.kill().await.expect("killed");
 }
+
+/// An operator given the key-hash secret rewrites the records an operator without one wrote:
+/// the same keys, hashed with HMAC; a publisher admitted on a legacy record keeps its lease.
+#[tokio::test]
+async fn a_key_hash_secret_rehashes_legacy_records_without_dropping_their_publishers() {
+    use streamfleet_registry::{AcquireOptions, KeyHashSecret, KeyHasher, LeaseTiming, PublisherInfo, RenewOutcome};
+    const SECRET: &str = "sync-cli-test-key-hash-secret";
+    let server = RedisServer::start();
+    let file = TempFile::new("keyed", MANIFEST);
+    let out = output(sync(&file, &server)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key-hash secret"), "the legacy mode is loud");
+    let reg = registry(&server).await;
+    reg.end_quarantine().await.expect("end quarantine");
+    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None };
+    let timing = LeaseTiming::from_ttl(Duration::from_secs(15));
+    let lease =
+        reg.acquire(&KeyHash::of_key("news-key-1"), &who, &AcquireOptions::new(&timing)).await.expect("admitted");
+
+    let mut cmd = sync(&file, &server);
+    cmd.env("STREAMFLEET_KEY_HASH_SECRET", SECRET);
+    let out = output(cmd).await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let hasher = KeyHasher::new(Some(KeyHashSecret::new(SECRET).expect("secret")));
+    let scheme = hasher.record_hash("news-key-1").scheme;
+    assert_eq!(stdout.matches(&format!("(key hash upgraded to {scheme})")).count(), 2, "{stdout}");
+    assert!(!stdout.contains("key rotated") && !stdout.contains("disconnected"), "{stdout}");
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "the secret is never printed");
+    let news = reg.get_stream(&StreamId::new("media", "news")).await.expect("get").expect("news");
+    assert_eq!((news.key_hash, news.key_scheme), (hasher.record_hash("news-key-1").hash, scheme));
+    assert_eq!(reg.renew(&lease, timing.ttl).await.expect("renew"), RenewOutcome::Renewed, "publisher kept");
+
+    // A second pass with the secret changes nothing.
+    let mut cmd = sync(&file, &server);
+    cmd.env("STREAMFLEET_KEY_HASH_SECRET", SECRET);
+    let out = output(cmd).await;
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("upgraded"));
+
+    // A secret too short to be one is refused, naming its source and never its value.
+    let mut cmd = sync(&file, &server);
+    cmd.env("STREAMFLEET_KEY_HASH_SECRET", "tinysecret");
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("STREAMFLEET_KEY_HASH_SECRET") && stderr.contains("at least 16"), "{stderr}");
+    assert!(!stderr.contains("tinysecret"), "{stderr}");
+}

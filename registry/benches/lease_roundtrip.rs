@@ -34,6 +34,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         let record = StreamRecord {
             id: StreamId::new("bench", "stream"),
             key_hash: key,
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: "stream".into(),
             enabled: true,
             max_viewers: None,

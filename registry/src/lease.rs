@@ -44,6 +44,11 @@ pub struct Lease {
     pub stream: StreamId,
     /// Key hash the publisher presented; a reclaim after a registry restart re-checks it.
     pub key_hash: KeyHash,
+    /// The same key's hash under the other scheme, when the edge knows it: a grant that
+    /// matched a legacy (SHA-256) record sets the keyed hash here, so that a reclaim still
+    /// finds the record after the operator rewrote it with the keyed hash (docs/registry.md,
+    /// "Key hashes").
+    pub key_hash_alt: Option<KeyHash>,
     /// Random per grant: proves ownership to the compare-and-set scripts.
     pub token: String,
     /// Strictly increasing across all grants of the registry, even across Redis restarts that

@@ -3,6 +3,7 @@
 //! Layout:
 //! - [`api`]: the `LiveStream` custom resource types (the single source of the CRD).
 //! - [`record`]: stream records (what the operator writes, what edges look up).
+//! - [`key_hash`]: how a publish key becomes a record's hash (keyed, or legacy SHA-256).
 //! - [`manifest`]: LiveStream + Secret YAML into records (edge `--streams`, operator `sync`).
 //! - [`backend`]: the contract, split by side: [`OperatorRegistry`] and [`EdgeRegistry`] on
 //!   [`RegistryStatus`]; every backend implements both ([`Registry`]).
@@ -17,6 +18,7 @@
 pub mod api;
 pub mod backend;
 pub mod error;
+pub mod key_hash;
 pub mod lease;
 pub mod lease_keeper;
 pub mod manifest;
@@ -30,6 +32,7 @@ pub use backend::{
     SharedRegistry,
 };
 pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
+pub use key_hash::{KeyCandidate, KeyDigests, KeyHashSecret, KeyHasher, KeyScheme, SecretId};
 pub use lease::{
     AcquireOptions, HolderInfo, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome, new_lease_token,
 };

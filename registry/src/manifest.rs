@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use crate::{
     api::LiveStream,
-    record::{KeyHash, StreamRecord, valid_playback_name},
+    key_hash::{KeyDigests, KeyHasher},
+    record::{StreamRecord, valid_playback_name},
 };
 
 pub use crate::api::DEFAULT_NAMESPACE;
@@ -51,7 +52,8 @@ pub enum RecordErrorKind {
 }
 
 /// Builds the registry record for a LiveStream whose publish key has been read from its Secret.
-pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, RecordError> {
+/// The key is hashed with `hasher` (see [`crate::key_hash`]).
+pub fn record_for(ls: &LiveStream, publish_key: &str, hasher: &KeyHasher) -> Result<StreamRecord, RecordError> {
     let err =
         |kind: RecordErrorKind, field: &str, message: String| RecordError { kind, field: field.to_string(), message };
     let id = ls.stream_id().ok_or_else(|| err(RecordErrorKind::Name, "metadata.name", "is required".into()))?;
@@ -83,9 +85,11 @@ pub fn record_for(ls: &LiveStream, publish_key: &str) -> Result<StreamRecord, Re
             "must not contain '/', '?', spaces or control characters (it is the last segment of the RTMP URL)".into(),
         ));
     }
+    let hashed = hasher.record_hash(publish_key);
     Ok(StreamRecord {
         id,
-        key_hash: KeyHash::of_key(publish_key),
+        key_hash: hashed.hash,
+        key_scheme: hashed.scheme,
         playback_name,
         enabled: ls.spec.is_enabled(),
         max_viewers: ls.spec.max_viewers,
@@ -124,17 +128,20 @@ pub struct ManifestStream {
     pub document: usize,
     pub stream: LiveStream,
     pub record: StreamRecord,
+    /// The key's hashes under every scheme the loader's hasher knows: whether an existing
+    /// record was made from the same key (a rehash, not a rotation) is judged by them.
+    pub key_digests: KeyDigests,
 }
 
 /// Parses a multi-document YAML of LiveStreams and Secrets into records. Other kinds are
-/// ignored. Every problem found is returned, not just the first.
-pub fn load_manifests(yaml: &str) -> Result<Vec<StreamRecord>, Vec<ManifestError>> {
-    load_manifest_streams(yaml).map(|streams| streams.into_iter().map(|s| s.record).collect())
+/// ignored. Every problem found is returned, not just the first. Keys are hashed with `hasher`.
+pub fn load_manifests(yaml: &str, hasher: &KeyHasher) -> Result<Vec<StreamRecord>, Vec<ManifestError>> {
+    load_manifest_streams(yaml, hasher).map(|streams| streams.into_iter().map(|s| s.record).collect())
 }
 
 /// Like [`load_manifests`], keeping each LiveStream and its document number next to its record
 /// (what `streamfleet-operator sync` needs to report per stream).
-pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<ManifestError>> {
+pub fn load_manifest_streams(yaml: &str, hasher: &KeyHasher) -> Result<Vec<ManifestStream>, Vec<ManifestError>> {
     let mut errors = Vec::new();
     let mut streams: Vec<(usize, LiveStream)> = Vec::new();
     // (namespace, name) -> key -> value
@@ -236,7 +243,7 @@ pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<Mani
             ));
             continue;
         };
-        match record_for(&ls, key) {
+        match record_for(&ls, key, hasher) {
             Ok(rec) => {
                 if let Some(other) = records.iter().find(|r| r.record.id == rec.id) {
                     errors.push(mk("metadata.name", format!("LiveStream {} is defined twice", other.record.id)));
@@ -254,7 +261,8 @@ pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<Mani
                         format!("the publish key is already used by {} (document {})", other.record.id, other.document),
                     ));
                 } else {
-                    records.push(ManifestStream { document, stream: ls, record: rec });
+                    let key_digests = hasher.digests(key);
+                    records.push(ManifestStream { document, stream: ls, record: rec, key_digests });
                 }
             }
             Err(e) => errors.push(mk(&e.field, e.message)),
@@ -266,7 +274,7 @@ pub fn load_manifest_streams(yaml: &str) -> Result<Vec<ManifestStream>, Vec<Mani
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{StreamId, TakeoverPolicy};
+    use crate::record::{KeyHash, StreamId, TakeoverPolicy};
 
     const GOOD: &str = r#"
 apiVersion: v1
@@ -299,7 +307,7 @@ spec:
 
     #[test]
     fn loads_streams_with_their_secrets() {
-        let recs = load_manifests(GOOD).expect("valid manifests");
+        let recs = load_manifests(GOOD, &KeyHasher::legacy()).expect("valid manifests");
         assert_eq!(recs.len(), 2);
         let news = &recs[0];
         assert_eq!(news.id, StreamId::new("media", "news"));
@@ -316,14 +324,14 @@ spec:
         assert_eq!(sports.takeover, TakeoverPolicy::ReplaceIdle);
         assert!(!sports.enabled);
 
-        let streams = load_manifest_streams(GOOD).expect("valid manifests");
+        let streams = load_manifest_streams(GOOD, &KeyHasher::legacy()).expect("valid manifests");
         assert_eq!(streams.iter().map(|s| s.document).collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(streams[1].stream.spec.playback_name.as_deref(), Some("sport-1"));
         assert_eq!(streams.into_iter().map(|s| s.record).collect::<Vec<_>>(), recs);
     }
 
     fn errors_of(yaml: &str) -> Vec<ManifestError> {
-        load_manifests(yaml).expect_err("manifest should be rejected")
+        load_manifests(yaml, &KeyHasher::legacy()).expect_err("manifest should be rejected")
     }
 
     #[test]

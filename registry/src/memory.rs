@@ -183,6 +183,7 @@ impl EdgeRegistry for MemoryRegistry {
             return Ok(Lease {
                 stream: rec.id,
                 key_hash: *key,
+                key_hash_alt: None,
                 token: token.to_string(),
                 fence,
                 epoch: EPOCH,
@@ -222,14 +223,32 @@ impl EdgeRegistry for MemoryRegistry {
             rec.id.clone(),
             HeldLease { token: token.clone(), expires: now + opts.ttl, holder: holder.clone(), idle_since: None },
         );
-        Ok(Lease { stream: rec.id, key_hash: *key, token, fence: st.fence, epoch: EPOCH, holder, took_over })
+        Ok(Lease {
+            stream: rec.id,
+            key_hash: *key,
+            key_hash_alt: None,
+            token,
+            fence: st.fence,
+            epoch: EPOCH,
+            holder,
+            took_over,
+        })
     }
 
     async fn reclaim(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
         // The memory backend never loses leases behind a holder's back; a reclaim is a plain
         // re-acquire that must find the stream free and the key valid.
         let mut st = self.lock();
-        let rec = st.record_for_key(&lease.key_hash)?.clone();
+        let rec = match (st.record_for_key(&lease.key_hash), lease.key_hash_alt) {
+            (Ok(rec), _) => rec.clone(),
+            // The record was rewritten under the key's other hash (a legacy record rehashed).
+            (Err(RegistryError::NotFound { .. }), Some(alt)) => {
+                let rec = st.record_for_key(&alt)?.clone();
+                lease.key_hash_alt = Some(std::mem::replace(&mut lease.key_hash, alt));
+                rec
+            }
+            (Err(e), _) => return Err(e),
+        };
         if rec.id != lease.stream {
             return Err(RegistryError::NotFound { what: format!("stream {}", lease.stream) });
         }

@@ -1,5 +1,6 @@
 //! Stream records: what the operator writes for each LiveStream and what edges look up when an
-//! encoder or a player arrives. A record carries the SHA-256 of the publish key, never the key.
+//! encoder or a player arrives. A record carries a hash of the publish key (see [`crate::key_hash`]),
+//! never the key.
 
 use std::fmt;
 
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::api::TakeoverPolicy;
+pub use crate::key_hash::KeyScheme;
 
 /// `namespace/name` of a LiveStream: the identity of a stream everywhere in the fleet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,15 +38,21 @@ impl fmt::Display for StreamId {
     }
 }
 
-/// SHA-256 of a publish key. The registry indexes streams by it so that Redis, logs and metrics
-/// never see a key.
+/// A 32-byte hash of a publish key (HMAC-SHA256 under the fleet's secret, or the legacy plain
+/// SHA-256: [`crate::key_hash`]). The registry indexes streams by it so that Redis, logs and
+/// metrics never see a key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyHash([u8; 32]);
 
 impl KeyHash {
-    /// Hashes a publish key as the encoder sends it.
+    /// The legacy (unsalted SHA-256) hash of a publish key: what records written without a
+    /// key-hash secret carry. New code hashes through [`crate::KeyHasher`].
     pub fn of_key(key: &str) -> Self {
         KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyHash(bytes)
     }
 
     /// Parses 64 lowercase or uppercase hex digits.
@@ -88,6 +96,9 @@ impl<'de> Deserialize<'de> for KeyHash {
 pub struct StreamRecord {
     pub id: StreamId,
     pub key_hash: KeyHash,
+    /// How `key_hash` was made from the key; records written before schemes existed are
+    /// [`KeyScheme::Sha256`].
+    pub key_scheme: KeyScheme,
     pub playback_name: String,
     pub enabled: bool,
     /// Players allowed over all edges; `None` is unlimited.

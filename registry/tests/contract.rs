@@ -8,9 +8,14 @@ use std::time::Duration;
 
 use common::*;
 use streamfleet_registry::{
-    ConflictKind, HolderUpdate, Lease, LossReason, RegistryError, RenewOutcome, SharedRegistry, StreamRecord,
-    TakeoverPolicy,
+    ConflictKind, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LossReason, RegistryError, RenewOutcome,
+    SharedRegistry, StreamRecord, TakeoverPolicy,
 };
+
+/// A hasher with a fleet secret, as operator and edges have once configured.
+fn keyed() -> KeyHasher {
+    KeyHasher::new(Some(KeyHashSecret::new("contract-test-key-hash-secret").unwrap()))
+}
 
 /// Instantiates every case for both backends.
 macro_rules! contract {
@@ -58,6 +63,8 @@ contract!(
     a_lease_expires_after_its_ttl,
     reclaim_takes_back_a_free_stream_only,
     epoch_is_stable_while_the_backend_runs,
+    keyed_records_are_found_by_their_keyed_hash_only,
+    a_reclaim_follows_a_record_rehashed_from_its_legacy_hash,
 );
 
 fn assert_conflict(r: Result<(), RegistryError>, what: ConflictKind, owner: &str) {
@@ -558,5 +565,49 @@ mod cases {
         assert_eq!(lease.epoch, epoch, "grants carry the current epoch");
         reg.release(&lease).await.unwrap();
         assert_eq!(reg.epoch().await.unwrap(), epoch);
+    }
+
+    pub async fn keyed_records_are_found_by_their_keyed_hash_only(reg: SharedRegistry) {
+        let k = keyed().record_hash("publish-key-of-alpha");
+        let a = StreamRecord { key_hash: k.hash, key_scheme: k.scheme, ..rec("alpha") };
+        reg.put_stream(&a).await.unwrap();
+        let got = reg.get_stream(&a.id).await.unwrap().unwrap();
+        assert_eq!(got, a, "the scheme is stored with the record");
+        assert!(matches!(got.key_scheme, KeyScheme::Hmac(_)));
+        assert_eq!(reg.list_streams().await.unwrap(), vec![a.clone()]);
+        assert_eq!(reg.lookup(&k.hash).await.unwrap(), a);
+        // The legacy hash of the same key is no longer anywhere in the registry.
+        let legacy = KeyHasher::legacy().record_hash("publish-key-of-alpha").hash;
+        assert!(matches!(reg.lookup(&legacy).await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(reg.acquire(&legacy, &who("edge-1"), &opts()).await, Err(RegistryError::NotFound { .. })));
+        let lease = reg.acquire(&k.hash, &who("edge-1"), &opts()).await.unwrap();
+        assert!(reg.release(&lease).await.unwrap());
+    }
+
+    pub async fn a_reclaim_follows_a_record_rehashed_from_its_legacy_hash(reg: SharedRegistry) {
+        // A publisher admitted on a legacy record; the operator then rewrites the record with
+        // the keyed hash of the same key while the registry has lost the lease (a restart).
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let keyed_hash = keyed().record_hash("publish-key-of-alpha");
+        let mut lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        let mut without_alt = lease.clone();
+        lease.key_hash_alt = Some(keyed_hash.hash);
+        assert!(reg.release(&lease).await.unwrap());
+        let rehashed = StreamRecord { key_hash: keyed_hash.hash, key_scheme: keyed_hash.scheme, ..a.clone() };
+        reg.put_stream(&rehashed).await.unwrap();
+
+        // Without the other hash the holder would be lost: its key's legacy index is gone.
+        assert!(matches!(reg.reclaim(&mut without_alt, opts().ttl).await, Err(RegistryError::NotFound { .. })));
+        reg.reclaim(&mut lease, opts().ttl).await.unwrap();
+        assert_eq!(lease.key_hash, keyed_hash.hash, "the lease now names the record's hash");
+        assert_eq!(lease.key_hash_alt, Some(a.key_hash));
+        assert_eq!(reg.renew(&lease, opts().ttl).await.unwrap(), RenewOutcome::Renewed);
+        assert_eq!(holder_edge(&reg, "alpha").await.as_deref(), Some("edge-1"));
+
+        // A rotation is still a rotation: neither hash names the record any more.
+        assert!(reg.release(&lease).await.unwrap());
+        reg.put_stream(&StreamRecord { key_hash: key("rotated"), ..a.clone() }).await.unwrap();
+        assert!(matches!(reg.reclaim(&mut lease, opts().ttl).await, Err(RegistryError::NotFound { .. })));
     }
 }

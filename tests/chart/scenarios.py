@@ -178,10 +178,11 @@ SCENARIOS: dict[str, dict] = {
         },
     },
     # A second, edge-only release (a regional pool for edgeSelector): the first release's Redis,
-    # relay secret, operator and CRD.
+    # relay and key-hash secrets, operator and CRD.
     "edge-pool": {
         "crds": {"enabled": False},
         "operator": {"enabled": False},
+        "keyHash": {"existingSecret": "sf-streamfleet-key-hash"},
         "edge": {"relay": {"existingSecret": "sf-streamfleet-relay"}},
         "redis": {
             "bundled": False,

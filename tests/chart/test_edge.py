@@ -185,6 +185,58 @@ def test_relay_existing_secret():
     assert vol["secret"]["items"] == [{"key": "token", "path": "secret"}]
 
 
+def test_key_hash_secret_is_generated_once_kept_and_shared_by_operator_and_edges():
+    out = render({})
+    secret = out.get("Secret", f"{FULLNAME}-key-hash")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    value = secret_value(secret, "key-hash-secret")
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", value)
+    template = (CHART / "templates" / "key-hash-secret.yaml").read_text()
+    assert "streamfleet.keptSecretValue" in template
+    for name, cname in ((EDGE, "edge"), (f"{FULLNAME}-operator", "operator")):
+        pod = out.get("Deployment", name)["spec"]["template"]["spec"]
+        c = container(pod, cname)
+        path = env_map(c)["STREAMFLEET_KEY_HASH_SECRET_FILE"]
+        mount = mount_for_path(c, path)
+        assert mount.get("readOnly") is True
+        vol = volume(pod, mount["name"])
+        assert vol["secret"]["secretName"] == f"{FULLNAME}-key-hash", name
+        item = vol["secret"]["items"][0]
+        assert path.endswith("/" + item["path"]) and item["key"] == "key-hash-secret"
+        assert "STREAMFLEET_KEY_HASH_SECRET" not in env_map(c), "the value never goes into the environment"
+    assert env_map(container(out.get("Deployment", EDGE)["spec"]["template"]["spec"], "edge"))[
+        "STREAMFLEET_LEGACY_KEY_HASHES"
+    ] == "true"
+
+
+def test_key_hash_existing_secret_and_legacy_off():
+    values = {"keyHash": {"existingSecret": "fleet-key-hash", "existingSecretKey": "hmac", "acceptLegacy": False}}
+    out, pod = edge_pod(values)
+    assert out.find("Secret", f"{FULLNAME}-key-hash") is None
+    for p in (pod, out.get("Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]):
+        vol = volume(p, "key-hash-secret")
+        assert vol["secret"]["secretName"] == "fleet-key-hash"
+        assert vol["secret"]["items"] == [{"key": "hmac", "path": "secret"}]
+    assert env_map(container(pod, "edge"))["STREAMFLEET_LEGACY_KEY_HASHES"] == "false"
+
+
+def test_the_first_step_of_a_two_step_upgrade_keeps_the_secret_from_the_operator_only():
+    out, pod = edge_pod({"keyHash": {"rewriteRecords": False}})
+    assert volume(pod, "key-hash-secret")["secret"]["secretName"] == f"{FULLNAME}-key-hash"
+    operator = out.get("Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    assert "STREAMFLEET_KEY_HASH_SECRET_FILE" not in env_map(container(operator, "operator"))
+    assert all(v["name"] != "key-hash-secret" for v in operator["volumes"])
+
+
+def test_an_edge_only_release_mounts_the_main_releases_key_hash_secret():
+    out, pod = edge_pod({"operator": {"enabled": False}, "keyHash": {"existingSecret": "main-key-hash"}})
+    assert volume(pod, "key-hash-secret")["secret"]["secretName"] == "main-key-hash"
+    assert out.find("Secret", f"{FULLNAME}-key-hash") is None
+    # A secret of its own would silently differ from the operator's: refused at render.
+    with pytest.raises(helm.HelmError, match="keyHash.existingSecret is required for an edge-only release"):
+        render({"operator": {"enabled": False}})
+
+
 def test_public_service_exposes_rtmp_only():
     out = render({})
     svc = out.get("Service", EDGE)

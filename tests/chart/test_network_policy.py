@@ -1,4 +1,4 @@
-"""NetworkPolicies: RTMP open, the relay port only from edges, Redis only from the fleet."""
+"""NetworkPolicies: RTMP open, the relay port only from edges (on by default), Redis only from the fleet."""
 
 from chartkit import FULLNAME, render
 
@@ -27,8 +27,38 @@ def selects(peer, labels):
     return set(peer) == {"podSelector"} and peer["podSelector"]["matchLabels"].items() <= labels.items()
 
 
-def test_off_by_default():
-    assert render({}).of_kind("NetworkPolicy") == []
+def test_only_the_edges_relay_policy_by_default():
+    """The relay port is closed to everything but edges out of the box; nothing else an edge
+    serves is restricted, and no other workload gets a policy."""
+    out = render({})
+    policies = out.of_kind("NetworkPolicy")
+    assert [p["metadata"]["name"] for p in policies] == [EDGE]
+    policy = policies[0]
+    edge_labels = pod_labels(out, "Deployment", EDGE)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= edge_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    relay_peers = allowed_from(policy, "relay")
+    assert relay_peers and all(selects(p, edge_labels) for p in relay_peers)
+    assert not any(selects(p, pod_labels(out, "Deployment", OPERATOR)) for p in relay_peers)
+    # Every other port an edge container serves stays open to everyone: the policy must never
+    # cut RTMP, metrics or the API by being on.
+    container_ports = {
+        p["name"] for c in out.get("Deployment", EDGE)["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+    }
+    assert container_ports == {"rtmp", "relay", "http"}
+    for port in container_ports - {"relay"}:
+        assert allowed_from(policy, port) is None, port
+
+
+def test_the_relay_policy_can_be_turned_off():
+    assert render({"networkPolicy": {"relay": {"enabled": False}}}).of_kind("NetworkPolicy") == []
+
+
+def test_the_default_relay_policy_honours_rtmp_and_metrics_sources():
+    rtmp_from = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    out = render({"networkPolicy": {"rtmpFrom": rtmp_from}})
+    assert allowed_from(out.get("NetworkPolicy", EDGE), "rtmp") == rtmp_from
+    assert out.find("NetworkPolicy", OPERATOR) is None
 
 
 def test_policies_cover_every_workload():

@@ -55,3 +55,9 @@ def test_release_named_like_the_chart_gets_short_names():
     out = render({}, release="streamfleet")
     assert out.find("Service", "streamfleet-edge") is not None, out.names()
     assert "kubectl get service --namespace streamfleet streamfleet-edge --watch" in out.notes
+
+
+def test_notes_remind_the_second_step_of_the_key_hash_upgrade():
+    assert "keyHash.rewriteRecords is false" not in render({}).notes
+    notes = render({"keyHash": {"rewriteRecords": False}}).notes
+    assert "keyHash.rewriteRecords is false" in notes and "step 2" in notes

@@ -81,6 +81,8 @@ def test_default_object_inventory():
         "PodDisruptionBudget/sf-streamfleet-edge",
         "Secret/sf-streamfleet-relay",
         "Secret/sf-streamfleet-api",
+        "Secret/sf-streamfleet-key-hash",
+        "NetworkPolicy/sf-streamfleet-edge",
         "StatefulSet/sf-streamfleet-redis",
         "Service/sf-streamfleet-redis",
         "Secret/sf-streamfleet-redis",

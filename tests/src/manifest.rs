@@ -99,7 +99,8 @@ mod tests {
     #[test]
     fn manifests_load_into_records() {
         let yaml = render(&[StreamSpec::new("news"), StreamSpec::new("race").policy("Reject")]);
-        let records = streamfleet_registry::manifest::load_manifests(&yaml).expect("valid manifests");
+        let records = streamfleet_registry::manifest::load_manifests(&yaml, &streamfleet_registry::KeyHasher::legacy())
+            .expect("valid manifests");
         assert_eq!(records.len(), 2);
         let race = records.iter().find(|r| r.playback_name == "race").expect("race");
         assert_eq!(race.takeover, streamfleet_registry::TakeoverPolicy::Reject);

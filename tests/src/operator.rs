@@ -47,6 +47,17 @@ impl SyncWatch {
     /// Starts `sync --watch` (checking the file and the registry epoch every `poll`) and waits
     /// for its first pass to apply the file.
     pub async fn start(binary: &Path, manifests: &Path, redis_url: &str, poll: Duration) -> SyncWatch {
+        SyncWatch::start_with_env(binary, manifests, redis_url, poll, &[]).await
+    }
+
+    /// [`SyncWatch::start`] with these environment variables (the key-hash secret, say).
+    pub async fn start_with_env(
+        binary: &Path,
+        manifests: &Path,
+        redis_url: &str,
+        poll: Duration,
+        env: &[(&str, &str)],
+    ) -> SyncWatch {
         let mut child = Command::new(binary)
             .arg("sync")
             .arg("--watch")
@@ -54,6 +65,7 @@ impl SyncWatch {
             .arg(manifests)
             .args(["--redis-url", redis_url, "--poll-interval", &format!("{}ms", poll.as_millis())])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

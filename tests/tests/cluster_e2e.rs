@@ -337,7 +337,9 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     let redis_password = secret_value("toggles-streamfleet-redis", "redis-password").await;
     let relay_secret = secret_value("toggles-streamfleet-relay", "relay-secret").await;
     let api_token = secret_value("toggles-streamfleet-api", "api-token").await;
+    let key_hash_secret = secret_value("toggles-streamfleet-key-hash", "key-hash-secret").await;
     assert!(!redis_password.is_empty() && !relay_secret.is_empty() && !api_token.is_empty());
+    assert!(!key_hash_secret.is_empty());
 
     // Bundled Redis off (an external URL, no Redis objects); one operator without election,
     // no PDBs, no ServiceAccounts and no RBAC from the chart.
@@ -388,12 +390,26 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
         ])
         .await
         .expect_ok("API token secret");
+    // An edge-only release shares the main release's key-hash secret (here, one of its own).
+    cluster
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "own-key-hash",
+            "-n",
+            "sf-edges",
+            "--from-literal=key-hash-secret=0123456789abcdef0123",
+        ])
+        .await
+        .expect_ok("key-hash secret");
     let edges_only = [
         "crds.enabled=false",
         "operator.enabled=false",
         "redis.auth.enabled=false",
         "edge.relay.existingSecret=own-relay",
         "edge.api.existingSecret=own-api",
+        "keyHash.existingSecret=own-key-hash",
     ];
     let out = helm_set(cluster, &["install", "edges", &chart, "-n", "sf-edges"], &edges_only).await;
     out.expect_ok("helm install without the operator");
@@ -401,7 +417,7 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     assert!(!objects.contains("operator"), "operator objects with operator.enabled=false:\n{objects}");
     assert!(
         !objects.contains("secret/"),
-        "a Secret rendered, with the user's relay and API secrets and no Redis password:\n{objects}"
+        "a Secret rendered, with the user's relay, API and key-hash secrets and no Redis password:\n{objects}"
     );
     cluster.helm(&["uninstall", "edges", "-n", "sf-edges"]).await.expect_ok("helm uninstall");
 
@@ -430,6 +446,8 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
     assert_eq!(relay_after, relay_secret, "relay secret changed on upgrade");
     let api_after = secret_value("toggles-streamfleet-api", "api-token").await;
     assert_eq!(api_after, api_token, "API token changed on upgrade");
+    let key_hash_after = secret_value("toggles-streamfleet-key-hash", "key-hash-secret").await;
+    assert_eq!(key_hash_after, key_hash_secret, "key-hash secret changed on upgrade");
 
     // Uninstall: everything goes but what the chart promises to keep (the generated Secrets).
     cluster.helm(&["uninstall", "toggles", "-n", ns]).await.expect_ok("helm uninstall");
@@ -440,9 +458,13 @@ async fn chart_install_upgrade_uninstall(cluster: &Cluster) {
         .await
         .expect_ok("list what is left");
     let left: BTreeSet<&str> = left.lines().collect();
-    let kept: BTreeSet<&str> =
-        ["secret/toggles-streamfleet-api", "secret/toggles-streamfleet-redis", "secret/toggles-streamfleet-relay"]
-            .into();
+    let kept: BTreeSet<&str> = [
+        "secret/toggles-streamfleet-api",
+        "secret/toggles-streamfleet-key-hash",
+        "secret/toggles-streamfleet-redis",
+        "secret/toggles-streamfleet-relay",
+    ]
+    .into();
     assert_eq!(left, kept, "after helm uninstall");
     let cluster_roles = cluster
         .kubectl(&["get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=toggles", "-o", "name"])
@@ -768,7 +790,12 @@ async fn uninstall_default_release(cluster: &Cluster) {
         .await
         .expect_ok("list");
     let left: BTreeSet<&str> = left.lines().collect();
-    let kept: BTreeSet<&str> =
-        ["secret/streamfleet-api", "secret/streamfleet-redis", "secret/streamfleet-relay"].into();
+    let kept: BTreeSet<&str> = [
+        "secret/streamfleet-api",
+        "secret/streamfleet-key-hash",
+        "secret/streamfleet-redis",
+        "secret/streamfleet-relay",
+    ]
+    .into();
     assert_eq!(left, kept);
 }

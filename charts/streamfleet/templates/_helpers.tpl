@@ -87,6 +87,31 @@ imagePullSecrets:
 {{- define "streamfleet.relay.secretKey" -}}
 {{- if .Values.edge.relay.existingSecret }}{{ .Values.edge.relay.existingSecretKey }}{{ else }}relay-secret{{ end }}
 {{- end }}
+{{- define "streamfleet.keyHash.secretName" -}}
+{{- .Values.keyHash.existingSecret | default (printf "%s-key-hash" (include "streamfleet.fullname" .)) }}
+{{- end }}
+{{- define "streamfleet.keyHash.secretKey" -}}
+{{- if .Values.keyHash.existingSecret }}{{ .Values.keyHash.existingSecretKey }}{{ else }}key-hash-secret{{ end }}
+{{- end }}
+{{/* The key-hash secret as a file, for the operator and the edges (env, mount, volume). */}}
+{{- define "streamfleet.keyHash.env" -}}
+- name: STREAMFLEET_KEY_HASH_SECRET_FILE
+  value: /etc/streamfleet/key-hash/secret
+{{- end }}
+{{- define "streamfleet.keyHash.volumeMount" -}}
+- name: key-hash-secret
+  mountPath: /etc/streamfleet/key-hash
+  readOnly: true
+{{- end }}
+{{- define "streamfleet.keyHash.volume" -}}
+- name: key-hash-secret
+  secret:
+    secretName: {{ include "streamfleet.keyHash.secretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "streamfleet.keyHash.secretKey" . }}
+        path: secret
+{{- end }}
 {{- define "streamfleet.api.secretName" -}}
 {{- .Values.edge.api.existingSecret | default (printf "%s-api" (include "streamfleet.fullname" .)) }}
 {{- end }}

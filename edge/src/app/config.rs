@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgGroup, Parser, ValueEnum};
+use streamfleet_registry::{KeyHashSecret, KeyHasher};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -67,6 +68,20 @@ pub struct Config {
     /// File with the shared relay secret (or set STREAMFLEET_RELAY_SECRET); no secret, no relay.
     #[arg(long, env = "STREAMFLEET_RELAY_SECRET_FILE", value_name = "FILE")]
     pub relay_secret_file: Option<PathBuf>,
+
+    /// File with the fleet's key-hash secret (or set STREAMFLEET_KEY_HASH_SECRET; at least 16
+    /// bytes): publish keys are looked up by their HMAC-SHA256 under it, as the operator writes
+    /// them. Give every edge and the operator the same one. Without it, keys are looked up by
+    /// their unsalted SHA-256 (legacy records; a warning at start). With --streams and no
+    /// secret, a random one is made per process.
+    #[arg(long, env = "STREAMFLEET_KEY_HASH_SECRET_FILE", value_name = "FILE")]
+    pub key_hash_secret_file: Option<PathBuf>,
+
+    /// Also look publish keys up by their legacy unsalted SHA-256, for records the operator has
+    /// not rewritten with the keyed hash yet (the migration; counted in
+    /// streamfleet_edge_publish_legacy_key_hash_total). Set false once every record is keyed.
+    #[arg(long, env = "STREAMFLEET_LEGACY_KEY_HASHES", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub legacy_key_hashes: bool,
 
     /// A relay pull (this edge playing a stream published on another edge) stops this long
     /// after its last local player left (a player coming back meanwhile reuses it).
@@ -294,6 +309,23 @@ impl Config {
         Ok(std::env::var("STREAMFLEET_API_TOKEN").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
     }
 
+    /// How publish keys are hashed for look-ups: the key-hash secret from
+    /// `--key-hash-secret-file` or `STREAMFLEET_KEY_HASH_SECRET` (blocking: reads a file).
+    /// Without one, a `--streams` edge makes a random one (its records never leave the
+    /// process) and a Redis edge uses the legacy SHA-256, which `--legacy-key-hashes false`
+    /// forbids.
+    pub fn key_hasher(&self) -> Result<KeyHasher, String> {
+        match KeyHashSecret::from_file_or_env(self.key_hash_secret_file.as_deref())? {
+            Some(secret) => Ok(KeyHasher::new(Some(secret)).accept_legacy(self.legacy_key_hashes)),
+            None if self.streams.is_some() => Ok(KeyHasher::new(Some(KeyHashSecret::random()))),
+            None if !self.legacy_key_hashes => Err(
+                "--legacy-key-hashes false needs a key-hash secret (--key-hash-secret-file or STREAMFLEET_KEY_HASH_SECRET): without one the legacy SHA-256 is the only way to find a key"
+                    .into(),
+            ),
+            None => Ok(KeyHasher::legacy()),
+        }
+    }
+
     /// The relay secret from `--relay-secret-file` or `STREAMFLEET_RELAY_SECRET`.
     pub fn relay_secret(&self) -> Result<Option<String>, std::io::Error> {
         if let Some(path) = &self.relay_secret_file {
@@ -328,5 +360,44 @@ mod tests {
         assert_eq!(ok.player_queue_bytes, 4 << 20);
         assert!(Config::try_parse_from(["streamfleet-edge"]).is_err());
         assert!(Config::try_parse_from(["streamfleet-edge", "--streams", "x", "--redis-url", "redis://r"]).is_err());
+    }
+
+    #[test]
+    fn the_key_hasher_follows_the_secret_and_the_registry() {
+        // (The tests never set STREAMFLEET_KEY_HASH_SECRET: these read the flags alone.)
+        let parse = |args: &[&str]| Config::try_parse_from([&["streamfleet-edge"], args].concat()).unwrap();
+        let fleet = parse(&["--redis-url", "redis://r"]);
+        assert!(fleet.legacy_key_hashes, "legacy hashes are accepted by default (the migration)");
+        assert_eq!(fleet.key_hasher().unwrap().secret_id(), None, "no secret: legacy SHA-256, with a warning");
+        let strict = parse(&["--redis-url", "redis://r", "--legacy-key-hashes", "false"]);
+        assert!(strict.key_hasher().unwrap_err().contains("needs a key-hash secret"));
+        // --streams never leaves the process: a random secret rather than an unsalted hash.
+        assert!(parse(&["--streams", "x.yaml"]).key_hasher().unwrap().has_secret());
+
+        let dir = std::env::temp_dir().join(format!("sf-key-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, short) = (dir.join("good"), dir.join("short"));
+        std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+        std::fs::write(&short, "tiny-secret\n").unwrap();
+        let with = |f: &std::path::Path, legacy: &str| {
+            parse(&[
+                "--redis-url",
+                "redis://r",
+                "--key-hash-secret-file",
+                f.to_str().unwrap(),
+                "--legacy-key-hashes",
+                legacy,
+            ])
+            .key_hasher()
+        };
+        let hasher = with(&good, "false").unwrap();
+        assert_eq!(hasher.secret_id(), Some(KeyHashSecret::new("0123456789abcdef0123").unwrap().id()));
+        assert_eq!(hasher.candidates("k").len(), 1, "--legacy-key-hashes false: the keyed hash only");
+        assert_eq!(with(&good, "true").unwrap().candidates("k").len(), 2);
+        let err = with(&short, "true").unwrap_err();
+        assert!(err.contains("at least 16") && err.contains("short") && !err.contains("tiny-secret"), "{err}");
+        let err = with(&dir.join("missing"), "true").unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

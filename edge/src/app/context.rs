@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use streamfleet_registry::{AcquireOptions, LeaseTiming, SharedEdgeRegistry};
+use streamfleet_registry::{AcquireOptions, KeyHasher, LeaseTiming, SharedEdgeRegistry};
 use tokio::sync::{Notify, watch};
 
 use super::config::Config;
@@ -44,6 +44,9 @@ pub(crate) struct Settings {
     pub(crate) relay_idle_timeout: Duration,
     pub(crate) key_failures_free: u32,
     pub(crate) key_failure_max_delay: Duration,
+    /// How a presented publish key is hashed for look-ups (the start-up sets it from the
+    /// key-hash secret, [`Config::key_hasher`]; until then the legacy SHA-256).
+    pub(crate) key_hasher: KeyHasher,
 }
 
 impl Settings {
@@ -95,6 +98,7 @@ impl Settings {
             relay_idle_timeout: c.relay_idle_timeout,
             key_failures_free: c.key_failures_before_delay,
             key_failure_max_delay: c.key_failure_max_delay,
+            key_hasher: KeyHasher::legacy(),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::{path::Path, sync::Arc};
 
 use streamfleet_registry::{
-    MemoryRegistry, OperatorRegistry, SharedEdgeRegistry,
+    KeyHasher, MemoryRegistry, OperatorRegistry, SharedEdgeRegistry,
     manifest::load_manifests,
     redis::{RedisConfig, RedisRegistry, redact_url},
 };
@@ -27,9 +27,9 @@ pub enum BackendError {
     NoRegistry,
 }
 
-pub(crate) async fn connect(config: &Config) -> Result<SharedEdgeRegistry, BackendError> {
+pub(crate) async fn connect(config: &Config, hasher: &KeyHasher) -> Result<SharedEdgeRegistry, BackendError> {
     match (&config.streams, &config.redis_url) {
-        (Some(path), None) => memory_from_file(path).await,
+        (Some(path), None) => memory_from_file(path, hasher).await,
         (None, Some(url)) => {
             let mut cfg = RedisConfig::new(url.clone());
             if let Some(path) = &config.redis_password_file {
@@ -48,14 +48,15 @@ pub(crate) async fn connect(config: &Config) -> Result<SharedEdgeRegistry, Backe
     }
 }
 
-/// An in-memory registry holding the streams of a manifest file.
-pub(crate) async fn memory_from_file(path: &Path) -> Result<SharedEdgeRegistry, BackendError> {
+/// An in-memory registry holding the streams of a manifest file, keys hashed with `hasher`
+/// (the one admission looks keys up with).
+pub(crate) async fn memory_from_file(path: &Path, hasher: &KeyHasher) -> Result<SharedEdgeRegistry, BackendError> {
     let shown = path.display().to_string();
     // Read off the async workers (tokio::fs), like every file the edge reads.
     let yaml = tokio::fs::read_to_string(path)
         .await
         .map_err(|source| BackendError::ReadStreams { path: shown.clone(), source })?;
-    let records = load_manifests(&yaml).map_err(|errors| BackendError::BadManifests {
+    let records = load_manifests(&yaml, hasher).map_err(|errors| BackendError::BadManifests {
         path: shown.clone(),
         errors: errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"),
     })?;

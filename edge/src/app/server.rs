@@ -38,6 +38,8 @@ pub enum StartError {
     RelaySecret(std::io::Error),
     #[error("--api-token-file: {0}")]
     ApiToken(std::io::Error),
+    #[error("key-hash secret: {0}")]
+    KeyHashSecret(String),
     #[error("start-up: {0}")]
     Startup(String),
 }
@@ -86,18 +88,37 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// Says at start how publish keys are looked up. No secret on a fleet edge is logged loudly:
+/// the edge still works (records written without a secret use the legacy hash, so upgrading
+/// never strands a live stream), but whoever reads Redis can test keys offline.
+fn report_key_hashing(config: &Config, hasher: &streamfleet_registry::KeyHasher) {
+    match hasher.secret_id() {
+        Some(id) if config.streams.is_none() => {
+            tracing::info!(key_hash_secret_id = %id, legacy_key_hashes = config.legacy_key_hashes, "publish keys are looked up by HMAC-SHA256 under the key-hash secret")
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            "no key-hash secret (--key-hash-secret-file / STREAMFLEET_KEY_HASH_SECRET): publish keys are looked up by their unsalted SHA-256 only, which anyone who reads Redis can test guesses against offline, and records the operator writes with a secret will not be found; give every edge and the operator the same secret (docs/registry.md, \"Key hashes\")"
+        ),
+    }
+}
+
 /// Runs the edge until SIGTERM/SIGINT and the drain are done.
 pub async fn run(config: Config) -> Result<(), StartError> {
     // The files and /proc entries these read are read off the async workers.
-    let (settings, relay_secret, api_token) = {
+    let (mut settings, relay_secret, api_token, key_hasher) = {
         let c = config.clone();
-        tokio::task::spawn_blocking(move || (Settings::from_config(&c), c.relay_secret(), c.api_token()))
-            .await
-            .map_err(|e| StartError::Startup(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            (Settings::from_config(&c), c.relay_secret(), c.api_token(), c.key_hasher())
+        })
+        .await
+        .map_err(|e| StartError::Startup(e.to_string()))?
     };
     let relay_secret = relay_secret.map_err(StartError::RelaySecret)?;
     let api_token = api_token.map_err(StartError::ApiToken)?.map(Arc::<str>::from);
-    let registry = registry_backend::connect(&config).await?;
+    settings.key_hasher = key_hasher.map_err(StartError::KeyHashSecret)?;
+    report_key_hashing(&config, &settings.key_hasher);
+    let registry = registry_backend::connect(&config, &settings.key_hasher).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let ctx = Context::new(settings, registry, metrics, shutdown_rx);

@@ -52,6 +52,7 @@ pub(crate) struct Metrics {
     pub(crate) relay_auth_failures: IntCounter,
     pub(crate) api_auth_failures: IntCounter,
     pub(crate) publish_key_failures_delayed: IntCounter,
+    pub(crate) publish_legacy_key_hash: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
     stream_health: StreamHealthSeries,
 }
@@ -202,6 +203,10 @@ impl Metrics {
             publish_key_failures_delayed: counter(
                 "publish_key_failures_delayed_total",
                 "Wrong publish keys answered late because their address sent too many",
+            )?,
+            publish_legacy_key_hash: counter(
+                "publish_legacy_key_hash_total",
+                "Publishers admitted on a record whose key is stored as a legacy unsalted SHA-256 (not yet rewritten with the keyed hash)",
             )?,
             api_auth_failures: counter(
                 "api_auth_failures_total",

@@ -12,8 +12,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use streamfleet_registry::{
-    KeeperEvent, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord, lease_keeper::KeeperObserver,
-    new_lease_token,
+    KeeperEvent, KeyCandidate, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord,
+    lease_keeper::KeeperObserver, new_lease_token,
 };
 use tokio::{
     sync::watch,
@@ -134,20 +134,52 @@ pub(crate) struct Admitted {
     pub(crate) keeper: LeaseKeeper,
 }
 
-/// Admits a publisher with key hash `key` from `remote`, or says why not, by `deadline`: the
-/// key is looked up, then the stream's lease acquired (see the module docs).
+/// Admits a publisher whose key hashes to `candidates` (the keyed hash first, then the legacy
+/// one while accepted: [`streamfleet_registry::KeyHasher::candidates`]) from `remote`, or says
+/// why not, by `deadline`: the key is looked up, then the stream's lease acquired (see the
+/// module docs).
 pub(crate) async fn admit(
     ctx: &Context,
-    key: &KeyHash,
+    candidates: &[KeyCandidate],
     remote: SocketAddr,
     deadline: Instant,
 ) -> Result<Admitted, Rejection> {
     let unavailable_deadline = deadline.min(Instant::now() + UNAVAILABLE_RETRY);
-    let record = lookup(ctx, key, deadline, unavailable_deadline).await?;
-    acquire(ctx, key, record, remote, deadline, unavailable_deadline).await
+    let (record, matched) = lookup_any(ctx, candidates, deadline, unavailable_deadline).await?;
+    // A lease on a legacy record also carries the keyed hash: once the operator rewrites the
+    // record with it, a reclaim (after a registry restart) must still find the record.
+    let alt = if matched.scheme.is_legacy() {
+        candidates.iter().find(|c| !c.scheme.is_legacy()).map(|c| c.hash)
+    } else {
+        None
+    };
+    let admitted = acquire(ctx, (&matched.hash, alt), record, remote, deadline, unavailable_deadline).await?;
+    if matched.scheme.is_legacy() {
+        ctx.metrics.publish_legacy_key_hash.inc();
+    }
+    Ok(admitted)
 }
 
-/// The stream the key publishes, retrying a registry that is briefly unreachable.
+/// The stream the key publishes and the hash that found it: each candidate in turn, so a
+/// record not yet rewritten with the keyed hash is still found by its legacy one (one more
+/// round trip, only for those and for wrong keys).
+async fn lookup_any(
+    ctx: &Context,
+    candidates: &[KeyCandidate],
+    deadline: Instant,
+    unavailable_deadline: Instant,
+) -> Result<(StreamRecord, KeyCandidate), Rejection> {
+    for c in candidates {
+        match lookup(ctx, &c.hash, deadline, unavailable_deadline).await {
+            Ok(record) => return Ok((record, *c)),
+            Err(Rejection::UnknownKey) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Rejection::UnknownKey)
+}
+
+/// The stream the key hash publishes, retrying a registry that is briefly unreachable.
 async fn lookup(
     ctx: &Context,
     key: &KeyHash,
@@ -171,7 +203,7 @@ async fn lookup(
 /// waiting may help, until the deadline; starts the lease keeper once it is held.
 async fn acquire(
     ctx: &Context,
-    key: &KeyHash,
+    (key, key_alt): (&KeyHash, Option<KeyHash>),
     record: StreamRecord,
     remote: SocketAddr,
     deadline: Instant,
@@ -205,7 +237,8 @@ async fn acquire(
         };
         let mut wait_until = deadline;
         let wait = match result {
-            Ok(lease) => {
+            Ok(mut lease) => {
+                lease.key_hash_alt = key_alt;
                 let keeper = LeaseKeeper::start(
                     registry.clone(),
                     lease.clone(),
@@ -309,7 +342,7 @@ mod tests {
     use super::*;
     use crate::app::{config::Config, context::Settings};
     use clap::Parser;
-    use streamfleet_registry::{MemoryRegistry, OperatorRegistry, StreamId, TakeoverPolicy};
+    use streamfleet_registry::{KeyHashSecret, KeyHasher, MemoryRegistry, OperatorRegistry, StreamId, TakeoverPolicy};
 
     async fn ctx(policy: TakeoverPolicy, extra: &[&str]) -> Arc<Context> {
         let mut args = vec!["streamfleet-edge", "--streams", "unused.yaml", "--edge-id", "e1"];
@@ -319,6 +352,7 @@ mod tests {
         let rec = StreamRecord {
             id: StreamId::new("default", "demo"),
             key_hash: KeyHash::of_key("k"),
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: "demo".into(),
             enabled: true,
             max_viewers: None,
@@ -349,6 +383,7 @@ mod tests {
         let rec = StreamRecord {
             id: StreamId::new("default", "demo"),
             key_hash: KeyHash::of_key("k"),
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: "demo".into(),
             enabled: true,
             max_viewers: None,
@@ -360,6 +395,7 @@ mod tests {
         let warm = StreamRecord {
             id: StreamId::new("default", "warm"),
             key_hash: KeyHash::of_key("warm"),
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: "warm".into(),
             ..rec.clone()
         };
@@ -377,7 +413,7 @@ mod tests {
         proxy.stall_reply_after(b"edge-late-reply");
 
         let deadline = Instant::now() + Duration::from_secs(6);
-        let admitted = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await;
+        let admitted = admit(&c, &legacy("k"), addr(), deadline).await;
         assert!(proxy.stalled(), "the acquire's reply was not stalled");
         let admitted = admitted.unwrap_or_else(|r| panic!("refused its own lease: {}", r.description()));
         assert!(!admitted.lease.took_over);
@@ -391,18 +427,73 @@ mod tests {
         "127.0.0.1:4000".parse().unwrap()
     }
 
+    /// The look-up hashes of `key` on an edge without a key-hash secret.
+    fn legacy(key: &str) -> Vec<KeyCandidate> {
+        KeyHasher::legacy().candidates(key)
+    }
+
+    fn keyed() -> KeyHasher {
+        KeyHasher::new(Some(KeyHashSecret::new("admission-test-key-hash-secret").unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_legacy_record_admits_its_key_during_the_migration_and_is_counted() {
+        // The record `ctx` puts is a legacy one (unsalted SHA-256 of "k"); this edge has the
+        // secret and still accepts legacy hashes.
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let admitted = admit(&c, &keyed().candidates("k"), addr(), deadline).await.unwrap();
+        assert_eq!(admitted.lease.key_hash, KeyHash::of_key("k"));
+        assert_eq!(admitted.lease.key_hash_alt, Some(keyed().record_hash("k").hash), "the keyed hash rides along");
+        assert_eq!(admitted.keeper.lease().key_hash_alt, admitted.lease.key_hash_alt, "the keeper reclaims with it");
+        assert_eq!(c.metrics.publish_legacy_key_hash.get(), 1);
+        admitted.keeper.release().await.unwrap();
+        // Wrong keys stay wrong under both hashes.
+        assert_eq!(admit(&c, &keyed().candidates("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        // After the migration (--legacy-key-hashes false) the legacy record no longer admits.
+        let strict = keyed().accept_legacy(false).candidates("k");
+        assert_eq!(admit(&c, &strict, addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        assert_eq!(c.metrics.publish_legacy_key_hash.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_keyed_record_admits_on_the_first_look_up_and_is_not_counted_as_legacy() {
+        let c = ctx(TakeoverPolicy::Reject, &[]).await;
+        let k = keyed().record_hash("keyed-key");
+        let rec = StreamRecord {
+            id: StreamId::new("default", "keyed"),
+            key_hash: k.hash,
+            key_scheme: k.scheme,
+            playback_name: "keyed".into(),
+            enabled: true,
+            max_viewers: None,
+            takeover: TakeoverPolicy::Reject,
+            generation: 1,
+        };
+        let reg = MemoryRegistry::new();
+        reg.put_stream(&rec).await.unwrap();
+        let c = Context::new(c.settings.clone(), Arc::new(reg), Arc::new(Metrics::new().unwrap()), c.shutdown.clone());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // An edge without the secret cannot find it: the keyed hash is all the record holds.
+        assert_eq!(admit(&c, &legacy("keyed-key"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        let admitted = admit(&c, &keyed().candidates("keyed-key"), addr(), deadline).await.unwrap();
+        assert_eq!((admitted.lease.key_hash, admitted.lease.key_hash_alt), (k.hash, None));
+        assert_eq!(c.metrics.publish_legacy_key_hash.get(), 0);
+        admitted.keeper.release().await.unwrap();
+    }
+
     #[tokio::test]
     async fn unknown_key_and_busy_stream_are_refused() {
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(2);
-        assert_eq!(admit(&c, &KeyHash::of_key("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
-        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
-        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(admit(&c, &legacy("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
         assert_eq!(second.reason(), "already_active");
         assert!(second.description().contains("already being published"), "{}", second.description());
         // Release frees it at once.
         first.keeper.release().await.unwrap();
-        assert!(admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.is_ok());
+        assert!(admit(&c, &legacy("k"), addr(), deadline).await.is_ok());
     }
 
     #[tokio::test]
@@ -411,7 +502,7 @@ mod tests {
         // wait for the local release can admit it.
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         let stream = c.hub.get_or_create(&first.record);
         let first_stream = first.lease.stream.clone();
         let (ending_tx, ending_rx) = tokio::sync::oneshot::channel();
@@ -432,7 +523,7 @@ mod tests {
         while c.hub.get(&first_stream).is_none_or(|s| s.local_leases.counts().live == 0) {
             tokio::task::yield_now().await;
         }
-        let live = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        let live = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
         assert_eq!(live.reason(), "already_active");
         ending_tx.send(()).unwrap();
         let local = c.hub.get(&first_stream).unwrap();
@@ -440,7 +531,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         drop(local);
-        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
         holder.await.unwrap();
     }
@@ -451,7 +542,7 @@ mod tests {
         // reconnected at once, before this edge read the old connection's close.
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         let stream = c.hub.get_or_create(&first.record);
         let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         let holder = {
@@ -471,14 +562,14 @@ mod tests {
         };
         held_rx.await.unwrap();
         let t0 = Instant::now();
-        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
         assert!(t0.elapsed() < LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
         holder.await.unwrap();
         // A holder that stays live is still refused, after the grace.
         let _live = stream.local_leases.hold();
         let t0 = Instant::now();
-        let third = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.err().unwrap();
+        let third = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
         assert_eq!(third.reason(), "already_active");
         assert!(t0.elapsed() >= LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
     }
@@ -487,7 +578,7 @@ mod tests {
     async fn replace_idle_admits_once_holder_reports_idle() {
         let c = ctx(TakeoverPolicy::ReplaceIdle, &["--takeover-idle-threshold", "400ms"]).await;
         let deadline = Instant::now() + Duration::from_secs(3);
-        let first = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         let lease = first.lease.clone();
         let reg = c.registry.clone();
         let marker = tokio::spawn(async move {
@@ -495,7 +586,7 @@ mod tests {
             reg.update_holder(&lease, streamfleet_registry::HolderUpdate { idle: Some(true), ingest_kbps: None }).await
         });
         let t0 = Instant::now();
-        let second = admit(&c, &KeyHash::of_key("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
         marker.await.unwrap().unwrap();
         assert!(second.lease.took_over);
         // Idle reported at ~100 ms, threshold 400 ms minus the 100 ms reporting delay.

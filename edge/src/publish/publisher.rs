@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
+use streamfleet_registry::{HolderUpdate, Lease, RegistryError, SharedEdgeRegistry};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -47,12 +47,18 @@ struct HolderState {
 }
 
 pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadline: Instant) -> Ended {
-    let key_hash = KeyHash::of_key(&key);
+    let candidates = ctx.settings.key_hasher.candidates(&key);
     drop(key);
+    // Logs name a key by the first hex digits of the hash it is looked up by first (the keyed
+    // one when there is a secret: a prefix of an unsalted hash would let log readers test
+    // guesses offline).
+    let Some(key_hash) = candidates.first().map(|c| c.hash) else {
+        return io.reject("NetStream.Publish.BadName", "this edge accepts no publish keys");
+    };
     tracing::debug!(key = %key_hash.short(), "publish requested");
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &key_hash, io.remote, deadline) => r,
+        r = admission::admit(ctx, &candidates, io.remote, deadline) => r,
         ended = io.until_closed_while_pending() => return ended,
         _ = shutdown::draining(&mut shutdown) => {
             return io.reject(admission::FAILED, "edge is shutting down; reconnect to publish");

@@ -496,6 +496,7 @@ pub(crate) mod tests {
         StreamRecord {
             id: StreamId::new(ns, name),
             key_hash: streamfleet_registry::KeyHash::of_key(name),
+            key_scheme: streamfleet_registry::KeyScheme::Sha256,
             playback_name: name.into(),
             enabled: true,
             max_viewers: None,

@@ -8,8 +8,8 @@ use base64::Engine as _;
 use kube::runtime::controller::Action;
 use serde_json::Value;
 use streamfleet_registry::{
-    AcquireOptions, KeyHash, Lease, LeaseTiming, MemoryRegistry, PublisherInfo, RenewOutcome, SharedRegistry, StreamId,
-    StreamRecord, TakeoverPolicy,
+    AcquireOptions, KeyHash, KeyHashSecret, Lease, LeaseTiming, MemoryRegistry, PublisherInfo, RenewOutcome,
+    SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
 };
 
 use super::*;
@@ -29,6 +29,7 @@ fn record(ns: &str, name: &str, key: &str, playback: &str) -> StreamRecord {
     StreamRecord {
         id: StreamId::new(ns, name),
         key_hash: KeyHash::of_key(key),
+        key_scheme: streamfleet_registry::KeyScheme::Sha256,
         playback_name: playback.into(),
         enabled: true,
         max_viewers: None,
@@ -115,12 +116,17 @@ pub(crate) async fn create_generates_the_secret_writes_the_record_and_status(reg
 }
 
 pub(crate) async fn key_rotation_updates_the_record_and_revokes_the_publisher(reg: SharedRegistry) {
-    reg.put_stream(&record("default", "news", "old-key", "news")).await.expect("put");
-    let lease = publish(&reg, "old-key").await;
+    reg.put_stream(&record("default", "news", "old-publish-key-0123", "news")).await.expect("put");
+    let lease = publish(&reg, "old-publish-key-0123").await;
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "new-key"))).await;
+    api.expect_secret_get(
+        "default",
+        "news-key",
+        Some(&secret("default", "news-key", "publishKey", "new-publish-key-4567")),
+    )
+    .await;
     let (type_, reason, note) = api.expect_event("default").await;
     assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "KeyRotated"));
     assert!(note.contains("disconnected"), "{note}");
@@ -130,18 +136,23 @@ pub(crate) async fn key_rotation_updates_the_record_and_revokes_the_publisher(re
     api.expect_nothing_more().await;
 
     let rec = reg.get_stream(&StreamId::new("default", "news")).await.expect("get").expect("record");
-    assert_eq!(rec.key_hash, KeyHash::of_key("new-key"));
+    assert_eq!(rec.key_hash, KeyHash::of_key("new-publish-key-4567"));
     assert!(!still_held(&reg, &lease).await, "the publisher that used the old key lost its lease");
-    assert!(reg.lookup(&KeyHash::of_key("old-key")).await.is_err(), "the old key no longer admits anyone");
+    assert!(reg.lookup(&KeyHash::of_key("old-publish-key-0123")).await.is_err(), "the old key no longer admits anyone");
 }
 
 pub(crate) async fn disabling_revokes_the_publisher(reg: SharedRegistry) {
-    reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
-    let lease = publish(&reg, "k").await;
+    reg.put_stream(&record("default", "news", "news-publish-key-89ab", "news")).await.expect("put");
+    let lease = publish(&reg, "news-publish-key-89ab").await;
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey").disabled();
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "k"))).await;
+    api.expect_secret_get(
+        "default",
+        "news-key",
+        Some(&secret("default", "news-key", "publishKey", "news-publish-key-89ab")),
+    )
+    .await;
     let (_, reason, _) = api.expect_event("default").await;
     assert_eq!(reason, "PublisherRevoked");
     let status = api.expect_status_patch(&ls).await;
@@ -156,8 +167,8 @@ pub(crate) async fn disabling_revokes_the_publisher(reg: SharedRegistry) {
 }
 
 pub(crate) async fn delete_removes_the_record_then_the_finalizer(reg: SharedRegistry) {
-    reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
-    let lease = publish(&reg, "k").await;
+    reg.put_stream(&record("default", "news", "news-publish-key-89ab", "news")).await.expect("put");
+    let lease = publish(&reg, "news-publish-key-89ab").await;
     let ls = livestream("news").finalized().deleting();
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
@@ -178,7 +189,7 @@ pub(crate) async fn delete_removes_the_record_then_the_finalizer(reg: SharedRegi
 
 pub(crate) async fn the_older_stream_keeps_a_contested_playback_name(reg: SharedRegistry) {
     // The newer stream got into the registry first (say, the older one was just fixed).
-    reg.put_stream(&record("default", "news", "new-key", "news")).await.expect("put");
+    reg.put_stream(&record("default", "news", "new-publish-key-4567", "news")).await.expect("put");
     let older = livestream("anchor")
         .in_namespace("media")
         .finalized()
@@ -205,7 +216,12 @@ pub(crate) async fn the_older_stream_keeps_a_contested_playback_name(reg: Shared
     // The older one takes the name.
     let (ctx, mut api) = Context::test(reg.clone(), &known);
     let task = run(&older, &ctx).await;
-    api.expect_secret_get("media", "anchor-key", Some(&secret("media", "anchor-key", "publishKey", "anchor"))).await;
+    api.expect_secret_get(
+        "media",
+        "anchor-key",
+        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
+    )
+    .await;
     let status = api.expect_status_patch(&older).await;
     assert_eq!(status["phase"], "Ready");
     finish(task).await.expect("ok");
@@ -214,7 +230,7 @@ pub(crate) async fn the_older_stream_keeps_a_contested_playback_name(reg: Shared
 }
 
 pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg: SharedRegistry) {
-    reg.put_stream(&record("default", "news", "new-key", "news")).await.expect("put");
+    reg.put_stream(&record("default", "news", "new-publish-key-4567", "news")).await.expect("put");
     let older = livestream("anchor")
         .in_namespace("media")
         .finalized()
@@ -224,7 +240,12 @@ pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg:
     let newer = livestream("news").finalized();
     let (ctx, mut api) = Context::test(reg.clone(), &[older.clone(), newer]);
     let task = run(&older, &ctx).await;
-    api.expect_secret_get("media", "anchor-key", Some(&secret("media", "anchor-key", "publishKey", "anchor"))).await;
+    api.expect_secret_get(
+        "media",
+        "anchor-key",
+        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
+    )
+    .await;
     let (_, reason, note) = api.expect_event("media").await;
     assert_eq!(reason, "PlaybackNameReclaimed");
     assert!(note.contains("default/news"), "{note}");
@@ -252,7 +273,80 @@ pub(crate) async fn a_missing_secret_is_a_condition_not_a_crash(reg: SharedRegis
     assert!(reg.list_streams().await.expect("list").is_empty());
 }
 
+pub(crate) async fn a_weak_publish_key_is_a_condition_and_is_not_served(reg: SharedRegistry) {
+    // A stream served with a weak key before this check existed: its record goes, its
+    // publisher is revoked, and the LiveStream says why without quoting the key.
+    let weak = "short-key-1";
+    reg.put_stream(&record("default", "news", weak, "news")).await.expect("put");
+    let lease = publish(&reg, weak).await;
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", weak))).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "WeakPublishKey"));
+    assert!(note.contains("11 bytes, fewer than 16") && !note.contains(weak), "{note}");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Error");
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("WeakPublishKey")));
+    assert!(!status.to_string().contains(weak), "status must never carry the key");
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+    assert!(reg.list_streams().await.expect("list").is_empty(), "a weak key is not served");
+    assert!(!still_held(&reg, &lease).await, "its publisher is revoked");
+}
+
+pub(crate) async fn a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_its_publisher(reg: SharedRegistry) {
+    // Written by an operator without a key-hash secret; this one has the secret.
+    let key = "news-publish-key-89ab";
+    reg.put_stream(&record("default", "news", key, "news")).await.expect("put");
+    let lease = publish(&reg, key).await;
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let hasher = KeyHasher::new(Some(KeyHashSecret::new("controller-test-key-hash-secret").unwrap()));
+    let settings = Settings { key_hasher: hasher.clone(), ..Settings::default() };
+    let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&ls), settings);
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Live", "no KeyRotated, no revocation: the publisher stays");
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+
+    let rec = reg.get_stream(&StreamId::new("default", "news")).await.expect("get").expect("record");
+    let keyed = hasher.record_hash(key);
+    assert_eq!((rec.key_hash, rec.key_scheme), (keyed.hash, keyed.scheme));
+    assert!(still_held(&reg, &lease).await, "the live publisher kept its lease");
+    assert!(ctx.metrics.render().contains("streamfleet_operator_key_rehashes_total 1"));
+    assert!(reg.lookup(&KeyHash::of_key(key)).await.is_err(), "the unsalted hash is gone from the registry");
+    assert_eq!(reg.lookup(&keyed.hash).await.expect("found by the keyed hash").id, rec.id);
+}
+
 // ---- memory-backend runs ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn weak_publish_key() {
+    a_weak_publish_key_is_a_condition_and_is_not_served(memory()).await;
+}
+
+#[tokio::test]
+async fn weak_publish_keys_are_served_when_allowed() {
+    let reg = memory();
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let settings = Settings { require_strong_keys: false, ..Settings::default() };
+    let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&ls), settings);
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "weak"))).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Ready");
+    finish(task).await.expect("ok");
+    assert_eq!(reg.list_streams().await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn legacy_record_rehashed() {
+    a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_its_publisher(memory()).await;
+}
 
 #[tokio::test]
 async fn finalizer_first() {
@@ -299,7 +393,7 @@ async fn unchanged_status_is_not_patched_and_live_counters_are_rate_limited() {
     let reg = memory();
     let ls = livestream("news").finalized().with_secret("k", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
-    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1")));
+    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1-publish-0123456")));
 
     // First pass writes the status.
     let task = run(&ls, &ctx).await;
@@ -313,7 +407,7 @@ async fn unchanged_status_is_not_patched_and_live_counters_are_rate_limited() {
     finish(task).await.expect("ok");
 
     // Went live: a significant change, written at once.
-    publish(&reg, "key-1").await;
+    publish(&reg, "key-1-publish-0123456").await;
     let task = run(&ls, &ctx).await;
     let status = api.expect_status_patch(&ls).await;
     assert_eq!(status["phase"], "Live");
@@ -339,7 +433,7 @@ async fn a_status_written_since_the_cached_version_is_what_counts() {
     let reg = memory();
     let mut ls = livestream("news").finalized().with_secret("k", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
-    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1")));
+    ctx.secrets.insert("default", "k", Arc::new(secret("default", "k", "publishKey", "key-1-publish-0123456")));
 
     // Ready written, and seen by the cache (version 2).
     let task = run(&ls, &ctx).await;
@@ -349,7 +443,7 @@ async fn a_status_written_since_the_cached_version_is_what_counts() {
     ls.metadata.resource_version = Some("2".into());
 
     // Live written; the cache still holds version 2 (Ready).
-    let lease = publish(&reg, "key-1").await;
+    let lease = publish(&reg, "key-1-publish-0123456").await;
     let task = run(&ls, &ctx).await;
     assert_eq!(api.expect_status_patch(&ls).await["phase"], "Live");
     finish(task).await.expect("ok");
@@ -465,9 +559,21 @@ mod on_redis {
     }
 
     #[tokio::test]
+    async fn weak_publish_key() {
+        let (reg, _server) = redis().await;
+        a_weak_publish_key_is_a_condition_and_is_not_served(reg).await;
+    }
+
+    #[tokio::test]
+    async fn legacy_record_rehashed() {
+        let (reg, _server) = redis().await;
+        a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_its_publisher(reg).await;
+    }
+
+    #[tokio::test]
     async fn redis_down_is_a_transient_error_and_deletes_wait() {
         let (reg, mut server) = redis().await;
-        reg.put_stream(&record("default", "news", "k", "news")).await.expect("put");
+        reg.put_stream(&record("default", "news", "news-publish-key-89ab", "news")).await.expect("put");
         server.kill();
         let ls = livestream("news").finalized().deleting();
         let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));

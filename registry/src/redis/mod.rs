@@ -480,45 +480,29 @@ impl EdgeRegistry for RedisRegistry {
             idle_since_ms: None,
             ingest_kbps: None,
         };
-        Ok(Lease { stream: g.stream, key_hash: *key, token, fence, epoch: g.epoch, holder, took_over: g.took_over })
+        Ok(Lease {
+            stream: g.stream,
+            key_hash: *key,
+            key_hash_alt: None,
+            token,
+            fence,
+            epoch: g.epoch,
+            holder,
+            took_over: g.took_over,
+        })
     }
 
     async fn reclaim(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
-        let key_hex = lease.key_hash.to_hex();
-        let id = lease.stream.to_string();
-        let ttl = millis("lease TTL", ttl, true)?;
-        let since = lease.holder.since_ms.to_string();
-        let kbps = lease.holder.ingest_kbps.map(|k| k.to_string()).unwrap_or_default();
-        let args = [
-            key_hex.as_str(),
-            id.as_str(),
-            lease.token.as_str(),
-            ttl.as_str(),
-            lease.holder.edge.as_str(),
-            lease.holder.remote_addr.as_deref().unwrap_or(""),
-            lease.holder.relay_addr.as_deref().unwrap_or(""),
-            since.as_str(),
-            kbps.as_str(),
-        ];
-        let (reply, replicated) = self.acked_script("reclaim", &self.scripts.reclaim, &args, is_grant).await?;
-        let g = decode_grant(reply, &lease.key_hash)?;
-        if !replicated {
-            // The lease is ours on this primary but not yet known to be on a replica: report a
-            // transient failure; the keeper keeps the publisher only until its local deadline and
-            // tries again (the next renew or reclaim carries the same token).
-            return Err(RegistryError::Unavailable(
-                format!(
-                    "reclaim: no replica acknowledged the grant within {} ms",
-                    self.replica_ack.map_or(0, |d| d.as_millis())
-                )
-                .into(),
-            ));
+        match (self.reclaim_with(lease.key_hash, lease, ttl).await, lease.key_hash_alt) {
+            // The record was rewritten under the key's other hash (a legacy record rehashed
+            // while the registry was away): the same key, so the same holder may reclaim.
+            (Err(RegistryError::NotFound { .. }), Some(alt)) => {
+                self.reclaim_with(alt, lease, ttl).await?;
+                lease.key_hash_alt = Some(std::mem::replace(&mut lease.key_hash, alt));
+                Ok(())
+            }
+            (result, _) => result,
         }
-        lease.epoch = g.epoch;
-        lease.fence = wire::fence(g.epoch, g.counter);
-        lease.holder.fence = lease.fence;
-        lease.holder.idle_since_ms = None;
-        Ok(())
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<RenewOutcome> {
@@ -627,6 +611,47 @@ impl RegistryStatus for RedisRegistry {
 
     async fn ping(&self) -> Result<()> {
         self.link.run("ping", |mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await }).await
+    }
+}
+
+impl RedisRegistry {
+    /// `reclaim` with the record looked up under `key` (the lease's hash or its other one).
+    async fn reclaim_with(&self, key: KeyHash, lease: &mut Lease, ttl: Duration) -> Result<()> {
+        let key_hex = key.to_hex();
+        let id = lease.stream.to_string();
+        let ttl = millis("lease TTL", ttl, true)?;
+        let since = lease.holder.since_ms.to_string();
+        let kbps = lease.holder.ingest_kbps.map(|k| k.to_string()).unwrap_or_default();
+        let args = [
+            key_hex.as_str(),
+            id.as_str(),
+            lease.token.as_str(),
+            ttl.as_str(),
+            lease.holder.edge.as_str(),
+            lease.holder.remote_addr.as_deref().unwrap_or(""),
+            lease.holder.relay_addr.as_deref().unwrap_or(""),
+            since.as_str(),
+            kbps.as_str(),
+        ];
+        let (reply, replicated) = self.acked_script("reclaim", &self.scripts.reclaim, &args, is_grant).await?;
+        let g = decode_grant(reply, &key)?;
+        if !replicated {
+            // The lease is ours on this primary but not yet known to be on a replica: report a
+            // transient failure; the keeper keeps the publisher only until its local deadline and
+            // tries again (the next renew or reclaim carries the same token).
+            return Err(RegistryError::Unavailable(
+                format!(
+                    "reclaim: no replica acknowledged the grant within {} ms",
+                    self.replica_ack.map_or(0, |d| d.as_millis())
+                )
+                .into(),
+            ));
+        }
+        lease.epoch = g.epoch;
+        lease.fence = wire::fence(g.epoch, g.counter);
+        lease.holder.fence = lease.fence;
+        lease.holder.idle_since_ms = None;
+        Ok(())
     }
 }
 

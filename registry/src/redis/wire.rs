@@ -9,7 +9,7 @@ use redis::Value;
 use crate::{
     error::{RegistryError, Result},
     lease::HolderInfo,
-    record::{KeyHash, StreamId, StreamRecord, TakeoverPolicy},
+    record::{KeyHash, KeyScheme, StreamId, StreamRecord, TakeoverPolicy},
 };
 
 /// Low bits of a fencing token that count grants within one epoch (see `scripts/prelude.lua`).
@@ -72,8 +72,8 @@ pub(super) fn stream_id(s: &str) -> Result<StreamId> {
 }
 
 /// The script arguments that store a record (after the prefix):
-/// id, key hash, playback name, enabled, max viewers, takeover policy, generation.
-pub(super) fn record_args(rec: &StreamRecord) -> [String; 7] {
+/// id, key hash, playback name, enabled, max viewers, takeover policy, generation, key scheme.
+pub(super) fn record_args(rec: &StreamRecord) -> [String; 8] {
     [
         rec.id.to_string(),
         rec.key_hash.to_hex(),
@@ -82,6 +82,7 @@ pub(super) fn record_args(rec: &StreamRecord) -> [String; 7] {
         rec.max_viewers.map(|n| n.to_string()).unwrap_or_default(),
         rec.takeover.as_str().to_string(),
         rec.generation.to_string(),
+        rec.key_scheme.to_wire(),
     ]
 }
 
@@ -96,6 +97,11 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
     let id = stream_id(get("id")?)?;
     let bad = |field: &str, value: &str| malformed(format!("record {id}: {field} {value:?}"));
     let key_hash = KeyHash::from_hex(get("key_hash")?).ok_or_else(|| bad("key_hash", "<not 64 hex digits>"))?;
+    // Records written before schemes existed have no field: their hash is the legacy SHA-256.
+    let key_scheme = match fields.get("key_scheme") {
+        None => KeyScheme::Sha256,
+        Some(s) => KeyScheme::parse(s).ok_or_else(|| bad("key_scheme", s))?,
+    };
     let enabled = match get("enabled")? {
         "1" => true,
         "0" => false,
@@ -112,6 +118,7 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
     Ok(Some(StreamRecord {
         id: id.clone(),
         key_hash,
+        key_scheme,
         playback_name: get("playback_name")?.to_string(),
         enabled,
         max_viewers,
@@ -160,6 +167,7 @@ mod tests {
         StreamRecord {
             id: StreamId::new("media", "news"),
             key_hash: KeyHash::of_key("k"),
+            key_scheme: KeyScheme::Sha256,
             playback_name: "news".into(),
             enabled: true,
             max_viewers: Some(10),
@@ -170,12 +178,40 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_their_hash() {
-        for rec in [record(), StreamRecord { enabled: false, max_viewers: None, ..record() }] {
-            let names = ["id", "key_hash", "playback_name", "enabled", "max_viewers", "takeover", "generation"];
+        let keyed =
+            crate::KeyHasher::new(Some(crate::KeyHashSecret::new("0123456789abcdef").unwrap())).record_hash("k");
+        for rec in [
+            record(),
+            StreamRecord { enabled: false, max_viewers: None, ..record() },
+            StreamRecord { key_hash: keyed.hash, key_scheme: keyed.scheme, ..record() },
+        ] {
+            let names =
+                ["id", "key_hash", "playback_name", "enabled", "max_viewers", "takeover", "generation", "key_scheme"];
             let flat: Vec<String> = names.iter().zip(record_args(&rec)).flat_map(|(k, v)| [k.to_string(), v]).collect();
             assert_eq!(record_from_flat(flat).unwrap(), Some(rec));
         }
         assert_eq!(record_from_flat(Vec::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_record_without_a_scheme_is_a_legacy_one_and_an_unknown_scheme_is_refused() {
+        // What an operator before key schemes wrote: no key_scheme field.
+        let mut fields: HashMap<String, String> = [
+            ("id", "media/news"),
+            ("key_hash", KeyHash::of_key("k").to_hex().as_str()),
+            ("playback_name", "news"),
+            ("enabled", "1"),
+            ("max_viewers", "10"),
+            ("takeover", "Reject"),
+            ("generation", "7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(record_from_hash(&fields).unwrap(), Some(record()));
+        fields.insert("key_scheme".into(), "md5".into());
+        let err = record_from_hash(&fields).unwrap_err().to_string();
+        assert!(err.contains("key_scheme") && err.contains("md5"), "{err}");
     }
 
     #[test]

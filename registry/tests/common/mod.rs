@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use streamfleet_registry::{
-    AcquireOptions, KeyHash, PublisherInfo, SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
+    AcquireOptions, KeyHash, KeyScheme, PublisherInfo, SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
@@ -61,6 +61,7 @@ pub fn rec(name: &str) -> StreamRecord {
     StreamRecord {
         id: id(name),
         key_hash: key(name),
+        key_scheme: KeyScheme::Sha256,
         playback_name: name.to_string(),
         enabled: true,
         max_viewers: Some(100),

@@ -1,6 +1,6 @@
 -- put_stream: insert or replace one stream record and its indexes, atomically.
 -- ARGV: prefix, id, key_hash, playback_name, enabled ('1'|'0'), max_viewers ('' = unlimited),
---       takeover policy, generation.
+--       takeover policy, generation, key scheme ('sha256' | 'hmac-sha256:<secret id>').
 -- Returns {'ok'}, {'conflict_key', owner_id} or {'conflict_playback', owner_id}.
 local id, key_hash, playback = ARGV[2], ARGV[3], ARGV[4]
 local owner = redis.call('GET', P .. 'key:' .. key_hash)
@@ -17,7 +17,7 @@ if old[2] and old[2] ~= playback and redis.call('GET', P .. 'playback:' .. old[2
   redis.call('DEL', P .. 'playback:' .. old[2])
 end
 redis.call('HSET', sk, 'id', id, 'key_hash', key_hash, 'playback_name', playback, 'enabled', ARGV[5],
-  'max_viewers', ARGV[6], 'takeover', ARGV[7], 'generation', ARGV[8])
+  'max_viewers', ARGV[6], 'takeover', ARGV[7], 'generation', ARGV[8], 'key_scheme', ARGV[9])
 redis.call('SET', P .. 'key:' .. key_hash, id)
 redis.call('SET', P .. 'playback:' .. playback, id)
 redis.call('SADD', P .. 'streams', id)
