@@ -335,6 +335,7 @@ async fn http_cannot_be_held_open_or_starve_rtmp_of_descriptors() {
         }
     }
     // (Counted from the client side: the edge's own /metrics is behind the same cap.)
+    let connected = idle.len();
     let mut checks = tokio::task::JoinSet::new();
     for mut s in idle {
         checks.spawn(async move { (socket_closed_within(&mut s, Duration::from_millis(500)).await, s) });
@@ -368,7 +369,13 @@ async fn http_cannot_be_held_open_or_starve_rtmp_of_descriptors() {
         "300 idle HTTP connections: {closed_at_once} closed at accept ({refused} counted), {} held until idle",
         held.len()
     );
-    assert_eq!(refused, f64::from(closed_at_once));
+    // Every connection beyond the 20 the edge may hold was refused at accept and counted. (A
+    // held one can also look "closed at once" to the client when a loaded machine runs the
+    // check after its idle timeout, so the client-side count is only an upper bound.)
+    assert!(
+        refused >= connected.saturating_sub(20) as f64 && refused <= f64::from(closed_at_once),
+        "{refused} refusals counted for {connected} connections, {closed_at_once} seen closed"
+    );
     assert_eq!(
         edge.logs().matches("Too many open files").count(),
         0,

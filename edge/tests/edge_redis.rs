@@ -218,7 +218,7 @@ async fn keyed_and_legacy_records_both_admit_during_the_migration() {
     // An edge without the secret cannot find a keyed record: the mistake the start-up warns of.
     let mut stranded = common::RawClient::connect(without.rtmp).await;
     let refused = stranded.publish("solo-publish-key").await.expect_err("no secret, no keyed record");
-    assert!(refused.contains("BadName"), "{refused}");
+    assert!(refused.contains("Publish.Denied"), "an unknown key is denied: {refused}");
     assert_eq!(without.metric("streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"}").await, 1.0);
     assert!(without.logs().contains("no key-hash secret"), "the edge without a secret says so at start");
     assert!(!with_secret.logs().contains(secret), "the secret is never logged");

@@ -354,6 +354,7 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
         now: Timestamp::now(),
     });
     ctx.metrics.set_phase(&id, desired_status.phase);
+    announce_encoder_health(ls, ctx, current.as_ref(), &desired_status).await;
     let wait = match status::classify(current.as_ref(), &desired_status) {
         Change::None => None,
         Change::LiveOnly if ctx.status_patch_wait(&id).is_some() => ctx.status_patch_wait(&id),
@@ -399,6 +400,24 @@ async fn announce(ls: &LiveStream, ctx: &Context, outcome: &reconcile::ApplyOutc
     for owner in &applied.evicted {
         let note = format!("removed the registry record of {owner}, which claimed playback name {playback:?} later");
         ctx.publish(ls, EventType::Normal, "PlaybackNameReclaimed", note).await;
+    }
+}
+
+/// A Warning Event when the live encoder's media turns unhealthy (once per turn: the condition's
+/// status is what is compared, so a changing figure in the message raises nothing new).
+async fn announce_encoder_health(
+    ls: &LiveStream,
+    ctx: &Context,
+    current: Option<&LiveStreamStatus>,
+    desired: &LiveStreamStatus,
+) {
+    let encoder = |s: &LiveStreamStatus| s.conditions.iter().find(|c| c.type_ == status::ENCODER_HEALTHY).cloned();
+    let before = current.and_then(encoder).map(|c| c.status);
+    if let Some(now) = encoder(desired)
+        && now.status == "False"
+        && before.as_deref() != Some("False")
+    {
+        ctx.publish(ls, EventType::Warning, &now.reason, now.message).await;
     }
 }
 

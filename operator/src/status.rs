@@ -11,14 +11,16 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use streamfleet_registry::{
-    LiveStatus,
-    api::{LiveStreamStatus, Phase, PublisherStatus},
+    HolderMedia, LiveStatus,
+    api::{LiveStreamStatus, MediaStatus, Phase, PublisherStatus},
 };
 
 /// Condition type: the stream is in the registry and accepts a publisher.
 pub const READY: &str = "Ready";
 /// Condition type: a publisher is connected.
 pub const LIVE: &str = "Live";
+/// Condition type: the live encoder sends healthy media (measured by the edge holding it).
+pub const ENCODER_HEALTHY: &str = "EncoderHealthy";
 
 /// Why a LiveStream cannot be served. Not an operator error: it is reported in the `Ready`
 /// condition and as a Warning Event, and fixing the input resolves it.
@@ -129,8 +131,11 @@ pub fn phase(enabled: bool, observed: &Observed) -> Phase {
 /// `previous` when nothing changed (so no patch is sent).
 pub fn desired_status(input: &StatusInput<'_>) -> LiveStreamStatus {
     let previous_conditions = input.previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
-    let cond = |type_: &str, status: bool, reason: &str, message: String| {
+    let cond3 = |type_: &str, status: &str, reason: &str, message: String| {
         condition(previous_conditions, type_, status, reason, message, input.generation, input.now)
+    };
+    let cond = |type_: &str, status: bool, reason: &str, message: String| {
+        cond3(type_, if status { "True" } else { "False" }, reason, message)
     };
     let (ready, live_cond) = match input.observed {
         Observed::Blocked(p) => (
@@ -174,12 +179,28 @@ pub fn desired_status(input: &StatusInput<'_>) -> LiveStreamStatus {
         Observed::Blocked(_) => None,
     };
     let holder = live.and_then(|l| l.holder.as_ref());
+    let media = holder.and_then(|h| h.media.as_deref());
+    let encoder = match (holder, media) {
+        (Some(_), Some(m)) if m.healthy => {
+            cond3(ENCODER_HEALTHY, "True", "Healthy", format!("the encoder sends healthy media{}", describe(m)))
+        }
+        (Some(_), Some(m)) => cond3(
+            ENCODER_HEALTHY,
+            "False",
+            m.reason.as_deref().unwrap_or("Unhealthy"),
+            m.message.clone().unwrap_or_else(|| "the edge flags the encoder's media as unhealthy".into()),
+        ),
+        (Some(_), None) => {
+            cond3(ENCODER_HEALTHY, "Unknown", "NotMeasured", "the edge has not reported the encoder's media yet".into())
+        }
+        (None, _) => cond3(ENCODER_HEALTHY, "Unknown", "NoPublisher", "no encoder is connected".into()),
+    };
     let last_published_at =
         holder.map(|h| rfc3339_ms(h.since_ms)).or_else(|| input.previous.and_then(|p| p.last_published_at.clone()));
     LiveStreamStatus {
         phase: Some(phase(input.enabled, input.observed)),
         observed_generation: input.generation,
-        conditions: vec![ready, live_cond],
+        conditions: vec![ready, live_cond, encoder],
         playback_name: Some(input.playback_name.clone()),
         publisher: holder.map(|h| PublisherStatus {
             edge: h.edge.clone(),
@@ -188,22 +209,49 @@ pub fn desired_status(input: &StatusInput<'_>) -> LiveStreamStatus {
         }),
         viewers: live.map(|l| l.viewers),
         ingest_bitrate_kbps: holder.and_then(|h| h.ingest_kbps),
+        media: media.map(media_status),
         last_published_at,
         publish_key_secret: input.publish_key_secret.clone(),
     }
+}
+
+/// The status's `media` block from the holder's report.
+fn media_status(m: &HolderMedia) -> MediaStatus {
+    MediaStatus {
+        video_codec: m.video_codec.clone(),
+        resolution: m.width.zip(m.height).map(|(w, h)| format!("{w}x{h}")),
+        fps: m.fps_centi.map(|f| f64::from(f) / 100.0),
+        keyframe_interval_seconds: m.keyframe_interval_ms.map(|k| f64::from(k) / 1000.0),
+        audio_codec: m.audio_codec.clone(),
+    }
+}
+
+/// `: 1280x720 h264 at 30 fps, a keyframe every 2.0 s, aac` (what is known of it).
+fn describe(m: &HolderMedia) -> String {
+    let mut parts = Vec::new();
+    let video = [m.width.zip(m.height).map(|(w, h)| format!("{w}x{h}")), m.video_codec.clone()];
+    let video: Vec<String> = video.into_iter().flatten().collect();
+    if !video.is_empty() {
+        let fps = m.fps_centi.map(|f| format!(" at {} fps", f64::from(f) / 100.0)).unwrap_or_default();
+        parts.push(format!("{}{fps}", video.join(" ")));
+    }
+    if let Some(k) = m.keyframe_interval_ms {
+        parts.push(format!("a keyframe every {:.1} s", f64::from(k) / 1000.0));
+    }
+    parts.extend(m.audio_codec.clone());
+    if parts.is_empty() { String::new() } else { format!(": {}", parts.join(", ")) }
 }
 
 /// A condition whose `lastTransitionTime` is kept from `previous` unless the status flipped.
 fn condition(
     previous: &[Condition],
     type_: &str,
-    status: bool,
+    status: &str,
     reason: &str,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if status { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -259,10 +307,13 @@ fn skeleton(s: &LiveStreamStatus) -> LiveStreamStatus {
     let mut s = s.clone();
     s.viewers = None;
     s.ingest_bitrate_kbps = None;
+    s.media = None;
     s.last_published_at = None;
     s.publisher = s.publisher.map(|p| PublisherStatus { edge: p.edge, remote_addr: None, since: None });
     for c in &mut s.conditions {
-        if c.type_ == LIVE {
+        // Their messages carry live figures (addresses, frame rates, seconds without a
+        // keyframe): a change of wording alone can wait; a change of status or reason cannot.
+        if c.type_ == LIVE || c.type_ == ENCODER_HEALTHY {
             c.message.clear();
         }
     }
@@ -286,6 +337,7 @@ mod tests {
             since_ms: 1_700_000_000_123,
             fence: 7,
             idle_since_ms: None,
+            media: None,
             ingest_kbps: kbps,
         }
     }
@@ -388,6 +440,62 @@ mod tests {
         assert_eq!(classify(Some(&first), &desired_status(&newer)), Change::Significant);
         // No status at all yet: write.
         assert_eq!(classify(None, &first), Change::Significant);
+    }
+
+    fn media(healthy: bool, fps_centi: u32, message: &str) -> streamfleet_registry::HolderMedia {
+        streamfleet_registry::HolderMedia {
+            video_codec: Some("h264".into()),
+            width: Some(1920),
+            height: Some(1080),
+            fps_centi: Some(fps_centi),
+            keyframe_interval_ms: Some(2000),
+            audio_codec: Some("aac".into()),
+            healthy,
+            reason: (!healthy).then(|| "Stalled".to_string()),
+            message: (!healthy).then(|| message.to_string()),
+        }
+    }
+
+    #[test]
+    fn encoder_health_is_a_condition_and_its_figures_are_live_only() {
+        let with = |m: Option<streamfleet_registry::HolderMedia>| {
+            registered(Some(HolderInfo { media: m.map(Box::new), ..holder("edge-a", Some(4500)) }), 0)
+        };
+        let healthy = with(Some(media(true, 3000, "")));
+        let first = desired_status(&input(&healthy, None, 100));
+        let c = cond(&first, ENCODER_HEALTHY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Healthy"));
+        assert!(c.message.contains("1920x1080 h264 at 30 fps, a keyframe every 2.0 s, aac"), "{}", c.message);
+        let m = first.media.clone().expect("media block");
+        assert_eq!(
+            (m.resolution.as_deref(), m.fps, m.keyframe_interval_seconds),
+            (Some("1920x1080"), Some(30.0), Some(2.0))
+        );
+
+        // A new frame rate changes the message and the block: a live-only change.
+        let jitter = with(Some(media(true, 2997, "")));
+        let second = desired_status(&input(&jitter, Some(&first), 101));
+        assert_eq!(classify(Some(&first), &second), Change::LiveOnly);
+
+        // Unhealthy: a significant change, its transition time set now.
+        let stalled = with(Some(media(false, 0, "no media from the encoder for 2.0 s")));
+        let third = desired_status(&input(&stalled, Some(&second), 105));
+        let c = cond(&third, ENCODER_HEALTHY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Stalled"));
+        assert_eq!(c.last_transition_time.0, at(105));
+        assert_eq!(classify(Some(&second), &third), Change::Significant);
+        // The same verdict in new words is not.
+        let longer = with(Some(media(false, 0, "no media from the encoder for 3.0 s")));
+        let fourth = desired_status(&input(&longer, Some(&third), 106));
+        assert_eq!(classify(Some(&third), &fourth), Change::LiveOnly);
+
+        // Not measured yet, and nothing live: Unknown, no media block.
+        let unmeasured = desired_status(&input(&with(None), None, 100));
+        assert_eq!(cond(&unmeasured, ENCODER_HEALTHY).reason, "NotMeasured");
+        let idle = desired_status(&input(&registered(None, 0), None, 100));
+        let c = cond(&idle, ENCODER_HEALTHY);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "NoPublisher"));
+        assert_eq!(idle.media, None);
     }
 
     #[test]

@@ -163,7 +163,16 @@ fn printer_columns_and_status_subresource() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Playback", "Publisher", "Viewers", "Age"]);
+    assert_eq!(columns, ["Phase", "Playback", "Publisher", "Viewers", "Age", "Resolution", "FPS", "Kbps", "Healthy"]);
+    // The media columns only in `kubectl get lst -o wide`: the default stays narrow.
+    let wide: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["priority"] == 1)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(wide, ["Resolution", "FPS", "Kbps", "Healthy"]);
     assert!(version["subresources"]["status"].is_object());
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["lst"]));
     let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

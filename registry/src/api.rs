@@ -43,6 +43,34 @@ use serde::{Deserialize, Serialize};
         description = "Players on all edges"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Resolution",
+        type_ = "string",
+        json_path = ".status.media.resolution",
+        description = "Video resolution the encoder sends",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "FPS",
+        type_ = "number",
+        json_path = ".status.media.fps",
+        description = "Frame rate measured by the edge",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Kbps",
+        type_ = "integer",
+        json_path = ".status.ingestBitrateKbps",
+        description = "Ingest bitrate measured by the edge",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"EncoderHealthy\")].status",
+        description = "Whether the encoder sends healthy media (see the EncoderHealthy condition)",
+        priority = "1"
+    ),
     // No fieldPath: a real API server accepts only paths declared in the schema, and a CRD's
     // schema cannot declare metadata.name; the message names the field instead.
     validation = kube::core::Rule::new(
@@ -180,6 +208,9 @@ pub struct LiveStreamStatus {
     /// with reason `SecretNotFound`, `SecretKeyMissing`, `InvalidPublishKey`,
     /// `PlaybackNameConflict`, `PublishKeyConflict`, `InvalidSpec` or `Disabled`). `Live`: a
     /// publisher is connected (reason `Publishing`, else `NoPublisher` or `NotReady`).
+    /// `EncoderHealthy`: while live, whether the encoder sends healthy media (False with reason
+    /// `Stalled`, `KeyframeInterval`, `BitrateDrop`, `TimestampAnomalies` or `AudioVideoDrift`
+    /// and a message saying what to change; Unknown when nothing is live or measured yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -195,6 +226,9 @@ pub struct LiveStreamStatus {
     /// Ingest bitrate measured by the edge holding the publisher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_bitrate_kbps: Option<u64>,
+    /// What the encoder sends, measured by the edge holding the publisher, while live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaStatus>,
     /// When a publisher was last admitted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_published_at: Option<String>,
@@ -219,6 +253,28 @@ pub enum Phase {
     Disabled,
     /// The spec cannot be served; see the conditions.
     Error,
+}
+
+/// What the encoder sends, as the edge holding the publisher measured it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaStatus {
+    /// `h264`, `hevc`, `av1`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_codec: Option<String>,
+    /// `<width>x<height>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// Frames per second, measured from timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+    /// Seconds between the last two keyframes (2 s is what fast start needs; above 4 s the
+    /// `EncoderHealthy` condition turns False).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_interval_seconds: Option<f64>,
+    /// `aac`, `opus`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_codec: Option<String>,
 }
 
 /// Where the current publisher is connected.

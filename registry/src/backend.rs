@@ -23,12 +23,14 @@ pub type SharedOperatorRegistry = Arc<dyn OperatorRegistry>;
 pub type SharedEdgeRegistry = Arc<dyn EdgeRegistry>;
 
 /// Changes a holder reports about its own lease; fenced by the lease token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HolderUpdate {
     /// `Some(true)`: no media for the idle threshold (a takeover under `ReplaceIdle` may now
     /// replace us); `Some(false)`: media flows again.
     pub idle: Option<bool>,
     pub ingest_kbps: Option<u64>,
+    /// What the encoder sends and whether it is healthy ([`HolderMedia`]).
+    pub media: Option<crate::lease::HolderMedia>,
 }
 
 /// What the operator uses: it owns the stream records and their revocations, and watches the

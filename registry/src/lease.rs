@@ -36,6 +36,55 @@ pub struct HolderInfo {
     pub idle_since_ms: Option<u64>,
     /// Ingest bitrate last reported by the holder.
     pub ingest_kbps: Option<u64>,
+    /// What the holder's encoder sends and whether it is healthy, as last reported.
+    /// Boxed: it is the largest field, and most holders are passed around without looking at it.
+    #[serde(default)]
+    pub media: Option<Box<HolderMedia>>,
+}
+
+/// A summary of what a publisher's encoder sends, reported by the edge holding it (measured
+/// there: docs/edge.md "Stream health") and shown by the operator in the LiveStream's status.
+/// Whole numbers only, so a holder compares exactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderMedia {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_codec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Frames per second × 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps_centi: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_interval_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_codec: Option<String>,
+    pub healthy: bool,
+    /// Why not healthy (`Stalled`, `KeyframeInterval`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What to change, in plain words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl HolderMedia {
+    /// Longest encoded form a holder may store (it is written on every report).
+    pub const MAX_ENCODED: usize = 2048;
+
+    /// JSON, as stored in the registry; `None` when it would exceed [`Self::MAX_ENCODED`].
+    pub fn encode(&self) -> Option<String> {
+        serde_json::to_string(self).ok().filter(|s| s.len() <= Self::MAX_ENCODED)
+    }
+
+    /// The stored form back; anything unreadable reads as no report (it is informational).
+    pub fn decode(s: &str) -> Option<HolderMedia> {
+        if s.is_empty() || s.len() > Self::MAX_ENCODED {
+            return None;
+        }
+        serde_json::from_str(s).ok()
+    }
 }
 
 /// A granted lease. Only the holder knows `token`; renew, release and holder updates present it.

@@ -217,6 +217,7 @@ impl EdgeRegistry for MemoryRegistry {
             fence: st.fence,
             idle_since_ms: None,
             ingest_kbps: None,
+            media: None,
         };
         let token = token.to_string();
         st.leases.insert(
@@ -310,6 +311,9 @@ impl EdgeRegistry for MemoryRegistry {
                 }
                 if let Some(kbps) = update.ingest_kbps {
                     cur.holder.ingest_kbps = Some(kbps);
+                }
+                if let Some(media) = update.media.filter(|m| m.encode().is_some()) {
+                    cur.holder.media = Some(Box::new(media));
                 }
                 Ok(())
             }

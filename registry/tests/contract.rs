@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use streamfleet_registry::{
-    ConflictKind, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LossReason, RegistryError, RenewOutcome,
-    SharedRegistry, StreamRecord, TakeoverPolicy,
+    ConflictKind, HolderMedia, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LossReason, RegistryError,
+    RenewOutcome, SharedRegistry, StreamRecord, TakeoverPolicy,
 };
 
 /// A hasher with a fleet secret, as operator and edges have once configured.
@@ -242,7 +242,9 @@ mod cases {
         reg.put_stream(&a).await.unwrap();
         let o = opts(); // idle threshold 1 s
         let first = reg.acquire(&a.key_hash, &who("edge-1"), &o).await.unwrap();
-        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None, ..Default::default() })
+            .await
+            .unwrap();
         assert!(reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms.is_some());
 
         // Idle, but not yet for the threshold: refused with the time left.
@@ -274,7 +276,9 @@ mod cases {
         reg.put_stream(&a).await.unwrap();
         let o = streamfleet_registry::AcquireOptions { idle_threshold: Duration::ZERO, ..opts() };
         let first = reg.acquire(&a.key_hash, &who("edge-1"), &o).await.unwrap();
-        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: None, ..Default::default() })
+            .await
+            .unwrap();
         for _ in 0..3 {
             match reg.acquire(&a.key_hash, &who("edge-2"), &o).await {
                 Err(RegistryError::AlreadyActive { holder, retry_in, .. }) => {
@@ -314,23 +318,53 @@ mod cases {
         let a = rec("alpha");
         reg.put_stream(&a).await.unwrap();
         let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
-        reg.update_holder(&lease, HolderUpdate { idle: None, ingest_kbps: Some(2500) }).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { idle: None, ingest_kbps: Some(2500), ..Default::default() })
+            .await
+            .unwrap();
         let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
         assert_eq!((h.ingest_kbps, h.idle_since_ms), (Some(2500), None));
 
-        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: None }).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: None, ..Default::default() })
+            .await
+            .unwrap();
         let idle_since = reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms;
         assert!(idle_since.is_some());
-        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: Some(10) }).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ingest_kbps: Some(10), ..Default::default() })
+            .await
+            .unwrap();
         let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
         assert_eq!(h.idle_since_ms, idle_since, "idleness counts from its first report");
         assert_eq!(h.ingest_kbps, Some(10));
-        reg.update_holder(&lease, HolderUpdate { idle: Some(false), ingest_kbps: None }).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { idle: Some(false), ingest_kbps: None, ..Default::default() })
+            .await
+            .unwrap();
         assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().idle_since_ms, None);
+
+        // The encoder summary is stored as reported and kept until the next report carries one.
+        let media = HolderMedia {
+            video_codec: Some("h264".into()),
+            width: Some(1280),
+            height: Some(720),
+            fps_centi: Some(2997),
+            keyframe_interval_ms: Some(8000),
+            audio_codec: Some("aac".into()),
+            healthy: false,
+            reason: Some("KeyframeInterval".into()),
+            message: Some("keyframe interval is 8.0 s; set 2 s".into()),
+        };
+        let update = HolderUpdate { media: Some(media.clone()), ..Default::default() };
+        reg.update_holder(&lease, update).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { ingest_kbps: Some(10), ..Default::default() }).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().media.as_deref(), Some(&media));
+        // One that cannot be stored whole is dropped, never half-written.
+        let huge = HolderMedia { message: Some("x".repeat(HolderMedia::MAX_ENCODED)), ..media.clone() };
+        reg.update_holder(&lease, HolderUpdate { media: Some(huge), ..Default::default() }).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().media.as_deref(), Some(&media));
 
         let forged = Lease { token: "not-the-token".into(), ..lease.clone() };
         assert!(matches!(
-            reg.update_holder(&forged, HolderUpdate { idle: Some(true), ingest_kbps: Some(1) }).await,
+            reg.update_holder(&forged, HolderUpdate { idle: Some(true), ingest_kbps: Some(1), ..Default::default() })
+                .await,
             Err(RegistryError::LeaseLost { reason: LossReason::Stolen, .. })
         ));
         let h = reg.live_status(&a.id).await.unwrap().holder.unwrap();
@@ -515,7 +549,7 @@ mod cases {
         assert_eq!(reg.renew(&old, opts().ttl).await.unwrap(), RenewOutcome::HeldByOther);
         assert!(!reg.release(&old).await.unwrap());
         assert!(matches!(
-            reg.update_holder(&old, HolderUpdate { idle: Some(true), ingest_kbps: None }).await,
+            reg.update_holder(&old, HolderUpdate { idle: Some(true), ingest_kbps: None, ..Default::default() }).await,
             Err(RegistryError::LeaseLost { reason: LossReason::Stolen, .. })
         ));
         assert_eq!(reg.renew(&new, opts().ttl).await.unwrap(), RenewOutcome::Renewed);

@@ -273,7 +273,9 @@ async fn a_lost_fence_counter_starts_a_new_epoch_so_fences_never_repeat() {
 #[tokio::test]
 async fn a_holder_record_left_behind_without_its_lease_is_not_inherited() {
     let (server, reg, first) = alpha_held_by_edge_1().await;
-    reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: Some(2500) }).await.unwrap();
+    reg.update_holder(&first, HolderUpdate { idle: Some(true), ingest_kbps: Some(2500), ..Default::default() })
+        .await
+        .unwrap();
 
     // Only the lease key vanishes (deleted by hand); its holder record, idle and with a bitrate,
     // stays. The next grant must not inherit it: an inherited idle mark would let a ReplaceIdle

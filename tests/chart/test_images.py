@@ -64,7 +64,12 @@ def test_an_install_without_images_fails_with_instructions(values, missing):
 
 
 def test_an_edges_only_release_needs_only_the_edge_image():
-    values = {"operator": {"enabled": False}, "edge": {"image": {"repository": "r/streamfleet-edge"}}}
+    values = {
+        "operator": {"enabled": False},
+        "edge": {"image": {"repository": "r/streamfleet-edge"}},
+        # An edges-only release shares the main release's key-hash Secret (docs/deploy.md).
+        "keyHash": {"existingSecret": "main-streamfleet-key-hash"},
+    }
     out = render(values, images=False)
     assert out.find("Deployment", "sf-streamfleet-operator") is None
     edge = out.get("Deployment", "sf-streamfleet-edge")["spec"]["template"]["spec"]

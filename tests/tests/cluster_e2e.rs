@@ -480,7 +480,8 @@ async fn install_default_release(cluster: &Cluster) {
     let refused = cluster.helm(&["install", RELEASE, &chart(), "-n", SYSTEM_NS, "--create-namespace"]).await;
     assert!(!refused.ok, "installed without images: {}", refused.stdout);
     assert!(refused.stderr.contains("image.repository is not set"), "{}", refused.stderr);
-    let releases = cluster.helm(&["list", "-a", "-n", SYSTEM_NS, "-q"]).await.expect_ok("helm list");
+    // Helm 4 lists releases in every status (failed, pending) by default.
+    let releases = cluster.helm(&["list", "-n", SYSTEM_NS, "-q"]).await.expect_ok("helm list");
     assert!(!releases.contains(RELEASE), "a failed install left a release: {releases}");
     let out = helm_set(cluster, &["install", RELEASE, &chart(), "-n", SYSTEM_NS, "--create-namespace"], &[])
         .await
@@ -609,6 +610,24 @@ async fn basic_example_live_viewers_and_columns(w: &World) {
     let listing = w.cluster.kubectl(&["get", "lst", "lobby", "-n", NS]).await.expect_ok("kubectl get lst");
     assert_eq!(table(&listing)[1][..5], ["lobby", "Live", "lobby", "edge-a", "3"], "{listing}");
     assert!(ffmpeg::running(&mut publisher), "the publisher ended");
+
+    // What the encoder sends (160×90, 15 fps, a keyframe a second), measured by edge-a, in the
+    // status and in `kubectl get lst -o wide`.
+    let lst = eventually("status shows the encoder's media", Duration::from_secs(30), || async {
+        let v = w.lst(NS, "lobby").await?;
+        (v["status"]["media"]["resolution"] == "160x90").then_some(v)
+    })
+    .await;
+    let media = &lst["status"]["media"];
+    assert!(media["fps"].as_f64().is_some_and(|f| (14.0..=16.0).contains(&f)), "{lst:#}");
+    assert!(media["keyframeIntervalSeconds"].as_f64().is_some_and(|k| (0.9..=1.1).contains(&k)), "{lst:#}");
+    assert_eq!((media["videoCodec"].as_str(), media["audioCodec"].as_str()), (Some("h264"), Some("aac")));
+    assert_eq!(condition(&lst, "EncoderHealthy")["status"], "True", "{lst:#}");
+    let wide =
+        w.cluster.kubectl(&["get", "lst", "lobby", "-n", NS, "-o", "wide"]).await.expect_ok("kubectl get lst -o wide");
+    let rows = table(&wide);
+    assert_eq!(rows[0][6..], ["RESOLUTION", "FPS", "KBPS", "HEALTHY"], "{wide}");
+    assert_eq!((rows[1][6].as_str(), rows[1][9].as_str()), ("160x90", "True"), "{wide}");
 
     // The encoder stops: status goes back to Ready, without publisher or viewers.
     let _ = publisher.start_kill();

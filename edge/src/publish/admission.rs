@@ -583,7 +583,11 @@ mod tests {
         let reg = c.registry.clone();
         let marker = tokio::spawn(async move {
             sleep(Duration::from_millis(100)).await;
-            reg.update_holder(&lease, streamfleet_registry::HolderUpdate { idle: Some(true), ingest_kbps: None }).await
+            reg.update_holder(
+                &lease,
+                streamfleet_registry::HolderUpdate { idle: Some(true), ingest_kbps: None, ..Default::default() },
+            )
+            .await
         });
         let t0 = Instant::now();
         let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();

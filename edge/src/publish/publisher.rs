@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderUpdate, Lease, RegistryError, SharedEdgeRegistry};
+use streamfleet_registry::{HolderMedia, HolderUpdate, Lease, RegistryError, SharedEdgeRegistry};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -29,7 +29,10 @@ use crate::{
     media::MediaKind,
     observe::{SessionRole, log_text::refusal_logged},
     rtmp::messages::Level,
-    streams::{Kick, PublisherMeta, Stream},
+    streams::{
+        Kick, PublisherMeta, Stream,
+        health::{HealthReport, MediaReport},
+    },
 };
 
 /// How often the publisher loop checks idleness and updates its bitrate.
@@ -40,10 +43,33 @@ const RETRY_HOLDER_UPDATE: Duration = Duration::from_millis(200);
 const BITRATE_WINDOW: Duration = Duration::from_secs(2);
 
 /// What the holder reports to the registry (sent by [`report_holder`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct HolderState {
     idle: bool,
     kbps: u64,
+    media: Option<HolderMedia>,
+}
+
+/// The registry's summary of a stream's health (what the operator shows in the LiveStream's
+/// status): the measured resolution, else the announced one; rates as whole hundredths.
+fn holder_media(codecs: (&str, &str), media: &MediaReport, health: &HealthReport) -> HolderMedia {
+    let video = &media.video;
+    let (width, height) = match (video.config.width, video.config.height) {
+        (Some(w), Some(h)) => (Some(w), Some(h)),
+        _ => (media.announced.width, media.announced.height),
+    };
+    let known = |c: &str| (c != "unknown").then(|| c.to_string());
+    HolderMedia {
+        video_codec: known(codecs.0),
+        width,
+        height,
+        fps_centi: video.fps.map(|f| (f * 100.0).round() as u32),
+        keyframe_interval_ms: video.keyframe_interval_s.map(|k| (k * 1000.0).round() as u32),
+        audio_codec: known(codecs.1),
+        healthy: health.healthy,
+        reason: health.reason.map(str::to_string),
+        message: health.message.clone(),
+    }
 }
 
 pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadline: Instant) -> Ended {
@@ -203,6 +229,8 @@ async fn ingest(
                     bitrate_gauge.set(kbps as i64);
                     let (video, audio, media, health) = stream.health();
                     ctx.metrics.observe_health(playback, (&video, &audio), &media, &health);
+                    let summary = Some(holder_media((&video, &audio), &media, &health));
+                    holder.send_if_modified(|h| { let changed = h.media != summary; h.media = summary; changed });
                     holder.send_if_modified(|h| { let changed = h.kbps != kbps; h.kbps = kbps; changed });
                     window_start = now;
                     window_bytes = 0;
@@ -216,8 +244,9 @@ async fn ingest(
     }
 }
 
-/// Reports idleness at once and the ingest bitrate at most once per renew interval. Failures are
-/// only logged: the lease keeper is what decides whether the lease is still held.
+/// Reports idleness and a change of health at once, the ingest bitrate and the other media
+/// figures at most once per renew interval. Failures are only logged: the lease keeper is what
+/// decides whether the lease is still held.
 async fn report_holder(
     registry: SharedEdgeRegistry,
     lease: Lease,
@@ -226,18 +255,25 @@ async fn report_holder(
 ) {
     let mut last = HolderState::default();
     let mut last_kbps_report = Instant::now();
+    let mut last_media_report = Instant::now();
+    let verdict = |m: &Option<HolderMedia>| m.as_ref().map(|m| (m.healthy, m.reason.clone()));
     loop {
-        let state = *rx.borrow_and_update();
+        let state = rx.borrow_and_update().clone();
         let idle_changed = state.idle != last.idle;
         let kbps_due = state.kbps != last.kbps && last_kbps_report.elapsed() >= every;
-        if !idle_changed && !kbps_due {
+        let health_changed = verdict(&state.media) != verdict(&last.media);
+        let media_due = state.media != last.media && (health_changed || last_media_report.elapsed() >= every);
+        if !idle_changed && !kbps_due && !media_due {
             if rx.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        let update =
-            HolderUpdate { idle: idle_changed.then_some(state.idle), ingest_kbps: kbps_due.then_some(state.kbps) };
+        let update = HolderUpdate {
+            idle: idle_changed.then_some(state.idle),
+            ingest_kbps: kbps_due.then_some(state.kbps),
+            media: if media_due { state.media.clone() } else { None },
+        };
         match registry.update_holder(&lease, update).await {
             Ok(()) => {
                 if idle_changed {
@@ -246,6 +282,10 @@ async fn report_holder(
                 if kbps_due {
                     last.kbps = state.kbps;
                     last_kbps_report = Instant::now();
+                }
+                if media_due {
+                    last.media = state.media;
+                    last_media_report = Instant::now();
                 }
             }
             Err(RegistryError::LeaseLost { .. }) => return,

@@ -60,6 +60,54 @@ fn memory() -> SharedRegistry {
 
 // ---- scenarios (registry-agnostic) ------------------------------------------------------------
 
+pub(crate) async fn an_unhealthy_encoder_is_a_condition_a_media_block_and_one_warning(reg: SharedRegistry) {
+    let key = "health-publish-key-0123456789";
+    reg.put_stream(&record("default", "news", key, "news")).await.expect("put");
+    let lease = publish(&reg, key).await;
+    let media = streamfleet_registry::HolderMedia {
+        video_codec: Some("h264".into()),
+        width: Some(1280),
+        height: Some(720),
+        fps_centi: Some(3000),
+        keyframe_interval_ms: Some(8000),
+        audio_codec: Some("aac".into()),
+        healthy: false,
+        reason: Some("KeyframeInterval".into()),
+        message: Some("keyframe interval is 8.0 s; set 2 s".into()),
+    };
+    let update = streamfleet_registry::HolderUpdate { media: Some(media), ..Default::default() };
+    reg.update_holder(&lease, update).await.expect("holder update");
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "KeyframeInterval"));
+    assert!(note.contains("set 2 s"), "{note}");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Live");
+    let healthy = condition(&status, "EncoderHealthy");
+    assert_eq!((healthy["status"].as_str(), healthy["reason"].as_str()), (Some("False"), Some("KeyframeInterval")));
+    assert_eq!(status["media"]["resolution"], "1280x720");
+    assert_eq!(status["media"]["fps"], 30.0);
+    assert_eq!(status["media"]["keyframeIntervalSeconds"], 8.0);
+    assert_eq!(
+        (status["media"]["videoCodec"].as_str(), status["media"]["audioCodec"].as_str()),
+        (Some("h264"), Some("aac"))
+    );
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+
+    // Still unhealthy on the next pass (the status now says so): no second Warning.
+    let mut seen = ls.clone();
+    seen.status = Some(serde_json::from_value(status).expect("status"));
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&seen));
+    let task = run(&seen, &ctx).await;
+    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    finish(task).await.expect("ok");
+    api.expect_nothing_more().await;
+}
+
 pub(crate) async fn finalizer_is_added_before_anything_else(reg: SharedRegistry) {
     let ls = livestream("news");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
@@ -330,6 +378,11 @@ async fn weak_publish_key() {
 }
 
 #[tokio::test]
+async fn unhealthy_encoder() {
+    an_unhealthy_encoder_is_a_condition_a_media_block_and_one_warning(memory()).await;
+}
+
+#[tokio::test]
 async fn weak_publish_keys_are_served_when_allowed() {
     let reg = memory();
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
@@ -562,6 +615,12 @@ mod on_redis {
     async fn weak_publish_key() {
         let (reg, _server) = redis().await;
         a_weak_publish_key_is_a_condition_and_is_not_served(reg).await;
+    }
+
+    #[tokio::test]
+    async fn unhealthy_encoder() {
+        let (reg, _server) = redis().await;
+        an_unhealthy_encoder_is_a_condition_a_media_block_and_one_warning(reg).await;
     }
 
     #[tokio::test]

@@ -479,6 +479,7 @@ impl EdgeRegistry for RedisRegistry {
             fence,
             idle_since_ms: None,
             ingest_kbps: None,
+            media: None,
         };
         Ok(Lease {
             stream: g.stream,
@@ -538,9 +539,11 @@ impl EdgeRegistry for RedisRegistry {
             None => "",
         };
         let kbps = update.ingest_kbps.map(|k| k.to_string()).unwrap_or_default();
+        // An encoding that is too long is dropped, not truncated: half a JSON object reads as none.
+        let media = update.media.and_then(|m| m.encode()).unwrap_or_default();
         let id = lease.stream.to_string();
-        let reply =
-            self.script("update holder", &self.scripts.update_holder, &[&id, &lease.token, idle, &kbps]).await?;
+        let args = [id.as_str(), lease.token.as_str(), idle, kbps.as_str(), media.as_str()];
+        let reply = self.script("update holder", &self.scripts.update_holder, &args).await?;
         let lost = |reason| Err(RegistryError::LeaseLost { stream: lease.stream.clone(), reason });
         match wire::text(reply)?.as_str() {
             "ok" => Ok(()),

@@ -7,7 +7,7 @@
 local FENCE_SPAN = 1048576
 
 -- Holder fields everyone may read, in the order the Rust side parses them.
-local HOLDER_FIELDS = { 'edge', 'remote', 'relay', 'since', 'epoch', 'counter', 'idle_since', 'kbps' }
+local HOLDER_FIELDS = { 'edge', 'remote', 'relay', 'since', 'epoch', 'counter', 'idle_since', 'kbps', 'media' }
 
 -- Starts a new fencing epoch that is later than any before it, so fences never repeat even when
 -- the counter was lost: `boot` marks when this data set stopped knowing every lease.

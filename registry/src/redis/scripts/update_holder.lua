@@ -1,5 +1,6 @@
 -- update_holder: holder-side live state, fenced by the lease token.
--- ARGV: prefix, id, token, idle ('1' now idle, '0' media again, '' unchanged), kbps ('' unchanged).
+-- ARGV: prefix, id, token, idle ('1' now idle, '0' media again, '' unchanged), kbps ('' unchanged),
+-- media (the encoder summary as JSON, '' unchanged).
 -- Returns 'ok', 'other' (someone else holds the lease) or 'missing'.
 local id, token = ARGV[2], ARGV[3]
 local lk, hk = P .. 'lease:' .. id, P .. 'holder:' .. id
@@ -15,6 +16,7 @@ elseif ARGV[4] == '0' then
   redis.call('HDEL', hk, 'idle_since')
 end
 if ARGV[5] ~= '' then redis.call('HSET', hk, 'kbps', ARGV[5]) end
+if ARGV[6] ~= nil and ARGV[6] ~= '' then redis.call('HSET', hk, 'media', ARGV[6]) end
 -- The holder hash must never outlive the lease.
 local pttl = redis.call('PTTL', lk)
 if pttl > 0 then redis.call('PEXPIRE', hk, pttl) end
