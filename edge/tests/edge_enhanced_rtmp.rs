@@ -137,6 +137,9 @@ async fn late_viewers_of_opus_hevc_and_av1_get_every_decoder_configuration() {
         let stream = edge.stream(name).await.expect("stream listed");
         assert_eq!(stream["video_codec"], *video, "{stream}");
         assert_eq!(stream["audio_codec"], *audio, "{stream}");
+        // The resolution comes from each codec's own configuration record (SPS, sequence header).
+        let v = &stream["media"]["video"];
+        assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(160), Some(96)), "{name}: {stream}");
         // FLV is what broke (`Assertion par->extradata_size failed` for Opus); MKV needs the
         // headers too.
         for ext in ["flv", "mkv"] {

@@ -400,3 +400,29 @@ async fn grouped_writes_deliver_every_packet_in_order() {
         drop(publisher);
     }
 }
+
+#[tokio::test]
+async fn the_streams_api_lists_configured_streams_as_idle_until_they_go_live() {
+    let edge = Edge::start(&[]).await;
+    // Nothing published yet: every configured stream is listed, idle (an empty list would read
+    // as "nothing configured").
+    let v = edge.json("/api/v1/streams").await;
+    let states: Vec<(String, String)> = v["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| (s["playback_name"].as_str().unwrap_or("").to_string(), s["state"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for name in ["demo", "solo", "limited"] {
+        assert!(states.contains(&(name.to_string(), "idle".to_string())), "{name} not listed idle: {v}");
+    }
+    assert!(v["incomplete"].is_null(), "{v}");
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    let live = edge.wait_live("demo", 10, Duration::from_secs(20)).await;
+    assert_eq!(live["state"], "live");
+    let listed = edge.json("/api/v1/streams").await;
+    let demos = listed["streams"].as_array().expect("streams").iter().filter(|s| s["playback_name"] == "demo").count();
+    assert_eq!(demos, 1, "a live stream is listed once: {listed}");
+    assert_eq!(edge.stream("solo").await.expect("solo listed")["state"], "idle");
+    drop(publisher);
+}

@@ -69,6 +69,10 @@ pub trait EdgeRegistry: RegistryStatus {
     /// The stream players reach with `rtmp://HOST/live/<playback_name>`.
     async fn lookup_playback(&self, playback_name: &str) -> Result<StreamRecord>;
 
+    /// Every stream record, sorted by id (an edge's streams API lists configured streams that
+    /// are not live on it too). Read-only; the same data the operator lists.
+    async fn stream_records(&self) -> Result<Vec<StreamRecord>>;
+
     /// Atomically: the key is registered and enabled AND no other publisher holds the lease
     /// (or the stream's takeover policy lets this one replace it). On success the caller is the
     /// only holder until the lease expires or is released. A fresh token per call: an edge

@@ -153,6 +153,10 @@ impl EdgeRegistry for MemoryRegistry {
         self.lock().record_for_key(key).cloned()
     }
 
+    async fn stream_records(&self) -> Result<Vec<StreamRecord>> {
+        OperatorRegistry::list_streams(self).await
+    }
+
     async fn lookup_playback(&self, name: &str) -> Result<StreamRecord> {
         let st = self.lock();
         st.by_playback

@@ -92,6 +92,10 @@ impl EdgeRegistry for Double {
         self.inner.lookup(key).await
     }
 
+    async fn stream_records(&self) -> Result<Vec<StreamRecord>, RegistryError> {
+        self.inner.stream_records().await
+    }
+
     async fn lookup_playback(&self, name: &str) -> Result<StreamRecord, RegistryError> {
         self.inner.lookup_playback(name).await
     }

@@ -15,6 +15,10 @@ use axum::{
 };
 use serde::Serialize;
 
+use std::collections::HashSet;
+
+use streamfleet_registry::{RegistryError, SharedEdgeRegistry, StreamRecord};
+
 use super::{context::Context, health::Health};
 use crate::{observe::SessionSnapshot, streams::StreamSnapshot};
 
@@ -24,6 +28,30 @@ pub(crate) struct AppState {
     pub(crate) health: Arc<Health>,
     /// The bearer token `/api/*` requires, if one is configured (never logged).
     pub(crate) api_token: Option<Arc<str>>,
+    pub(crate) configured: Arc<ConfiguredStreams>,
+}
+
+/// The registry's stream records, read at most every [`ConfiguredStreams::FRESH_FOR`]: a
+/// dashboard polling the API of every edge must not turn into a full registry scan per request.
+#[derive(Default)]
+pub(crate) struct ConfiguredStreams {
+    cached: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Vec<StreamRecord>>)>>,
+}
+
+impl ConfiguredStreams {
+    const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+    async fn get(&self, registry: &SharedEdgeRegistry) -> Result<Arc<Vec<StreamRecord>>, RegistryError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, records)) = cached.as_ref()
+            && at.elapsed() < Self::FRESH_FOR
+        {
+            return Ok(records.clone());
+        }
+        let records = Arc::new(registry.stream_records().await?);
+        *cached = Some((tokio::time::Instant::now(), records.clone()));
+        Ok(records)
+    }
 }
 
 /// The 401 to answer with, unless the request carries the configured bearer token (or none is
@@ -78,14 +106,29 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 struct StreamsResponse {
     edge: String,
     streams: Vec<StreamSnapshot>,
+    /// Why configured streams that are idle here are missing from the list (the registry did not
+    /// answer); absent when the list is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    incomplete: Option<String>,
 }
 
+/// The streams on this edge, then every other configured stream as `idle` (or `disabled`): an
+/// empty list would read as "nothing configured" to someone setting up their first stream.
 async fn streams(State(s): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&s, &headers) {
         return refused;
     }
-    let streams = s.ctx.hub.list().iter().map(|st| st.snapshot()).collect();
-    Json(StreamsResponse { edge: s.ctx.settings.edge_id.clone(), streams }).into_response()
+    let mut streams: Vec<StreamSnapshot> = s.ctx.hub.list().iter().map(|st| st.snapshot()).collect();
+    let incomplete = match s.configured.get(&s.ctx.registry).await {
+        Ok(records) => {
+            let here: HashSet<String> = streams.iter().map(|st| st.stream.clone()).collect();
+            streams
+                .extend(records.iter().filter(|r| !here.contains(&r.id.to_string())).map(StreamSnapshot::configured));
+            None
+        }
+        Err(e) => Some(format!("configured streams not listed: {e}")),
+    };
+    Json(StreamsResponse { edge: s.ctx.settings.edge_id.clone(), streams, incomplete }).into_response()
 }
 
 #[derive(Serialize)]

@@ -161,7 +161,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let health = Arc::new(Health::default());
     health.check_once(&ctx).await;
     let background = [tokio::spawn(health::run(ctx.clone(), health.clone())), tokio::spawn(viewers::run(ctx.clone()))];
-    let app = http::router(http::AppState { ctx: ctx.clone(), health: health.clone(), api_token });
+    let app = http::router(http::AppState {
+        ctx: ctx.clone(),
+        health: health.clone(),
+        api_token,
+        configured: Default::default(),
+    });
     let http_addr = http_listener.local_addr().unwrap_or(config.http_listen);
     let http_limits = http_server::HttpLimits {
         header_read_timeout: config.http_header_read_timeout,

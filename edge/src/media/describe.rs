@@ -33,15 +33,30 @@ pub(crate) struct Announced {
     pub(crate) audio_kbps: Option<f64>,
 }
 
-/// The AVCDecoderConfigurationRecord of a legacy AVC sequence header (`[0x17, 0, cts:3, record]`)
-/// or an Enhanced RTMP `avc1` sequence start (`[ex header, "avc1", record]`).
+/// The decoder configuration record of a video sequence header: legacy FLV
+/// (`[type | codec id, 0, cts:3, record]`: AVC 7, HEVC 12, AV1 13) or Enhanced RTMP
+/// (`[ex header, fourcc, record]`: `avc1`, `hvc1`, `av01`).
 pub(crate) fn video_config(tag: &[u8]) -> VideoConfig {
-    let record = match tag.first() {
-        Some(b) if b & 0x80 != 0 && tag.get(1..5) == Some(b"avc1") => tag.get(5..),
-        Some(b) if b & 0x0f == 7 => tag.get(5..),
-        _ => None,
+    let (codec, record) = match tag.first() {
+        Some(b) if b & 0x80 != 0 => match tag.get(1..5) {
+            Some(b"avc1") => (7, tag.get(5..)),
+            Some(b"hvc1") => (12, tag.get(5..)),
+            Some(b"av01") => (13, tag.get(5..)),
+            _ => (0, None),
+        },
+        Some(b) if matches!(b & 0x0f, 7 | 12 | 13) => (b & 0x0f, tag.get(5..)),
+        _ => (0, None),
     };
     let Some(record) = record else { return VideoConfig::default() };
+    match codec {
+        7 => avc_config(record),
+        12 => hevc_config(record).unwrap_or_default(),
+        13 => av1_config(record).unwrap_or_default(),
+        _ => VideoConfig::default(),
+    }
+}
+
+fn avc_config(record: &[u8]) -> VideoConfig {
     let Ok(avcc) = AvcDecoderConfigurationRecord::try_from(record) else { return VideoConfig::default() };
     let Ok(ctx) = avcc.create_context() else { return VideoConfig::default() };
     let Some(sps) = ctx.sps().next() else { return VideoConfig::default() };
@@ -53,6 +68,222 @@ pub(crate) fn video_config(tag: &[u8]) -> VideoConfig {
         width,
         height,
     }
+}
+
+/// Reads bits most significant first, as the H.265 and AV1 specs write them; `None` past the end.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = self.data.get(self.pos / 8)?;
+        let bit = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(bit))
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |v, _| Some((v << 1) | self.bit()?))
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.pos += n;
+        (self.pos <= self.data.len() * 8).then_some(())
+    }
+
+    /// Exp-Golomb `ue(v)`; at most 31 leading zeros (more is malformed).
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+}
+
+/// An H.265 NAL unit's payload without its emulation-prevention bytes (`00 00 03`).
+fn unescape(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// Profile, level and the cropped picture size from the SPS inside an
+/// HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3; H.265 7.3.2.2).
+fn hevc_config(record: &[u8]) -> Option<VideoConfig> {
+    let arrays = *record.get(22)?;
+    let mut at = 23;
+    let mut sps = None;
+    'arrays: for _ in 0..arrays {
+        let nal_type = record.get(at)? & 0x3f;
+        let count = u16::from_be_bytes([*record.get(at + 1)?, *record.get(at + 2)?]);
+        at += 3;
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes([*record.get(at)?, *record.get(at + 1)?]));
+            let nal = record.get(at + 2..at + 2 + len)?;
+            at += 2 + len;
+            if nal_type == 33 {
+                sps = Some(nal);
+                break 'arrays;
+            }
+        }
+    }
+    let rbsp = unescape(sps?.get(2..)?);
+    let mut r = Bits { data: &rbsp, pos: 0 };
+    r.skip(4)?; // sps_video_parameter_set_id
+    let sub_layers = r.bits(3)?;
+    r.skip(1)?; // sps_temporal_id_nesting_flag
+    // profile_tier_level(1, sub_layers): profile space, tier, profile idc, 32 compatibility
+    // flags, 48 constraint bits, level idc.
+    r.skip(3)?;
+    let profile_idc = r.bits(5)?;
+    r.skip(32 + 48)?;
+    let level_idc = r.bits(8)?;
+    let mut present = Vec::new();
+    for _ in 0..sub_layers {
+        present.push((r.bit()?, r.bit()?));
+    }
+    if sub_layers > 0 {
+        r.skip(2 * (8 - sub_layers as usize))?;
+    }
+    for (profile, level) in present {
+        r.skip(88 * profile as usize + 8 * level as usize)?;
+    }
+    r.ue()?; // sps_seq_parameter_set_id
+    let chroma = r.ue()?;
+    if chroma == 3 {
+        r.skip(1)?; // separate_colour_plane_flag
+    }
+    let (mut width, mut height) = (r.ue()?, r.ue()?);
+    if r.bit()? == 1 {
+        let (sub_w, sub_h) = match chroma {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        width = width.checked_sub(sub_w * (left.checked_add(right)?))?;
+        height = height.checked_sub(sub_h * (top.checked_add(bottom)?))?;
+    }
+    let profile = match profile_idc {
+        1 => "Main".to_string(),
+        2 => "Main10".to_string(),
+        3 => "MainStillPicture".to_string(),
+        4 => "RExt".to_string(),
+        other => format!("profile {other}"),
+    };
+    Some(VideoConfig {
+        profile: Some(profile),
+        level: Some(format!("{}.{}", level_idc / 30, level_idc % 30 / 3)),
+        width: Some(width),
+        height: Some(height),
+    })
+}
+
+/// Profile, level and the maximum frame size from the sequence header OBU of an
+/// AV1CodecConfigurationRecord (AV1 ISOBMFF binding 2.3; AV1 spec 5.5).
+fn av1_config(record: &[u8]) -> Option<VideoConfig> {
+    let profile = (record.get(1)? >> 5) & 0x07;
+    let mut at = 4;
+    let header = loop {
+        let obu = *record.get(at)?;
+        let has_size = obu & 0x02 != 0;
+        at += 1 + usize::from(obu & 0x04 != 0); // extension header
+        let mut size = record.len().checked_sub(at)?;
+        if has_size {
+            size = 0;
+            for i in 0..8 {
+                let b = *record.get(at)?;
+                at += 1;
+                size |= usize::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        let payload = record.get(at..at.checked_add(size)?)?;
+        if (obu >> 3) & 0x0f == 1 {
+            break payload;
+        }
+        at += size;
+    };
+    let mut r = Bits { data: header, pos: 0 };
+    r.skip(3)?; // seq_profile (also in the record)
+    r.skip(1)?; // still_picture
+    let level;
+    if r.bit()? == 1 {
+        level = r.bits(5)?; // reduced_still_picture_header
+    } else {
+        let timing = r.bit()? == 1;
+        let mut decoder_model = false;
+        let mut buffer_delay_bits = 0;
+        if timing {
+            r.skip(64)?;
+            if r.bit()? == 1 {
+                // num_ticks_per_picture_minus_1: uvlc()
+                let mut zeros = 0;
+                while r.bit()? == 0 {
+                    zeros += 1;
+                    if zeros >= 32 {
+                        return None;
+                    }
+                }
+                r.skip(zeros)?;
+            }
+            decoder_model = r.bit()? == 1;
+            if decoder_model {
+                buffer_delay_bits = r.bits(5)? as usize + 1;
+                r.skip(32 + 5 + 5)?;
+            }
+        }
+        let display_delay = r.bit()? == 1;
+        let points = r.bits(5)? + 1;
+        let mut first_level = None;
+        for _ in 0..points {
+            r.skip(12)?; // operating_point_idc
+            let l = r.bits(5)?;
+            first_level.get_or_insert(l);
+            if l > 7 {
+                r.skip(1)?;
+            }
+            if decoder_model && r.bit()? == 1 {
+                r.skip(2 * buffer_delay_bits + 1)?;
+            }
+            if display_delay && r.bit()? == 1 {
+                r.skip(4)?;
+            }
+        }
+        level = first_level?;
+    }
+    let width_bits = r.bits(4)? + 1;
+    let height_bits = r.bits(4)? + 1;
+    let width = r.bits(width_bits)? + 1;
+    let height = r.bits(height_bits)? + 1;
+    let profile = match profile {
+        0 => "Main",
+        1 => "High",
+        2 => "Professional",
+        _ => "reserved",
+    };
+    Some(VideoConfig {
+        profile: Some(profile.to_string()),
+        level: Some(format!("{}.{}", 2 + (level >> 2), level & 3)),
+        width: Some(width),
+        height: Some(height),
+    })
 }
 
 /// AAC's AudioSpecificConfig (`[0xAF, 0, asc...]`) or an Enhanced RTMP `Opus` sequence start
@@ -138,6 +369,44 @@ mod tests {
         // Garbage and truncation read as unknown.
         assert_eq!(video_config(&[0x17, 0, 0, 0, 0, 1, 2, 3]), VideoConfig::default());
         assert_eq!(video_config(&[]), VideoConfig::default());
+    }
+
+    /// ffmpeg's HEVCDecoderConfigurationRecord for x265 `-preset ultrafast`, 320×240, cut after
+    /// the VPS, SPS and PPS arrays (the SEI with x265's settings is left out).
+    const HVCC_320X240: &[u8] = &[
+        0x01, 0x01, 0x60, 0x00, 0x00, 0x00, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3c, 0xf0, 0x00, 0xfc, 0xfd, 0xf8,
+        0xf8, 0x00, 0x00, 0x0f, 0x03, 0x20, 0x00, 0x01, 0x00, 0x18, 0x40, 0x01, 0x0c, 0x01, 0xff, 0xff, 0x01, 0x60,
+        0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x95, 0x94, 0x09, 0x21, 0x00,
+        0x01, 0x00, 0x2a, 0x42, 0x01, 0x01, 0x01, 0x60, 0x00, 0x00, 0x03, 0x00, 0x90, 0x00, 0x00, 0x03, 0x00, 0x00,
+        0x03, 0x00, 0x3c, 0xa0, 0x0a, 0x08, 0x0f, 0x16, 0x59, 0x59, 0x52, 0x93, 0x0b, 0xc0, 0x5a, 0x02, 0x00, 0x00,
+        0x03, 0x00, 0x02, 0x00, 0x00, 0x03, 0x00, 0x32, 0x10, 0x22, 0x00, 0x01, 0x00, 0x06, 0x44, 0x01, 0xc0, 0x73,
+        0xc1, 0x89,
+    ];
+
+    /// ffmpeg's AV1CodecConfigurationRecord for SVT-AV1 `-preset 12`, 352×288.
+    const AV1C_352X288: &[u8] =
+        &[0x81, 0x00, 0x0c, 0x00, 0x0a, 0x0b, 0x02, 0x00, 0x00, 0x05, 0x22, 0x2b, 0xf1, 0xf0, 0x0b, 0xe0, 0x01];
+
+    #[test]
+    fn hevc_and_av1_resolution_profile_and_level() {
+        let hevc = video_config(&[&[0x90, b'h', b'v', b'c', b'1'][..], HVCC_320X240].concat());
+        assert_eq!((hevc.width, hevc.height), (Some(320), Some(240)), "{hevc:?}");
+        assert_eq!((hevc.profile.as_deref(), hevc.level.as_deref()), (Some("Main"), Some("2.0")));
+        // Legacy FLV codec id 12 carries the same record.
+        assert_eq!(video_config(&[&[0x1c, 0, 0, 0, 0][..], HVCC_320X240].concat()), hevc);
+        let av1 = video_config(&[&[0x90, b'a', b'v', b'0', b'1'][..], AV1C_352X288].concat());
+        assert_eq!((av1.width, av1.height), (Some(352), Some(288)), "{av1:?}");
+        assert_eq!(av1.profile.as_deref(), Some("Main"));
+        // A truncated record reads as unknown (or, cut after the size, the right size): never a
+        // wrong figure, never a panic.
+        for cut in 0..HVCC_320X240.len() {
+            let v = video_config(&[&[0x90, b'h', b'v', b'c', b'1'][..], &HVCC_320X240[..cut]].concat());
+            assert!(v.width.is_none() || v.width == Some(320), "{cut}: {v:?}");
+        }
+        for cut in 0..AV1C_352X288.len() {
+            let v = video_config(&[&[0x90, b'a', b'v', b'0', b'1'][..], &AV1C_352X288[..cut]].concat());
+            assert!(v.width.is_none() || v.width == Some(352), "{cut}: {v:?}");
+        }
     }
 
     #[test]

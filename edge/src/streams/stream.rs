@@ -101,6 +101,9 @@ pub(crate) struct StreamStats {
 pub(crate) struct StreamSnapshot {
     pub(crate) stream: String,
     pub(crate) playback_name: String,
+    /// `live` (a publisher on this edge, or relayed to it), `idle` (known here or configured in
+    /// the registry, nothing live on this edge), `disabled` (configured with `enabled: false`).
+    pub(crate) state: &'static str,
     pub(crate) live: bool,
     /// The publisher has paused sending media (a takeover under ReplaceIdle may replace it).
     pub(crate) publisher_idle: bool,
@@ -119,9 +122,39 @@ pub(crate) struct StreamSnapshot {
     pub(crate) bytes_in: u64,
     pub(crate) frames_in: u64,
     pub(crate) dropped_messages: u64,
-    /// What the encoder sends (resolution, frame rate, bitrates, keyframe interval, ...).
-    pub(crate) media: MediaReport,
-    pub(crate) health: HealthReport,
+    /// What the encoder sends (resolution, frame rate, bitrates, keyframe interval, ...); absent
+    /// for a stream that is only configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) media: Option<MediaReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) health: Option<HealthReport>,
+}
+
+impl StreamSnapshot {
+    /// A stream the registry knows that nothing on this edge uses right now.
+    pub(crate) fn configured(record: &StreamRecord) -> StreamSnapshot {
+        StreamSnapshot {
+            stream: record.id.to_string(),
+            playback_name: record.playback_name.clone(),
+            state: if record.enabled { "idle" } else { "disabled" },
+            live: false,
+            publisher_idle: false,
+            publisher_remote_addr: None,
+            publisher_since: None,
+            relay_source: None,
+            players: 0,
+            relay_pulls: 0,
+            video_codec: Codec::Unknown.name(),
+            audio_codec: Codec::Unknown.name(),
+            gop_cache_frames: 0,
+            gop_cache_bytes: 0,
+            bytes_in: 0,
+            frames_in: 0,
+            dropped_messages: 0,
+            media: None,
+            health: None,
+        }
+    }
 }
 
 pub(crate) struct Stream {
@@ -384,6 +417,7 @@ impl Stream {
         StreamSnapshot {
             stream: self.id.to_string(),
             playback_name: self.playback.clone(),
+            state: if st.publisher.is_some() { "live" } else { "idle" },
             live: st.publisher.is_some(),
             publisher_idle: st.publisher.is_some() && self.publisher_idle.load(Ordering::Relaxed),
             publisher_remote_addr: st
@@ -403,8 +437,8 @@ impl Stream {
             frames_in: self.stats.frames_in.load(Ordering::Relaxed),
             dropped_messages: self.stats.dropped_messages.load(Ordering::Relaxed)
                 + self.log.dropped.load(Ordering::Relaxed),
-            media: st.health.media_report(now),
-            health: st.health.report(now),
+            media: Some(st.health.media_report(now)),
+            health: Some(st.health.report(now)),
         }
     }
 }

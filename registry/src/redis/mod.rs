@@ -422,6 +422,10 @@ impl EdgeRegistry for RedisRegistry {
         Ok(rec)
     }
 
+    async fn stream_records(&self) -> Result<Vec<StreamRecord>> {
+        OperatorRegistry::list_streams(self).await
+    }
+
     async fn lookup_playback(&self, name: &str) -> Result<StreamRecord> {
         self.lookup_index("playback", name)
             .await?
