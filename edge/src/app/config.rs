@@ -26,6 +26,27 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
 
+    /// Serve plain RTMP on --rtmp-listen; `false` serves RTMPS only (needs --rtmps-listen).
+    #[arg(long, env = "STREAMFLEET_RTMP_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rtmp_enabled: bool,
+
+    /// RTMPS listener (RTMP over TLS 1.2/1.3, e.g. 0.0.0.0:443) [default: none]; needs
+    /// --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "STREAMFLEET_RTMPS_LISTEN", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub rtmps_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for RTMPS, leaf first.
+    #[arg(long, env = "STREAMFLEET_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STREAMFLEET_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Most time from accept to a completed TLS handshake.
+    #[arg(long, env = "STREAMFLEET_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
     /// HTTP listener: /metrics, /healthz, /readyz, /api/v1/streams, /api/v1/sessions.
     #[arg(long, env = "STREAMFLEET_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
     pub http_listen: SocketAddr,
@@ -257,6 +278,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl Config {
+    /// Combinations the parser cannot refuse by itself.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.rtmp_enabled && self.rtmps_listen.is_none() {
+            return Err("--rtmp-enabled false needs --rtmps-listen (no listener would be left)".into());
+        }
+        Ok(())
+    }
     /// `--edge-id`, else `$POD_NAME`, else the hostname.
     pub fn edge_id(&self) -> String {
         if let Some(id) = self.edge_id.clone().filter(|s| !s.is_empty()) {
@@ -326,5 +354,22 @@ mod tests {
         assert_eq!(ok.player_queue_bytes, 4 << 20);
         assert!(Config::try_parse_from(["streamfleet-edge"]).is_err());
         assert!(Config::try_parse_from(["streamfleet-edge", "--streams", "x", "--redis-url", "redis://r"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["streamfleet-edge", "--streams", "x.yaml"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args)
+        };
+        let ok = parse(&[]).unwrap();
+        assert!(ok.rtmps_listen.is_none() && ok.rtmp_enabled);
+        assert!(ok.check().is_ok());
+        assert!(parse(&["--rtmps-listen", "0.0.0.0:443"]).is_err(), "RTMPS needs a certificate and key");
+        let tls = ["--rtmps-listen", "0.0.0.0:443", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"];
+        assert!(parse(&tls).unwrap().check().is_ok());
+        assert!(parse(&["--rtmp-enabled", "false"]).unwrap().check().is_err(), "no listener left");
+        assert!(parse(&[&tls[..], &["--rtmp-enabled", "false"]].concat()).unwrap().check().is_ok());
     }
 }

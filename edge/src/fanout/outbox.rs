@@ -104,6 +104,12 @@ fn is_picture(frame: &Frame) -> bool {
 pub(crate) trait Sink: Send + Sync + 'static {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
     fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Bytes the sink took but has not passed to the socket yet (TLS records the socket had no
+    /// room for); `poll_write_ready` pushes them and is ready once they are out. A TCP socket
+    /// takes bytes or refuses them, so it never has any.
+    fn has_backlog(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +145,9 @@ pub(crate) struct State {
     /// the next frame it takes (see [`Outbox::offer_logged`]).
     pub(super) feed: Option<Arc<FrameLog>>,
     pub(super) cursor: u64,
+    /// A direct flush left bytes in the sink ([`Sink::has_backlog`]): the writer task pushes
+    /// them when the socket has room, even with nothing queued.
+    pub(super) backlog: bool,
     /// Set by [`Outbox::attach`], taken when the writer task ends (which closes the write half).
     pub(super) sink: Option<Arc<dyn Sink>>,
 }

@@ -47,6 +47,9 @@ pub(crate) struct Metrics {
     pub(crate) api_auth_failures: IntCounter,
     pub(crate) publish_key_failures_delayed: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
+    pub(crate) connections_accepted: IntCounterVec,
+    pub(crate) tls_handshake_failures: IntCounterVec,
+    pub(crate) tls_handshake_seconds: Histogram,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -92,6 +95,12 @@ impl Metrics {
             &["role"],
         )?;
         registry.register(Box::new(connection_duration.clone()))?;
+        let tls_handshake_seconds = Histogram::with_opts(
+            HistogramOpts::new("tls_handshake_seconds", "From TCP accept to a completed TLS handshake")
+                .namespace(PREFIX)
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        registry.register(Box::new(tls_handshake_seconds.clone()))?;
 
         Ok(Metrics {
             publishers_active: gauge("publishers_active", "Publishers admitted and live on this edge")?,
@@ -146,6 +155,17 @@ impl Metrics {
                 &["kind"],
             )?,
             connection_duration,
+            connections_accepted: counter_vec(
+                "connections_accepted_total",
+                "Connections accepted on the public listeners, by transport (rtmp, rtmps)",
+                &["transport"],
+            )?,
+            tls_handshake_failures: counter_vec(
+                "tls_handshake_failures_total",
+                "RTMPS connections closed before a completed TLS handshake, by reason (timeout, not_tls, incompatible, client_alert, protocol, eof, io)",
+                &["reason"],
+            )?,
+            tls_handshake_seconds,
             registry_up: gauge("registry_up", "1 while the registry answers, 0 otherwise")?,
             draining: gauge("draining", "1 once SIGTERM started the drain")?,
             stream_players: gauge_vec("stream_players", "Players on this edge per stream", &["stream"])?,

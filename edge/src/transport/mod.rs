@@ -1,0 +1,15 @@
+//! What carries RTMP bytes to and from a connection, below the RTMP session: plain TCP and TLS
+//! (RTMPS).
+//!
+//! - `reader.rs`: a connection's read side, plain or TLS, as the session handle reads it.
+//! - `tls.rs`: the certificate pair (loading, checking) and the server config.
+//! - `tls_stream.rs`: an established TLS connection split into that read side and a
+//!   [`crate::fanout`] sink, sharing one rustls state, so the fan-out's non-blocking writes
+//!   work over TLS as over TCP.
+//!
+//! Nothing here knows about RTMP, streams or the process: the accept loops in `app/` decide
+//! when to use what, and count what fails.
+
+pub(crate) mod reader;
+pub(crate) mod tls;
+pub(crate) mod tls_stream;
