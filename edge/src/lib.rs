@@ -14,7 +14,8 @@
 //!    the hub of streams on this edge and the local lease hand-off.
 //! 5. [`observe`]: what is measured: Prometheus metrics, the sharded byte counter, the session
 //!    table.
-//! 6. [`transport`]: what carries a connection's bytes below RTMP: plain TCP or TLS (RTMPS).
+//! 6. [`transport`]: what carries a connection's bytes below RTMP: plain TCP or TLS (RTMPS,
+//!    with certificate rotation).
 //! 7. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
 //!    machine) and the session handle a role drives on a socket.
 //! 8. The roles and the process, which share the [`app`] context: [`publish`] (admission, the

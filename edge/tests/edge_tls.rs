@@ -1,5 +1,6 @@
 //! RTMPS (`--rtmps-listen`): real clients (ffmpeg, whose TLS is GnuTLS, and GStreamer's
-//! rtmp2) over TLS, the wrong protocol on each port, and the handshake's limits. Certificates are made at test time.
+//! rtmp2) over TLS, the wrong protocol on each port, the handshake's limits, and certificate
+//! rotation while clients are live. Certificates are made at test time.
 
 mod common;
 
@@ -11,6 +12,32 @@ use common::{
 };
 use streamfleet_testkit::wait::wait_until;
 use tokio::{io::AsyncWriteExt, process::Command, time::Instant};
+
+/// ffmpeg recording a stream for `seconds` into an FLV file.
+fn ffmpeg_record(url: &str, seconds: u32, out: &TempFile) -> tokio::process::Child {
+    streamfleet_testkit::require_tool("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-y", "-rw_timeout", "15000000", "-i", url])
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "flv"])
+        .arg(&out.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+async fn duration_of(file: &TempFile) -> f64 {
+    let (ok, out, err) = ffprobe(
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+        &file.0.display().to_string(),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "ffprobe of the recording failed: {err}");
+    out.trim().parse().unwrap_or(0.0)
+}
 
 async fn frames_in(edge: &Edge) -> u64 {
     edge.stream("demo").await.and_then(|s| s["frames_in"].as_u64()).unwrap_or(0)
@@ -159,6 +186,55 @@ async fn the_per_ip_limit_applies_before_the_tls_handshake() {
     assert_eq!(edge.metric("streamfleet_edge_tls_handshake_seconds_count").await, 0.0, "no TLS work for them");
     // Another address is not affected.
     assert!(tls_connect(rtmps, Some("127.0.0.2")).await.is_ok());
+}
+
+#[tokio::test]
+async fn certificate_rotation_keeps_live_clients_and_new_handshakes_get_the_new_pair() {
+    let (edge, rtmps, files, first_der) = start_tls_edge(&["--tls-reload-interval", "200ms"]).await;
+    let publisher = ffmpeg_publish(&rtmps_url(rtmps, "demo-publish-key"), 14, 30);
+    edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    let recording = TempFile::new("rotation.flv", "");
+    let player = ffmpeg_record(&rtmps_url(rtmps, "demo"), 8, &recording);
+    wait_until("the player over rtmps", Duration::from_secs(15), || async {
+        edge.sessions().await.iter().any(|s| s["role"] == "player").then_some(())
+    })
+    .await;
+    assert_eq!(tls_connect(rtmps, None).await.unwrap().1, first_der, "the first pair is served");
+
+    // Rotation: serial 2. New handshakes see it once the edge has polled.
+    let (cert, key, second_der) = make_pair(2);
+    files.replace(&cert, &key);
+    let seen = wait_until("a handshake with the new certificate", Duration::from_secs(5), || async {
+        tls_connect(rtmps, None).await.ok().map(|(_, der)| der).filter(|der| *der == second_der)
+    })
+    .await;
+    assert_eq!(seen, second_der);
+    assert_eq!(edge.metric("streamfleet_edge_tls_certificate_reloads_total{result=\"ok\"}").await, 1.0);
+
+    // A bad pair (a key that belongs to another certificate) is refused; serial 2 keeps serving.
+    let (_, other_key, _) = make_pair(3);
+    files.replace(&cert, &other_key);
+    edge.wait_log("new TLS certificate refused", Duration::from_secs(5)).await;
+    assert_eq!(edge.metric("streamfleet_edge_tls_certificate_reloads_total{result=\"error\"}").await, 1.0);
+    assert_eq!(edge.metric("streamfleet_edge_tls_certificate_stale").await, 1.0);
+    assert_eq!(tls_connect(rtmps, None).await.unwrap().1, second_der, "the previous pair keeps serving");
+    assert!(!edge.logs().contains("PRIVATE KEY"), "no key material in the logs");
+
+    // The clients that were live through both changes kept going.
+    let (ok, err) = finish(player, Duration::from_secs(30)).await;
+    assert!(ok, "the rtmps player broke: {err}");
+    let recorded = duration_of(&recording).await;
+    assert!(recorded >= 7.0, "the player recorded {recorded} s of 8 across the rotation");
+    let (ok, err) = finish(publisher, Duration::from_secs(30)).await;
+    assert!(ok, "the rtmps publisher broke: {err}");
+    // A good pair again clears the stale flag.
+    let (cert, key, third_der) = make_pair(4);
+    files.replace(&cert, &key);
+    wait_until("the fixed pair served", Duration::from_secs(5), || async {
+        tls_connect(rtmps, None).await.ok().filter(|(_, der)| *der == third_der).map(|_| ())
+    })
+    .await;
+    assert_eq!(edge.metric("streamfleet_edge_tls_certificate_stale").await, 0.0);
 }
 
 #[tokio::test]

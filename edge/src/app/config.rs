@@ -35,7 +35,8 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_RTMPS_LISTEN", requires_all = ["tls_cert_file", "tls_key_file"])]
     pub rtmps_listen: Option<SocketAddr>,
 
-    /// PEM certificate chain for RTMPS, leaf first.
+    /// PEM certificate chain for RTMPS, leaf first. Re-read when it changes (see
+    /// --tls-reload-interval): new handshakes use the new pair, live connections keep theirs.
     #[arg(long, env = "STREAMFLEET_TLS_CERT_FILE", value_name = "FILE")]
     pub tls_cert_file: Option<PathBuf>,
 
@@ -46,6 +47,12 @@ pub struct Config {
     /// Most time from accept to a completed TLS handshake.
     #[arg(long, env = "STREAMFLEET_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub tls_handshake_timeout: Duration,
+
+    /// How often the certificate files are checked for a change (contents, so a Kubernetes
+    /// Secret volume's symlink swap is seen). A changed pair that does not load is refused and
+    /// logged, and the previous one keeps serving.
+    #[arg(long, env = "STREAMFLEET_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// HTTP listener: /metrics, /healthz, /readyz, /api/v1/streams, /api/v1/sessions.
     #[arg(long, env = "STREAMFLEET_HTTP_LISTEN", default_value = "0.0.0.0:9090")]

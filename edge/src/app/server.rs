@@ -16,7 +16,7 @@ use super::{
     http, http_server, registry_backend,
     serve::{Accepted, Listener, serve_on},
     shutdown::{self, ConnTracker, Shutdown},
-    viewers,
+    tls_reload, viewers,
 };
 use crate::{
     observe::Metrics,
@@ -44,9 +44,10 @@ pub enum StartError {
     Tls(String),
 }
 
-/// The RTMPS listener's TLS setup.
+/// The RTMPS listener's TLS setup: the served pair and what watches its files.
 struct TlsSetup {
     acceptor: tokio_rustls::TlsAcceptor,
+    watched: tls_reload::Watched,
 }
 
 /// Loads the pair (off the async workers) and builds the server config; a pair that does not
@@ -63,11 +64,20 @@ async fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, StartError> {
     })
     .await
     .map_err(|e| StartError::Startup(e.to_string()))?;
-    let (_files, pair) = loaded.map_err(|e| StartError::Tls(e.to_string()))?;
+    let (files, pair) = loaded.map_err(|e| StartError::Tls(e.to_string()))?;
     tracing::info!(fingerprint = %pair.fingerprint, chain = pair.chain_len, "TLS certificate loaded");
     let store = tls::CertStore::new(pair.key);
-    let server_config = tls::server_config(store).map_err(|e| StartError::Tls(e.to_string()))?;
-    Ok(Some(TlsSetup { acceptor: tokio_rustls::TlsAcceptor::from(server_config) }))
+    let server_config = tls::server_config(store.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(Some(TlsSetup {
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        watched: tls_reload::Watched {
+            store,
+            cert: cert.clone(),
+            key: key.clone(),
+            interval: config.tls_reload_interval,
+            loaded: files,
+        },
+    }))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -168,7 +178,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let addr = addr.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, app = %ctx.settings.protocol.app, "rtmps listening");
     }
-    let rtmps_listener = tls.map(|setup| Public { transport: "rtmps", tls: Some(setup.acceptor) });
+    let (rtmps_listener, reload_task) = match tls {
+        Some(setup) => (
+            Some(Public { transport: "rtmps", tls: Some(setup.acceptor) }),
+            Some(tokio::spawn(tls_reload::run(ctx.metrics.clone(), setup.watched))),
+        ),
+        None => (None, None),
+    };
     let rtmp_listener = Public { transport: "rtmp", tls: None };
 
     // Every connection, for the drain; each listener's limits are its own.
@@ -218,6 +234,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(rtmp);
     drop(rtmps);
     if let Some(t) = &relay_task {
+        t.abort();
+    }
+    if let Some(t) = &reload_task {
         t.abort();
     }
     ctx.metrics.draining.set(1);

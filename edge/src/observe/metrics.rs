@@ -50,6 +50,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_accepted: IntCounterVec,
     pub(crate) tls_handshake_failures: IntCounterVec,
     pub(crate) tls_handshake_seconds: Histogram,
+    pub(crate) tls_certificate_reloads: IntCounterVec,
+    pub(crate) tls_certificate_stale: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -166,6 +168,15 @@ impl Metrics {
                 &["reason"],
             )?,
             tls_handshake_seconds,
+            tls_certificate_reloads: counter_vec(
+                "tls_certificate_reloads_total",
+                "Changed certificate files seen, by result (ok: new handshakes use them; error: refused, the previous pair keeps serving)",
+                &["result"],
+            )?,
+            tls_certificate_stale: gauge(
+                "tls_certificate_stale",
+                "1 while the certificate files on disk were refused and the previous pair is still served",
+            )?,
             registry_up: gauge("registry_up", "1 while the registry answers, 0 otherwise")?,
             draining: gauge("draining", "1 once SIGTERM started the drain")?,
             stream_players: gauge_vec("stream_players", "Players on this edge per stream", &["stream"])?,

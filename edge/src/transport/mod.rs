@@ -2,7 +2,7 @@
 //! (RTMPS).
 //!
 //! - `reader.rs`: a connection's read side, plain or TLS, as the session handle reads it.
-//! - `tls.rs`: the certificate pair (loading, checking) and the server config.
+//! - `tls.rs`: the certificate pair (loading, checking, hot reload) and the server config.
 //! - `tls_stream.rs`: an established TLS connection split into that read side and a
 //!   [`crate::fanout`] sink, sharing one rustls state, so the fan-out's non-blocking writes
 //!   work over TLS as over TCP.

@@ -1,7 +1,10 @@
 //! The TLS certificate pair and the server configuration built on it.
 //!
-//! One [`ServerConfig`] serves every handshake, its certificate from a [`CertStore`]. A pair is
-//! used only after it parsed and its key matched its certificate.
+//! One [`ServerConfig`] serves every handshake; its certificate comes from a [`CertStore`] that a
+//! reload swaps, so a rotated pair is used by the next handshake and connections already up keep
+//! the session keys they have. A pair is swapped in only after it parsed and its key matched its
+//! certificate: a half-written rotation (the certificate file replaced, the key not yet) is
+//! refused and retried at the next poll, while the previous pair keeps serving.
 
 use std::{
     path::{Path, PathBuf},
@@ -32,7 +35,7 @@ pub(crate) enum PairError {
     Mismatch(String),
 }
 
-/// The bytes of both files.
+/// The bytes of both files as last read, to see whether they changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PairFiles {
     cert: Vec<u8>,
@@ -74,7 +77,7 @@ pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 
-/// The certificate every new handshake gets.
+/// The certificate every new handshake gets; a reload replaces it.
 #[derive(Debug)]
 pub(crate) struct CertStore {
     current: RwLock<Arc<CertifiedKey>>,
@@ -83,6 +86,10 @@ pub(crate) struct CertStore {
 impl CertStore {
     pub(crate) fn new(key: Arc<CertifiedKey>) -> Arc<CertStore> {
         Arc::new(CertStore { current: RwLock::new(key) })
+    }
+
+    pub(crate) fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = key;
     }
 }
 
