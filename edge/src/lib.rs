@@ -15,7 +15,7 @@
 //! 5. [`observe`]: what is measured: Prometheus metrics, the sharded byte counter, the session
 //!    table.
 //! 6. [`transport`]: what carries a connection's bytes below RTMP: plain TCP or TLS (RTMPS,
-//!    with certificate rotation).
+//!    with certificate rotation), and the PROXY protocol header in front of either.
 //! 7. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
 //!    machine) and the session handle a role drives on a socket.
 //! 8. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
@@ -46,3 +46,4 @@ mod sync;
 mod transport;
 
 pub use app::{config, server};
+pub use transport::{ProxyMode, TrustedCidrs, fuzz_proxy_header};

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     observe::Metrics,
     relay::{Relay, RelaySecret},
-    transport::tls,
+    transport::{ProxyMode, tls},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -171,21 +171,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(addr = %http_addr, "http listening");
     if let Some(l) = &rtmp {
         let addr = l.local_addr().unwrap_or(config.rtmp_listen);
-        tracing::info!(%addr, app = %ctx.settings.protocol.app, "rtmp listening");
+        tracing::info!(%addr, app = %ctx.settings.protocol.app, proxy_protocol = ?config.proxy_protocol, "rtmp listening");
     }
     if let Some(l) = &rtmps {
         let addr = l.local_addr().ok().or(config.rtmps_listen);
         let addr = addr.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%addr, app = %ctx.settings.protocol.app, "rtmps listening");
+        tracing::info!(%addr, app = %ctx.settings.protocol.app, proxy_protocol = ?config.rtmps_proxy_mode(), "rtmps listening");
     }
     let (rtmps_listener, reload_task) = match tls {
         Some(setup) => (
-            Some(Public { transport: "rtmps", tls: Some(setup.acceptor) }),
+            Some(Public { transport: "rtmps", proxy: config.rtmps_proxy_mode(), tls: Some(setup.acceptor) }),
             Some(tokio::spawn(tls_reload::run(ctx.metrics.clone(), setup.watched))),
         ),
         None => (None, None),
     };
-    let rtmp_listener = Public { transport: "rtmp", tls: None };
+    let rtmp_listener = Public { transport: "rtmp", proxy: config.proxy_protocol, tls: None };
 
     // Every connection, for the drain; each listener's limits are its own.
     let tracker = ConnTracker::new();
@@ -206,8 +206,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             ctx.settings.max_connections_per_ip,
             ["max_connections", "max_connections_per_ip"],
         ),
+        trusted: config.proxy_trusted_cidrs.clone(),
+        proxy_header_timeout: config.proxy_header_timeout,
         tls_handshake_timeout: config.tls_handshake_timeout,
     });
+    if config.proxy_protocol != ProxyMode::Off || config.rtmps_proxy_mode() != ProxyMode::Off {
+        tracing::info!(trusted = ?config.proxy_trusted_cidrs.0, "PROXY protocol: client addresses come from the headers of trusted peers");
+    }
     let signal = shutdown::signal();
     tokio::pin!(signal);
     loop {

@@ -52,6 +52,7 @@ pub(crate) struct Metrics {
     pub(crate) tls_handshake_seconds: Histogram,
     pub(crate) tls_certificate_reloads: IntCounterVec,
     pub(crate) tls_certificate_stale: IntGauge,
+    pub(crate) proxy_header_failures: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -98,9 +99,12 @@ impl Metrics {
         )?;
         registry.register(Box::new(connection_duration.clone()))?;
         let tls_handshake_seconds = Histogram::with_opts(
-            HistogramOpts::new("tls_handshake_seconds", "From TCP accept to a completed TLS handshake")
-                .namespace(PREFIX)
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "tls_handshake_seconds",
+                "From TCP accept (after any PROXY header) to a completed TLS handshake",
+            )
+            .namespace(PREFIX)
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         )?;
         registry.register(Box::new(tls_handshake_seconds.clone()))?;
 
@@ -176,6 +180,11 @@ impl Metrics {
             tls_certificate_stale: gauge(
                 "tls_certificate_stale",
                 "1 while the certificate files on disk were refused and the previous pair is still served",
+            )?,
+            proxy_header_failures: counter_vec(
+                "proxy_header_failures_total",
+                "Connections refused for their PROXY protocol header, by reason (untrusted, timeout, missing, wrong_version, too_large, invalid, eof, io)",
+                &["reason"],
             )?,
             registry_up: gauge("registry_up", "1 while the registry answers, 0 otherwise")?,
             draining: gauge("draining", "1 once SIGTERM started the drain")?,
