@@ -31,7 +31,7 @@ KUBE_VERSIONS = ("1.30", "1.37")
 
 # Kinds served by CRDs that kubernetes-validate has no schema for; the monitoring tests check
 # their structure instead.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "LiveStream"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "LiveStream", "Certificate"}
 
 # The metric names of the shared contract (BRIEF "Metrics"). Dashboards and alerts may use only
 # these (plus Prometheus' own `up`).
@@ -56,6 +56,7 @@ EDGE_METRICS = {
     "stream_players",
     "stream_ingest_bitrate_kbps",
     "relay_pulls_active",
+    "tls_certificate_stale",
 }
 OPERATOR_METRICS = {
     "reconciles_total",
