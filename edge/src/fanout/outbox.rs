@@ -779,6 +779,70 @@ pub(crate) mod tests {
         assert_eq!(sink.calls(), 2);
     }
 
+    /// A TLS-like sink: takes every byte at once but passes them on (`delivered`) only from
+    /// `poll_write_ready`, once `open` says the socket has room.
+    #[derive(Default)]
+    struct BacklogSink {
+        state: Mutex<Backlog>,
+        asked: tokio::sync::Notify,
+    }
+
+    #[derive(Default)]
+    struct Backlog {
+        taken: Vec<u8>,
+        delivered: Vec<u8>,
+        open: bool,
+        waker: Option<Waker>,
+    }
+
+    impl Sink for BacklogSink {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut st = self.state.lock().unwrap();
+            bufs.iter().for_each(|b| st.taken.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+        fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+            let mut st = self.state.lock().unwrap();
+            self.asked.notify_one();
+            if !st.open {
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let taken = std::mem::take(&mut st.taken);
+            st.delivered.extend_from_slice(&taken);
+            Poll::Ready(Ok(()))
+        }
+        fn has_backlog(&self) -> bool {
+            !self.state.lock().unwrap().taken.is_empty()
+        }
+    }
+
+    /// A direct flush that leaves bytes in the sink (TLS records a full socket did not take)
+    /// wakes the writer task, which pushes them once the socket has room, with nothing queued.
+    #[tokio::test]
+    async fn a_backlog_left_in_the_sink_by_a_direct_flush_is_pushed_by_the_writer_task() {
+        let ob = outbox(1 << 20);
+        let sink = Arc::new(BacklogSink::default());
+        ob.attach(sink.clone(), Arc::new(()), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        let video = frame(FrameKind::Video, true, false, 5000);
+        assert_eq!(ob.offer_deferred(&video, Instant::now()), FLUSH);
+        ob.flush();
+        assert!(ob.lock().queue.is_empty(), "the sink took the whole frame");
+        // The writer task asks the sink for room although nothing is queued.
+        tokio::time::timeout(Duration::from_secs(5), sink.asked.notified()).await.expect("the writer task asks");
+        assert!(sink.state.lock().unwrap().delivered.is_empty());
+        let waker = {
+            let mut st = sink.state.lock().unwrap();
+            st.open = true;
+            st.waker.take()
+        };
+        waker.expect("the writer task waits for room").wake();
+        ob.close(CloseReason::Finished);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap(), CloseReason::Finished);
+        assert_eq!(sink.state.lock().unwrap().delivered, video.chunks.to_vec(), "the backlog reached the socket");
+    }
+
     #[tokio::test]
     async fn what_a_full_socket_does_not_take_the_writer_task_writes_in_order() {
         let ob = outbox(1 << 20);

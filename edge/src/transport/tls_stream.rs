@@ -175,3 +175,165 @@ impl Drop for TlsSink {
         let _ = push_records(&mut conn, &self.shared.tcp);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use rustls::{
+        DigitallySignedStruct, SignatureScheme,
+        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        crypto::CryptoProvider,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    };
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+        time::timeout,
+    };
+
+    use super::*;
+    use crate::transport::tls;
+
+    /// The client side trusts whatever the test server shows.
+    #[derive(Debug)]
+    struct AnyCertificate(CryptoProvider);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// A loopback TLS connection: the server side split as the edge splits it, and the client.
+    async fn connected() -> (TlsReader, TlsSink, tokio_rustls::client::TlsStream<TcpStream>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let certified = rustls::sign::CertifiedKey::from_der(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            &tls::provider(),
+        )
+        .unwrap();
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(tls::server_config(tls::CertStore::new(Arc::new(certified))).unwrap());
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(tls::provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(tls::provider())))
+            .with_no_client_auth();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = async {
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(client_config)).connect(name, socket).await.unwrap()
+        };
+        let accept = async {
+            let (socket, _) = listener.accept().await.unwrap();
+            acceptor.accept(socket).await.unwrap()
+        };
+        let (client, server) = tokio::join!(connect, accept);
+        let (socket, conn) = server.into_inner();
+        let (reader, sink) = split(socket, conn);
+        (reader, sink, client)
+    }
+
+    /// The contract the fan-out relies on, over TLS: writes never wait; once the socket is full
+    /// the sink has a backlog and takes nothing new; `poll_write_ready` pushes the backlog as
+    /// the peer reads; every byte arrives once and in order. And the read side decrypts what
+    /// the peer sends, and sees its close.
+    #[tokio::test]
+    async fn a_full_socket_leaves_a_backlog_that_is_pushed_when_the_peer_reads() {
+        let (reader, sink, mut client) = connected().await;
+        let mut sent = Vec::new();
+        let mut writes = 0u32;
+        loop {
+            let payload: Vec<u8> = (0..20_000u32).map(|j| ((writes * 7 + j) % 251) as u8).collect();
+            match sink.try_write_vectored(&[IoSlice::new(&payload[..9_000]), IoSlice::new(&payload[9_000..])]) {
+                Ok(n) => {
+                    assert!(n > 0, "a sink without a backlog takes something");
+                    sent.extend_from_slice(&payload[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write failed: {e}"),
+            }
+            writes += 1;
+            assert!(writes < 10_000, "the socket never filled");
+        }
+        assert!(sink.has_backlog(), "a full socket leaves encrypted records in the sink");
+        assert!(sent.len() > 64 * 1024, "only {} bytes taken before the socket was full", sent.len());
+
+        let total = sent.len();
+        let reading = tokio::spawn(async move {
+            let mut got = vec![0u8; total];
+            client.read_exact(&mut got).await.map(|_| (got, client))
+        });
+        timeout(Duration::from_secs(10), std::future::poll_fn(|cx| sink.poll_write_ready(cx)))
+            .await
+            .expect("the backlog is pushed once the peer reads")
+            .expect("push the backlog");
+        assert!(!sink.has_backlog());
+        let (got, mut client) = timeout(Duration::from_secs(10), reading).await.unwrap().unwrap().unwrap();
+        assert!(got == sent, "the {total} bytes arrived changed or out of order");
+
+        client.write_all(b"from the peer").await.unwrap();
+        client.flush().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = timeout(Duration::from_secs(5), async {
+            loop {
+                reader.readable().await.unwrap();
+                match reader.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(&buf[..n], b"from the peer");
+        client.shutdown().await.unwrap();
+        let n = timeout(Duration::from_secs(5), async {
+            loop {
+                reader.readable().await.unwrap();
+                match reader.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 0, "the peer's close_notify is the end of the stream");
+    }
+}
