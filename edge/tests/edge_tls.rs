@@ -259,3 +259,38 @@ async fn a_bad_pair_at_start_stops_the_edge_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("RTMPS certificate") && stderr.contains("does not belong"), "{stderr}");
 }
+
+/// `--rtmp-enabled false`: TLS only. Nothing listens on the plain port; RTMPS works.
+#[tokio::test]
+async fn a_tls_only_edge_has_no_plain_port() {
+    let (files, _) = PairFiles::new(1);
+    let streams = TempFile::new("streams.yaml", common::STREAMS_YAML);
+    let plain_port = streamfleet_testkit::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamfleet-edge"))
+        .args(["--streams", &streams.0.display().to_string(), "--rtmp-enabled", "false"])
+        .args(["--rtmp-listen", &format!("127.0.0.1:{plain_port}"), "--http-listen", "127.0.0.1:0"])
+        .args(["--rtmps-listen", "127.0.0.1:0", "--tls-cert-file", &files.cert.0.display().to_string()])
+        .args(["--tls-key-file", &files.key.0.display().to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the edge");
+    let logs = streamfleet_testkit::child_output::OutputLines::capture(&mut child);
+    let [rtmps, http] = logs
+        .wait_addrs(&mut child, "edge", ["rtmps listening addr=", "http listening addr="], Duration::from_secs(20))
+        .await;
+    assert_eq!(logs.count("rtmp listening"), 0, "no plain RTMP listener is announced");
+    let plain = tokio::net::TcpStream::connect(("127.0.0.1", plain_port)).await;
+    assert!(plain.is_err(), "nothing listens on the plain port");
+    let publisher = ffmpeg_publish(&rtmps_url(rtmps, "demo-publish-key"), 3, 30);
+    let (ok, err) = finish(publisher, Duration::from_secs(30)).await;
+    assert!(ok, "ffmpeg over rtmps to a TLS-only edge: {err}\n{}", logs.text());
+    let (_, metrics) = common::http_get(http, "/metrics").await;
+    let published = streamfleet_testkit::http::metric_value(
+        &metrics,
+        "streamfleet_edge_connections_accepted_total{transport=\"rtmps\"}",
+    );
+    assert!(published >= 1.0, "{metrics}");
+}
