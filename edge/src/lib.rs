@@ -14,9 +14,11 @@
 //!    the hub of streams on this edge and the local lease hand-off.
 //! 5. [`observe`]: what is measured: Prometheus metrics, the sharded byte counter, the session
 //!    table.
-//! 6. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
+//! 6. [`transport`]: what carries a connection's bytes below RTMP: plain TCP or TLS (RTMPS,
+//!    with certificate rotation), and the PROXY protocol header in front of either.
+//! 7. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
 //!    machine) and the session handle a role drives on a socket.
-//! 7. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
+//! 8. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
 //!    publisher's life), [`play`] (player admission and the player loop), [`relay`] (cross-edge
 //!    play), and [`app`] (configuration, context, listeners, drain, HTTP, health, viewer
 //!    reports).
@@ -41,5 +43,7 @@ mod relay;
 mod rtmp;
 mod streams;
 mod sync;
+mod transport;
 
 pub use app::{config, server};
+pub use transport::{ProxyMode, TrustedCidrs, fuzz_proxy_header};

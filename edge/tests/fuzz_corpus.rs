@@ -246,3 +246,18 @@ fn regenerate_seeds() {
     c.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 6]); // Abort csid 6
     write_seed("seed-chunk-corners", 1 | (3 << 1), &c);
 }
+
+/// The PROXY header corpus (`edge/fuzz/corpus/proxy_header`, the `proxy_header` fuzz target's
+/// seeds: v1 and v2 headers, a LOCAL command, a TLS ClientHello where a header should be)
+/// through the target's body, whole and truncated at every length.
+#[test]
+fn proxy_header_corpus_replays_cleanly() {
+    let corpus = inputs("corpus/proxy_header");
+    assert!(corpus.len() >= 5, "corpus missing: {:?}", dir("corpus/proxy_header"));
+    for (name, data) in &corpus {
+        for len in 0..=data.len() {
+            std::panic::catch_unwind(|| streamfleet_edge::fuzz_proxy_header(&data[..len]))
+                .unwrap_or_else(|_| panic!("proxy_header input {name} (first {len} bytes) panics"));
+        }
+    }
+}

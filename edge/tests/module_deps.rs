@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["fanout"],
     &["streams"],
     &["observe"],
+    &["transport"],
     &["connection"],
     &["app", "publish", "play", "relay"],
 ];

@@ -163,7 +163,9 @@ pub fn check_flag_tables(markdown: &str, command: &Command, complete_heading: &s
             }
             let defaults: Vec<String> =
                 arg.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
-            if table.has_default && !defaults.is_empty() {
+            // An empty default ("" for a list that is empty unless given) is no default: the docs
+            // say so in words ("none").
+            if table.has_default && !defaults.iter().all(String::is_empty) {
                 let default = defaults.join(",");
                 if row.default.as_deref() != Some(default.as_str()) {
                     problems.push(format!(

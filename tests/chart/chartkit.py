@@ -31,7 +31,7 @@ KUBE_VERSIONS = ("1.30", "1.37")
 
 # Kinds served by CRDs that kubernetes-validate has no schema for; the monitoring tests check
 # their structure instead.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "LiveStream"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "LiveStream", "Certificate"}
 
 # The metric names of the shared contract (BRIEF "Metrics"). Dashboards and alerts may use only
 # these (plus Prometheus' own `up`).
@@ -63,6 +63,7 @@ EDGE_METRICS = {
     "stream_media_info",
     "stream_stalls_total",
     "stream_timestamp_anomalies_total",
+    "tls_certificate_stale",
 }
 OPERATOR_METRICS = {
     "reconciles_total",

@@ -116,6 +116,27 @@ SCENARIOS: dict[str, dict] = {
         }
     },
     "network-policy": {"networkPolicy": {"enabled": True}},
+    "rtmps-existing-secret": {"edge": {"tls": {"enabled": True, "existingSecret": "edge-cert"}}},
+    "rtmps-only-cert-manager-proxy-protocol": {
+        "edge": {
+            "rtmp": {"enabled": False},
+            "tls": {
+                "enabled": True,
+                "certManager": {
+                    "enabled": True,
+                    "issuerRef": {"name": "letsencrypt"},
+                    "dnsNames": ["ingest.example.com"],
+                    "renewBefore": "720h",
+                },
+            },
+            "proxyProtocol": {"mode": "v2", "trustedCIDRs": ["10.0.0.0/16"]},
+            "service": {
+                "annotations": {"service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"},
+                "externalTrafficPolicy": "Cluster",
+            },
+        },
+        "networkPolicy": {"enabled": True},
+    },
     "network-policy-restricted": {
         "networkPolicy": {
             "enabled": True,

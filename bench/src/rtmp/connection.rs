@@ -17,6 +17,7 @@ use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::chunk_reader::{ChunkError, ChunkReader, Message, types};
 use super::command::{self, ServerCommand, Status};
@@ -32,6 +33,8 @@ const OUR_ACK_WINDOW: u32 = 2_500_000;
 pub enum ConnectError {
     #[error("TCP connect: {0}")]
     Tcp(std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     #[error("handshake: {0}")]
     Handshake(String),
     #[error("I/O: {0}")]
@@ -56,7 +59,7 @@ impl From<ChunkError> for ConnectError {
 
 /// An established RTMP connection (handshake and `connect` done).
 pub struct RtmpConnection {
-    stream: TcpStream,
+    stream: Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>,
     reader: ChunkReader,
     buf: Vec<u8>,
     start: usize,
@@ -78,6 +81,10 @@ impl RtmpConnection {
     pub async fn open(url: &RtmpUrl, buf_size: usize, capture: usize) -> Result<Self, ConnectError> {
         let stream = TcpStream::connect(url.addr()).await.map_err(ConnectError::Tcp)?;
         stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
+        let stream = match url.tls {
+            false => Either::Left(stream),
+            true => Either::Right(super::tls::connect(&url.host, stream).await.map_err(ConnectError::Tls)?),
+        };
         let mut conn = RtmpConnection {
             stream,
             reader: ChunkReader::new(capture),

@@ -6,6 +6,7 @@
 pub mod chunk_reader;
 pub mod command;
 pub mod connection;
+pub mod tls;
 pub mod url;
 
 pub use connection::{ConnectError, RtmpConnection};

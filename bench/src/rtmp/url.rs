@@ -1,4 +1,4 @@
-//! `rtmp://host[:port]/app/name` URLs, with an optional `{i}` placeholder that scenarios replace
+//! `rtmp://host[:port]/app/name` and `rtmps://` URLs, with an optional `{i}` placeholder that scenarios replace
 //! with a client's index (distinct stream names for many publishers).
 
 use std::fmt;
@@ -12,16 +12,22 @@ pub struct RtmpUrl {
     pub app: String,
     /// Stream name (publish key or playback name).
     pub name: String,
+    /// `rtmps://`: RTMP over TLS.
+    pub tls: bool,
 }
 
 impl RtmpUrl {
     /// Parses a URL; the name must not be empty.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("rtmp://").ok_or("must start with rtmp://")?;
+        let (rest, tls) = match (url.strip_prefix("rtmp://"), url.strip_prefix("rtmps://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err("must start with rtmp:// or rtmps://".into()),
+        };
         let (authority, path) = rest.split_once('/').ok_or("needs /app/name after the host")?;
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
-            None => (authority, 1935),
+            None => (authority, if tls { 443 } else { 1935 }),
         };
         if host.is_empty() {
             return Err("empty host".into());
@@ -30,7 +36,7 @@ impl RtmpUrl {
         if app.is_empty() || name.is_empty() {
             return Err("app and stream name must not be empty".into());
         }
-        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string(), name: name.to_string() })
+        Ok(RtmpUrl { host: host.to_string(), port, app: app.to_string(), name: name.to_string(), tls })
     }
 
     /// Parses `template` with every `{i}` replaced by `index`.
@@ -45,14 +51,18 @@ impl RtmpUrl {
 
     /// The `tcUrl` sent in `connect`: the URL without the stream name.
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+        format!("{}://{}:{}/{}", self.scheme(), self.host, self.port, self.app)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "rtmps" } else { "rtmp" }
     }
 }
 
 impl fmt::Display for RtmpUrl {
     /// Never prints the stream name: for publishers it is the secret publish key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rtmp://{}:{}/{}/…", self.host, self.port, self.app)
+        write!(f, "{}://{}:{}/{}/…", self.scheme(), self.host, self.port, self.app)
     }
 }
 
@@ -68,6 +78,14 @@ mod tests {
         let u = RtmpUrl::parse("rtmp://example.net/app/inst/stream").unwrap();
         assert_eq!((u.port, u.app.as_str(), u.name.as_str()), (1935, "app/inst", "stream"));
         assert!(!u.to_string().contains("stream"));
+    }
+
+    #[test]
+    fn rtmps_defaults_to_443() {
+        let u = RtmpUrl::parse("rtmps://example.net/live/key").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 443);
+        assert_eq!(u.tc_url(), "rtmps://example.net:443/live");
     }
 
     #[test]

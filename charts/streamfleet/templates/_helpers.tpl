@@ -266,3 +266,38 @@ time: use an existingSecret there.
 {{- define "streamfleet.monitoringNamespace" -}}
 {{- .ns | default (include "streamfleet.namespace" .ctx) }}
 {{- end }}
+
+{{/* ---- edge TLS and PROXY protocol ---------------------------------------------------- */}}
+
+{{/* The Secret holding the RTMPS pair: the user's, or the one cert-manager writes. */}}
+{{- define "streamfleet.edge.tlsSecretName" -}}
+{{- if .Values.edge.tls.certManager.enabled }}{{ include "streamfleet.edge.fullname" . }}-tls{{ else }}{{ .Values.edge.tls.existingSecret }}{{ end }}
+{{- end }}
+
+{{/* Fails on listener, certificate and PROXY protocol settings that cannot work. */}}
+{{- define "streamfleet.edge.validateTransport" -}}
+{{- $tls := .Values.edge.tls }}
+{{- if and (not .Values.edge.rtmp.enabled) (not $tls.enabled) }}
+{{- fail "edge.rtmp.enabled=false needs edge.tls.enabled=true: the edges would serve nothing" }}
+{{- end }}
+{{- if $tls.enabled }}
+{{- if and $tls.existingSecret $tls.certManager.enabled }}
+{{- fail "edge.tls: set either existingSecret or certManager.enabled, not both" }}
+{{- end }}
+{{- if not (or $tls.existingSecret $tls.certManager.enabled) }}
+{{- fail "edge.tls.enabled needs a certificate: edge.tls.existingSecret (a kubernetes.io/tls Secret) or edge.tls.certManager.enabled" }}
+{{- end }}
+{{- if $tls.certManager.enabled }}
+{{- if not $tls.certManager.issuerRef.name }}
+{{- fail "edge.tls.certManager.issuerRef.name is required" }}
+{{- end }}
+{{- if not $tls.certManager.dnsNames }}
+{{- fail "edge.tls.certManager.dnsNames needs the name(s) encoders connect to" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $mode := toString .Values.edge.proxyProtocol.mode }}
+{{- if and (ne $mode "off") (ne $mode "false") (not .Values.edge.proxyProtocol.trustedCIDRs) }}
+{{- fail "edge.proxyProtocol.mode is on but edge.proxyProtocol.trustedCIDRs is empty: list the load balancer's addresses" }}
+{{- end }}
+{{- end }}

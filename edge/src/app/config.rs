@@ -6,6 +6,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{ArgGroup, Parser, ValueEnum};
 use streamfleet_registry::{KeyHashSecret, KeyHasher};
 
+use crate::transport::{ProxyMode, TrustedCidrs};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -28,6 +30,54 @@ pub struct Config {
     /// RTMP listener for encoders and players.
     #[arg(long, env = "STREAMFLEET_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
+
+    /// Serve plain RTMP on --rtmp-listen; `false` serves RTMPS only (needs --rtmps-listen).
+    #[arg(long, env = "STREAMFLEET_RTMP_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rtmp_enabled: bool,
+
+    /// RTMPS listener (RTMP over TLS 1.2/1.3, e.g. 0.0.0.0:443) [default: none]; needs
+    /// --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "STREAMFLEET_RTMPS_LISTEN", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub rtmps_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain for RTMPS, leaf first. Re-read when it changes (see
+    /// --tls-reload-interval): new handshakes use the new pair, live connections keep theirs.
+    #[arg(long, env = "STREAMFLEET_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STREAMFLEET_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Most time from accept (after any PROXY header) to a completed TLS handshake.
+    #[arg(long, env = "STREAMFLEET_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// How often the certificate files are checked for a change (contents, so a Kubernetes
+    /// Secret volume's symlink swap is seen). A changed pair that does not load is refused and
+    /// logged, and the previous one keeps serving.
+    #[arg(long, env = "STREAMFLEET_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// PROXY protocol on the public listeners (off, v1, v2, any): every connection must start
+    /// with a header of that version from an address in --proxy-trusted-cidrs, and its source
+    /// address is the client's (sessions, logs, per-IP limits, the registry). Others are refused.
+    #[arg(long, env = "STREAMFLEET_PROXY_PROTOCOL", value_enum, default_value = "off")]
+    pub proxy_protocol: ProxyMode,
+
+    /// PROXY protocol on the RTMPS listener only [default: as --proxy-protocol].
+    #[arg(long, env = "STREAMFLEET_RTMPS_PROXY_PROTOCOL", value_enum)]
+    pub rtmps_proxy_protocol: Option<ProxyMode>,
+
+    /// Comma-separated addresses or CIDR ranges (the load balancers) allowed to send a PROXY
+    /// header; required when the PROXY protocol is on.
+    #[arg(long, env = "STREAMFLEET_PROXY_TRUSTED_CIDRS", default_value = "", value_parser = parse_cidrs)]
+    pub proxy_trusted_cidrs: TrustedCidrs,
+
+    /// Most time for the PROXY header to arrive in full (it is at most 107 bytes for v1, 1 KiB
+    /// for v2; longer is refused).
+    #[arg(long, env = "STREAMFLEET_PROXY_HEADER_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub proxy_header_timeout: Duration,
 
     /// HTTP listener: /metrics, /healthz, /readyz, /api/v1/streams, /api/v1/sessions.
     #[arg(long, env = "STREAMFLEET_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
@@ -273,7 +323,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+fn parse_cidrs(s: &str) -> Result<TrustedCidrs, String> {
+    s.parse()
+}
+
 impl Config {
+    /// The PROXY protocol mode of the RTMPS listener.
+    pub fn rtmps_proxy_mode(&self) -> ProxyMode {
+        self.rtmps_proxy_protocol.unwrap_or(self.proxy_protocol)
+    }
+
+    /// Combinations the parser cannot refuse by itself.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.rtmp_enabled && self.rtmps_listen.is_none() {
+            return Err("--rtmp-enabled false needs --rtmps-listen (no listener would be left)".into());
+        }
+        let proxied = (self.rtmp_enabled && self.proxy_protocol != ProxyMode::Off)
+            || (self.rtmps_listen.is_some() && self.rtmps_proxy_mode() != ProxyMode::Off);
+        if proxied && self.proxy_trusted_cidrs.0.is_empty() {
+            return Err("the PROXY protocol is on but --proxy-trusted-cidrs is empty: no peer could connect".into());
+        }
+        Ok(())
+    }
     /// `--edge-id`, else `$POD_NAME`, else the hostname.
     pub fn edge_id(&self) -> String {
         if let Some(id) = self.edge_id.clone().filter(|s| !s.is_empty()) {
@@ -399,5 +470,28 @@ mod tests {
         let err = with(&dir.join("missing"), "true").unwrap_err();
         assert!(err.contains("cannot read"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tls_and_proxy_flags_are_checked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["streamfleet-edge", "--streams", "x.yaml"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args)
+        };
+        let ok = parse(&[]).unwrap();
+        assert!(ok.rtmps_listen.is_none() && ok.rtmp_enabled && ok.proxy_protocol == ProxyMode::Off);
+        assert!(ok.check().is_ok());
+        assert!(parse(&["--rtmps-listen", "0.0.0.0:443"]).is_err(), "RTMPS needs a certificate and key");
+        let tls = ["--rtmps-listen", "0.0.0.0:443", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"];
+        assert!(parse(&tls).unwrap().check().is_ok());
+        assert!(parse(&["--rtmp-enabled", "false"]).unwrap().check().is_err(), "no listener left");
+        assert!(parse(&[&tls[..], &["--rtmp-enabled", "false"]].concat()).unwrap().check().is_ok());
+        assert!(parse(&["--proxy-protocol", "v2"]).unwrap().check().is_err(), "no trusted peer");
+        let c =
+            parse(&[&tls[..], &["--proxy-protocol", "any", "--proxy-trusted-cidrs", "10.0.0.0/8"]].concat()).unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(c.rtmps_proxy_mode(), ProxyMode::Any);
+        assert!(parse(&["--proxy-trusted-cidrs", "10.0.0.0/99"]).is_err());
     }
 }

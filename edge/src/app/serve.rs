@@ -18,9 +18,10 @@ use crate::{
         Connection, Event,
         session::{Ended, Session},
     },
-    fanout::{CloseReason, Outbox, TcpSink, run_writer},
+    fanout::{CloseReason, Outbox, Sink, TcpSink, run_writer},
     observe::SessionRole,
     play, publish, relay,
+    transport::{reader::Reader, tls_stream},
 };
 
 /// How long the goodbye bytes (a final onStatus) may take once a session ends.
@@ -35,16 +36,40 @@ pub(crate) enum Listener {
     Relay,
 }
 
-/// Serves one accepted RTMP connection to its end.
-pub(crate) async fn serve_on(ctx: Arc<Context>, socket: TcpStream, remote: SocketAddr, listener: Listener) {
+/// A connection ready for RTMP: a TCP socket, or one with a finished TLS handshake.
+pub(crate) enum Accepted {
+    Tcp(TcpStream),
+    Tls(TcpStream, Box<rustls::ServerConnection>),
+}
+
+/// Serves one accepted RTMP connection to its end. `remote` is the client's address (the TCP
+/// peer's, or the one a trusted PROXY protocol header gave); `transport` is what the session
+/// table shows (`rtmp`, `rtmps`).
+pub(crate) async fn serve_on(
+    ctx: Arc<Context>,
+    accepted: Accepted,
+    remote: SocketAddr,
+    listener: Listener,
+    transport: &'static str,
+) {
     let started = Instant::now();
-    // Low latency for every message (and no Nagle/delayed-ACK stall on the command exchange).
-    let _ = socket.set_nodelay(true);
-    let guard = ctx.sessions.open(remote);
+    let (read, sink): (Reader, Arc<dyn Sink>) = match accepted {
+        Accepted::Tcp(socket) => {
+            // Low latency for every message (and no Nagle/delayed-ACK stall on the command exchange).
+            let _ = socket.set_nodelay(true);
+            let (read, write) = socket.into_split();
+            (Reader::Tcp(read), Arc::new(TcpSink::new(write)))
+        }
+        Accepted::Tls(socket, conn) => {
+            let _ = socket.set_nodelay(true);
+            let (read, write) = tls_stream::split(socket, *conn);
+            (Reader::Tls(read), Arc::new(write))
+        }
+    };
+    let guard = ctx.sessions.open(remote, transport);
     let outbox = Outbox::new(ctx.settings.outbox);
     let _ = guard.info.outbox.set(outbox.clone());
-    let (read, write) = socket.into_split();
-    outbox.attach(Arc::new(TcpSink::new(write)), ctx.metrics.clone(), ctx.window.clone());
+    outbox.attach(sink, ctx.metrics.clone(), ctx.window.clone());
     let writer = tokio::spawn(run_writer(outbox.clone()));
     ctx.metrics.connections_active.inc();
     let conn = Connection::new(match listener {

@@ -2,28 +2,26 @@
 //! and per IP address, each listener its own), background tasks (registry health, viewer
 //! reports, HTTP), and the drain on SIGTERM.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use super::{
+    accept::{self, Public, PublicShared},
     config::Config,
     context::{Context, Settings},
+    gate::Gate,
     health::{self, Health},
     http, http_server, registry_backend,
-    serve::{Listener, serve_on},
-    shutdown::{self, ConnTracker, Shutdown, TrackedConn},
-    viewers,
+    serve::{Accepted, Listener, serve_on},
+    shutdown::{self, ConnTracker, Shutdown},
+    tls_reload, viewers,
 };
 use crate::{
     observe::Metrics,
     relay::{Relay, RelaySecret},
-    sync::lock,
+    transport::{ProxyMode, tls},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,40 +40,57 @@ pub enum StartError {
     KeyHashSecret(String),
     #[error("start-up: {0}")]
     Startup(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("RTMPS certificate: {0}")]
+    Tls(String),
 }
 
-/// Connections per source address.
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+/// The RTMPS listener's TLS setup: the served pair and what watches its files.
+struct TlsSetup {
+    acceptor: tokio_rustls::TlsAcceptor,
+    watched: tls_reload::Watched,
 }
 
-struct IpSlot {
-    per_ip: Arc<PerIp>,
-    ip: IpAddr,
+/// Loads the pair (off the async workers) and builds the server config; a pair that does not
+/// load stops the start, since an edge without it would refuse every RTMPS encoder.
+async fn tls_setup(config: &Config) -> Result<Option<TlsSetup>, StartError> {
+    let (Some(_), Some(cert), Some(key)) = (config.rtmps_listen, &config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let (c, k) = (cert.clone(), key.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let files = tls::read_files(&c, &k)?;
+        let pair = tls::parse_pair(&files, &c, &k)?;
+        Ok::<_, tls::PairError>((files, pair))
+    })
+    .await
+    .map_err(|e| StartError::Startup(e.to_string()))?;
+    let (files, pair) = loaded.map_err(|e| StartError::Tls(e.to_string()))?;
+    tracing::info!(fingerprint = %pair.fingerprint, chain = pair.chain_len, "TLS certificate loaded");
+    let store = tls::CertStore::new(pair.key);
+    let server_config = tls::server_config(store.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(Some(TlsSetup {
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        watched: tls_reload::Watched {
+            store,
+            cert: cert.clone(),
+            key: key.clone(),
+            interval: config.tls_reload_interval,
+            loaded: files,
+        },
+    }))
 }
 
-impl PerIp {
-    fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = lock(&self.counts);
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { per_ip: self.clone(), ip })
-    }
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = lock(&self.per_ip.counts);
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
+/// Accepts on an optional listener; never resolves without one.
+async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -105,6 +120,8 @@ fn report_key_hashing(config: &Config, hasher: &streamfleet_registry::KeyHasher)
 
 /// Runs the edge until SIGTERM/SIGINT and the drain are done.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    config.check().map_err(StartError::Config)?;
+    let tls = tls_setup(&config).await?;
     // The files and /proc entries these read are read off the async workers.
     let (mut settings, relay_secret, api_token, key_hasher) = {
         let c = config.clone();
@@ -129,11 +146,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "edge starting"
     );
 
-    let rtmp = TcpListener::bind(config.rtmp_listen).await.map_err(|source| StartError::Bind {
-        what: "--rtmp-listen",
-        addr: config.rtmp_listen,
-        source,
-    })?;
+    let rtmp = match config.rtmp_enabled {
+        true => Some(bind("--rtmp-listen", config.rtmp_listen).await?),
+        false => None,
+    };
+    let rtmps = match config.rtmps_listen {
+        Some(addr) => Some(bind("--rtmps-listen", addr).await?),
+        None => None,
+    };
     // No secret, no relay: nothing listens on --relay-listen and no stream is pulled.
     let relay_listener = match &relay_secret {
         Some(_) => Some(TcpListener::bind(config.relay_listen).await.map_err(|source| StartError::Bind {
@@ -174,9 +194,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         max_connections: config.http_max_connections,
     };
     let http_task = tokio::spawn(http_server::serve(http_listener, app, http_limits, ctx.metrics.clone()));
-    let rtmp_addr = rtmp.local_addr().unwrap_or(config.rtmp_listen);
     tracing::info!(addr = %http_addr, "http listening");
-    tracing::info!(addr = %rtmp_addr, app = %ctx.settings.protocol.app, "rtmp listening");
+    if let Some(l) = &rtmp {
+        let addr = l.local_addr().unwrap_or(config.rtmp_listen);
+        tracing::info!(%addr, app = %ctx.settings.protocol.app, proxy_protocol = ?config.proxy_protocol, "rtmp listening");
+    }
+    if let Some(l) = &rtmps {
+        let addr = l.local_addr().ok().or(config.rtmps_listen);
+        let addr = addr.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, app = %ctx.settings.protocol.app, proxy_protocol = ?config.rtmps_proxy_mode(), "rtmps listening");
+    }
+    let (rtmps_listener, reload_task) = match tls {
+        Some(setup) => (
+            Some(Public { transport: "rtmps", proxy: config.rtmps_proxy_mode(), tls: Some(setup.acceptor) }),
+            Some(tokio::spawn(tls_reload::run(ctx.metrics.clone(), setup.watched))),
+        ),
+        None => (None, None),
+    };
+    let rtmp_listener = Public { transport: "rtmp", proxy: config.proxy_protocol, tls: None };
 
     // Every connection, for the drain; each listener's limits are its own.
     let tracker = ConnTracker::new();
@@ -190,31 +225,49 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         );
         tokio::spawn(relay_accept_loop(ctx.clone(), listener, tracker.clone(), gate))
     });
-    let public = Gate::new(
-        ctx.settings.max_connections,
-        ctx.settings.max_connections_per_ip,
-        ["max_connections", "max_connections_per_ip"],
-    );
+    // RTMP and RTMPS share one budget: a client's connections count the same over either.
+    let public = Arc::new(PublicShared {
+        gate: Gate::new(
+            ctx.settings.max_connections,
+            ctx.settings.max_connections_per_ip,
+            ["max_connections", "max_connections_per_ip"],
+        ),
+        trusted: config.proxy_trusted_cidrs.clone(),
+        proxy_header_timeout: config.proxy_header_timeout,
+        tls_handshake_timeout: config.tls_handshake_timeout,
+    });
+    if config.proxy_protocol != ProxyMode::Off || config.rtmps_proxy_mode() != ProxyMode::Off {
+        tracing::info!(trusted = ?config.proxy_trusted_cidrs.0, "PROXY protocol: client addresses come from the headers of trusted peers");
+    }
     let signal = shutdown::signal();
     tokio::pin!(signal);
     loop {
-        tokio::select! {
-            accepted = rtmp.accept() => match accepted {
-                Ok((socket, remote)) => admit_connection(&ctx, &tracker, &public, socket, remote),
-                Err(e) => {
-                    // Out of file descriptors and the like: keep serving the existing ones.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+        let (accepted, listener) = tokio::select! {
+            a = accept_on(&rtmp) => (a, &rtmp_listener),
+            a = accept_on(&rtmps) => match &rtmps_listener {
+                Some(l) => (a, l),
+                None => continue,
             },
             _ = &mut signal => break,
+        };
+        match accepted {
+            Ok((socket, peer)) => accept::admit(&ctx, &tracker, &public, listener, socket, peer),
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving the existing ones.
+                tracing::warn!(error = %e, transport = listener.transport, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
     }
 
     // Drain: stop accepting, tell everyone, release leases (each connection task does it on
     // the shutdown signal), wait for the tasks, at most --drain-timeout.
     drop(rtmp);
+    drop(rtmps);
     if let Some(t) = &relay_task {
+        t.abort();
+    }
+    if let Some(t) = &reload_task {
         t.abort();
     }
     ctx.metrics.draining.set(1);
@@ -231,56 +284,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     http_task.abort();
     Ok(())
-}
-
-/// One listener's connection limits: its own total and per-address counts, so neither
-/// listener can use up the other's (relay connections cannot starve the public port).
-struct Gate {
-    slots: Arc<ConnTracker>,
-    per_ip: Arc<PerIp>,
-    max: usize,
-    max_per_ip: usize,
-    /// `connections_refused_total` reasons for the two limits.
-    reasons: [&'static str; 2],
-}
-
-impl Gate {
-    fn new(max: usize, max_per_ip: usize, reasons: [&'static str; 2]) -> Gate {
-        Gate { slots: ConnTracker::new(), per_ip: Arc::new(PerIp::default()), max, max_per_ip, reasons }
-    }
-
-    /// Takes a total and a per-address slot (each checked and taken in one step), or counts
-    /// the refusal.
-    fn enter(&self, ctx: &Context, remote: SocketAddr) -> Option<(TrackedConn, IpSlot)> {
-        let Some(slot) = self.slots.try_enter(self.max) else {
-            ctx.metrics.connections_refused.with_label_values(&[self.reasons[0]]).inc();
-            tracing::debug!(%remote, reason = self.reasons[0], "connection refused");
-            return None;
-        };
-        let Some(ip_slot) = self.per_ip.try_enter(remote.ip(), self.max_per_ip) else {
-            ctx.metrics.connections_refused.with_label_values(&[self.reasons[1]]).inc();
-            tracing::debug!(%remote, reason = self.reasons[1], "connection refused");
-            return None;
-        };
-        Some((slot, ip_slot))
-    }
-}
-
-fn admit_connection(
-    ctx: &Arc<Context>,
-    tracker: &Arc<ConnTracker>,
-    gate: &Gate,
-    socket: TcpStream,
-    remote: SocketAddr,
-) {
-    let Some(slots) = gate.enter(ctx, remote) else { return };
-    let tracked = tracker.try_enter(usize::MAX);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        serve_on(ctx, socket, remote, Listener::Public).await;
-        drop(slots);
-        drop(tracked);
-    });
 }
 
 /// Accepts relay connections until the listener task is aborted (at drain). Relay connections
@@ -309,7 +312,7 @@ fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, gate: &Gate, sock
     let span = tracing::info_span!("relay", %remote);
     tokio::spawn(
         async move {
-            serve_on(ctx, socket, remote, Listener::Relay).await;
+            serve_on(ctx, Accepted::Tcp(socket), remote, Listener::Relay, "relay").await;
             drop(slots);
             drop(tracked);
         }
@@ -334,17 +337,5 @@ mod tests {
         assert_eq!(workers(&parse(&["--worker-threads", "3"])), 3);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(workers(&parse(&[])), cpus, "0 (the default) means one per CPU");
-    }
-
-    #[test]
-    fn per_ip_slots_are_counted_and_returned() {
-        let p = Arc::new(PerIp::default());
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let a = p.try_enter(ip, 2).unwrap();
-        let _b = p.try_enter(ip, 2).unwrap();
-        assert!(p.try_enter(ip, 2).is_none());
-        assert!(p.try_enter("10.0.0.2".parse().unwrap(), 2).is_some());
-        drop(a);
-        assert!(p.try_enter(ip, 2).is_some());
     }
 }

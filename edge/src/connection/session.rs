@@ -8,7 +8,6 @@
 use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use tokio::{io::AsyncReadExt, net::tcp::OwnedReadHalf};
 
 use super::{
     errors::ConnError,
@@ -25,6 +24,7 @@ use crate::{
         chunk_reader::ChunkError,
         messages::{self, Level},
     },
+    transport::reader::Reader,
 };
 
 /// Reads of a new connection go through a stack buffer of this size, so a connection that
@@ -82,9 +82,9 @@ impl Ended {
     }
 }
 
-/// The session handle: a connection's socket read half, protocol state and outbox.
+/// The session handle: a connection's read side (TCP or TLS), protocol state and outbox.
 pub(crate) struct Session {
-    read: OwnedReadHalf,
+    read: Reader,
     /// Empty until a read fills [`READ_BUF_SMALL`]; then [`READ_BUF_MAX`] bytes.
     buf: Vec<u8>,
     pub(crate) conn: Connection,
@@ -97,7 +97,7 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(
-        read: OwnedReadHalf,
+        read: Reader,
         conn: Connection,
         outbox: Arc<Outbox>,
         info: Arc<SessionInfo>,

@@ -104,6 +104,12 @@ fn is_picture(frame: &Frame) -> bool {
 pub(crate) trait Sink: Send + Sync + 'static {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
     fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Bytes the sink took but has not passed to the socket yet (TLS records the socket had no
+    /// room for); `poll_write_ready` pushes them and is ready once they are out. A TCP socket
+    /// takes bytes or refuses them, so it never has any.
+    fn has_backlog(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -139,6 +145,9 @@ pub(crate) struct State {
     /// the next frame it takes (see [`Outbox::offer_logged`]).
     pub(super) feed: Option<Arc<FrameLog>>,
     pub(super) cursor: u64,
+    /// A direct flush left bytes in the sink ([`Sink::has_backlog`]): the writer task pushes
+    /// them when the socket has room, even with nothing queued.
+    pub(super) backlog: bool,
     /// Set by [`Outbox::attach`], taken when the writer task ends (which closes the write half).
     pub(super) sink: Option<Arc<dyn Sink>>,
 }
@@ -768,6 +777,70 @@ pub(crate) mod tests {
         // Nothing due: a flush does nothing (no system call).
         ob.flush();
         assert_eq!(sink.calls(), 2);
+    }
+
+    /// A TLS-like sink: takes every byte at once but passes them on (`delivered`) only from
+    /// `poll_write_ready`, once `open` says the socket has room.
+    #[derive(Default)]
+    struct BacklogSink {
+        state: Mutex<Backlog>,
+        asked: tokio::sync::Notify,
+    }
+
+    #[derive(Default)]
+    struct Backlog {
+        taken: Vec<u8>,
+        delivered: Vec<u8>,
+        open: bool,
+        waker: Option<Waker>,
+    }
+
+    impl Sink for BacklogSink {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut st = self.state.lock().unwrap();
+            bufs.iter().for_each(|b| st.taken.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+        fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+            let mut st = self.state.lock().unwrap();
+            self.asked.notify_one();
+            if !st.open {
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let taken = std::mem::take(&mut st.taken);
+            st.delivered.extend_from_slice(&taken);
+            Poll::Ready(Ok(()))
+        }
+        fn has_backlog(&self) -> bool {
+            !self.state.lock().unwrap().taken.is_empty()
+        }
+    }
+
+    /// A direct flush that leaves bytes in the sink (TLS records a full socket did not take)
+    /// wakes the writer task, which pushes them once the socket has room, with nothing queued.
+    #[tokio::test]
+    async fn a_backlog_left_in_the_sink_by_a_direct_flush_is_pushed_by_the_writer_task() {
+        let ob = outbox(1 << 20);
+        let sink = Arc::new(BacklogSink::default());
+        ob.attach(sink.clone(), Arc::new(()), None);
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        let video = frame(FrameKind::Video, true, false, 5000);
+        assert_eq!(ob.offer_deferred(&video, Instant::now()), FLUSH);
+        ob.flush();
+        assert!(ob.lock().queue.is_empty(), "the sink took the whole frame");
+        // The writer task asks the sink for room although nothing is queued.
+        tokio::time::timeout(Duration::from_secs(5), sink.asked.notified()).await.expect("the writer task asks");
+        assert!(sink.state.lock().unwrap().delivered.is_empty());
+        let waker = {
+            let mut st = sink.state.lock().unwrap();
+            st.open = true;
+            st.waker.take()
+        };
+        waker.expect("the writer task waits for room").wake();
+        ob.close(CloseReason::Finished);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap(), CloseReason::Finished);
+        assert_eq!(sink.state.lock().unwrap().delivered, video.chunks.to_vec(), "the backlog reached the socket");
     }
 
     #[tokio::test]

@@ -161,7 +161,10 @@ impl Outbox {
             // waits for room and writes the rest.
             st.due = true;
         }
-        let wake = st.due || st.closed.is_some();
+        if sink.has_backlog() {
+            st.backlog = true;
+        }
+        let wake = st.due || st.backlog || st.closed.is_some();
         drop(st);
         if wake {
             self.notify.notify_one();
@@ -235,7 +238,9 @@ impl Outbox {
                     Some(reason) if !draining && !st.writing => return Err(reason.clone()),
                     _ => {}
                 }
-                if !st.writing && (st.due || draining) && !st.queue.is_empty() {
+                // Taken only by whoever may write: a direct flush in progress sets it again if needed.
+                let backlog = !st.writing && std::mem::take(&mut st.backlog);
+                if !st.writing && (backlog || ((st.due || draining) && !st.queue.is_empty())) {
                     let Some(sink) = st.sink.clone() else {
                         return Err(st.closed.clone().unwrap_or(CloseReason::Finished));
                     };
@@ -284,8 +289,11 @@ pub(crate) async fn run_writer(outbox: Arc<Outbox>) -> CloseReason {
             Ok(sink) => sink,
             Err(reason) => break reason,
         };
-        let written = write_owned(&outbox, &*sink, &mut bufs).await;
+        let mut written = write_owned(&outbox, &*sink, &mut bufs).await;
         bufs.release();
+        if written.is_ok() && sink.has_backlog() {
+            written = push_backlog(&outbox, &*sink).await;
+        }
         if let Err(reason) = written {
             outbox.close(reason.clone());
             outbox.lock().writing = false;
@@ -294,6 +302,18 @@ pub(crate) async fn run_writer(outbox: Arc<Outbox>) -> CloseReason {
     };
     outbox.release_sink();
     reason
+}
+
+/// Waits (at most the slow-player timeout) until the sink has passed everything it took to the
+/// socket. The write is not owned meanwhile: a direct flush may add to the backlog, which the
+/// sink serialises.
+async fn push_backlog(outbox: &Outbox, sink: &dyn Sink) -> Result<(), CloseReason> {
+    let until = Instant::now() + outbox.limits.slow_timeout;
+    match tokio::time::timeout_at(until, std::future::poll_fn(|cx| sink.poll_write_ready(cx))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CloseReason::WriteFailed(e.to_string())),
+        Err(_) => Err(CloseReason::SlowPlayer),
+    }
 }
 
 /// Writes the queue until it is empty (the caller owns the write), waiting for room when the

@@ -54,6 +54,12 @@ pub(crate) struct Metrics {
     pub(crate) publish_key_failures_delayed: IntCounter,
     pub(crate) publish_legacy_key_hash: IntCounter,
     pub(crate) relay_upstream_errors: IntCounterVec,
+    pub(crate) connections_accepted: IntCounterVec,
+    pub(crate) tls_handshake_failures: IntCounterVec,
+    pub(crate) tls_handshake_seconds: Histogram,
+    pub(crate) tls_certificate_reloads: IntCounterVec,
+    pub(crate) tls_certificate_stale: IntGauge,
+    pub(crate) proxy_header_failures: IntCounterVec,
     stream_health: StreamHealthSeries,
 }
 
@@ -126,6 +132,15 @@ impl Metrics {
             &["role"],
         )?;
         registry.register(Box::new(connection_duration.clone()))?;
+        let tls_handshake_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tls_handshake_seconds",
+                "From TCP accept (after any PROXY header) to a completed TLS handshake",
+            )
+            .namespace(PREFIX)
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )?;
+        registry.register(Box::new(tls_handshake_seconds.clone()))?;
 
         Ok(Metrics {
             publishers_active: gauge("publishers_active", "Publishers admitted and live on this edge")?,
@@ -180,6 +195,31 @@ impl Metrics {
                 &["kind"],
             )?,
             connection_duration,
+            connections_accepted: counter_vec(
+                "connections_accepted_total",
+                "Connections accepted on the public listeners, by transport (rtmp, rtmps)",
+                &["transport"],
+            )?,
+            tls_handshake_failures: counter_vec(
+                "tls_handshake_failures_total",
+                "RTMPS connections closed before a completed TLS handshake, by reason (timeout, not_tls, incompatible, client_alert, protocol, eof, io)",
+                &["reason"],
+            )?,
+            tls_handshake_seconds,
+            tls_certificate_reloads: counter_vec(
+                "tls_certificate_reloads_total",
+                "Changed certificate files seen, by result (ok: new handshakes use them; error: refused, the previous pair keeps serving)",
+                &["result"],
+            )?,
+            tls_certificate_stale: gauge(
+                "tls_certificate_stale",
+                "1 while the certificate files on disk were refused and the previous pair is still served",
+            )?,
+            proxy_header_failures: counter_vec(
+                "proxy_header_failures_total",
+                "Connections refused for their PROXY protocol header, by reason (untrusted, timeout, missing, wrong_version, too_large, invalid, eof, io)",
+                &["reason"],
+            )?,
             registry_up: gauge("registry_up", "1 while the registry answers, 0 otherwise")?,
             draining: gauge("draining", "1 once SIGTERM started the drain")?,
             stream_players: gauge_vec("stream_players", "Players on this edge per stream", &["stream"])?,

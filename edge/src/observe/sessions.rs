@@ -49,6 +49,8 @@ struct Mutable {
 pub(crate) struct SessionInfo {
     pub(crate) id: u64,
     pub(crate) remote_addr: SocketAddr,
+    /// `rtmp` or `rtmps`.
+    pub(crate) transport: &'static str,
     pub(crate) started: SystemTime,
     pub(crate) bytes_received: AtomicU64,
     mutable: Mutex<Mutable>,
@@ -92,6 +94,7 @@ impl SessionInfo {
             id: self.id,
             role: m.role.unwrap_or(SessionRole::Pending),
             remote_addr: self.remote_addr.to_string(),
+            transport: self.transport,
             flash_ver: m.flash_ver.clone(),
             tc_url: m.tc_url.clone(),
             stream: m.stream.clone(),
@@ -111,7 +114,9 @@ impl SessionInfo {
 pub(crate) struct SessionSnapshot {
     pub(crate) id: u64,
     pub(crate) role: SessionRole,
+    /// The client's address: the TCP peer, or the PROXY protocol header's source.
     pub(crate) remote_addr: String,
+    pub(crate) transport: &'static str,
     pub(crate) flash_ver: Option<String>,
     pub(crate) tc_url: Option<String>,
     /// `namespace/name` of the stream.
@@ -142,11 +147,12 @@ impl SessionTable {
     }
 
     /// Registers a new connection; the entry lives as long as the guard.
-    pub(crate) fn open(self: &Arc<Self>, remote_addr: SocketAddr) -> SessionGuard {
+    pub(crate) fn open(self: &Arc<Self>, remote_addr: SocketAddr, transport: &'static str) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(SessionInfo {
             id,
             remote_addr,
+            transport,
             started: SystemTime::now(),
             bytes_received: AtomicU64::new(0),
             mutable: Mutex::new(Mutable::default()),
@@ -186,7 +192,7 @@ mod tests {
     #[test]
     fn guard_registers_and_removes() {
         let t = SessionTable::new();
-        let g = t.open("127.0.0.1:5000".parse().unwrap());
+        let g = t.open("127.0.0.1:5000".parse().unwrap(), "rtmp");
         g.info.set_client(Some("FMLE/3.0".into()), None);
         g.info.set_role(SessionRole::Player, Some("default/demo".into()), Some("demo".into()));
         let snap = t.snapshot();

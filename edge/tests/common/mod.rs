@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::{
     net::SocketAddr,
     ops::{Deref, DerefMut},
@@ -166,6 +168,23 @@ impl Edge {
 
     pub fn logs(&self) -> String {
         self.logs.text()
+    }
+
+    /// The address logged after `marker` (e.g. `rtmps listening addr=`), waiting for it.
+    pub async fn wait_logged_addr(&self, marker: &str) -> SocketAddr {
+        wait_until(&format!("log line {marker:?}"), Duration::from_secs(10), || async { self.logs.logged_addr(marker) })
+            .await
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_until(&format!("log line {needle:?}"), limit, || async { (self.logs.count(needle) > 0).then_some(()) })
+            .await
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.logs.count(needle)
     }
 
     /// `GET path` → (status, body).
