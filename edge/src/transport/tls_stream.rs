@@ -310,30 +310,25 @@ mod tests {
         client.write_all(b"from the peer").await.unwrap();
         client.flush().await.unwrap();
         let mut buf = [0u8; 64];
-        let n = timeout(Duration::from_secs(5), async {
-            loop {
-                reader.readable().await.unwrap();
-                match reader.try_read(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    other => return other.unwrap(),
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let n = read_some(&reader, &mut buf).await;
         assert_eq!(&buf[..n], b"from the peer");
         client.shutdown().await.unwrap();
-        let n = timeout(Duration::from_secs(5), async {
+        let n = read_some(&reader, &mut buf).await;
+        assert_eq!(n, 0, "the peer's close_notify is the end of the stream");
+    }
+
+    /// One read from the TLS reader, waiting for readability (5 s at most).
+    async fn read_some(reader: &TlsReader, buf: &mut [u8]) -> usize {
+        timeout(Duration::from_secs(5), async {
             loop {
                 reader.readable().await.unwrap();
-                match reader.try_read(&mut buf) {
+                match reader.try_read(buf) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     other => return other.unwrap(),
                 }
             }
         })
         .await
-        .unwrap();
-        assert_eq!(n, 0, "the peer's close_notify is the end of the stream");
+        .unwrap()
     }
 }
