@@ -59,8 +59,11 @@ async fn what_the_encoder_sends_is_reported_in_the_api_and_the_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_second_keyframe_interval_makes_the_stream_unhealthy_with_the_fix() {
     let edge = Edge::start(&[]).await;
-    let encoder =
-        ffmpeg_publish_args(&edge.url("demo-publish-key"), 30, 300, &["-keyint_min", "300", "-sc_threshold", "0"]);
+    // The same encoder on an edge that allows 12 s between keyframes stays healthy.
+    let lenient = Edge::start(&["--health-keyframe-interval", "12s"]).await;
+    let gop = ["-keyint_min", "300", "-sc_threshold", "0"];
+    let encoder = ffmpeg_publish_args(&edge.url("demo-publish-key"), 30, 300, &gop);
+    let other = ffmpeg_publish_args(&lenient.url("demo-publish-key"), 30, 300, &gop);
     let health = wait_until("the keyframe rule", Duration::from_secs(20), || async {
         edge.stream("demo").await.map(|s| s["health"].clone()).filter(|h| h["healthy"] == false)
     })
@@ -68,13 +71,15 @@ async fn a_ten_second_keyframe_interval_makes_the_stream_unhealthy_with_the_fix(
     assert_eq!(health["reason"], "KeyframeInterval", "{health}");
     let message = health["message"].as_str().unwrap_or_default();
     assert!(message.contains("keyframe interval is") && message.contains("set 2 s"), "{message}");
+    let calm = lenient.stream("demo").await.expect("demo on the lenient edge");
+    assert_eq!(calm["health"]["healthy"], true, "--health-keyframe-interval 12s: {calm}");
     wait_until("the healthy gauge at 0", Duration::from_secs(10), || async {
         (edge.metric("streamfleet_edge_stream_healthy{stream=\"demo\"}").await == 0.0
             && edge.metric("streamfleet_edge_stream_media_info{audio_codec=\"aac\",resolution=\"320x180\",stream=\"demo\",video_codec=\"h264\"}").await == 1.0)
             .then_some(())
     })
     .await;
-    drop(encoder);
+    drop((encoder, other));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,6 +305,11 @@ pub struct Config {
     /// Most bytes of the GOP cache per stream (a stream without keyframes cannot grow it).
     #[arg(long, env = "STREAMFLEET_GOP_CACHE_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
     pub gop_cache_max_bytes: u64,
+
+    /// Longest keyframe interval a stream may have before it is reported unhealthy
+    /// (`KeyframeInterval`): a new viewer waits up to one interval for its first picture.
+    #[arg(long, env = "STREAMFLEET_HEALTH_KEYFRAME_INTERVAL", default_value = "4s", value_parser = humantime::parse_duration)]
+    pub health_keyframe_interval: Duration,
 }
 
 /// `4194304`, `64KiB`, `8MiB`, `1GiB` (binary units; `K`/`M`/`G` and `KB`/`MB`/`GB` mean the same).

@@ -16,7 +16,7 @@ use std::{
 
 use streamfleet_registry::{StreamId, StreamRecord};
 
-use super::stream::Stream;
+use super::{health::HealthRules, stream::Stream};
 use crate::sync::lock;
 
 /// Told when a stream leaves this edge (the metrics drop its per-stream series); a trait so
@@ -42,6 +42,7 @@ struct Table {
 struct Inner {
     table: Mutex<Table>,
     max_gop_bytes: usize,
+    health_rules: HealthRules,
     observer: Arc<dyn HubObserver>,
 }
 
@@ -120,7 +121,26 @@ impl Inner {
 
 impl StreamHub {
     pub(crate) fn new(max_gop_bytes: usize, observer: Arc<dyn HubObserver>) -> StreamHub {
-        StreamHub { inner: Arc::new(Inner { table: Mutex::new(Table::default()), max_gop_bytes, observer }) }
+        StreamHub {
+            inner: Arc::new(Inner {
+                table: Mutex::new(Table::default()),
+                max_gop_bytes,
+                health_rules: HealthRules::default(),
+                observer,
+            }),
+        }
+    }
+
+    /// When this hub's streams count as unhealthy (`--health-keyframe-interval`); call before
+    /// the hub is shared.
+    pub(crate) fn with_health_rules(self, rules: HealthRules) -> StreamHub {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.health_rules = rules;
+                StreamHub { inner: Arc::new(inner) }
+            }
+            Err(inner) => StreamHub { inner },
+        }
     }
 
     fn held(&self, entry: &mut Entry) -> HeldStream {
@@ -143,7 +163,8 @@ impl StreamHub {
                 table.replaced.insert(Arc::as_ptr(&old.stream) as usize, old);
             }
         }
-        let stream = Arc::new(Stream::new(record.clone(), self.inner.max_gop_bytes));
+        let stream =
+            Arc::new(Stream::with_health_rules(record.clone(), self.inner.max_gop_bytes, self.inner.health_rules));
         let entry = table.current.entry(record.id.clone()).or_insert(Entry { stream, holders: 0 });
         self.held(entry)
     }

@@ -176,7 +176,12 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    #[cfg(test)]
     pub(crate) fn new(record: StreamRecord, max_gop_bytes: usize) -> Stream {
+        Stream::with_health_rules(record, max_gop_bytes, HealthRules::default())
+    }
+
+    pub(crate) fn with_health_rules(record: StreamRecord, max_gop_bytes: usize, rules: HealthRules) -> Stream {
         Stream {
             id: record.id.clone(),
             playback: record.playback_name.clone(),
@@ -190,7 +195,7 @@ impl Stream {
                 timeline: Timeline::default(),
                 video_codec: Codec::Unknown,
                 audio_codec: Codec::Unknown,
-                health: Health::new(HealthRules::default(), Instant::now()),
+                health: Health::new(rules, Instant::now()),
             }),
             live: watch::channel(LiveState::Offline).0,
             stats: StreamStats::default(),
