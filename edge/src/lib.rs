@@ -34,12 +34,19 @@ mod app;
 pub mod connection;
 mod fanout;
 mod media;
+mod mpegts;
 mod observe;
 mod play;
 mod publish;
 mod relay;
 mod rtmp;
+mod srt;
 mod streams;
 mod sync;
 
 pub use app::{config, server};
+/// For the fuzz tests: arbitrary bytes through the SRT publisher's MPEG-TS path and the stream-ID parser.
+pub mod fuzz {
+    pub use crate::mpegts::fuzz_feed as mpegts_feed;
+    pub use crate::srt::stream_id::fuzz_parse as srt_stream_id;
+}

@@ -20,11 +20,12 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["rtmp", "sync"],
     &["media"],
+    &["mpegts"],
     &["fanout"],
     &["streams"],
     &["observe"],
     &["connection"],
-    &["app", "publish", "play", "relay"],
+    &["app", "publish", "play", "relay", "srt"],
 ];
 
 type Module = Vec<String>;

@@ -39,11 +39,24 @@ pub async fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option
 /// `streamfleet_edge_publish_rejections_total{reason="already_active"}`; 0 when the series does
 /// not exist (yet).
 pub fn metric_value(exposition: &str, series: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let Some((family, wanted)) = series.strip_suffix('}').and_then(|s| s.split_once('{')) else {
+        return exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+    };
+    // Labels given select every series that has them, summed: `{reason="unknown_key"}` counts
+    // the refusals of every protocol once a `protocol` label is added beside `reason`.
+    let wanted: Vec<&str> = wanted.split(',').filter(|l| !l.is_empty()).collect();
+    metric_series(exposition, family)
+        .iter()
+        .filter(|(labels, _)| {
+            let have: Vec<&str> = labels.split(',').collect();
+            wanted.iter().all(|w| have.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Every labelled series of one metric family as (labels, value), e.g. all the `reason`s of

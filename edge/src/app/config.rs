@@ -255,6 +255,9 @@ pub struct Config {
     /// Most bytes of the GOP cache per stream (a stream without keyframes cannot grow it).
     #[arg(long, env = "STREAMFLEET_GOP_CACHE_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
     pub gop_cache_max_bytes: u64,
+
+    #[command(flatten)]
+    pub srt: crate::srt::config::SrtArgs,
 }
 
 /// `4194304`, `64KiB`, `8MiB`, `1GiB` (binary units; `K`/`M`/`G` and `KB`/`MB`/`GB` mean the same).
