@@ -243,3 +243,35 @@ async fn an_encrypted_caller_against_a_plain_listener_is_refused_and_the_listene
     e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
     drop(publisher);
 }
+
+/// ffprobe over SRT (`read:<name>`): (success, stdout, stderr).
+async fn srt_probe(srt: SocketAddr, name: &str) -> (bool, String, String) {
+    ffprobe(
+        &["-show_entries", "stream=codec_type,codec_name", "-of", "compact"],
+        &format!("srt://{srt}?streamid=read:{name}"),
+        Duration::from_secs(20),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn srt_players_get_h264_and_aac_from_rtmp_and_srt_publishers() {
+    let e = start(&[]).await;
+    let rtmp = ffmpeg_publish(&e.edge.url("demo-publish-key"), 30, 30);
+    e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    let (ok, out, err) = srt_probe(e.srt, "demo").await;
+    assert!(ok, "ffprobe over SRT failed: {err}\n{}", e.edge.logs());
+    assert!(out.contains("codec_name=h264|codec_type=video"), "{out}");
+    assert!(out.contains("codec_name=aac|codec_type=audio"), "{out}");
+    drop(rtmp);
+
+    let srt = srt_publish(e.srt, "publish:solo-publish-key", 30, &[]);
+    e.edge.wait_live("solo", 30, Duration::from_secs(20)).await;
+    let (ok, out, err) = srt_probe(e.srt, "solo").await;
+    assert!(ok && out.contains("codec_name=h264") && out.contains("codec_name=aac"), "{out}{err}");
+    // Unknown names are refused at the handshake.
+    let (ok, _, _) = srt_probe(e.srt, "no-such-stream").await;
+    assert!(!ok);
+    assert_eq!(e.edge.metric("streamfleet_edge_play_rejections_total{reason=\"not_found\"}").await, 1.0);
+    drop(srt);
+}

@@ -47,7 +47,7 @@ mod window;
 mod writer;
 
 pub(crate) use frame_log::FrameLog;
-pub(crate) use outbox::{CloseReason, Offer, Outbox, OutboxLimits, WriteObserver};
+pub(crate) use outbox::{CloseReason, Offer, Outbox, OutboxLimits, Sink, WriteObserver};
 pub(crate) use spread::write_spread;
 pub(crate) use window::WindowFlusher;
 pub(crate) use writer::{TcpSink, run_writer};

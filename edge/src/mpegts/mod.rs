@@ -6,6 +6,7 @@
 //! this small is easy to bound and to fuzz (`edge/tests/fuzz_corpus.rs`).
 
 pub(crate) mod demux;
+pub(crate) mod mux;
 pub(crate) mod to_media;
 
 mod fuzz;

@@ -17,6 +17,12 @@ pub struct SrtArgs {
     #[arg(long, env = "STREAMFLEET_SRT_LATENCY", default_value = "120ms", value_parser = humantime::parse_duration)]
     pub srt_latency: Duration,
 
+    /// Most bits per second the edge sends on one SRT connection, in Mbit/s (players; a publisher
+    /// only gets acknowledgements back). Paces a new player's fast-start burst, which unpaced
+    /// overflows the receiver's UDP buffer and arrives too late to be retransmitted.
+    #[arg(long, env = "STREAMFLEET_SRT_MAX_BANDWIDTH", default_value_t = 100)]
+    pub srt_max_bandwidth: u64,
+
     /// Most simultaneous SRT connections, those being decided at the handshake included.
     #[arg(long, env = "STREAMFLEET_SRT_MAX_CONNECTIONS", default_value_t = 1000)]
     pub srt_max_connections: usize,

@@ -22,9 +22,10 @@ use srt_protocol::{packet::CoreRejectReason, settings::KeySettings};
 use srt_tokio::{
     ConnectionRequest, SrtIncoming, SrtListener, SrtSocket,
     access::{RejectReason, ServerRejectReason},
-    options::{KeySize, Passphrase},
+    options::{DataRate, KeySize, LiveBandwidthMode, Passphrase},
 };
-use tokio::time::Instant;
+use streamfleet_registry::RegistryError;
+use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use super::stream_id::{self, Request};
@@ -38,10 +39,12 @@ use crate::{
     media::Media,
     mpegts::{demux::Demuxer, to_media::ToMedia},
     observe::{Metrics, SessionInfo, SessionRole, log_text::refusal_logged},
+    play::admission as play_admission,
     publish::{
         admission::{self, Rejection},
         publisher::{self, PublisherConn},
     },
+    relay,
     rtmp::messages::Level,
     sync::lock,
 };
@@ -74,8 +77,13 @@ pub(crate) async fn start(ctx: &Arc<Context>, config: &Config, tracker: Arc<Conn
     // Bound here so the log names the port taken (port 0 in tests).
     let socket = tokio::net::UdpSocket::bind(addr).await.map_err(bind_error)?;
     let addr = socket.local_addr().map_err(bind_error)?;
-    let (listener, incoming) =
-        SrtListener::builder().latency(args.srt_latency).socket(socket).bind(addr).await.map_err(bind_error)?;
+    let (listener, incoming) = SrtListener::builder()
+        .latency(args.srt_latency)
+        .bandwidth(LiveBandwidthMode::Max(DataRate(args.srt_max_bandwidth.max(1) * 1_000_000 / 8)))
+        .socket(socket)
+        .bind(addr)
+        .await
+        .map_err(bind_error)?;
     tracing::info!(%addr, latency = ?args.srt_latency, encrypted = passphrase.is_some(), "srt listening");
     let settings = SrtSettings {
         max_connections: args.srt_max_connections,
@@ -160,15 +168,8 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         None => Err(stream_id::StreamIdError::Empty),
         Some(id) => stream_id::parse(id),
     };
-    let key = match parsed {
-        Ok(Request::Publish { key }) => key,
-        Ok(Request::Play { .. }) => {
-            ctx.metrics.play_rejections.with_label_values(&["srt_play_unsupported"]).inc();
-            if refusal_logged() {
-                tracing::info!("SRT play refused: this edge serves players over RTMP only");
-            }
-            return reject(request, RejectReason::Server(ServerRejectReason::Unimplemented)).await;
-        }
+    let request_kind = match parsed {
+        Ok(r) => r,
         Err(e) => {
             ctx.metrics.protocol_errors.with_label_values(&["srt_stream_id"]).inc();
             if refusal_logged() {
@@ -186,13 +187,22 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
     let key_settings = match (&settings.passphrase, request.key_size()) {
         (None, _) => None,
         (Some(_), KeySize::Unspecified) => {
-            ctx.metrics.publish_rejections.with_label_values(&["unencrypted", "srt"]).inc();
+            match request_kind {
+                Request::Publish { .. } => {
+                    ctx.metrics.publish_rejections.with_label_values(&["unencrypted", "srt"]).inc()
+                }
+                Request::Play { .. } => ctx.metrics.play_rejections.with_label_values(&["unencrypted"]).inc(),
+            }
             return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
         }
         (Some(p), size) => match Passphrase::try_from(p.clone()) {
             Ok(passphrase) => Some(KeySettings { key_size: size, passphrase }),
             Err(_) => return reject(request, down()).await,
         },
+    };
+    let key = match request_kind {
+        Request::Publish { key } => key,
+        Request::Play { name } => return serve_play(ctx, request, name, key_settings, deadline).await,
     };
     let candidates = ctx.settings.key_hasher.candidates(&key);
     drop(key);
@@ -254,6 +264,89 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
     );
     ctx.metrics.srt_connections_active.dec();
     ctx.metrics.connection_duration.with_label_values(&["publisher"]).observe(started.elapsed().as_secs_f64());
+}
+
+/// A play request (`m=request`, `read:`): decided at the handshake like a publish (name,
+/// `maxViewers`), then served by [`super::play`].
+async fn serve_play(
+    ctx: &Arc<Context>,
+    request: ConnectionRequest,
+    name: String,
+    key_settings: Option<KeySettings>,
+    deadline: Instant,
+) {
+    let refuse = |reason: &'static str, code: ServerRejectReason| {
+        ctx.metrics.play_rejections.with_label_values(&[reason]).inc();
+        if refusal_logged() {
+            tracing::info!(reason, "SRT play refused");
+        }
+        RejectReason::Server(code)
+    };
+    if name.len() > play_admission::MAX_NAME_BYTES {
+        return reject(request, refuse("not_found", ServerRejectReason::Notfound)).await;
+    }
+    let record = match timeout_at(deadline, ctx.registry.lookup_playback(&name)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(RegistryError::NotFound { .. })) => {
+            return reject(request, refuse("not_found", ServerRejectReason::Notfound)).await;
+        }
+        // A stream published on this edge stays watchable while the registry is unreachable.
+        _ => match ctx.hub.live_record(&name) {
+            Some(r) => r,
+            None => return reject(request, refuse("unavailable", ServerRejectReason::Down)).await,
+        },
+    };
+    let remote = request.remote();
+    let guard = ctx.sessions.open(remote);
+    tracing::Span::current().record("stream", tracing::field::display(&record.id));
+    let slot = match record.max_viewers {
+        None => None,
+        Some(max) => match play_admission::reserve_slot(ctx, &record, guard.info.id, max).await {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => return reject(request, refuse("max_viewers", ServerRejectReason::Overload)).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "viewer slot unavailable; enforcing maxViewers locally");
+                None
+            }
+        },
+    };
+    let cap = if slot.is_some() { None } else { record.max_viewers.map(|m| m as usize) };
+    let stream = ctx.hub.get_or_create(&record);
+    if cap.is_some_and(|cap| stream.player_count() >= cap) {
+        ctx.hub.release(stream);
+        play_admission::release_slot(ctx, &record, slot).await;
+        return reject(request, refuse("max_viewers", ServerRejectReason::Overload)).await;
+    }
+    let socket = match request.accept(key_settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "SRT player gone before its handshake completed");
+            ctx.hub.release(stream);
+            play_admission::release_slot(ctx, &record, slot).await;
+            return;
+        }
+    };
+    // Published on another edge (or nowhere yet): this edge's pull of the stream feeds it.
+    let pull = relay::pull::attach(ctx, &record, &stream);
+    ctx.metrics.srt_connections_active.inc();
+    let started = Instant::now();
+    let end = super::play::serve_player(ctx, socket, guard.info.clone(), &record, &stream, slot, cap).await;
+    ctx.hub.release(stream);
+    drop(pull);
+    let why = match end {
+        super::play::PlayEnd::Closed(why) => why,
+        super::play::PlayEnd::Slow => "too slow",
+    };
+    tracing::info!(
+        role = "player",
+        protocol = "srt",
+        duration_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        bytes_sent = guard.info.snapshot().bytes_sent,
+        reason = why,
+        "session ended"
+    );
+    ctx.metrics.srt_connections_active.dec();
+    ctx.metrics.connection_duration.with_label_values(&["player"]).observe(started.elapsed().as_secs_f64());
 }
 
 type Stats = std::pin::Pin<Box<dyn futures::Stream<Item = srt_tokio::SocketStatistics> + Send>>;

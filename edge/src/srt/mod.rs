@@ -13,4 +13,5 @@
 
 pub(crate) mod config;
 pub(crate) mod listener;
+pub(crate) mod play;
 pub(crate) mod stream_id;
