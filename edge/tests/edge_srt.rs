@@ -275,3 +275,59 @@ async fn srt_players_get_h264_and_aac_from_rtmp_and_srt_publishers() {
     assert_eq!(e.edge.metric("streamfleet_edge_play_rejections_total{reason=\"not_found\"}").await, 1.0);
     drop(srt);
 }
+
+/// The recent static ffmpeg (Enhanced RTMP `hvc1` needs ffmpeg 6.1+; Debian 12 has 5.1):
+/// `$STREAMFLEET_MODERN_FFMPEG`, or the one `imageio-ffmpeg` ships in the workspace's `.venv`
+/// (scripts/test installs it; missing is a setup error, as in edge_enhanced_rtmp.rs).
+fn modern_ffmpeg() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("STREAMFLEET_MODERN_FFMPEG") {
+        return p.into();
+    }
+    let venv_lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    std::fs::read_dir(&venv_lib)
+        .ok()
+        .and_then(|pythons| {
+            pythons.flatten().find_map(|py| {
+                std::fs::read_dir(py.path().join("site-packages/imageio_ffmpeg/binaries"))
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-")))
+            })
+        })
+        .unwrap_or_else(|| panic!("no recent ffmpeg: run scripts/test, or set STREAMFLEET_MODERN_FFMPEG"))
+}
+
+#[tokio::test]
+async fn hevc_over_srt_reaches_rtmp_players_as_enhanced_rtmp_hvc1() {
+    let e = start(&[]).await;
+    let url = format!("srt://{}?streamid=publish:demo-publish-key", e.srt);
+    let publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=25"])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "30", "-f", "mpegts", &url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg");
+    let live = e.edge.wait_live("demo", 50, Duration::from_secs(20)).await;
+    assert_eq!(live["video_codec"], "hevc", "{live}");
+    let player = Command::new(modern_ffmpeg())
+        .args(["-hide_banner", "-nostdin", "-i", &e.edge.url("demo"), "-t", "2", "-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg player");
+    let (ok, stderr) = finish(player, Duration::from_secs(20)).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("Video: hevc (Main)") && stderr.contains("320x240"), "{stderr}");
+    assert!(stderr.contains("Audio: aac"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("error"), "decoding errors: {stderr}");
+    drop(publisher);
+}

@@ -4,6 +4,8 @@
 //! - H.264: Annex B (start codes) → 4-byte length-prefixed NAL units; SPS/PPS become an
 //!   `AVCDecoderConfigurationRecord` sent as a sequence header whenever they change; access
 //!   unit delimiters and in-band parameter sets are left out of frames.
+//! - H.265: the same, as Enhanced RTMP `hvc1` (what ffmpeg 6.1+ and OBS 29.1+ send over RTMP):
+//!   a `SequenceStart` with an HEVCDecoderConfigurationRecord from VPS/SPS/PPS, `CodedFrames`.
 //! - AAC: each ADTS frame → the raw frame, after an `AudioSpecificConfig` sequence header.
 //! - Time: DTS is the timestamp, PTS − DTS the composition offset. 90 kHz timestamps are
 //!   unwrapped across the 33-bit wrap (26.5 hours) on one clock shared by both tracks, and a jump
@@ -70,8 +72,10 @@ pub(crate) struct ToMedia {
     aac_config: Option<[u8; 2]>,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
-    /// Frames with a codec this edge does not convert yet (HEVC), counted.
-    pub(crate) unsupported: u64,
+    hevc_config: Option<Bytes>,
+    vps: Option<Bytes>,
+    hevc_sps: Option<Bytes>,
+    hevc_pps: Option<Bytes>,
 }
 
 impl ToMedia {
@@ -93,7 +97,7 @@ impl ToMedia {
             }
             Codec::Aac => self.aac(&pes.data, dts, out),
             Codec::H265 => {
-                self.unsupported += 1;
+                self.h265(&pes.data, to_ms(dts), cts_ms, out);
                 Ok(())
             }
         }
@@ -148,6 +152,57 @@ impl ToMedia {
         out.push(Media { kind: MediaKind::Video, timestamp: ts, payload: tag.freeze() });
     }
 
+    /// H.265 as Enhanced RTMP `hvc1`: a `SequenceStart` with an HEVCDecoderConfigurationRecord
+    /// from VPS/SPS/PPS, then `CodedFrames` with the composition offset.
+    fn h265(&mut self, data: &[u8], ts: u32, cts: u32, out: &mut Vec<Media>) {
+        let mut nals: Vec<&[u8]> = Vec::new();
+        let mut keyframe = false;
+        let mut params_changed = false;
+        for nal in annex_b(data) {
+            if nal.len() < 2 {
+                continue;
+            }
+            match (nal[0] >> 1) & 0x3F {
+                32 => params_changed |= replace(&mut self.vps, nal),
+                33 => params_changed |= replace(&mut self.hevc_sps, nal),
+                34 => params_changed |= replace(&mut self.hevc_pps, nal),
+                35 => {}
+                t => {
+                    // IRAP pictures (BLA, IDR, CRA) start a decodable sequence.
+                    keyframe |= (16..=21).contains(&t);
+                    nals.push(nal);
+                }
+            }
+        }
+        if (params_changed || self.hevc_config.is_none())
+            && let (Some(vps), Some(sps), Some(pps)) = (&self.vps, &self.hevc_sps, &self.hevc_pps)
+            && let Some(record) = hevc_record(vps, sps, pps)
+        {
+            let mut tag = BytesMut::with_capacity(5 + record.len());
+            tag.put_u8(0x80 | (1 << 4));
+            tag.put_slice(b"hvc1");
+            tag.put_slice(&record);
+            let tag = tag.freeze();
+            if self.hevc_config.as_ref() != Some(&tag) {
+                self.hevc_config = Some(tag.clone());
+                out.push(Media { kind: MediaKind::Video, timestamp: ts, payload: tag });
+            }
+        }
+        if self.hevc_config.is_none() || nals.is_empty() {
+            return;
+        }
+        let size: usize = nals.iter().map(|n| 4 + n.len()).sum();
+        let mut tag = BytesMut::with_capacity(8 + size);
+        tag.put_u8(0x80 | if keyframe { 1 << 4 } else { 2 << 4 } | 1);
+        tag.put_slice(b"hvc1");
+        tag.put_slice(&cts.to_be_bytes()[1..]);
+        for n in nals {
+            tag.put_u32(n.len() as u32);
+            tag.put_slice(n);
+        }
+        out.push(Media { kind: MediaKind::Video, timestamp: ts, payload: tag.freeze() });
+    }
+
     fn aac(&mut self, mut data: &[u8], dts: i64, out: &mut Vec<Media>) -> Result<(), MediaError> {
         let mut index: i64 = 0;
         while !data.is_empty() {
@@ -184,6 +239,98 @@ impl ToMedia {
             index += 1;
         }
         Ok(())
+    }
+}
+
+/// An HEVCDecoderConfigurationRecord (ISO/IEC 14496-15) with one VPS, SPS and PPS. Profile,
+/// tier and level come from the SPS's profile_tier_level, chroma format and bit depths from the
+/// SPS itself (defaults 4:2:0, 8 bits when the SPS has sub-layers: decoders read the parameter
+/// sets anyway). None for an SPS too short to hold a profile_tier_level.
+fn hevc_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    let rbsp = unescape(sps.get(2..)?);
+    let max_sub_layers_minus1 = (rbsp.first()? >> 1) & 0x07;
+    let nested = rbsp.first()? & 1;
+    let ptl = rbsp.get(1..13)?;
+    let (mut chroma, mut luma8, mut chroma8) = (1u32, 0u32, 0u32);
+    if max_sub_layers_minus1 == 0
+        && let Some(rest) = rbsp.get(13..)
+    {
+        let mut bits = Bits { data: rest, at: 0 };
+        let parsed = (|| {
+            bits.ue()?; // sps_seq_parameter_set_id
+            let c = bits.ue()?;
+            if c == 3 {
+                bits.bit()?;
+            }
+            bits.ue()?;
+            bits.ue()?; // width, height
+            if bits.bit()? == 1 {
+                for _ in 0..4 {
+                    bits.ue()?;
+                }
+            }
+            Some((c, bits.ue()?, bits.ue()?))
+        })();
+        if let Some((c, l, ch)) = parsed {
+            (chroma, luma8, chroma8) = (c.min(3), l.min(7), ch.min(7));
+        }
+    }
+    let mut r = Vec::with_capacity(40 + vps.len() + sps.len() + pps.len());
+    r.push(1);
+    r.extend_from_slice(ptl);
+    r.extend_from_slice(&[0xF0, 0x00, 0xFC, 0xFC | chroma as u8, 0xF8 | luma8 as u8, 0xF8 | chroma8 as u8, 0, 0]);
+    r.push(((max_sub_layers_minus1 + 1) << 3) | (nested << 2) | 3);
+    r.push(3);
+    for (nal_type, nal) in [(32u8, vps), (33, sps), (34, pps)] {
+        r.push(0x80 | nal_type);
+        r.extend_from_slice(&1u16.to_be_bytes());
+        r.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        r.extend_from_slice(nal);
+    }
+    Some(r)
+}
+
+/// A NAL unit's payload without emulation prevention bytes (`00 00 03` → `00 00`).
+fn unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut zeros = 0;
+    for &b in data {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// An exp-Golomb bit reader (what SPS fields are coded in).
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let b = (self.data.get(self.at / 8)? >> (7 - self.at % 8)) & 1;
+        self.at += 1;
+        Some(b as u32)
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let mut v: u32 = 0;
+        for _ in 0..zeros {
+            v = (v << 1) | self.bit()?;
+        }
+        Some((1u32 << zeros) - 1 + v)
     }
 }
 
@@ -319,6 +466,39 @@ mod tests {
         assert_eq!(clock.unwrap(7, true), 216_000, "a flagged discontinuity too");
         assert_eq!(to_ms(216_000), 2400);
         assert_eq!(to_ms(-5), 0);
+    }
+
+    #[test]
+    fn hevc_parameter_sets_become_an_hvcc_record_in_an_hvc1_sequence_start() {
+        // Parameter sets in the shape x265 writes for Main 4:2:0 8-bit, level 2.0 (hand-made: the
+        // record's fields must come from the SPS's profile_tier_level).
+        let vps = [
+            0x40, 0x01, 0x0C, 0x01, 0xFF, 0xFF, 0x01, 0x60, 0, 0, 3, 0, 0x90, 0, 0, 3, 0, 0, 3, 0, 0x3C, 0x95, 0x94,
+            0x09,
+        ];
+        let sps = [
+            0x42, 0x01, 0x01, 0x01, 0x60, 0, 0, 3, 0, 0x90, 0, 0, 3, 0, 0, 3, 0, 0x3C, 0xA0, 0x0A, 0x08, 0x0F, 0x16,
+            0x59, 0x59, 0x52, 0x93, 0x0B, 0xC0, 0x5A, 0x02, 0, 0, 3, 0, 2, 0, 0, 3, 0, 0x32, 0x10,
+        ];
+        let pps = [0x44, 0x01, 0xC1, 0x72, 0xB4, 0x62, 0x40];
+        let au = [&[0, 0, 0, 1][..], &vps, &[0, 0, 0, 1], &sps, &[0, 0, 0, 1], &pps, &[0, 0, 0, 1, 0x26, 0x01, 0xAF]]
+            .concat();
+        let mut c = ToMedia::new();
+        let mut out = Vec::new();
+        c.convert(pes(Codec::H265, 0, 0, &au), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        let start = &out[0].payload;
+        assert_eq!(&start[..5], &[0x90, b'h', b'v', b'c', b'1'], "keyframe, SequenceStart, hvc1");
+        let rec = &start[5..];
+        assert_eq!(rec[0], 1);
+        assert_eq!(rec[1], 0x01, "general profile space 0, main tier, profile 1 (Main)");
+        assert_eq!(rec[12], 0x3C, "level 60 (2.0)");
+        assert_eq!(&rec[16..19], &[0xFC | 1, 0xF8, 0xF8], "4:2:0, 8-bit luma and chroma");
+        assert_eq!(rec[21] & 3, 3, "4-byte NAL lengths");
+        assert_eq!(rec[22], 3, "VPS, SPS, PPS arrays");
+        let frame = &out[1].payload;
+        assert_eq!(&frame[..8], &[0x91, b'h', b'v', b'c', b'1', 0, 0, 0], "keyframe CodedFrames, cts 0");
+        assert_eq!(&frame[8..], &[0, 0, 0, 3, 0x26, 0x01, 0xAF]);
     }
 
     #[test]
