@@ -104,7 +104,7 @@ async fn srt_publish_is_played_over_rtmp_with_h264_and_aac() {
     // The link statistics are exported per stream while it publishes.
     wait_until("SRT link statistics for demo", Duration::from_secs(5), || async {
         let (_, body) = e.edge.get("/metrics").await;
-        body.contains("streamfleet_edge_srt_packets_lost{stream=\"demo\"}").then_some(())
+        body.contains("streamfleet_edge_srt_loss_reports{stream=\"demo\"}").then_some(())
     })
     .await;
     drop(publisher);
@@ -329,5 +329,50 @@ async fn hevc_over_srt_reaches_rtmp_players_as_enhanced_rtmp_hvc1() {
     assert!(stderr.contains("Video: hevc (Main)") && stderr.contains("320x240"), "{stderr}");
     assert!(stderr.contains("Audio: aac"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("error"), "decoding errors: {stderr}");
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn over_a_lossy_link_retransmission_keeps_playback_clean_and_the_loss_shows_in_the_metrics() {
+    use std::sync::atomic::Ordering;
+    use streamfleet_testkit::udp_relay::{Impairment, UdpRelay};
+    let e = start(&["--srt-latency", "300ms"]).await;
+    // 3 % of datagrams dropped and 2 % reordered, each way (acknowledgements and loss reports too).
+    let relay = UdpRelay::start(e.srt, Impairment { drop_per_mille: 30, reorder_per_mille: 20, seed: 19 })
+        .await
+        .expect("relay");
+    let publisher = srt_publish(relay.addr, "publish:demo-publish-key", 30, &["&latency=300000"]);
+    e.edge.wait_live("demo", 60, Duration::from_secs(20)).await;
+    let player = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            &e.edge.url("demo"),
+            "-t",
+            "4",
+            "-f",
+            "null",
+            "-",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg player");
+    let (ok, stderr) = finish(player, Duration::from_secs(20)).await;
+    assert!(ok && stderr.trim().is_empty(), "decoding errors over the lossy link: {stderr}");
+    assert!(relay.counts.dropped.load(Ordering::Relaxed) > 10, "the link was not lossy: {:?}", relay.counts);
+    let lost = wait_until("the loss in the SRT link metrics", Duration::from_secs(5), || async {
+        let naks = e.edge.metric("streamfleet_edge_srt_loss_reports{stream=\"demo\"}").await;
+        let retransmitted = e.edge.metric("streamfleet_edge_srt_packets_retransmitted{stream=\"demo\"}").await;
+        (naks > 0.0 && retransmitted > 0.0).then_some(retransmitted)
+    })
+    .await;
+    let dropped = e.edge.metric("streamfleet_edge_srt_packets_dropped{stream=\"demo\"}").await;
+    assert_eq!(dropped, 0.0, "{lost} packets retransmitted, {dropped} not recovered within the latency");
     drop(publisher);
 }

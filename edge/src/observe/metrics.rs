@@ -56,7 +56,7 @@ pub(crate) struct Metrics {
     pub(crate) relay_upstream_errors: IntCounterVec,
     /// SRT callers admitted and connected (`--srt-listen`).
     pub(crate) srt_connections_active: IntGauge,
-    /// Link statistics of each stream's SRT publisher, as libsrt's `srt_bstats` names them.
+    /// Link statistics of each stream's SRT publisher (what srt-tokio counts: no RTT).
     pub(crate) srt_link: SrtLinkSeries,
     stream_health: StreamHealthSeries,
 }
@@ -64,16 +64,14 @@ pub(crate) struct Metrics {
 /// Per-stream SRT link statistics, of the current SRT publisher (gauges: each connection
 /// counts from zero, so a counter would go backwards when the encoder reconnects).
 pub(crate) struct SrtLinkSeries {
-    pub(crate) rtt_ms: GaugeVec,
-    pub(crate) lost: IntGaugeVec,
+    pub(crate) loss_reports: IntGaugeVec,
     pub(crate) retransmitted: IntGaugeVec,
     pub(crate) dropped: IntGaugeVec,
 }
 
 impl SrtLinkSeries {
     pub(crate) fn forget(&self, playback: &str) {
-        let _ = self.rtt_ms.remove_label_values(&[playback]);
-        let _ = self.lost.remove_label_values(&[playback]);
+        let _ = self.loss_reports.remove_label_values(&[playback]);
         let _ = self.retransmitted.remove_label_values(&[playback]);
         let _ = self.dropped.remove_label_values(&[playback]);
     }
@@ -241,10 +239,9 @@ impl Metrics {
             )?,
             srt_connections_active: gauge("srt_connections_active", "Open SRT connections (admitted callers)")?,
             srt_link: SrtLinkSeries {
-                rtt_ms: float_gauge_vec("srt_rtt_milliseconds", "Round-trip time of the stream's SRT publisher link")?,
-                lost: gauge_vec(
-                    "srt_packets_lost",
-                    "Data packets the SRT publisher link found missing (before retransmission), since it connected",
+                loss_reports: gauge_vec(
+                    "srt_loss_reports",
+                    "Loss reports (NAKs) the edge sent to the stream's SRT publisher for missing packets, since it connected",
                     &["stream"],
                 )?,
                 retransmitted: gauge_vec(

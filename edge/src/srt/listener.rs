@@ -359,8 +359,7 @@ async fn export_stats(mut stats: Stats, metrics: Arc<Metrics>, playback: String)
             continue;
         }
         last = Instant::now();
-        link.rtt_ms.with_label_values(&[&playback]).set(s.rx_average_rtt.as_secs_f64() * 1000.0);
-        link.lost.with_label_values(&[&playback]).set(s.rx_loss_data as i64);
+        link.loss_reports.with_label_values(&[&playback]).set(s.tx_nak as i64);
         link.retransmitted.with_label_values(&[&playback]).set(s.rx_retransmit_data as i64);
         link.dropped.with_label_values(&[&playback]).set(s.rx_dropped_data as i64);
     }
