@@ -11,16 +11,28 @@ use bytes::Bytes;
 use common::{Edge, RawClient, STREAMS_YAML, TempFile, ffmpeg_publish, ffprobe, finish};
 use futures::SinkExt;
 use srt_tokio::SrtSocket;
-use streamfleet_testkit::wait::wait_until;
+use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::{
     process::{Child, Command},
     time::Instant,
 };
 
-/// The test streams plus `off`, a disabled stream.
+/// The test streams plus `off`, a disabled stream, and `backup` (takeoverPolicy Replace).
 fn streams() -> String {
     format!(
         "{STREAMS_YAML}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: backup-key}}
+stringData: {{publishKey: backup-publish-key}}
+---
+apiVersion: streamfleet.io/v1alpha1
+kind: LiveStream
+metadata: {{name: backup}}
+spec:
+  publishKeySecretRef: {{name: backup-key, key: publishKey}}
+  takeoverPolicy: Replace
+---
 apiVersion: v1
 kind: Secret
 metadata: {{name: off-key}}
@@ -375,4 +387,45 @@ async fn over_a_lossy_link_retransmission_keeps_playback_clean_and_the_loss_show
     let dropped = e.edge.metric("streamfleet_edge_srt_packets_dropped{stream=\"demo\"}").await;
     assert_eq!(dropped, 0.0, "{lost} packets retransmitted, {dropped} not recovered within the latency");
     drop(publisher);
+}
+
+#[tokio::test]
+async fn takeover_policies_apply_across_protocols() {
+    let e = start(&[]).await;
+    // ReplaceIdle: an RTMP encoder gone silent (its connection still open) is replaced by an
+    // SRT one within a second of the SRT connect, and its connection is closed.
+    let mut dead = RawClient::connect(e.edge.rtmp).await;
+    dead.publish("demo-publish-key").await.expect("RTMP publish");
+    dead.send_video(fake_avc(true, 200), 0).await;
+    e.edge.wait_live("demo", 1, Duration::from_secs(5)).await;
+    wait_until("the RTMP publisher marked idle", Duration::from_secs(5), || async {
+        e.edge.stream("demo").await.filter(|s| s["publisher_idle"] == true)
+    })
+    .await;
+    let t0 = Instant::now();
+    let mut srt = call(e.srt, "publish:demo-publish-key").await.expect("SRT caller admitted over the silent holder");
+    let took = t0.elapsed();
+    eprintln!("ReplaceIdle: SRT admitted {took:?} after connecting");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 1.0);
+    assert!(dead.closed_within(Duration::from_secs(2)).await, "the replaced RTMP publisher is still connected");
+    drop(srt.close().await);
+
+    // Replace: a live SRT publisher of `backup` is replaced by an RTMP one at once, and the other
+    // way round.
+    let first = srt_publish(e.srt, "publish:backup-publish-key", 30, &[]);
+    e.edge.wait_live("backup", 30, Duration::from_secs(20)).await;
+    let mut rtmp = RawClient::connect(e.edge.rtmp).await;
+    rtmp.publish("backup-publish-key").await.expect("RTMP replaces the live SRT publisher");
+    let (ok, _) = finish(first, Duration::from_secs(10)).await;
+    assert!(!ok, "the replaced SRT publisher (ffmpeg) ends with an error");
+    assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 2.0);
+    rtmp.send_video(fake_avc(true, 200), 0).await;
+    wait_until("the takeover cooldown over", Duration::from_secs(10), || async {
+        // --takeover-cooldown (5 s) stops a second takeover right after the first.
+        (call(e.srt, "publish:backup-publish-key").await.ok()).map(|s| (s, ()))
+    })
+    .await;
+    assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 3.0);
+    assert!(rtmp.closed_within(Duration::from_secs(2)).await, "the replaced RTMP publisher is still connected");
 }
