@@ -111,6 +111,8 @@ async fn srt_publish_is_played_over_rtmp_with_h264_and_aac() {
     let sessions = e.edge.sessions().await;
     let s = sessions.iter().find(|s| s["role"] == "publisher").expect("the SRT publisher's session");
     assert_eq!(s["playback_name"], "demo");
+    assert_eq!(s["protocol"], "srt", "{s}");
+    assert_eq!(live["publisher_protocol"], "srt", "{live}");
     assert!(s["bytes_received"].as_u64().unwrap_or(0) > 10_000, "{s}");
     assert_eq!(e.edge.metric("streamfleet_edge_srt_connections_active").await, 1.0);
     // The link statistics are exported per stream while it publishes.

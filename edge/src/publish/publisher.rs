@@ -106,6 +106,8 @@ pub(crate) fn refused(
 
 /// What a publisher's life needs from its connection, whatever protocol it came in over.
 pub(crate) trait PublisherConn: Send {
+    /// `rtmp` or `srt`: a metric label and what `/api/v1/streams` shows.
+    fn protocol(&self) -> &'static str;
     fn remote(&self) -> std::net::SocketAddr;
     fn session_id(&self) -> u64;
     fn set_role(&mut self, stream: String, playback: String);
@@ -118,6 +120,9 @@ pub(crate) trait PublisherConn: Send {
 }
 
 impl PublisherConn for Session {
+    fn protocol(&self) -> &'static str {
+        "rtmp"
+    }
     fn remote(&self) -> std::net::SocketAddr {
         self.remote
     }
@@ -159,15 +164,20 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
     // waits for this publisher's release instead of applying the takeover policy to it once it
     // has ended.
     let mut local_lease = stream.local_leases.hold();
-    let meta =
-        PublisherMeta { session, remote_addr: io.remote().to_string(), since: SystemTime::now(), relay_source: None };
+    let meta = PublisherMeta {
+        session,
+        remote_addr: io.remote().to_string(),
+        since: SystemTime::now(),
+        relay_source: None,
+        protocol: Some(io.protocol()),
+    };
     let (mut kick, replaced_local) = stream.begin_publish(meta);
     if lease.took_over {
         ctx.metrics.takeovers.inc();
     }
     tracing::info!(
         stream = %record.id, playback = %record.playback_name, key = %key_hash.short(), fence = lease.fence,
-        took_over = lease.took_over, replaced_local, "publisher admitted"
+        took_over = lease.took_over, replaced_local, protocol = io.protocol(), "publisher admitted"
     );
     io.set_role(record.id.to_string(), record.playback_name.clone());
     ctx.metrics.publishers_active.inc();

@@ -234,6 +234,7 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         }
     };
     let guard = ctx.sessions.open(remote);
+    guard.info.set_protocol("srt");
     let playback = admitted.record.playback_name.clone();
     tracing::Span::current().record("stream", tracing::field::display(&admitted.record.id));
     ctx.metrics.srt_connections_active.inc();
@@ -298,6 +299,7 @@ async fn serve_play(
     };
     let remote = request.remote();
     let guard = ctx.sessions.open(remote);
+    guard.info.set_protocol("srt");
     tracing::Span::current().record("stream", tracing::field::display(&record.id));
     let slot = match record.max_viewers {
         None => None,
@@ -383,6 +385,9 @@ impl SrtPublisher {
 }
 
 impl PublisherConn for SrtPublisher {
+    fn protocol(&self) -> &'static str {
+        "srt"
+    }
     fn remote(&self) -> SocketAddr {
         self.info.remote_addr
     }
