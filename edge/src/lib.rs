@@ -8,6 +8,7 @@
 //!    AMF0 guard, the messages the edge writes itself).
 //! 2. [`media`]: what a publisher sends, independent of the protocol it came in over (media
 //!    messages, codec inspection) and the frame every player shares (serialised once).
+//!    [`mpegts`] sits just above it: MPEG-TS (SRT's payload) to and from that media.
 //! 3. [`fanout`]: how bytes leave: per-connection outboxes, the drop and audio-hold policy, the
 //!    writer (every `unsafe` of the write path, in one file), the write window and its frame log.
 //! 4. [`streams`]: per-stream state: the publisher slot, fast-start cache, timeline, players,
@@ -18,8 +19,8 @@
 //!    machine) and the session handle a role drives on a socket.
 //! 7. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
 //!    publisher's life), [`play`] (player admission and the player loop), [`relay`] (cross-edge
-//!    play), and [`app`] (configuration, context, listeners, drain, HTTP, health, viewer
-//!    reports).
+//!    play), [`srt`] (the SRT listener: handshake decisions, SRT publishers and players), and
+//!    [`app`] (configuration, context, listeners, drain, HTTP, health, viewer reports).
 //!
 //! Why this shape: the hot path runs bottom-up through fan-out and streams, which know nothing
 //! about RTMP sessions, the registry or the process, so a new ingest protocol (RTMPS, SRT) is a

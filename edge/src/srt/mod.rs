@@ -1,14 +1,16 @@
-//! SRT ingest (issue 19): a UDP listener (`--srt-listen`) whose callers publish MPEG-TS with a
-//! publish key in their stream ID. [`stream_id`] reads what a caller asks for; [`listener`]
-//! decides each handshake (limits, registry look-up and lease, rejection codes) and runs the
-//! admitted publisher through the same life as an RTMP one ([`crate::publish`]), its media
-//! demuxed by [`crate::mpegts`].
+//! SRT (issue 19): a UDP listener (`--srt-listen`) whose callers publish MPEG-TS with a publish
+//! key in their stream ID, or play a stream by its playback name. [`stream_id`] reads what a
+//! caller asks for; [`listener`] decides each handshake (limits, registry look-up and lease or
+//! viewer slot, rejection codes) and runs an admitted publisher through the same life as an
+//! RTMP one ([`crate::publish`]), its media demuxed by [`crate::mpegts`]; [`play`] serves an
+//! admitted player from the stream's fan-out, muxed back to MPEG-TS.
 //!
 //! srt-tokio (pure Rust) rather than libsrt through FFI: its listener hands each handshake to
 //! us as a value we answer asynchronously, so the registry look-up and the lease happen *during*
 //! the handshake without blocking the thread that receives every other caller's packets
 //! (libsrt's listen callback runs synchronously on its receive thread); no C library in the
-//! image and no `unsafe`. Interoperability with ffmpeg's libsrt 1.5 is what
+//! image and no `unsafe`. Its protocol crate is patched where input panicked it
+//! (`third_party/srt-protocol/PATCHES.md`). Interoperability with ffmpeg's libsrt 1.5 is what
 //! `edge/tests/edge_srt.rs` checks.
 
 pub(crate) mod config;
