@@ -272,7 +272,8 @@ bitflags! {
 }
 
 fn le_bytes_to_string(le_bytes: &mut impl Buf) -> Result<String, PacketParseError> {
-    if le_bytes.remaining() % 4 != 0 {
+    // Streamfleet patch: an empty string extension read a word past the end (a panic).
+    if le_bytes.remaining() % 4 != 0 || le_bytes.remaining() == 0 {
         return Err(PacketParseError::NotEnoughData);
     }
 
@@ -365,6 +366,10 @@ impl SrtControlPacket {
                 )))
             }
             8 => {
+                // Streamfleet patch: a group extension shorter than its 4 bytes panicked.
+                if buf.remaining() < 4 {
+                    return Err(PacketParseError::NotEnoughData);
+                }
                 let ty = buf.get_u8().into();
                 let flags = GroupFlags::from_bits_truncate(buf.get_u8());
                 let weight = buf.get_u16_le();
