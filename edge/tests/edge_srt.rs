@@ -343,6 +343,11 @@ async fn hevc_over_srt_reaches_rtmp_players_as_enhanced_rtmp_hvc1() {
     assert!(stderr.contains("Video: hevc (Main)") && stderr.contains("320x240"), "{stderr}");
     assert!(stderr.contains("Audio: aac"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("error"), "decoding errors: {stderr}");
+    // And to SRT players, muxed back into MPEG-TS.
+    let (ok, out, err) = srt_probe(e.srt, "demo").await;
+    assert!(ok, "ffprobe over SRT failed: {err}");
+    assert!(out.contains("codec_name=hevc|codec_type=video"), "{out}");
+    assert!(out.contains("codec_name=aac|codec_type=audio"), "{out}");
     drop(publisher);
 }
 

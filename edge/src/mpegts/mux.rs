@@ -1,12 +1,13 @@
-//! The edge's media back to MPEG-TS, for players over SRT: FLV-style H.264 and AAC payloads
+//! The edge's media back to MPEG-TS, for players over SRT: FLV-style H.264, H.265 and AAC payloads
 //! (what every stream carries, whatever its publisher's protocol) become PES packets in 188-byte
 //! transport packets with PAT/PMT (repeated before every keyframe, so a player can start there),
 //! PCR on the video PID, and per-PID continuity counters.
 //!
 //! H.264 length-prefixed NAL units become Annex B with an access unit delimiter, and SPS/PPS from
-//! the last AVC sequence header before every keyframe; raw AAC gets an ADTS header from the last
+//! the last AVC sequence header before every keyframe (H.265 from Enhanced RTMP `hvc1` the same
+//! way, with VPS/SPS/PPS from its HEVCDecoderConfigurationRecord); raw AAC gets an ADTS header from the last
 //! AudioSpecificConfig. Timestamps: RTMP milliseconds × 90 plus a fixed offset, so PTS stays
-//! above the PCR. Other codecs are left out (counted by the caller).
+//! above the PCR. Other codecs are left out (counted in `skipped`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -22,8 +23,10 @@ const OFFSET_90K: u64 = 90_000;
 #[derive(Default)]
 pub(crate) struct Muxer {
     cc: [u8; 4],
-    /// SPS and PPS NAL units of the last AVC sequence header, and its NAL length size.
+    /// Parameter sets of the last video sequence header (AVC: SPS, PPS; HEVC: VPS, SPS, PPS),
+    /// its NAL length size, and whether it is HEVC.
     avc: Option<(Vec<Bytes>, usize)>,
+    hevc: bool,
     /// ADTS header fields from the last AudioSpecificConfig: (profile, sampling index, channels).
     aac: Option<(u8, u8, u8)>,
     tables_sent: bool,
@@ -48,7 +51,25 @@ impl Muxer {
     }
 
     fn video(&mut self, ts: u32, p: &[u8], out: &mut BytesMut) {
-        // Legacy FLV AVC only: codec id 7, packet type 0 (sequence header) or 1 (NAL units).
+        // Enhanced RTMP HEVC (`hvc1`): SequenceStart, CodedFrames (with cts), CodedFramesX.
+        if p.len() >= 5 && p[0] & 0x80 != 0 && &p[1..5] == b"hvc1" {
+            let keyframe = (p[0] >> 4) & 0x07 == 1;
+            match p[0] & 0x0F {
+                0 => match parse_hvcc(&p[5..]) {
+                    Some(c) => {
+                        self.avc = Some(c);
+                        self.hevc = true;
+                        self.tables_sent = false;
+                    }
+                    None => self.skipped += 1,
+                },
+                1 if p.len() >= 8 => self.frame(ts, keyframe, si24(&p[5..8]), &p[8..], out),
+                3 => self.frame(ts, keyframe, 0, &p[5..], out),
+                _ => {}
+            }
+            return;
+        }
+        // Legacy FLV AVC: codec id 7, packet type 0 (sequence header) or 1 (NAL units).
         if p.len() < 5 || p[0] & 0x0F != 7 {
             self.skipped += 1;
             return;
@@ -57,28 +78,31 @@ impl Muxer {
             match parse_avc_config(&p[5..]) {
                 Some(c) => {
                     self.avc = Some(c);
+                    self.hevc = false;
                     self.tables_sent = false;
                 }
                 None => self.skipped += 1,
             }
             return;
         }
-        let Some((params, len_size)) = &self.avc else { return };
-        if p[1] != 1 {
-            return;
+        if p[1] == 1 {
+            self.frame(ts, p[0] >> 4 == 1, si24(&p[2..5]), &p[5..], out);
         }
-        let keyframe = p[0] >> 4 == 1;
-        // Composition time: signed 24 bits.
-        let cts = (((p[2] as i32) << 16 | (p[3] as i32) << 8 | p[4] as i32) << 8) >> 8;
-        let mut es = BytesMut::with_capacity(p.len() + 64);
-        es.put_slice(&[0, 0, 0, 1, 0x09, 0xF0]);
+    }
+
+    /// One video frame of length-prefixed NAL units as a PES packet in Annex B.
+    fn frame(&mut self, ts: u32, keyframe: bool, cts: i32, nals: &[u8], out: &mut BytesMut) {
+        let Some((params, len_size)) = &self.avc else { return };
+        let mut es = BytesMut::with_capacity(nals.len() + 64);
+        // Access unit delimiter (H.265: type 35; H.264: type 9).
+        es.put_slice(if self.hevc { &[0, 0, 0, 1, 0x46, 0x01, 0x50] } else { &[0, 0, 0, 1, 0x09, 0xF0] });
         if keyframe {
             for nal in params {
                 es.put_slice(&[0, 0, 0, 1]);
                 es.put_slice(nal);
             }
         }
-        let mut rest = &p[5..];
+        let mut rest = nals;
         while rest.len() >= *len_size {
             let n = rest[..*len_size].iter().fold(0usize, |a, &b| a << 8 | b as usize);
             let Some(nal) = rest.get(*len_size..*len_size + n) else {
@@ -157,7 +181,8 @@ impl Muxer {
         self.section(0, 0x00, &pat, out);
         let mut pmt = vec![0xE0 | (PID_VIDEO >> 8) as u8, PID_VIDEO as u8, 0xF0, 0x00];
         if self.avc.is_some() {
-            pmt.extend_from_slice(&[0x1B, 0xE0 | (PID_VIDEO >> 8) as u8, PID_VIDEO as u8, 0xF0, 0x00]);
+            let stream_type = if self.hevc { 0x24 } else { 0x1B };
+            pmt.extend_from_slice(&[stream_type, 0xE0 | (PID_VIDEO >> 8) as u8, PID_VIDEO as u8, 0xF0, 0x00]);
         }
         if self.aac.is_some() {
             pmt.extend_from_slice(&[0x0F, 0xE0 | (PID_AUDIO >> 8) as u8, PID_AUDIO as u8, 0xF0, 0x00]);
@@ -263,6 +288,30 @@ fn put_range(out: &mut BytesMut, header: &[u8], es: &[u8], from: usize, n: usize
     if end > header.len() {
         out.put_slice(&es[from.saturating_sub(header.len())..end - header.len()]);
     }
+}
+
+/// A signed 24-bit composition time.
+fn si24(b: &[u8]) -> i32 {
+    (((b[0] as i32) << 16 | (b[1] as i32) << 8 | b[2] as i32) << 8) >> 8
+}
+
+/// The parameter sets (VPS, SPS, PPS, in the record's order) of an
+/// HEVCDecoderConfigurationRecord, and its NAL length size.
+fn parse_hvcc(r: &[u8]) -> Option<(Vec<Bytes>, usize)> {
+    let len_size = (*r.get(21)? & 0x03) as usize + 1;
+    let arrays = *r.get(22)? as usize;
+    let mut at = 23;
+    let mut params = Vec::new();
+    for _ in 0..arrays {
+        let count = u16::from_be_bytes([*r.get(at + 1)?, *r.get(at + 2)?]) as usize;
+        at += 3;
+        for _ in 0..count {
+            let n = u16::from_be_bytes([*r.get(at)?, *r.get(at + 1)?]) as usize;
+            params.push(Bytes::copy_from_slice(r.get(at + 2..at + 2 + n)?));
+            at += 2 + n;
+        }
+    }
+    Some((params, len_size))
 }
 
 /// SPS and PPS of an AVCDecoderConfigurationRecord, and its NAL length size.

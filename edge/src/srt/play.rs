@@ -234,8 +234,7 @@ async fn play(
                             }
                             // From a keyframe on: frames before it cannot be decoded.
                             if kind == MediaKind::Video && !keyframe_seen {
-                                keyframe_seen = matches!(m.payload.first(), Some(b) if b >> 4 == 1)
-                                    && m.payload.get(1) == Some(&1);
+                                keyframe_seen = is_keyframe(&m.payload);
                                 if !keyframe_seen && !is_config(&m.payload) {
                                     continue;
                                 }
@@ -282,11 +281,22 @@ async fn play(
     end
 }
 
-/// An AVC or AAC sequence header (FLV legacy codecs: packet type 0).
+/// A video or audio sequence header: legacy AVC or AAC (packet type 0), or an Enhanced RTMP
+/// SequenceStart.
 fn is_config(p: &[u8]) -> bool {
     match p {
+        [b, ..] if b & 0x80 != 0 && b >> 4 != 0xA => b & 0x0F == 0,
         [0x17, 0, ..] => true,
         [b, 0, ..] => b >> 4 == 10,
+        _ => false,
+    }
+}
+
+/// A video keyframe with pictures: legacy AVC NAL units, or Enhanced RTMP CodedFrames(X).
+fn is_keyframe(p: &[u8]) -> bool {
+    match p {
+        [b, ..] if b & 0x80 != 0 => (b >> 4) & 0x07 == 1 && matches!(b & 0x0F, 1 | 3),
+        [b, 1, ..] => b >> 4 == 1,
         _ => false,
     }
 }
