@@ -95,4 +95,14 @@ mod tests {
             vec![("reason=\"already_active\"".to_string(), 99.0), ("reason=\"unknown_key\"".to_string(), 2.0)]
         );
     }
+
+    #[test]
+    fn labels_given_select_every_series_that_has_them() {
+        let text = "f{protocol=\"rtmp\",reason=\"unknown_key\"} 2\nf{protocol=\"srt\",reason=\"unknown_key\"} 3\nf{protocol=\"srt\",reason=\"disabled\"} 5\n";
+        assert_eq!(metric_value(text, "f{reason=\"unknown_key\"}"), 5.0, "both protocols");
+        assert_eq!(metric_value(text, "f{protocol=\"srt\",reason=\"unknown_key\"}"), 3.0);
+        assert_eq!(metric_value(text, "f{reason=\"unknown_key\",protocol=\"srt\"}"), 3.0, "in any order");
+        assert_eq!(metric_value(text, "f{protocol=\"srt\"}"), 8.0);
+        assert_eq!(metric_value(text, "f{reason=\"already_active\"}"), 0.0);
+    }
 }
