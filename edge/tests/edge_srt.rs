@@ -436,3 +436,29 @@ async fn takeover_policies_apply_across_protocols() {
     assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 3.0);
     assert!(rtmp.closed_within(Duration::from_secs(2)).await, "the replaced RTMP publisher is still connected");
 }
+
+#[tokio::test]
+async fn sigterm_ends_srt_publishers_and_players_and_releases_the_lease() {
+    use futures::StreamExt;
+    let mut e = start(&[]).await;
+    let mut publisher = call(e.srt, "publish:demo-publish-key").await.expect("SRT publisher admitted");
+    e.edge.wait_live("demo", 0, Duration::from_secs(5)).await;
+    let mut player = call(e.srt, "read:demo").await.expect("SRT player admitted");
+    wait_until("the SRT player counted", Duration::from_secs(5), || async {
+        (e.edge.metric("streamfleet_edge_players_active").await == 1.0).then_some(())
+    })
+    .await;
+
+    let status = Command::new("kill").args(["-TERM", &e.edge.pid.to_string()]).status().await.expect("kill");
+    assert!(status.success());
+    // Both connections end (SRT has no status message: the caller sees its stream end).
+    // A player receives nothing before the drain (the stream has no media): its next item is the end.
+    let end = tokio::time::timeout(Duration::from_secs(5), player.next()).await;
+    assert!(end.as_ref().is_ok_and(|r| r.as_ref().is_none_or(|r| r.is_err())), "SRT player not ended: {end:?}");
+    let end = tokio::time::timeout(Duration::from_secs(5), publisher.next()).await;
+    assert!(end.as_ref().is_ok_and(|r| r.as_ref().is_none_or(|r| r.is_err())), "SRT publisher not ended: {end:?}");
+    let exit =
+        tokio::time::timeout(Duration::from_secs(10), e.edge.child.wait()).await.expect("edge exits").expect("wait");
+    assert!(exit.success(), "{exit}");
+    assert!(e.edge.logs().contains("lease released"), "{}", e.edge.logs());
+}

@@ -250,6 +250,9 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         metrics: ctx.metrics.clone(),
     };
     let ended = publisher::run_admitted(ctx, &mut conn, admitted, &key_hash).await;
+    // Closed here, not on drop: the caller hears the shutdown before a draining process exits
+    // (a dropped socket's task may not get to send it), rather than after its peer timeout.
+    let _ = tokio::time::timeout(super::CLOSE_WAIT, conn.socket.close_and_finish()).await;
     stats.abort();
     ctx.metrics.srt_link.forget(&playback);
     ended.record(&ctx.metrics);

@@ -13,7 +13,14 @@
 //! (`third_party/srt-protocol/PATCHES.md`). Interoperability with ffmpeg's libsrt 1.5 is what
 //! `edge/tests/edge_srt.rs` checks.
 
+use std::time::Duration;
+
 pub(crate) mod config;
 pub(crate) mod listener;
 pub(crate) mod play;
 pub(crate) mod stream_id;
+
+/// Most time an ending SRT connection waits for its shutdown to reach the caller (publishers and
+/// players close their socket themselves rather than on drop, so that a draining process does
+/// not exit before the caller is told).
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(1);

@@ -149,7 +149,8 @@ pub(crate) async fn serve_player(
     writer.abort();
     outbox.release_sink();
     release_slot(ctx, record, slot).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
+    // Closed here, not on drop: the player hears the shutdown before a draining process exits.
+    let _ = tokio::time::timeout(super::CLOSE_WAIT, socket.close_and_finish()).await;
     end
 }
 
