@@ -8,6 +8,7 @@
 //!    AMF0 guard, the messages the edge writes itself).
 //! 2. [`media`]: what a publisher sends, independent of the protocol it came in over (media
 //!    messages, codec inspection) and the frame every player shares (serialised once).
+//!    [`mpegts`] sits just above it: MPEG-TS (SRT's payload) to and from that media.
 //! 3. [`fanout`]: how bytes leave: per-connection outboxes, the drop and audio-hold policy, the
 //!    writer (every `unsafe` of the write path, in one file), the write window and its frame log.
 //! 4. [`streams`]: per-stream state: the publisher slot, fast-start cache, timeline, players,
@@ -20,8 +21,8 @@
 //!    machine) and the session handle a role drives on a socket.
 //! 8. The roles and the process, which share the [`app`] context: [`publish`] (admission, the
 //!    publisher's life), [`play`] (player admission and the player loop), [`relay`] (cross-edge
-//!    play), and [`app`] (configuration, context, listeners, drain, HTTP, health, viewer
-//!    reports).
+//!    play), [`srt`] (the SRT listener: handshake decisions, SRT publishers and players), and
+//!    [`app`] (configuration, context, listeners, drain, HTTP, health, viewer reports).
 //!
 //! Why this shape: the hot path runs bottom-up through fan-out and streams, which know nothing
 //! about RTMP sessions, the registry or the process, so a new ingest protocol (RTMPS, SRT) is a
@@ -36,14 +37,22 @@ mod app;
 pub mod connection;
 mod fanout;
 mod media;
+mod mpegts;
 mod observe;
 mod play;
 mod publish;
 mod relay;
 mod rtmp;
+mod srt;
 mod streams;
 mod sync;
 mod transport;
 
 pub use app::{config, server};
 pub use transport::{ProxyMode, TrustedCidrs, fuzz_proxy_header};
+
+/// For the fuzz tests: arbitrary bytes through the SRT publisher's MPEG-TS path and the stream-ID parser.
+pub mod fuzz {
+    pub use crate::mpegts::fuzz_feed as mpegts_feed;
+    pub use crate::srt::stream_id::fuzz_parse as srt_stream_id;
+}

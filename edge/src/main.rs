@@ -8,6 +8,13 @@ fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The SRT crates log packets with `{:?}`, handshakes included, whose stream ID carries the
+    // publish key, and client-supplied strings unescaped: only their errors are logged, whatever
+    // RUST_LOG says (the edge logs what SRT callers do itself, keys hashed, text escaped).
+    let filter = ["srt_tokio=error", "srt_protocol=error"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match config.log_format {

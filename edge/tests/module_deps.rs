@@ -20,12 +20,13 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["rtmp", "sync"],
     &["media"],
+    &["mpegts"],
     &["fanout"],
     &["streams"],
     &["observe"],
     &["transport"],
     &["connection"],
-    &["app", "publish", "play", "relay"],
+    &["app", "publish", "play", "relay", "srt"],
 ];
 
 type Module = Vec<String>;

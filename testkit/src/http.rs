@@ -39,11 +39,24 @@ pub async fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option
 /// `streamfleet_edge_publish_rejections_total{reason="already_active"}`; 0 when the series does
 /// not exist (yet).
 pub fn metric_value(exposition: &str, series: &str) -> f64 {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let Some((family, wanted)) = series.strip_suffix('}').and_then(|s| s.split_once('{')) else {
+        return exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+    };
+    // Labels given select every series that has them, summed: `{reason="unknown_key"}` counts
+    // the refusals of every protocol once a `protocol` label is added beside `reason`.
+    let wanted: Vec<&str> = wanted.split(',').filter(|l| !l.is_empty()).collect();
+    metric_series(exposition, family)
+        .iter()
+        .filter(|(labels, _)| {
+            let have: Vec<&str> = labels.split(',').collect();
+            wanted.iter().all(|w| have.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// Every labelled series of one metric family as (labels, value), e.g. all the `reason`s of
@@ -81,5 +94,15 @@ mod tests {
             all,
             vec![("reason=\"already_active\"".to_string(), 99.0), ("reason=\"unknown_key\"".to_string(), 2.0)]
         );
+    }
+
+    #[test]
+    fn labels_given_select_every_series_that_has_them() {
+        let text = "f{protocol=\"rtmp\",reason=\"unknown_key\"} 2\nf{protocol=\"srt\",reason=\"unknown_key\"} 3\nf{protocol=\"srt\",reason=\"disabled\"} 5\n";
+        assert_eq!(metric_value(text, "f{reason=\"unknown_key\"}"), 5.0, "both protocols");
+        assert_eq!(metric_value(text, "f{protocol=\"srt\",reason=\"unknown_key\"}"), 3.0);
+        assert_eq!(metric_value(text, "f{reason=\"unknown_key\",protocol=\"srt\"}"), 3.0, "in any order");
+        assert_eq!(metric_value(text, "f{protocol=\"srt\"}"), 8.0);
+        assert_eq!(metric_value(text, "f{reason=\"already_active\"}"), 0.0);
     }
 }

@@ -9,6 +9,7 @@
 //! - [`sentinel`]: three Redis and three Sentinels on loopback, to kill, freeze and fail over.
 //! - [`rtmp_client`]: a raw RTMP client (handshake, publish/play outcomes, background sessions)
 //!   for what ffmpeg cannot do or time.
+//! - [`udp_relay`]: a lossy UDP relay (drops and reorders a set share of datagrams) for SRT.
 //!
 //! Everything here binds to 127.0.0.1 only and kills what it starts when dropped.
 
@@ -19,6 +20,7 @@ pub mod proxy;
 pub mod redis_server;
 pub mod rtmp_client;
 pub mod sentinel;
+pub mod udp_relay;
 pub mod wait;
 
 pub use proxy::TcpProxy;

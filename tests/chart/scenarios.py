@@ -161,6 +161,14 @@ SCENARIOS: dict[str, dict] = {
         "edge": {"service": {"type": "NodePort", "nodePort": 31935, "externalTrafficPolicy": "Cluster"}}
     },
     "service-clusterip": {"edge": {"service": {"type": "ClusterIP", "externalTrafficPolicy": ""}}},
+    "srt-mixed": {"edge": {"srt": {"enabled": True, "passphraseSecret": "srt-passphrase"}}},
+    "srt-separate-nodeport": {
+        "edge": {
+            "service": {"type": "NodePort", "nodePort": 31935, "externalTrafficPolicy": "Cluster"},
+            "srt": {"enabled": True, "service": "separate", "nodePort": 31890},
+        },
+        "networkPolicy": {"enabled": True},
+    },
     "service-lb-options": {
         "edge": {
             "service": {

@@ -172,7 +172,7 @@ def test_dashboard_covers_the_required_views():
     by_stream = [e for _, e in panel_exprs(dashboard) if "stream_players" in e]
     assert any("by (stream)" in e for e in by_stream)
     rejections = [e for _, e in panel_exprs(dashboard) if "publish_rejections_total" in e]
-    assert any("by (reason)" in e for e in rejections)
+    assert any("by (protocol, reason)" in e for e in rejections), "publish rejections split by protocol (rtmp, srt) and reason"
 
 
 def test_dashboard_layout_is_sane():

@@ -301,3 +301,38 @@ time: use an existingSecret there.
 {{- fail "edge.proxyProtocol.mode is on but edge.proxyProtocol.trustedCIDRs is empty: list the load balancer's addresses" }}
 {{- end }}
 {{- end }}
+
+{{/*
+SRT (edge.srt): the listener's environment; empty when SRT is off. The passphrase comes from a
+Secret as an environment variable (the edge reads STREAMFLEET_SRT_PASSPHRASE when no file is
+given), so it never appears in the pod spec.
+*/}}
+{{- define "streamfleet.srt.env" -}}
+{{- $srt := .Values.edge.srt }}
+{{- if $srt.enabled }}
+- name: STREAMFLEET_SRT_LISTEN
+  value: "0.0.0.0:{{ $srt.port }}"
+- name: STREAMFLEET_SRT_LATENCY
+  value: {{ $srt.latency | quote }}
+{{- if $srt.passphraseSecret }}
+- name: STREAMFLEET_SRT_PASSPHRASE
+  valueFrom:
+    secretKeyRef:
+      name: {{ $srt.passphraseSecret }}
+      key: {{ $srt.passphraseSecretKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The SRT Service port (UDP), for the RTMP Service (`mixed`) or the SRT one (`separate`). */}}
+{{- define "streamfleet.srt.servicePort" -}}
+{{- $srt := .Values.edge.srt }}
+{{- $type := .Values.edge.service.type }}
+- name: srt
+  port: {{ $srt.port }}
+  targetPort: srt
+  protocol: UDP
+  {{- if and (or (eq $type "LoadBalancer") (eq $type "NodePort")) $srt.nodePort }}
+  nodePort: {{ $srt.nodePort }}
+  {{- end }}
+{{- end }}

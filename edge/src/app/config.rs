@@ -310,6 +310,9 @@ pub struct Config {
     /// (`KeyframeInterval`): a new viewer waits up to one interval for its first picture.
     #[arg(long, env = "STREAMFLEET_HEALTH_KEYFRAME_INTERVAL", default_value = "4s", value_parser = humantime::parse_duration)]
     pub health_keyframe_interval: Duration,
+
+    #[command(flatten)]
+    pub srt: crate::srt::config::SrtArgs,
 }
 
 /// `4194304`, `64KiB`, `8MiB`, `1GiB` (binary units; `K`/`M`/`G` and `KB`/`MB`/`GB` mean the same).

@@ -215,6 +215,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     // Every connection, for the drain; each listener's limits are its own.
     let tracker = ConnTracker::new();
+    crate::srt::listener::start(&ctx, &config, tracker.clone()).await.map_err(StartError::Startup)?;
     let relay_task = relay_listener.map(|listener| {
         let addr = listener.local_addr().unwrap_or(config.relay_listen);
         tracing::info!(%addr, advertised = ?ctx.settings.advertise_addr, "relay listening");

@@ -60,7 +60,27 @@ pub(crate) struct Metrics {
     pub(crate) tls_certificate_reloads: IntCounterVec,
     pub(crate) tls_certificate_stale: IntGauge,
     pub(crate) proxy_header_failures: IntCounterVec,
+    /// SRT callers admitted and connected (`--srt-listen`).
+    pub(crate) srt_connections_active: IntGauge,
+    /// Link statistics of each stream's SRT publisher (what srt-tokio counts: no RTT).
+    pub(crate) srt_link: SrtLinkSeries,
     stream_health: StreamHealthSeries,
+}
+
+/// Per-stream SRT link statistics, of the current SRT publisher (gauges: each connection
+/// counts from zero, so a counter would go backwards when the encoder reconnects).
+pub(crate) struct SrtLinkSeries {
+    pub(crate) loss_reports: IntGaugeVec,
+    pub(crate) retransmitted: IntGaugeVec,
+    pub(crate) dropped: IntGaugeVec,
+}
+
+impl SrtLinkSeries {
+    pub(crate) fn forget(&self, playback: &str) {
+        let _ = self.loss_reports.remove_label_values(&[playback]);
+        let _ = self.retransmitted.remove_label_values(&[playback]);
+        let _ = self.dropped.remove_label_values(&[playback]);
+    }
 }
 
 /// The per-stream health series (see `streams::health`), fed once a second by each publisher.
@@ -152,8 +172,8 @@ impl Metrics {
             )?,
             publish_rejections: counter_vec(
                 "publish_rejections_total",
-                "Publish attempts refused, by reason (unknown_key, disabled, already_active, unavailable, ...)",
-                &["reason"],
+                "Publish attempts refused, by reason (unknown_key, disabled, already_active, unavailable, ...) and protocol (rtmp, srt)",
+                &["reason", "protocol"],
             )?,
             play_rejections: counter_vec(
                 "play_rejections_total",
@@ -257,6 +277,24 @@ impl Metrics {
                 "Relay pulls that failed or broke, by stage (connect, refused, stream)",
                 &["stage"],
             )?,
+            srt_connections_active: gauge("srt_connections_active", "Open SRT connections (admitted callers)")?,
+            srt_link: SrtLinkSeries {
+                loss_reports: gauge_vec(
+                    "srt_loss_reports",
+                    "Loss reports (NAKs) the edge sent to the stream's SRT publisher for missing packets, since it connected",
+                    &["stream"],
+                )?,
+                retransmitted: gauge_vec(
+                    "srt_packets_retransmitted",
+                    "Data packets the SRT publisher retransmitted, since it connected",
+                    &["stream"],
+                )?,
+                dropped: gauge_vec(
+                    "srt_packets_dropped",
+                    "Data packets dropped as too late (not recovered within the latency), since it connected",
+                    &["stream"],
+                )?,
+            },
             stream_health: StreamHealthSeries {
                 fps: float_gauge_vec("stream_video_fps", "Frame rate measured from video timestamps, per stream")?,
                 keyframe_interval: float_gauge_vec(
@@ -298,6 +336,7 @@ impl Metrics {
 
     /// Removes a stream's per-stream series when it leaves this edge.
     pub(crate) fn forget_stream(&self, playback: &str) {
+        self.srt_link.forget(playback);
         let _ = self.stream_players.remove_label_values(&[playback]);
         let _ = self.stream_ingest_bitrate_kbps.remove_label_values(&[playback]);
         let h = &self.stream_health;
@@ -397,7 +436,7 @@ mod tests {
     #[test]
     fn exports_contract_names() {
         let m = Metrics::new().unwrap();
-        m.publish_rejections.with_label_values(&["unknown_key"]).inc();
+        m.publish_rejections.with_label_values(&["unknown_key", "rtmp"]).inc();
         m.stream_players.with_label_values(&["news"]).set(3);
         m.connection_duration.with_label_values(&["player"]).observe(1.0);
         let text = m.render();
@@ -405,7 +444,7 @@ mod tests {
             "streamfleet_edge_publishers_active",
             "streamfleet_edge_players_active",
             "streamfleet_edge_connections_active",
-            "streamfleet_edge_publish_rejections_total{reason=\"unknown_key\"} 1",
+            "streamfleet_edge_publish_rejections_total{protocol=\"rtmp\",reason=\"unknown_key\"} 1",
             "streamfleet_edge_takeovers_total",
             "streamfleet_edge_lease_renewals_total",
             "streamfleet_edge_lease_renew_failures_total",

@@ -42,6 +42,8 @@ struct Mutable {
     tc_url: Option<String>,
     stream: Option<String>,
     playback_name: Option<String>,
+    /// `None`: RTMP (every TCP connection); `srt` for SRT callers.
+    protocol: Option<&'static str>,
 }
 
 /// One connection's record.
@@ -76,6 +78,10 @@ impl SessionInfo {
         m.playback_name = playback_name;
     }
 
+    pub(crate) fn set_protocol(&self, protocol: &'static str) {
+        self.lock().protocol = Some(protocol);
+    }
+
     pub(crate) fn role(&self) -> SessionRole {
         self.lock().role.unwrap_or(SessionRole::Pending)
     }
@@ -93,6 +99,7 @@ impl SessionInfo {
         SessionSnapshot {
             id: self.id,
             role: m.role.unwrap_or(SessionRole::Pending),
+            protocol: m.protocol.unwrap_or("rtmp"),
             remote_addr: self.remote_addr.to_string(),
             transport: self.transport,
             flash_ver: m.flash_ver.clone(),
@@ -114,6 +121,8 @@ impl SessionInfo {
 pub(crate) struct SessionSnapshot {
     pub(crate) id: u64,
     pub(crate) role: SessionRole,
+    /// The application protocol: `rtmp` (over any transport) or `srt`.
+    pub(crate) protocol: &'static str,
     /// The client's address: the TCP peer, or the PROXY protocol header's source.
     pub(crate) remote_addr: String,
     pub(crate) transport: &'static str,

@@ -165,7 +165,7 @@ const SLOT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// edge renews it with its viewer report until [`release_slot`]), `Ok(None)` the stream is full.
 /// The slot expires after three renew intervals (the lease TTL) unless renewed, so a dead edge's
 /// slots free themselves.
-async fn reserve_slot(
+pub(crate) async fn reserve_slot(
     ctx: &Context,
     record: &StreamRecord,
     session: u64,
@@ -185,7 +185,7 @@ async fn reserve_slot(
 
 /// Frees a player's slot (no renewal from now on; the registry drops it at once, or at its
 /// expiry if the registry cannot be reached now).
-async fn release_slot(ctx: &Context, record: &StreamRecord, slot: Option<String>) {
+pub(crate) async fn release_slot(ctx: &Context, record: &StreamRecord, slot: Option<String>) {
     let Some(name) = slot else { return };
     {
         let mut slots = lock(&ctx.viewer_slots);
@@ -211,13 +211,13 @@ async fn wait_live(live: &mut tokio::sync::watch::Receiver<LiveState>) {
     }
 }
 
-fn max_viewers_text(record: &StreamRecord) -> String {
+pub(crate) fn max_viewers_text(record: &StreamRecord) -> String {
     format!("stream {:?} has reached its viewer limit ({})", record.playback_name, record.max_viewers.unwrap_or(0))
 }
 
 /// Longer than any playback name can be (a Kubernetes name is at most 253 characters): refused
 /// without a registry look-up, and without echoing the name.
-const MAX_NAME_BYTES: usize = 253;
+pub(crate) const MAX_NAME_BYTES: usize = 253;
 
 fn refuse(ctx: &Context, io: &mut Session, reason: &str, code: &str, description: &str) -> Ended {
     ctx.metrics.play_rejections.with_label_values(&[reason]).inc();

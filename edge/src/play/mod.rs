@@ -3,7 +3,7 @@
 //! [`player`] is the loop every player runs until it ends, viewers and other edges' relay
 //! pulls alike.
 
-mod admission;
+pub(crate) mod admission;
 pub(crate) mod player;
 
 pub(crate) use admission::{Request, run};

@@ -2,8 +2,8 @@
 //! takeover retries, waiting for a local release); [`publisher`] is the publisher's life while
 //! it holds the lease; [`key_failures`] slows down wrong keys from one address.
 
-mod admission;
+pub(crate) mod admission;
 pub(crate) mod key_failures;
-mod publisher;
+pub(crate) mod publisher;
 
 pub(crate) use publisher::run;

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderMedia, HolderUpdate, Lease, RegistryError, SharedEdgeRegistry};
+use streamfleet_registry::{HolderMedia, HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -26,7 +26,7 @@ use crate::{
         Event,
         session::{Ended, Session},
     },
-    media::MediaKind,
+    media::{Media, MediaKind},
     observe::{SessionRole, log_text::refusal_logged},
     rtmp::messages::Level,
     streams::{
@@ -90,45 +90,122 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
             return io.reject(admission::FAILED, "edge is shutting down; reconnect to publish");
         }
     };
-    let Admitted { record, lease, mut keeper } = match admitted {
+    let admitted = match admitted {
         Ok(a) => a,
         Err(rejection) => {
-            if rejection == admission::Rejection::UnknownKey {
-                // Guessing keys from one address gets slower and slower (a right key never waits).
-                let delay = ctx.key_failures.failed(io.remote.ip());
-                if !delay.is_zero() {
-                    ctx.metrics.publish_key_failures_delayed.inc();
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline.min(Instant::now() + delay)) => {}
-                        ended = io.until_closed_while_pending() => return ended,
-                        _ = shutdown::draining(&mut shutdown) => {}
-                    }
+            let delay = refused(ctx, &rejection, io.remote, &key_hash, "rtmp");
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline.min(Instant::now() + delay)) => {}
+                    ended = io.until_closed_while_pending() => return ended,
+                    _ = shutdown::draining(&mut shutdown) => {}
                 }
-            }
-            ctx.metrics.publish_rejections.with_label_values(&[rejection.reason()]).inc();
-            if refusal_logged() {
-                tracing::info!(key = %key_hash.short(), reason = rejection.reason(), "publish rejected");
             }
             return io.reject(rejection.code(), &rejection.description());
         }
     };
-    let session = io.info.id;
+    run_admitted(ctx, io, admitted, &key_hash).await
+}
+
+/// Counts and logs a refused publish; returns how long to hold the answer back (wrong keys
+/// from one address are answered later and later; a right key never waits).
+pub(crate) fn refused(
+    ctx: &Context,
+    rejection: &admission::Rejection,
+    remote: std::net::SocketAddr,
+    key_hash: &KeyHash,
+    protocol: &'static str,
+) -> Duration {
+    let mut delay = Duration::ZERO;
+    if *rejection == admission::Rejection::UnknownKey {
+        delay = ctx.key_failures.failed(remote.ip());
+        if !delay.is_zero() {
+            ctx.metrics.publish_key_failures_delayed.inc();
+        }
+    }
+    ctx.metrics.publish_rejections.with_label_values(&[rejection.reason(), protocol]).inc();
+    if refusal_logged() {
+        tracing::info!(key = %key_hash.short(), reason = rejection.reason(), protocol, "publish rejected");
+    }
+    delay
+}
+
+/// What a publisher's life needs from its connection, whatever protocol it came in over.
+pub(crate) trait PublisherConn: Send {
+    /// `rtmp` or `srt`: a metric label and what `/api/v1/streams` shows.
+    fn protocol(&self) -> &'static str;
+    fn remote(&self) -> std::net::SocketAddr;
+    fn session_id(&self) -> u64;
+    fn set_role(&mut self, stream: String, playback: String);
+    /// Tells the encoder it is live (RTMP: `NetStream.Publish.Start`).
+    fn accept(&mut self) -> Result<(), Ended>;
+    /// The next audio, video or data message; `Ok(None)` once the encoder finished publishing.
+    fn next_media(&mut self) -> impl std::future::Future<Output = Result<Option<Media>, Ended>> + Send;
+    /// Ends the publish, telling the encoder why where the protocol can.
+    fn close_with(&mut self, level: Level, code: &str, why: &str) -> Ended;
+}
+
+impl PublisherConn for Session {
+    fn protocol(&self) -> &'static str {
+        "rtmp"
+    }
+    fn remote(&self) -> std::net::SocketAddr {
+        self.remote
+    }
+    fn session_id(&self) -> u64 {
+        self.info.id
+    }
+    fn set_role(&mut self, stream: String, playback: String) {
+        Session::set_role(self, SessionRole::Publisher, stream, playback);
+    }
+    fn accept(&mut self) -> Result<(), Ended> {
+        Session::accept(self)
+    }
+    async fn next_media(&mut self) -> Result<Option<Media>, Ended> {
+        loop {
+            match self.next_event().await? {
+                Event::Media(media) => return Ok(Some(media)),
+                Event::PublishFinished => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    fn close_with(&mut self, level: Level, code: &str, why: &str) -> Ended {
+        Session::close_with(self, level, code, why, why)
+    }
+}
+
+/// The life of an admitted publisher (it holds the lease): ingest into the local stream until
+/// it ends, then stop the stream and release the lease.
+pub(crate) async fn run_admitted<C: PublisherConn>(
+    ctx: &Arc<Context>,
+    io: &mut C,
+    admitted: Admitted,
+    key_hash: &KeyHash,
+) -> Ended {
+    let Admitted { record, lease, mut keeper } = admitted;
+    let session = io.session_id();
     let stream = ctx.hub.get_or_create(&record);
     // From here until the release returns, a newcomer on this edge that finds the lease held
     // waits for this publisher's release instead of applying the takeover policy to it once it
     // has ended.
     let mut local_lease = stream.local_leases.hold();
-    let meta =
-        PublisherMeta { session, remote_addr: io.remote.to_string(), since: SystemTime::now(), relay_source: None };
+    let meta = PublisherMeta {
+        session,
+        remote_addr: io.remote().to_string(),
+        since: SystemTime::now(),
+        relay_source: None,
+        protocol: Some(io.protocol()),
+    };
     let (mut kick, replaced_local) = stream.begin_publish(meta);
     if lease.took_over {
         ctx.metrics.takeovers.inc();
     }
     tracing::info!(
         stream = %record.id, playback = %record.playback_name, key = %key_hash.short(), fence = lease.fence,
-        took_over = lease.took_over, replaced_local, "publisher admitted"
+        took_over = lease.took_over, replaced_local, protocol = io.protocol(), "publisher admitted"
     );
-    io.set_role(SessionRole::Publisher, record.id.to_string(), record.playback_name.clone());
+    io.set_role(record.id.to_string(), record.playback_name.clone());
     ctx.metrics.publishers_active.inc();
 
     let (holder_tx, holder_rx) = watch::channel(HolderState::default());
@@ -162,9 +239,9 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn ingest(
+async fn ingest<C: PublisherConn>(
     ctx: &Arc<Context>,
-    io: &mut Session,
+    io: &mut C,
     stream: &Arc<Stream>,
     session: u64,
     keeper: &mut streamfleet_registry::LeaseKeeper,
@@ -183,8 +260,8 @@ async fn ingest(
     ctx.metrics.health_publisher_changed(playback);
     loop {
         tokio::select! {
-            ev = io.next_event() => match ev {
-                Ok(Event::Media(media)) => {
+            ev = io.next_media() => match ev {
+                Ok(Some(media)) => {
                     if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
                         last_media = Instant::now();
                         if holder.borrow().idle {
@@ -195,28 +272,27 @@ async fn ingest(
                     window_bytes += media.payload.len() as u64;
                     ctx.deliver(stream, session, media);
                 }
-                Ok(Event::PublishFinished) => return Ended::Closed("publisher finished".into()),
-                Ok(_) => {}
+                Ok(None) => return Ended::Closed("publisher finished".into()),
                 Err(e) => return e,
             },
             reason = keeper.lost() => {
                 let why = format!("publishing stopped: this edge lost the stream's lease ({reason})");
                 tracing::warn!(%reason, "dropping publisher: lease lost");
-                return io.close_with(Level::Error, "NetStream.Publish.BadName", &why, &why);
+                return io.close_with(Level::Error, "NetStream.Publish.BadName", &why);
             }
             k = &mut *kick => {
                 let why = match k {
                     Ok(Kick::Replaced) | Err(_) => "publishing stopped: a new publisher with the stream key replaced this one",
                 };
                 tracing::info!("dropping publisher: replaced by a newer publisher on this edge");
-                return io.close_with(Level::Error, "NetStream.Publish.BadName", why, why);
+                return io.close_with(Level::Error, "NetStream.Publish.BadName", why);
             }
             _ = tick.tick() => {
                 let now = Instant::now();
                 let silent = now.saturating_duration_since(last_media);
                 if silent >= settings.idle_publisher_timeout {
                     let why = format!("no media for {}; publisher disconnected", humantime::format_duration(settings.idle_publisher_timeout));
-                    return io.close_with(Level::Error, "NetStream.Publish.Idle", &why, &why);
+                    return io.close_with(Level::Error, "NetStream.Publish.Idle", &why);
                 }
                 if silent >= settings.idle_report_after && !holder.borrow().idle {
                     tracing::debug!(silent_ms = silent.as_millis() as u64, "publisher idle");
@@ -238,7 +314,7 @@ async fn ingest(
             }
             _ = shutdown::draining(&mut shutdown) => {
                 let why = "edge is shutting down; reconnect to continue publishing";
-                return io.close_with(Level::Status, "NetStream.Unpublish.Success", why, why);
+                return io.close_with(Level::Status, "NetStream.Unpublish.Success", why);
             }
         }
     }

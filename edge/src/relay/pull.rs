@@ -124,6 +124,7 @@ async fn follow(ctx: &Context, stream: &Arc<Stream>, cleanup: &Cleanup, mut up: 
         remote_addr: owner.to_string(),
         since: SystemTime::now(),
         relay_source: Some(owner.to_string()),
+        protocol: None,
     };
     // A local publisher got in between the check and now: it serves the players.
     let Some(mut kick) = stream.try_begin_publish(meta) else { return };

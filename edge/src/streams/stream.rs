@@ -56,6 +56,8 @@ pub(crate) struct PublisherMeta {
     /// Set when the "publisher" is this edge's relay pull from the owner edge (its relay
     /// address): the stream is live here but published elsewhere.
     pub(crate) relay_source: Option<String>,
+    /// The protocol the encoder publishes over (`rtmp`, `srt`); none for a relay pull.
+    pub(crate) protocol: Option<&'static str>,
 }
 
 struct PublisherSlot {
@@ -110,6 +112,8 @@ pub(crate) struct StreamSnapshot {
     /// The encoder's address, for a publisher on this edge (absent for a relayed stream).
     pub(crate) publisher_remote_addr: Option<String>,
     pub(crate) publisher_since: Option<String>,
+    /// `rtmp` or `srt`, for a publisher on this edge.
+    pub(crate) publisher_protocol: Option<&'static str>,
     /// For a stream relayed from its owner edge: the owner's relay address.
     pub(crate) relay_source: Option<String>,
     pub(crate) players: usize,
@@ -141,6 +145,7 @@ impl StreamSnapshot {
             publisher_idle: false,
             publisher_remote_addr: None,
             publisher_since: None,
+            publisher_protocol: None,
             relay_source: None,
             players: 0,
             relay_pulls: 0,
@@ -432,6 +437,7 @@ impl Stream {
                 .map(|p| p.meta.remote_addr.clone()),
             publisher_since: st.publisher.as_ref().map(|p| humantime::format_rfc3339_millis(p.meta.since).to_string()),
             relay_source: st.publisher.as_ref().and_then(|p| p.meta.relay_source.clone()),
+            publisher_protocol: st.publisher.as_ref().and_then(|p| p.meta.protocol),
             players: count_viewers(&st),
             relay_pulls: st.players.len() - count_viewers(&st),
             video_codec: st.video_codec.name(),
@@ -545,7 +551,13 @@ pub(crate) mod tests {
     }
 
     fn meta(session: u64) -> PublisherMeta {
-        PublisherMeta { session, remote_addr: "127.0.0.1:1".into(), since: SystemTime::now(), relay_source: None }
+        PublisherMeta {
+            session,
+            remote_addr: "127.0.0.1:1".into(),
+            since: SystemTime::now(),
+            relay_source: None,
+            protocol: Some("rtmp"),
+        }
     }
 
     fn video(ts: u32, bytes: &[u8]) -> Media {
