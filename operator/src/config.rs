@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// false accepts any key, e.g. while weak keys found by an upgrade are being rotated.
     #[arg(long, env = "STREAMFLEET_REQUIRE_STRONG_PUBLISH_KEYS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub require_strong_publish_keys: bool,
+    /// Reconcile LiveStreams of these namespaces only (comma-separated), with one watch per
+    /// namespace, so Roles in them are all the RBAC it needs [default: every namespace].
+    #[arg(long, env = "STREAMFLEET_WATCH_NAMESPACES", value_delimiter = ',', value_name = "NAMESPACES")]
+    pub watch_namespaces: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -12,14 +12,14 @@ use std::{
 use futures::{Stream, StreamExt};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, Resource,
     api::{Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::Store,
         utils::Backoff,
         watcher,
     },
@@ -39,6 +39,7 @@ use crate::{
     gc, key_strength,
     metrics::Metrics,
     reconcile,
+    scope::{Scope, Streams},
     secrets::{self, MANAGER, SecretCache},
     status::{self, Change, Observed, Problem, READY, StatusInput},
 };
@@ -95,6 +96,8 @@ pub struct Settings {
     pub key_hasher: KeyHasher,
     /// Refuse weak publish keys ([`crate::key_strength`]).
     pub require_strong_keys: bool,
+    /// The namespaces this operator manages; records of others are never touched.
+    pub scope: Scope,
 }
 
 impl Default for Settings {
@@ -105,6 +108,7 @@ impl Default for Settings {
             status_min_interval: Duration::from_secs(5),
             key_hasher: KeyHasher::legacy(),
             require_strong_keys: true,
+            scope: Scope::Cluster,
         }
     }
 }
@@ -120,7 +124,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// Every LiveStream the controller knows: playback-name conflicts are judged against it.
-    pub store: Store<LiveStream>,
+    pub store: Streams,
     /// Secrets read for LiveStreams, invalidated by the Secret watch.
     pub secrets: SecretCache,
     /// Consecutive failures per stream, for the exponential backoff.
@@ -140,7 +144,7 @@ impl Context {
         reporter: Reporter,
         metrics: Arc<Metrics>,
         settings: Settings,
-        store: Store<LiveStream>,
+        store: Streams,
         secrets: SecretCache,
     ) -> Self {
         Context {
@@ -339,7 +343,10 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
         digests.and_then(|d| d.matches(previous.key_scheme, &previous.key_hash))
     };
 
-    let may_evict = |owner: &StreamId| conflicts::may_evict(&me, owner, &claims);
+    // A record of a namespace outside the scope is not this operator's: its LiveStream is
+    // invisible here, so it would always look evictable.
+    let scope = &ctx.settings.scope;
+    let may_evict = |owner: &StreamId| scope.owns(owner) && conflicts::may_evict(&me, owner, &claims);
     let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &same_key, &may_evict).await?;
     announce(ls, ctx, &outcome, &me.playback_name).await;
 
@@ -476,29 +483,52 @@ pub struct ControllerOptions {
 }
 
 /// The controller with its watches and the orphan collector; resolves when `shutdown` does.
+///
+/// One kube `Controller` per watch of the scope (one cluster-wide, or one per namespace), all
+/// sharing one [`Context`]: a namespace-scoped operator then needs only Roles in its namespaces.
+/// Secrets are watched by metadata only (`metadata_watcher`): a change is all the operator
+/// needs to learn from the watch, and the data of a Secret that no LiveStream references
+/// (TLS keys, passwords) never reaches its memory. The data of referenced Secrets is read by
+/// `get` when a reconcile needs it ([`secrets::fetch`]).
 pub async fn controller(
     client: Client,
     registry: SharedOperatorRegistry,
     metrics: Arc<Metrics>,
     opts: ControllerOptions,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let streams: Api<LiveStream> = Api::all(client.clone());
-    let controller = Controller::new(streams, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
-        .trigger_backoff(WatchBackoff::default());
-    let store = controller.store();
+    let shutdown = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown));
     let cache = SecretCache::default();
-    let (map_store, map_cache) = (store.clone(), cache.clone());
-    let controller = controller
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |secret: Secret| {
-            if let (Some(ns), Some(name)) = (secret.namespace(), secret.meta().name.as_deref()) {
-                map_cache.invalidate(&ns, name);
-            }
-            secrets::referencing(&secret, &map_store.state())
+    let streams: Vec<Api<LiveStream>> = opts.settings.scope.apis(&client);
+    // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = opts.settings.scope.apis(&client);
+    let controllers: Vec<Controller<LiveStream>> = streams
+        .into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic())
+                .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+                .trigger_backoff(WatchBackoff::default())
         })
-        .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
-        .graceful_shutdown_on(shutdown);
+        .collect();
+    let store = Streams::new(controllers.iter().map(Controller::store).collect());
+    let controllers: Vec<Controller<LiveStream>> = controllers
+        .into_iter()
+        .zip(secret_apis)
+        .map(|(controller, secrets_api)| {
+            let (map_store, map_cache) = (store.clone(), cache.clone());
+            controller
+                .watches(secrets_api, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
+                    if let (Some(ns), Some(name)) =
+                        (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref())
+                    {
+                        map_cache.invalidate(ns, name);
+                    }
+                    secrets::referencing(&secret.metadata, &map_store.state())
+                })
+                .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
+                .graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
     let reporter = Reporter { controller: MANAGER.to_string(), instance: Some(opts.identity.clone()) };
     let ctx = Arc::new(Context::new(
         client,
@@ -509,12 +539,13 @@ pub async fn controller(
         store.clone(),
         cache,
     ));
-    let run = controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
+    let runs = controllers.into_iter().map(|c| c.run(reconcile, error_policy, ctx.clone()).boxed());
+    let run = futures::stream::select_all(runs).for_each(|res| async move {
         if let Err(e) = res {
             tracing::debug!(error = %e, "controller event");
         }
     });
-    let collect = gc::run(registry.as_ref(), store, opts.gc_interval);
+    let collect = gc::run(registry.as_ref(), store, opts.settings.scope.clone(), opts.gc_interval);
     tokio::select! {
         () = run => {}
         () = collect => {}

@@ -303,6 +303,32 @@ pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg:
     assert_eq!(reg.get_stream(&StreamId::new("default", "news")).await.expect("get"), None);
 }
 
+pub(crate) async fn a_namespace_scoped_operator_never_evicts_a_record_outside_its_scope(reg: SharedRegistry) {
+    // Another operator, watching "default", wrote this record; it is invisible from "media".
+    reg.put_stream(&record("default", "news", "new-publish-key-4567", "news")).await.expect("put");
+    let older = livestream("anchor")
+        .in_namespace("media")
+        .finalized()
+        .playback("news")
+        .created_at(1_600_000_000)
+        .with_secret("anchor-key", "publishKey");
+    let settings = Settings { scope: Scope::from_list(&["media".to_string()]), ..Settings::default() };
+    let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&older), settings);
+    let task = run(&older, &ctx).await;
+    api.expect_secret_get(
+        "media",
+        "anchor-key",
+        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
+    )
+    .await;
+    let (_, reason, _) = api.expect_event("media").await;
+    assert_eq!(reason, "PlaybackNameConflict");
+    let status = api.expect_status_patch(&older).await;
+    assert_eq!(condition(&status, "Ready")["reason"], "PlaybackNameConflict");
+    finish(task).await.expect("a conflict is reported, not an error");
+    assert_eq!(reg.lookup_playback("news").await.expect("owner").id, StreamId::new("default", "news"));
+}
+
 pub(crate) async fn a_missing_secret_is_a_condition_not_a_crash(reg: SharedRegistry) {
     let ls = livestream("news").finalized().with_secret("nope", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
@@ -429,6 +455,11 @@ async fn delete_with_finalizer() {
 #[tokio::test]
 async fn playback_name_conflict() {
     the_older_stream_keeps_a_contested_playback_name(memory()).await;
+}
+
+#[tokio::test]
+async fn no_eviction_outside_the_scope() {
+    a_namespace_scoped_operator_never_evicts_a_record_outside_its_scope(memory()).await;
 }
 
 #[tokio::test]
@@ -659,7 +690,13 @@ mod on_redis {
         let (reg, _server) = redis().await;
         reg.put_stream(&record("default", "kept", "k1", "kept")).await.expect("put");
         reg.put_stream(&record("default", "gone", "k2", "gone")).await.expect("put");
-        let removed = crate::gc::collect(reg.as_ref(), || [StreamId::new("default", "kept")].into()).await.expect("gc");
+        let removed = crate::gc::collect(
+            reg.as_ref(),
+            || [StreamId::new("default", "kept")].into(),
+            &crate::scope::Scope::Cluster,
+        )
+        .await
+        .expect("gc");
         assert_eq!(removed, vec![StreamId::new("default", "gone")]);
         assert_eq!(reg.list_streams().await.expect("list").len(), 1);
     }
