@@ -20,13 +20,14 @@ use kube::{
         controller::{Action, Config as ControllerConfig},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::ObjectRef,
         utils::Backoff,
         watcher,
     },
 };
 use serde_json::json;
 use streamfleet_registry::{
-    KeyHasher, SharedOperatorRegistry, StreamId,
+    KeyHasher, LiveChange, SharedOperatorRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
     manifest::{RecordError, RecordErrorKind, record_for},
 };
@@ -511,10 +512,16 @@ pub async fn controller(
         })
         .collect();
     let store = Streams::new(controllers.iter().map(Controller::store).collect());
+    // One subscription to the registry's change feed, fanned out to the controllers (one per
+    // namespace in a namespace-scoped install).
+    let (signals, _) = tokio::sync::broadcast::channel(SIGNAL_BACKLOG);
+    let forward = forward_changes(registry.changes(), signals.clone());
     let controllers: Vec<Controller<LiveStream>> = controllers
         .into_iter()
         .zip(secret_apis)
-        .map(|(controller, secrets_api)| {
+        .zip(watched_namespaces(&opts.settings.scope))
+        .map(|((controller, secrets_api), namespace)| {
+            let (changed, resync) = live_changes(signals.subscribe(), namespace);
             let (map_store, map_cache) = (store.clone(), cache.clone());
             controller
                 .watches(secrets_api, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
@@ -526,6 +533,8 @@ pub async fn controller(
                     secrets::referencing(&secret.metadata, &map_store.state())
                 })
                 .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
+                .reconcile_on(changed)
+                .reconcile_all_on(resync)
                 .graceful_shutdown_on(shutdown.clone())
         })
         .collect();
@@ -549,7 +558,66 @@ pub async fn controller(
     tokio::select! {
         () = run => {}
         () = collect => {}
+        () = forward => {}
     }
+}
+
+/// Signals a controller may fall behind by before it reconciles everything instead.
+const SIGNAL_BACKLOG: usize = 16_384;
+
+/// Feeds the registry's change signals to every subscribed controller; never returns while the
+/// feed runs (a backend without one never yields).
+async fn forward_changes(
+    mut feed: futures::stream::BoxStream<'static, LiveChange>,
+    to: tokio::sync::broadcast::Sender<LiveChange>,
+) {
+    while let Some(change) = feed.next().await {
+        // No receiver: the controllers are stopping.
+        let _ = to.send(change);
+    }
+    futures::future::pending().await
+}
+
+/// The namespace each controller of `scope` watches (`None`: every namespace), in the order of
+/// [`Scope::apis`].
+fn watched_namespaces(scope: &Scope) -> Vec<Option<String>> {
+    match scope {
+        Scope::Cluster => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    }
+}
+
+/// Splits the change signals for one controller: the LiveStreams to reconcile now (those of
+/// `namespace`, or of every namespace), and a tick whenever signals may have been lost (the
+/// feed reconnected, or this controller fell behind), on which it reconciles everything.
+pub fn live_changes(
+    rx: tokio::sync::broadcast::Receiver<LiveChange>,
+    namespace: Option<String>,
+) -> (impl Stream<Item = ObjectRef<LiveStream>> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
+    let (resync_tx, resync_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let changed = futures::stream::unfold((rx, resync_tx), move |(mut rx, resync_tx)| {
+        let namespace = namespace.clone();
+        async move {
+            loop {
+                use tokio::sync::broadcast::error::RecvError;
+                match rx.recv().await {
+                    Ok(LiveChange::Stream(id)) if namespace.as_ref().is_none_or(|n| *n == id.namespace) => {
+                        let obj = ObjectRef::new(&id.name).within(&id.namespace);
+                        return Some((obj, (rx, resync_tx)));
+                    }
+                    Ok(LiveChange::Stream(_)) => {}
+                    Ok(LiveChange::Resync) | Err(RecvError::Lagged(_)) => {
+                        tracing::info!("registry change signals may have been lost: reconciling every LiveStream");
+                        // A resync already pending covers this one.
+                        let _ = resync_tx.try_send(());
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let resync = futures::stream::unfold(resync_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
+    (changed, resync)
 }
 
 #[cfg(test)]

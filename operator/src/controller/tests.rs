@@ -701,3 +701,28 @@ mod on_redis {
         assert_eq!(reg.list_streams().await.expect("list").len(), 1);
     }
 }
+
+#[tokio::test]
+async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_resyncs() {
+    use futures::StreamExt;
+    let (tx, _) = tokio::sync::broadcast::channel(4);
+    let (changed, resync) = live_changes(tx.subscribe(), Some("media".to_string()));
+    let (mut changed, mut resync) = (Box::pin(changed), Box::pin(resync));
+    let limit = Duration::from_secs(5);
+    tx.send(LiveChange::Stream(StreamId::new("elsewhere", "x"))).expect("a receiver");
+    tx.send(LiveChange::Stream(StreamId::new("media", "news"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")), "the other namespace's signal is skipped");
+    tx.send(LiveChange::Resync).expect("a receiver");
+    tx.send(LiveChange::Stream(StreamId::new("media", "sport"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("sport").within("media")));
+    assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
+    // Falling behind the backlog is a loss too.
+    for i in 0..10 {
+        tx.send(LiveChange::Stream(StreamId::new("media", format!("s{i}")))).expect("a receiver");
+    }
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert!(matches!(got, Some(o) if o.name.starts_with('s')));
+    assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
+}
