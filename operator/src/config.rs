@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// Patch a stream's status at most this often when only live counters changed.
     #[arg(long, env = "STREAMFLEET_STATUS_MIN_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub status_min_interval: Duration,
+    /// Fleet-wide budget of status patches per second that only change live counters (viewers,
+    /// bitrate, media figures); above it they are coalesced further. Changes of phase or
+    /// condition are never held back, so this keeps API server capacity for them.
+    #[arg(long, env = "STREAMFLEET_LIVE_PATCH_RATE", default_value_t = 50.0, value_name = "PER_SECOND")]
+    pub live_patch_rate: f64,
     /// Remove registry records without a LiveStream this often (and once at start).
     #[arg(long, env = "STREAMFLEET_GC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub gc_interval: Duration,

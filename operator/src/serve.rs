@@ -87,6 +87,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             key_hasher,
             require_strong_keys: args.require_strong_publish_keys,
             scope: scope.clone(),
+            live_patch_rate: args.live_patch_rate,
         },
         identity: identity.clone(),
         gc_interval: args.gc_interval,

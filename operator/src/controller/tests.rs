@@ -726,3 +726,33 @@ async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_res
     assert!(matches!(got, Some(o) if o.name.starts_with('s')));
     assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
 }
+
+#[test]
+fn the_live_patch_budget_refills_at_its_rate_and_holds_at_most_a_second() {
+    let t0 = Instant::now();
+    let mut b = TokenBucket::new(2.0);
+    assert_eq!(b.take(t0), None);
+    assert_eq!(b.take(t0), None);
+    let wait = b.take(t0).expect("empty");
+    assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+    assert_eq!(b.take(t0 + Duration::from_millis(500)), None, "refilled one token in 0.5 s");
+    // A long quiet spell refills one second's worth, no more.
+    let later = t0 + Duration::from_secs(60);
+    assert_eq!(b.take(later), None);
+    assert_eq!(b.take(later), None);
+    assert!(b.take(later).is_some());
+}
+
+#[tokio::test]
+async fn live_counter_patches_share_one_fleet_wide_budget() {
+    let settings = Settings { live_patch_rate: 1.0, ..Settings::default() };
+    let (ctx, _api) = Context::test_with(memory(), &[], settings);
+    let (a, b) = (StreamId::new("media", "a"), StreamId::new("media", "b"));
+    assert_eq!(ctx.status_patch_wait(&a), None, "the budget's one token");
+    let wait = ctx.status_patch_wait(&b).expect("another stream waits for the budget");
+    assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
+    // A stream's own minimum interval still applies on top.
+    ctx.note_status_patch(&a);
+    let own = ctx.status_patch_wait(&a).expect("within its interval");
+    assert!(own > Duration::from_secs(4), "{own:?}");
+}
