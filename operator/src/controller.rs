@@ -138,6 +138,8 @@ pub struct Context {
     last_status_patch: Mutex<HashMap<StreamId, Instant>>,
     /// The fleet-wide budget of live-counter patches ([`Settings::live_patch_rate`]).
     live_patches: Mutex<TokenBucket>,
+    /// Streams that took a token in debt, and when it is theirs to use.
+    live_patch_reserved: Mutex<HashMap<StreamId, Instant>>,
     /// The status last written per stream, with the cached object's resourceVersion at that
     /// time: until the cache shows a newer version of the object, the written status, not the
     /// cached one, is what the server holds (see [`Context::current_status`]).
@@ -166,6 +168,7 @@ impl Context {
             failures: Mutex::default(),
             last_status_patch: Mutex::default(),
             live_patches: Mutex::new(TokenBucket::new(live_patch_rate)),
+            live_patch_reserved: Mutex::default(),
             written_status: Mutex::default(),
         }
     }
@@ -199,7 +202,19 @@ impl Context {
         {
             return Some(next - now);
         }
-        self.live_patches.lock().unwrap_or_else(|p| p.into_inner()).take(now)
+        let mut reserved = self.live_patch_reserved.lock().unwrap_or_else(|p| p.into_inner());
+        match reserved.get(id).copied() {
+            Some(at) if at <= now => {
+                reserved.remove(id);
+                None
+            }
+            Some(at) => Some(at - now),
+            None => {
+                let wait = self.live_patches.lock().unwrap_or_else(|p| p.into_inner()).take(now)?;
+                reserved.insert(id.clone(), now + wait);
+                Some(wait)
+            }
+        }
     }
 
     fn note_status_patch(&self, id: &StreamId) {
@@ -237,6 +252,7 @@ impl Context {
         self.written_status.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.reset_backoff(id);
         self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.live_patch_reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.metrics.set_phase(id, None);
     }
 
@@ -255,7 +271,10 @@ impl Context {
 }
 
 /// A token bucket: `rate` tokens a second, holding at most one second's worth, so a burst after
-/// a quiet spell is bounded too.
+/// a quiet spell is bounded too. A taker that finds it empty goes into debt and is told when its
+/// token will have been refilled: waiters are spread out at the rate instead of all retrying at
+/// the next refill (with 1,000 live streams and 50 tokens a second, retrying at the next refill
+/// meant thousands of reconciles a second that patched nothing).
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
@@ -276,12 +295,8 @@ impl TokenBucket {
             self.tokens = (self.tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(capacity);
         }
         self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            None
-        } else {
-            Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }
 
@@ -572,7 +587,7 @@ pub async fn controller(
         .zip(secret_apis)
         .zip(watched_namespaces(&opts.settings.scope))
         .map(|((controller, secrets_api), namespace)| {
-            let (changed, resync) = live_changes(signals.subscribe(), namespace);
+            let (changed, resync) = live_changes(signals.subscribe(), namespace, opts.settings.status_min_interval);
             let (map_store, map_cache) = (store.clone(), cache.clone());
             controller
                 .watches(secrets_api, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
@@ -641,22 +656,44 @@ fn watched_namespaces(scope: &Scope) -> Vec<Option<String>> {
 /// Splits the change signals for one controller: the LiveStreams to reconcile now (those of
 /// `namespace`, or of every namespace), and a tick whenever signals may have been lost (the
 /// feed reconnected, or this controller fell behind), on which it reconciles everything.
+///
+/// A viewer-count signal reconciles its stream at most once per `viewers_every` (the live
+/// counter pace, `--status-min-interval`): its status could not show a newer count sooner
+/// anyway, and at 1,000 live streams whose counts change every second, reconciling on each
+/// signal cost the operator more CPU than the API server spent on all of it. A count that
+/// changed after the last forwarded signal is picked up by the live requeue.
 pub fn live_changes(
     rx: tokio::sync::broadcast::Receiver<LiveChange>,
     namespace: Option<String>,
+    viewers_every: Duration,
 ) -> (impl Stream<Item = ObjectRef<LiveStream>> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
     let (resync_tx, resync_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let changed = futures::stream::unfold((rx, resync_tx), move |(mut rx, resync_tx)| {
+    let last_viewers: HashMap<StreamId, Instant> = HashMap::new();
+    let changed = futures::stream::unfold((rx, resync_tx, last_viewers), move |(mut rx, resync_tx, mut last)| {
         let namespace = namespace.clone();
         async move {
             loop {
                 use tokio::sync::broadcast::error::RecvError;
+                let ours = |id: &StreamId| namespace.as_ref().is_none_or(|n| *n == id.namespace);
                 match rx.recv().await {
-                    Ok(LiveChange::Stream(id)) if namespace.as_ref().is_none_or(|n| *n == id.namespace) => {
+                    Ok(LiveChange::Stream(id)) if ours(&id) => {
                         let obj = ObjectRef::new(&id.name).within(&id.namespace);
-                        return Some((obj, (rx, resync_tx)));
+                        return Some((obj, (rx, resync_tx, last)));
                     }
-                    Ok(LiveChange::Stream(_)) => {}
+                    Ok(LiveChange::Viewers(id)) if ours(&id) => {
+                        let now = Instant::now();
+                        if last.get(&id).is_some_and(|t| now.saturating_duration_since(*t) < viewers_every) {
+                            continue;
+                        }
+                        // Entries older than the interval decide nothing any more.
+                        if last.len() > 4 * SIGNAL_BACKLOG {
+                            last.retain(|_, t| now.saturating_duration_since(*t) < viewers_every);
+                        }
+                        last.insert(id.clone(), now);
+                        let obj = ObjectRef::new(&id.name).within(&id.namespace);
+                        return Some((obj, (rx, resync_tx, last)));
+                    }
+                    Ok(LiveChange::Stream(_) | LiveChange::Viewers(_)) => {}
                     Ok(LiveChange::Resync) | Err(RecvError::Lagged(_)) => {
                         tracing::info!("registry change signals may have been lost: reconciling every LiveStream");
                         // A resync already pending covers this one.

@@ -38,8 +38,11 @@ pub struct HolderUpdate {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LiveChange {
     /// This stream's live state changed: a publisher admitted, reclaimed, released or revoked,
-    /// a viewer count, idleness or the encoder's health verdict.
+    /// idleness or the encoder's health verdict.
     Stream(StreamId),
+    /// Only a viewer count of this stream changed: status shows it at the live-counter pace,
+    /// so a reader may coalesce these.
+    Viewers(StreamId),
     /// Signals may have been lost (the feed reconnected, or the reader fell behind): whoever
     /// depends on them should re-read everything.
     Resync,

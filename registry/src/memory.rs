@@ -28,7 +28,7 @@ pub struct MemoryRegistry {
     state: Mutex<State>,
     /// The change feed ([`OperatorRegistry::changes`]): the in-process counterpart of the Redis
     /// backend's `PUBLISH`, sent on the same changes.
-    changes: tokio::sync::broadcast::Sender<StreamId>,
+    changes: tokio::sync::broadcast::Sender<crate::LiveChange>,
 }
 
 /// Signals a slow reader may fall behind by before it is told to resync.
@@ -92,7 +92,7 @@ impl MemoryRegistry {
 
     fn signal(&self, id: &StreamId) {
         // No receiver is not an error: nobody follows the feed.
-        let _ = self.changes.send(id.clone());
+        let _ = self.changes.send(crate::LiveChange::Stream(id.clone()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -171,7 +171,7 @@ impl OperatorRegistry for MemoryRegistry {
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             use tokio::sync::broadcast::error::RecvError;
             match rx.recv().await {
-                Ok(id) => Some((crate::LiveChange::Stream(id), rx)),
+                Ok(change) => Some((change, rx)),
                 Err(RecvError::Lagged(_)) => Some((crate::LiveChange::Resync, rx)),
                 Err(RecvError::Closed) => None,
             }
@@ -381,7 +381,7 @@ impl EdgeRegistry for MemoryRegistry {
         }
         drop(st);
         for id in changed {
-            self.signal(id);
+            let _ = self.changes.send(crate::LiveChange::Viewers(id.clone()));
         }
         Ok(())
     }

@@ -83,14 +83,15 @@ async fn holder_edge(reg: &SharedRegistry, name: &str) -> Option<String> {
 }
 
 /// The next stream id on the change feed, skipping the probe and resyncs; panics after 5 s.
-async fn next_change(feed: &mut futures::stream::BoxStream<'static, LiveChange>) -> streamfleet_registry::StreamId {
+async fn next_change(feed: &mut futures::stream::BoxStream<'static, LiveChange>) -> LiveChange {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         match tokio::time::timeout_at(deadline, futures::StreamExt::next(feed)).await {
             Err(_) => panic!("no change signalled within 5 s"),
             Ok(None) => panic!("the change feed ended"),
-            Ok(Some(LiveChange::Stream(s))) if s != id("probe") => return s,
-            Ok(Some(_)) => {}
+            Ok(Some(LiveChange::Stream(s) | LiveChange::Viewers(s))) if s == id("probe") => {}
+            Ok(Some(LiveChange::Resync)) => {}
+            Ok(Some(change)) => return change,
         }
     }
 }
@@ -101,7 +102,7 @@ async fn next_change(feed: &mut futures::stream::BoxStream<'static, LiveChange>)
 async fn feed_is_open(reg: &SharedRegistry, feed: &mut futures::stream::BoxStream<'static, LiveChange>) {
     for n in 1..=50u32 {
         reg.set_viewers("probe-edge", &[(id("probe"), n)], Duration::from_secs(30)).await.unwrap();
-        if let Ok(Some(LiveChange::Stream(s))) =
+        if let Ok(Some(LiveChange::Viewers(s))) =
             tokio::time::timeout(Duration::from_millis(100), futures::StreamExt::next(feed)).await
             && s == id("probe")
         {
@@ -121,41 +122,53 @@ mod cases {
         reg.put_stream(&a).await.unwrap();
         reg.put_stream(&b).await.unwrap();
         let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id, "a publisher admitted");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "a publisher admitted");
 
         let ttl = Duration::from_secs(30);
         reg.set_viewers("edge-1", &[(a.id.clone(), 3)], ttl).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id, "viewers 0 → 3");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Viewers(a.id.clone()), "viewers 0 → 3");
         // An unchanged report (edges repeat theirs) and a figure alone signal nothing: the next
         // signal is beta's.
         reg.set_viewers("edge-1", &[(a.id.clone(), 3)], ttl).await.unwrap();
         reg.update_holder(&lease, HolderUpdate { ingest_kbps: Some(2500), ..HolderUpdate::default() }).await.unwrap();
         let b_lease = reg.acquire(&b.key_hash, &who("edge-2"), &opts()).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, b.id, "only beta's admission was signalled");
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Stream(b.id.clone()),
+            "only beta's admission was signalled"
+        );
 
         reg.update_holder(&lease, HolderUpdate { idle: Some(true), ..HolderUpdate::default() }).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id, "the holder went idle");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "the holder went idle");
         let healthy = HolderMedia { healthy: true, ..HolderMedia::default() };
         reg.update_holder(&lease, HolderUpdate { media: Some(healthy.clone()), ..HolderUpdate::default() })
             .await
             .unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id, "a first health verdict");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "a first health verdict");
         let stalled = HolderMedia { healthy: false, reason: Some("Stalled".into()), ..HolderMedia::default() };
         reg.update_holder(&lease, HolderUpdate { media: Some(healthy), ..HolderUpdate::default() }).await.unwrap();
         reg.update_holder(&lease, HolderUpdate { media: Some(stalled), ..HolderUpdate::default() }).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id, "the verdict turned (the same verdict again was silent)");
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Stream(a.id.clone()),
+            "the verdict turned (the same verdict again was silent)"
+        );
         reg.set_viewers("edge-1", &[(b.id.clone(), 1)], ttl).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, b.id, "nothing else of alpha's was signalled");
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Viewers(b.id.clone()),
+            "nothing else of alpha's was signalled"
+        );
 
         assert!(reg.release(&lease).await.unwrap());
-        assert_eq!(next_change(&mut feed).await, a.id, "released");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "released");
         assert!(reg.revoke(&b.id).await.unwrap());
-        assert_eq!(next_change(&mut feed).await, b.id, "revoked");
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(b.id.clone()), "revoked");
         // Revoking a free stream changes nothing; the next signal is alpha's new admission.
         assert!(!reg.revoke(&b.id).await.unwrap());
         drop(b_lease);
         reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
-        assert_eq!(next_change(&mut feed).await, a.id);
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()));
     }
 
     pub async fn put_get_list_delete(reg: SharedRegistry) {

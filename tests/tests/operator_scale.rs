@@ -395,9 +395,12 @@ async fn operator_at_scale() {
     // Live: holders through the edges' API, as an edge takes them.
     let watch = StatusWatch::start(&cluster);
     // The watch is open once it reports anything; poke one stream until it does.
+    // Each poke must change the object, or a poke made before the watch opened is its last.
+    let poke = std::sync::atomic::AtomicU32::new(0);
     eventually("the status watch is open", Duration::from_secs(30), || async {
+        let n = poke.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = cluster
-            .kubectl(&["annotate", "livestream", &ids[0].1, "-n", &ids[0].0, "bench/poke=1", "--overwrite"])
+            .kubectl(&["annotate", "livestream", &ids[0].1, "-n", &ids[0].0, &format!("bench/poke={n}"), "--overwrite"])
             .await;
         (!watch.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty()).then_some(())
     })

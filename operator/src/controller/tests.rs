@@ -706,7 +706,7 @@ mod on_redis {
 async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_resyncs() {
     use futures::StreamExt;
     let (tx, _) = tokio::sync::broadcast::channel(4);
-    let (changed, resync) = live_changes(tx.subscribe(), Some("media".to_string()));
+    let (changed, resync) = live_changes(tx.subscribe(), Some("media".to_string()), Duration::from_secs(3600));
     let (mut changed, mut resync) = (Box::pin(changed), Box::pin(resync));
     let limit = Duration::from_secs(5);
     tx.send(LiveChange::Stream(StreamId::new("elsewhere", "x"))).expect("a receiver");
@@ -718,6 +718,19 @@ async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_res
     let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
     assert_eq!(got, Some(ObjectRef::new("sport").within("media")));
     assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
+    // Viewer counts: the first reconciles, repeats within the interval are coalesced, while a
+    // publisher change of the same stream still goes through at once.
+    for _ in 0..3 {
+        tx.send(LiveChange::Viewers(StreamId::new("media", "news"))).expect("a receiver");
+    }
+    tx.send(LiveChange::Stream(StreamId::new("media", "news"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")));
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")), "the publisher change");
+    tx.send(LiveChange::Stream(StreamId::new("media", "marker"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("marker").within("media")), "the repeated viewer signals were dropped");
     // Falling behind the backlog is a loss too.
     for i in 0..10 {
         tx.send(LiveChange::Stream(StreamId::new("media", format!("s{i}")))).expect("a receiver");
@@ -728,14 +741,14 @@ async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_res
 }
 
 #[test]
-fn the_live_patch_budget_refills_at_its_rate_and_holds_at_most_a_second() {
+fn the_live_patch_budget_refills_at_its_rate_and_spreads_waiters() {
     let t0 = Instant::now();
     let mut b = TokenBucket::new(2.0);
     assert_eq!(b.take(t0), None);
     assert_eq!(b.take(t0), None);
-    let wait = b.take(t0).expect("empty");
-    assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
-    assert_eq!(b.take(t0 + Duration::from_millis(500)), None, "refilled one token in 0.5 s");
+    let secs = |d: Option<Duration>| d.expect("a wait").as_secs_f64();
+    assert!((secs(b.take(t0)) - 0.5).abs() < 1e-6, "the first waiter gets the next token");
+    assert!((secs(b.take(t0)) - 1.0).abs() < 1e-6, "the second the one after");
     // A long quiet spell refills one second's worth, no more.
     let later = t0 + Duration::from_secs(60);
     assert_eq!(b.take(later), None);
@@ -747,10 +760,14 @@ fn the_live_patch_budget_refills_at_its_rate_and_holds_at_most_a_second() {
 async fn live_counter_patches_share_one_fleet_wide_budget() {
     let settings = Settings { live_patch_rate: 1.0, ..Settings::default() };
     let (ctx, _api) = Context::test_with(memory(), &[], settings);
-    let (a, b) = (StreamId::new("media", "a"), StreamId::new("media", "b"));
+    let (a, b, c) = (StreamId::new("media", "a"), StreamId::new("media", "b"), StreamId::new("media", "c"));
     assert_eq!(ctx.status_patch_wait(&a), None, "the budget's one token");
-    let wait = ctx.status_patch_wait(&b).expect("another stream waits for the budget");
-    assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
+    let wait_b = ctx.status_patch_wait(&b).expect("another stream waits for the budget");
+    assert!(wait_b <= Duration::from_secs(1) && wait_b > Duration::from_millis(900), "{wait_b:?}");
+    let again = ctx.status_patch_wait(&b).expect("still waiting");
+    assert!(again <= wait_b, "asking again keeps its reservation: {again:?}");
+    let wait_c = ctx.status_patch_wait(&c).expect("the next waiter");
+    assert!(wait_c > Duration::from_millis(1900), "waiters are spread at the rate: {wait_c:?}");
     // A stream's own minimum interval still applies on top.
     ctx.note_status_patch(&a);
     let own = ctx.status_patch_wait(&a).expect("within its interval");

@@ -52,11 +52,16 @@ async fn subscribe(target: &Target, channel: &str) -> redis::RedisResult<BoxStre
     let mut pubsub = target.dial_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let messages = pubsub.into_on_message().filter_map(|msg| async move {
-        let id = msg.get_payload::<String>().ok()?;
-        match StreamId::parse(&id) {
+        let text = msg.get_payload::<String>().ok()?;
+        let (viewers, id) = match text.strip_prefix("v:") {
+            Some(id) => (true, id),
+            None => (false, text.as_str()),
+        };
+        match StreamId::parse(id) {
+            Some(id) if viewers => Some(LiveChange::Viewers(id)),
             Some(id) => Some(LiveChange::Stream(id)),
             None => {
-                tracing::debug!(id, "ignoring a malformed change signal");
+                tracing::debug!(signal = text, "ignoring a malformed change signal");
                 None
             }
         }

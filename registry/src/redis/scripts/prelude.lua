@@ -16,8 +16,13 @@ local function now_ms()
 end
 
 -- Tells subscribers (the operator) that a stream's live state changed: channel P .. 'changes',
--- message the stream id. pcall: a Redis user without PUBLISH rights (an ACL written before
--- signals existed) must still be admitted; the operator then only polls.
+-- message the stream id, or 'v:' and the id when only a viewer count changed (the operator
+-- coalesces those). pcall: a Redis user without PUBLISH rights (an ACL written before signals
+-- existed) must still be admitted; the operator then only polls.
 local function signal(id)
   redis.pcall('PUBLISH', P .. 'changes', id)
+end
+
+local function signal_viewers(id)
+  redis.pcall('PUBLISH', P .. 'changes', 'v:' .. id)
 end

@@ -9,7 +9,7 @@ for i = 4, #ARGV - 1, 2 do
   local vk = P .. 'viewers:' .. ARGV[i]
   local before = redis.call('HGET', vk, edge)
   local was = before and string.match(before, '^(%d+):') or '0'
-  if was ~= ARGV[i + 1] then signal(ARGV[i]) end
+  if was ~= ARGV[i + 1] then signal_viewers(ARGV[i]) end
   if ARGV[i + 1] == '0' then
     redis.call('HDEL', vk, edge)
   else
