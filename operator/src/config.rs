@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// Patch a stream's status at most this often when only live counters changed.
     #[arg(long, env = "STREAMFLEET_STATUS_MIN_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub status_min_interval: Duration,
+    /// Fleet-wide budget of status patches per second that only change live counters (viewers,
+    /// bitrate, media figures); above it they are coalesced further. Changes of phase or
+    /// condition are never held back, so this keeps API server capacity for them.
+    #[arg(long, env = "STREAMFLEET_LIVE_PATCH_RATE", default_value_t = 50.0, value_name = "PER_SECOND")]
+    pub live_patch_rate: f64,
     /// Remove registry records without a LiveStream this often (and once at start).
     #[arg(long, env = "STREAMFLEET_GC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub gc_interval: Duration,
@@ -105,6 +110,10 @@ pub struct RunArgs {
     /// false accepts any key, e.g. while weak keys found by an upgrade are being rotated.
     #[arg(long, env = "STREAMFLEET_REQUIRE_STRONG_PUBLISH_KEYS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub require_strong_publish_keys: bool,
+    /// Reconcile LiveStreams of these namespaces only (comma-separated), with one watch per
+    /// namespace, so Roles in them are all the RBAC it needs [default: every namespace].
+    #[arg(long, env = "STREAMFLEET_WATCH_NAMESPACES", value_delimiter = ',', value_name = "NAMESPACES")]
+    pub watch_namespaces: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

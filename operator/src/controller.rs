@@ -12,21 +12,22 @@ use std::{
 use futures::{Stream, StreamExt};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, Resource,
     api::{Patch, PatchParams},
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::Store,
+        reflector::ObjectRef,
         utils::Backoff,
         watcher,
     },
 };
 use serde_json::json;
 use streamfleet_registry::{
-    KeyHasher, SharedOperatorRegistry, StreamId,
+    KeyHasher, LiveChange, SharedOperatorRegistry, StreamId,
     api::{LiveStream, LiveStreamStatus, Phase},
     manifest::{RecordError, RecordErrorKind, record_for},
 };
@@ -39,6 +40,7 @@ use crate::{
     gc, key_strength,
     metrics::Metrics,
     reconcile,
+    scope::{Scope, Streams},
     secrets::{self, MANAGER, SecretCache},
     status::{self, Change, Observed, Problem, READY, StatusInput},
 };
@@ -95,6 +97,11 @@ pub struct Settings {
     pub key_hasher: KeyHasher,
     /// Refuse weak publish keys ([`crate::key_strength`]).
     pub require_strong_keys: bool,
+    /// The namespaces this operator manages; records of others are never touched.
+    pub scope: Scope,
+    /// Most status patches per second, fleet-wide, that only change live counters; changes of
+    /// phase, condition or spec are never held back by it.
+    pub live_patch_rate: f64,
 }
 
 impl Default for Settings {
@@ -105,6 +112,8 @@ impl Default for Settings {
             status_min_interval: Duration::from_secs(5),
             key_hasher: KeyHasher::legacy(),
             require_strong_keys: true,
+            scope: Scope::Cluster,
+            live_patch_rate: 50.0,
         }
     }
 }
@@ -120,13 +129,17 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// Every LiveStream the controller knows: playback-name conflicts are judged against it.
-    pub store: Store<LiveStream>,
+    pub store: Streams,
     /// Secrets read for LiveStreams, invalidated by the Secret watch.
     pub secrets: SecretCache,
     /// Consecutive failures per stream, for the exponential backoff.
     failures: Mutex<HashMap<StreamId, u32>>,
     /// When each stream's status was last patched, for the live-counter rate limit.
     last_status_patch: Mutex<HashMap<StreamId, Instant>>,
+    /// The fleet-wide budget of live-counter patches ([`Settings::live_patch_rate`]).
+    live_patches: Mutex<TokenBucket>,
+    /// Streams that took a token in debt, and when it is theirs to use.
+    live_patch_reserved: Mutex<HashMap<StreamId, Instant>>,
     /// The status last written per stream, with the cached object's resourceVersion at that
     /// time: until the cache shows a newer version of the object, the written status, not the
     /// cached one, is what the server holds (see [`Context::current_status`]).
@@ -140,9 +153,10 @@ impl Context {
         reporter: Reporter,
         metrics: Arc<Metrics>,
         settings: Settings,
-        store: Store<LiveStream>,
+        store: Streams,
         secrets: SecretCache,
     ) -> Self {
+        let live_patch_rate = settings.live_patch_rate;
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -153,6 +167,8 @@ impl Context {
             secrets,
             failures: Mutex::default(),
             last_status_patch: Mutex::default(),
+            live_patches: Mutex::new(TokenBucket::new(live_patch_rate)),
+            live_patch_reserved: Mutex::default(),
             written_status: Mutex::default(),
         }
     }
@@ -175,12 +191,30 @@ impl Context {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    /// `None` when a live-only status patch may go out now, else how long to wait.
+    /// `None` when a live-only status patch may go out now (and it is then counted against
+    /// the fleet-wide budget), else how long to wait: the stream's own minimum interval, or
+    /// until the budget has room.
     fn status_patch_wait(&self, id: &StreamId) -> Option<Duration> {
-        let last = self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied()?;
-        let next = last + self.settings.status_min_interval;
+        let last = self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied();
         let now = Instant::now();
-        (next > now).then(|| next - now)
+        if let Some(next) = last.map(|l| l + self.settings.status_min_interval)
+            && next > now
+        {
+            return Some(next - now);
+        }
+        let mut reserved = self.live_patch_reserved.lock().unwrap_or_else(|p| p.into_inner());
+        match reserved.get(id).copied() {
+            Some(at) if at <= now => {
+                reserved.remove(id);
+                None
+            }
+            Some(at) => Some(at - now),
+            None => {
+                let wait = self.live_patches.lock().unwrap_or_else(|p| p.into_inner()).take(now)?;
+                reserved.insert(id.clone(), now + wait);
+                Some(wait)
+            }
+        }
     }
 
     fn note_status_patch(&self, id: &StreamId) {
@@ -218,6 +252,7 @@ impl Context {
         self.written_status.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.reset_backoff(id);
         self.last_status_patch.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.live_patch_reserved.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         self.metrics.set_phase(id, None);
     }
 
@@ -232,6 +267,36 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &ls.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish an Event");
         }
+    }
+}
+
+/// A token bucket: `rate` tokens a second, holding at most one second's worth, so a burst after
+/// a quiet spell is bounded too. A taker that finds it empty goes into debt and is told when its
+/// token will have been refilled: waiters are spread out at the rate instead of all retrying at
+/// the next refill (with 1,000 live streams and 50 tokens a second, retrying at the next refill
+/// meant thousands of reconciles a second that patched nothing).
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64) -> Self {
+        let rate = rate.max(0.001);
+        TokenBucket { rate, tokens: rate.max(1.0), at: None }
+    }
+
+    /// Takes a token at `now`: `None` when one was there, else how long until one is.
+    pub fn take(&mut self, now: Instant) -> Option<Duration> {
+        let capacity = self.rate.max(1.0);
+        if let Some(at) = self.at {
+            self.tokens = (self.tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(capacity);
+        }
+        self.at = Some(now);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }
 
@@ -296,7 +361,13 @@ fn record_problem(e: RecordError, secret: &str) -> Problem {
 async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
     let id = stream_id(ls)?;
     let me = Claim::of(ls).ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let claims: Vec<Claim> = ctx.store.state().iter().filter_map(|o| Claim::of(o)).collect();
+    // Only claims on the same name matter (a rival, or an owner that may be evicted), and
+    // building one allocates: at 10,000 streams, every reconcile built 10,000 of them.
+    let same_name = |o: &LiveStream| match &o.spec.playback_name {
+        Some(p) => *p == me.playback_name,
+        None => o.metadata.name.as_deref() == Some(me.playback_name.as_str()),
+    };
+    let claims: Vec<Claim> = ctx.store.state().iter().filter(|o| same_name(o)).filter_map(|o| Claim::of(o)).collect();
     let (secret_name, key_name) = secrets::key_location(ls);
 
     let desired = match conflicts::rival(&me, &claims) {
@@ -339,7 +410,10 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
         digests.and_then(|d| d.matches(previous.key_scheme, &previous.key_hash))
     };
 
-    let may_evict = |owner: &StreamId| conflicts::may_evict(&me, owner, &claims);
+    // A record of a namespace outside the scope is not this operator's: its LiveStream is
+    // invisible here, so it would always look evictable.
+    let scope = &ctx.settings.scope;
+    let may_evict = |owner: &StreamId| scope.owns(owner) && conflicts::may_evict(&me, owner, &claims);
     let outcome = reconcile::apply_stream(ctx.registry.as_ref(), &id, desired, &same_key, &may_evict).await?;
     announce(ls, ctx, &outcome, &me.playback_name).await;
 
@@ -357,7 +431,7 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
     announce_encoder_health(ls, ctx, current.as_ref(), &desired_status).await;
     let wait = match status::classify(current.as_ref(), &desired_status) {
         Change::None => None,
-        Change::LiveOnly if ctx.status_patch_wait(&id).is_some() => ctx.status_patch_wait(&id),
+        Change::LiveOnly if let Some(wait) = ctx.status_patch_wait(&id) => Some(wait),
         Change::LiveOnly | Change::Significant => {
             patch_status(&ctx.client, &id, &desired_status).await?;
             ctx.note_status_patch(&id);
@@ -476,29 +550,60 @@ pub struct ControllerOptions {
 }
 
 /// The controller with its watches and the orphan collector; resolves when `shutdown` does.
+///
+/// One kube `Controller` per watch of the scope (one cluster-wide, or one per namespace), all
+/// sharing one [`Context`]: a namespace-scoped operator then needs only Roles in its namespaces.
+/// Secrets are watched by metadata only (`metadata_watcher`): a change is all the operator
+/// needs to learn from the watch, and the data of a Secret that no LiveStream references
+/// (TLS keys, passwords) never reaches its memory. The data of referenced Secrets is read by
+/// `get` when a reconcile needs it ([`secrets::fetch`]).
 pub async fn controller(
     client: Client,
     registry: SharedOperatorRegistry,
     metrics: Arc<Metrics>,
     opts: ControllerOptions,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let streams: Api<LiveStream> = Api::all(client.clone());
-    let controller = Controller::new(streams, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
-        .trigger_backoff(WatchBackoff::default());
-    let store = controller.store();
+    let shutdown = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown));
     let cache = SecretCache::default();
-    let (map_store, map_cache) = (store.clone(), cache.clone());
-    let controller = controller
-        .watches(Api::<Secret>::all(client.clone()), watcher::Config::default(), move |secret: Secret| {
-            if let (Some(ns), Some(name)) = (secret.namespace(), secret.meta().name.as_deref()) {
-                map_cache.invalidate(&ns, name);
-            }
-            secrets::referencing(&secret, &map_store.state())
+    let streams: Vec<Api<LiveStream>> = opts.settings.scope.apis(&client);
+    // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = opts.settings.scope.apis(&client);
+    let controllers: Vec<Controller<LiveStream>> = streams
+        .into_iter()
+        .map(|api| {
+            Controller::new(api, watcher::Config::default().any_semantic())
+                .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+                .trigger_backoff(WatchBackoff::default())
         })
-        .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
-        .graceful_shutdown_on(shutdown);
+        .collect();
+    let store = Streams::new(controllers.iter().map(Controller::store).collect());
+    // One subscription to the registry's change feed, fanned out to the controllers (one per
+    // namespace in a namespace-scoped install).
+    let (signals, _) = tokio::sync::broadcast::channel(SIGNAL_BACKLOG);
+    let forward = forward_changes(registry.changes(), signals.clone());
+    let controllers: Vec<Controller<LiveStream>> = controllers
+        .into_iter()
+        .zip(secret_apis)
+        .zip(watched_namespaces(&opts.settings.scope))
+        .map(|((controller, secrets_api), namespace)| {
+            let (changed, resync) = live_changes(signals.subscribe(), namespace, opts.settings.status_min_interval);
+            let (map_store, map_cache) = (store.clone(), cache.clone());
+            controller
+                .watches(secrets_api, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
+                    if let (Some(ns), Some(name)) =
+                        (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref())
+                    {
+                        map_cache.invalidate(ns, name);
+                    }
+                    secrets::referencing(&secret.metadata, &map_store.state())
+                })
+                .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
+                .reconcile_on(changed)
+                .reconcile_all_on(resync)
+                .graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
     let reporter = Reporter { controller: MANAGER.to_string(), instance: Some(opts.identity.clone()) };
     let ctx = Arc::new(Context::new(
         client,
@@ -509,16 +614,98 @@ pub async fn controller(
         store.clone(),
         cache,
     ));
-    let run = controller.run(reconcile, error_policy, ctx).for_each(|res| async move {
+    let runs = controllers.into_iter().map(|c| c.run(reconcile, error_policy, ctx.clone()).boxed());
+    let run = futures::stream::select_all(runs).for_each(|res| async move {
         if let Err(e) = res {
             tracing::debug!(error = %e, "controller event");
         }
     });
-    let collect = gc::run(registry.as_ref(), store, opts.gc_interval);
+    let collect = gc::run(registry.as_ref(), store, opts.settings.scope.clone(), opts.gc_interval);
     tokio::select! {
         () = run => {}
         () = collect => {}
+        () = forward => {}
     }
+}
+
+/// Signals a controller may fall behind by before it reconciles everything instead.
+const SIGNAL_BACKLOG: usize = 16_384;
+
+/// Feeds the registry's change signals to every subscribed controller; never returns while the
+/// feed runs (a backend without one never yields).
+async fn forward_changes(
+    mut feed: futures::stream::BoxStream<'static, LiveChange>,
+    to: tokio::sync::broadcast::Sender<LiveChange>,
+) {
+    while let Some(change) = feed.next().await {
+        // No receiver: the controllers are stopping.
+        let _ = to.send(change);
+    }
+    futures::future::pending().await
+}
+
+/// The namespace each controller of `scope` watches (`None`: every namespace), in the order of
+/// [`Scope::apis`].
+fn watched_namespaces(scope: &Scope) -> Vec<Option<String>> {
+    match scope {
+        Scope::Cluster => vec![None],
+        Scope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+    }
+}
+
+/// Splits the change signals for one controller: the LiveStreams to reconcile now (those of
+/// `namespace`, or of every namespace), and a tick whenever signals may have been lost (the
+/// feed reconnected, or this controller fell behind), on which it reconciles everything.
+///
+/// A viewer-count signal reconciles its stream at most once per `viewers_every` (the live
+/// counter pace, `--status-min-interval`): its status could not show a newer count sooner
+/// anyway, and at 1,000 live streams whose counts change every second, reconciling on each
+/// signal cost the operator more CPU than the API server spent on all of it. A count that
+/// changed after the last forwarded signal is picked up by the live requeue.
+pub fn live_changes(
+    rx: tokio::sync::broadcast::Receiver<LiveChange>,
+    namespace: Option<String>,
+    viewers_every: Duration,
+) -> (impl Stream<Item = ObjectRef<LiveStream>> + Send + 'static, impl Stream<Item = ()> + Send + 'static) {
+    let (resync_tx, resync_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let last_viewers: HashMap<StreamId, Instant> = HashMap::new();
+    let changed = futures::stream::unfold((rx, resync_tx, last_viewers), move |(mut rx, resync_tx, mut last)| {
+        let namespace = namespace.clone();
+        async move {
+            loop {
+                use tokio::sync::broadcast::error::RecvError;
+                let ours = |id: &StreamId| namespace.as_ref().is_none_or(|n| *n == id.namespace);
+                match rx.recv().await {
+                    Ok(LiveChange::Stream(id)) if ours(&id) => {
+                        let obj = ObjectRef::new(&id.name).within(&id.namespace);
+                        return Some((obj, (rx, resync_tx, last)));
+                    }
+                    Ok(LiveChange::Viewers(id)) if ours(&id) => {
+                        let now = Instant::now();
+                        if last.get(&id).is_some_and(|t| now.saturating_duration_since(*t) < viewers_every) {
+                            continue;
+                        }
+                        // Entries older than the interval decide nothing any more.
+                        if last.len() > 4 * SIGNAL_BACKLOG {
+                            last.retain(|_, t| now.saturating_duration_since(*t) < viewers_every);
+                        }
+                        last.insert(id.clone(), now);
+                        let obj = ObjectRef::new(&id.name).within(&id.namespace);
+                        return Some((obj, (rx, resync_tx, last)));
+                    }
+                    Ok(LiveChange::Stream(_) | LiveChange::Viewers(_)) => {}
+                    Ok(LiveChange::Resync) | Err(RecvError::Lagged(_)) => {
+                        tracing::info!("registry change signals may have been lost: reconciling every LiveStream");
+                        // A resync already pending covers this one.
+                        let _ = resync_tx.try_send(());
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    let resync = futures::stream::unfold(resync_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) });
+    (changed, resync)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use streamfleet_registry::{
 use crate::{
     controller::{Context, FINALIZER, Settings},
     metrics::Metrics,
+    scope::Streams,
     secrets::SecretCache,
 };
 
@@ -211,7 +212,15 @@ impl Context {
             writer.apply_watcher_event(&watcher::Event::Apply(ls.clone()));
         }
         let reporter = Reporter { controller: "streamfleet-operator".into(), instance: Some("test".into()) };
-        let ctx = Context::new(client, registry, reporter, Metrics::new(), settings, store, SecretCache::default());
+        let ctx = Context::new(
+            client,
+            registry,
+            reporter,
+            Metrics::new(),
+            settings,
+            Streams::new(vec![store]),
+            SecretCache::default(),
+        );
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

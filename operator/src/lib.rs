@@ -9,6 +9,7 @@
 //! - [`key_strength`]: the strength required of publish keys.
 //! - [`conflicts`]: who owns a playback name (the oldest claim).
 //! - [`gc`]: orphaned registry records.
+//! - [`scope`]: the namespaces watched (cluster-wide or a list) and the stores over them.
 //! - [`leader`]: leader election on a coordination.k8s.io Lease.
 //! - [`serve`]: the `run` subcommand (HTTP + leader election + controller).
 //! - [`sync`]: the `sync` subcommand (the same core over a manifest file, no Kubernetes).
@@ -27,6 +28,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod registry_client;
+pub mod scope;
 pub mod secrets;
 pub mod serve;
 pub mod status;

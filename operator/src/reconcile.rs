@@ -62,7 +62,9 @@ pub async fn apply_stream(
         Err(problem) => return blocked(registry, id, problem, applied).await,
     };
 
-    let mut attempt = registry.put_stream(&record).await;
+    // An unchanged record is not written again: at scale most reconciles come from live-state
+    // signals (viewers, publishers) and would otherwise each rewrite the record and indexes.
+    let mut attempt = if previous.as_ref() == Some(&record) { Ok(()) } else { registry.put_stream(&record).await };
     if let Err(RegistryError::Conflict { what: ConflictKind::PlaybackName(_), owner }) = &attempt
         && owner != id
         && may_evict(owner)

@@ -29,8 +29,11 @@ pub const MANAGER: &str = "streamfleet-operator";
 
 /// Name of the Secret generated for a LiveStream without `publishKeySecretRef`.
 pub fn generated_name(livestream: &str) -> String {
-    format!("{livestream}-publish-key")
+    format!("{livestream}{GENERATED_SUFFIX}")
 }
+
+/// What [`generated_name`] appends to the LiveStream's name.
+const GENERATED_SUFFIX: &str = "-publish-key";
 
 /// A new random publish key: 32 bytes from the OS-seeded CSPRNG, URL-safe base64 without
 /// padding, so it never contains '/' or '?' (it is the last segment of the RTMP URL).
@@ -87,14 +90,24 @@ pub fn read_key(secret: &Secret, key: &str) -> std::result::Result<String, Probl
         .map_err(|_| Problem::InvalidPublishKey { secret: name, message: "the value is not UTF-8 text".into() })
 }
 
-/// The LiveStreams whose key lives in `secret` (by reference, or as their generated Secret).
-pub fn referencing(secret: &Secret, streams: &[Arc<LiveStream>]) -> Vec<ObjectRef<LiveStream>> {
-    let (Some(ns), Some(name)) = (secret.meta().namespace.as_deref(), secret.meta().name.as_deref()) else {
+/// Whether `ls` keeps its key in the Secret `name` of its namespace. Runs for every LiveStream
+/// on every Secret event (all Secrets of the cluster at each re-list), so it allocates nothing.
+fn uses_secret(ls: &LiveStream, name: &str) -> bool {
+    match &ls.spec.publish_key_secret_ref {
+        Some(r) => r.name == name,
+        None => ls.meta().name.as_deref().is_some_and(|n| name.strip_suffix(GENERATED_SUFFIX) == Some(n)),
+    }
+}
+
+/// The LiveStreams whose key lives in the Secret with this metadata (by reference, or as their
+/// generated Secret). Only metadata: the operator watches Secrets' metadata, never their data.
+pub fn referencing(secret: &ObjectMeta, streams: &[Arc<LiveStream>]) -> Vec<ObjectRef<LiveStream>> {
+    let (Some(ns), Some(name)) = (secret.namespace.as_deref(), secret.name.as_deref()) else {
         return Vec::new();
     };
     streams
         .iter()
-        .filter(|ls| ls.meta().namespace.as_deref() == Some(ns) && key_location(ls).0 == name)
+        .filter(|ls| ls.meta().namespace.as_deref() == Some(ns) && uses_secret(ls, name))
         .map(|ls| ObjectRef::from_obj(ls.as_ref()))
         .collect()
 }
@@ -216,11 +229,13 @@ mod tests {
             stream("media", "sport", None),
             stream("other", "news", Some("shared-key")),
         ];
-        let refs = referencing(&secret("media", "shared-key"), &streams);
+        let refs = referencing(&secret("media", "shared-key").metadata, &streams);
         assert_eq!(refs, vec![ObjectRef::new("news").within("media")]);
-        let refs = referencing(&secret("media", "sport-publish-key"), &streams);
+        let refs = referencing(&secret("media", "sport-publish-key").metadata, &streams);
         assert_eq!(refs, vec![ObjectRef::new("sport").within("media")]);
-        assert!(referencing(&secret("media", "unrelated"), &streams).is_empty());
+        assert!(referencing(&secret("media", "unrelated").metadata, &streams).is_empty());
+        assert!(referencing(&secret("media", "news-publish-key").metadata, &streams).is_empty(), "news has a ref");
+        assert!(referencing(&secret("media", "-publish-key").metadata, &streams).is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
-use kube::{Api, Client, api::ListParams};
+use kube::{Client, api::ListParams};
 use streamfleet_registry::api::LiveStream;
 
 use crate::{
@@ -15,6 +15,7 @@ use crate::{
     leader::{self, LeaderConfig},
     metrics::Metrics,
     registry_client,
+    scope::Scope,
 };
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
@@ -60,7 +61,18 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
     let state = HttpState { metrics: metrics.clone(), registry: Some(registry.clone()) };
     let http = tokio::spawn(http::serve(listener, state, shutdown.clone()));
 
-    Api::<LiveStream>::all(client.clone()).list(&ListParams::default().limit(1)).await.map_err(StartError::Crd)?;
+    let scope = Scope::from_list(&args.watch_namespaces);
+    match &scope {
+        Scope::Cluster => tracing::info!("watching LiveStreams and Secrets in every namespace"),
+        Scope::Namespaces(list) => {
+            tracing::info!(namespaces = ?list, "watching LiveStreams and Secrets in these namespaces only")
+        }
+    }
+    // Checked the way the controller will list: a namespace-scoped install has no cluster-wide
+    // list permission, and each of its namespaces must be readable.
+    for api in scope.apis::<LiveStream>(&client) {
+        api.list(&ListParams::default().limit(1)).await.map_err(StartError::Crd)?;
+    }
 
     let identity = args
         .pod_name
@@ -74,6 +86,8 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
             status_min_interval: args.status_min_interval,
             key_hasher,
             require_strong_keys: args.require_strong_publish_keys,
+            scope: scope.clone(),
+            live_patch_rate: args.live_patch_rate,
         },
         identity: identity.clone(),
         gc_interval: args.gc_interval,

@@ -8,6 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use crate::{
     error::Result,
@@ -33,6 +34,20 @@ pub struct HolderUpdate {
     pub media: Option<crate::lease::HolderMedia>,
 }
 
+/// A signal from the registry's change feed ([`OperatorRegistry::changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveChange {
+    /// This stream's live state changed: a publisher admitted, reclaimed, released or revoked,
+    /// idleness or the encoder's health verdict.
+    Stream(StreamId),
+    /// Only a viewer count of this stream changed: status shows it at the live-counter pace,
+    /// so a reader may coalesce these.
+    Viewers(StreamId),
+    /// Signals may have been lost (the feed reconnected, or the reader fell behind): whoever
+    /// depends on them should re-read everything.
+    Resync,
+}
+
 /// What the operator uses: it owns the stream records and their revocations, and watches the
 /// backend's epoch to rewrite every record after Redis restarted empty (the "Operator" row of
 /// docs/architecture.md's "who owns what"). Edges never get this half.
@@ -56,6 +71,14 @@ pub trait OperatorRegistry: RegistryStatus {
     /// Identifier of the backend's current data epoch: it changes when Redis restarts empty, so
     /// the operator knows to rewrite every record.
     async fn epoch(&self) -> Result<u64>;
+
+    /// The feed of live-state changes, so status can follow a stream without polling it. Best
+    /// effort: a lease that simply expires (a crashed edge) is not signalled, and signals sent
+    /// while the feed reconnects are lost ([`LiveChange::Resync`] follows), so callers keep a
+    /// slower poll as a safety net. Runs until dropped. A backend without a feed never yields.
+    fn changes(&self) -> BoxStream<'static, LiveChange> {
+        Box::pin(futures::stream::pending())
+    }
 }
 
 /// What an edge uses: it reads records (by key hash to publish, by playback name to play) and

@@ -28,8 +28,8 @@ pub mod redis;
 pub mod takeover;
 
 pub use backend::{
-    EdgeRegistry, HolderUpdate, OperatorRegistry, Registry, RegistryStatus, SharedEdgeRegistry, SharedOperatorRegistry,
-    SharedRegistry,
+    EdgeRegistry, HolderUpdate, LiveChange, OperatorRegistry, Registry, RegistryStatus, SharedEdgeRegistry,
+    SharedOperatorRegistry, SharedRegistry,
 };
 pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
 pub use key_hash::{KeyCandidate, KeyDigests, KeyHashSecret, KeyHasher, KeyScheme, SecretId};

@@ -24,9 +24,20 @@ use crate::{
 /// The memory backend's epoch never changes: it cannot restart without its holders.
 const EPOCH: u64 = 1;
 
-#[derive(Default)]
 pub struct MemoryRegistry {
     state: Mutex<State>,
+    /// The change feed ([`OperatorRegistry::changes`]): the in-process counterpart of the Redis
+    /// backend's `PUBLISH`, sent on the same changes.
+    changes: tokio::sync::broadcast::Sender<crate::LiveChange>,
+}
+
+/// Signals a slow reader may fall behind by before it is told to resync.
+const CHANGE_BACKLOG: usize = 4096;
+
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        MemoryRegistry { state: Mutex::default(), changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0 }
+    }
 }
 
 #[derive(Default)]
@@ -77,6 +88,11 @@ impl State {
 impl MemoryRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn signal(&self, id: &StreamId) {
+        // No receiver is not an error: nobody follows the feed.
+        let _ = self.changes.send(crate::LiveChange::Stream(id.clone()));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -139,11 +155,27 @@ impl OperatorRegistry for MemoryRegistry {
         let mut st = self.lock();
         let had = st.live_lease(id).is_some();
         st.leases.remove(id);
+        drop(st);
+        if had {
+            self.signal(id);
+        }
         Ok(had)
     }
 
     async fn epoch(&self) -> Result<u64> {
         Ok(EPOCH)
+    }
+
+    fn changes(&self) -> futures::stream::BoxStream<'static, crate::LiveChange> {
+        let rx = self.changes.subscribe();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            match rx.recv().await {
+                Ok(change) => Some((change, rx)),
+                Err(RecvError::Lagged(_)) => Some((crate::LiveChange::Resync, rx)),
+                Err(RecvError::Closed) => None,
+            }
+        }))
     }
 }
 
@@ -228,16 +260,10 @@ impl EdgeRegistry for MemoryRegistry {
             rec.id.clone(),
             HeldLease { token: token.clone(), expires: now + opts.ttl, holder: holder.clone(), idle_since: None },
         );
-        Ok(Lease {
-            stream: rec.id,
-            key_hash: *key,
-            key_hash_alt: None,
-            token,
-            fence: st.fence,
-            epoch: EPOCH,
-            holder,
-            took_over,
-        })
+        let fence = st.fence;
+        drop(st);
+        self.signal(&rec.id);
+        Ok(Lease { stream: rec.id, key_hash: *key, key_hash_alt: None, token, fence, epoch: EPOCH, holder, took_over })
     }
 
     async fn reclaim(&self, lease: &mut Lease, ttl: Duration) -> Result<()> {
@@ -273,7 +299,9 @@ impl EdgeRegistry for MemoryRegistry {
             holder: lease.holder.clone(),
             idle_since: None,
         };
-        st.leases.insert(rec.id, held);
+        st.leases.insert(rec.id.clone(), held);
+        drop(st);
+        self.signal(&rec.id);
         Ok(())
     }
 
@@ -293,6 +321,8 @@ impl EdgeRegistry for MemoryRegistry {
         let mut st = self.lock();
         if st.live_lease(&lease.stream).is_some_and(|cur| cur.token == lease.token) {
             st.leases.remove(&lease.stream);
+            drop(st);
+            self.signal(&lease.stream);
             return Ok(true);
         }
         Ok(false)
@@ -302,6 +332,12 @@ impl EdgeRegistry for MemoryRegistry {
         let mut st = self.lock();
         match st.live_lease(&lease.stream) {
             Some(cur) if cur.token == lease.token => {
+                // Signalled as update_holder.lua does: idleness flipped, or the health verdict.
+                let mut changed = match update.idle {
+                    Some(true) => cur.idle_since.is_none(),
+                    Some(false) => cur.idle_since.is_some(),
+                    None => false,
+                };
                 match update.idle {
                     Some(true) if cur.idle_since.is_none() => {
                         cur.idle_since = Some(Instant::now());
@@ -317,7 +353,13 @@ impl EdgeRegistry for MemoryRegistry {
                     cur.holder.ingest_kbps = Some(kbps);
                 }
                 if let Some(media) = update.media.filter(|m| m.encode().is_some()) {
+                    let verdict = |m: &crate::lease::HolderMedia| (m.healthy, m.reason.clone());
+                    changed |= cur.holder.media.as_deref().map(verdict) != Some(verdict(&media));
                     cur.holder.media = Some(Box::new(media));
+                }
+                drop(st);
+                if changed {
+                    self.signal(&lease.stream);
                 }
                 Ok(())
             }
@@ -334,8 +376,16 @@ impl EdgeRegistry for MemoryRegistry {
     async fn set_viewers(&self, edge: &str, counts: &[(StreamId, u32)], ttl: Duration) -> Result<()> {
         let mut st = self.lock();
         let expires = Instant::now() + ttl;
+        let mut changed = Vec::new();
         for (id, n) in counts {
-            st.viewers.entry(id.clone()).or_default().insert(edge.to_string(), (*n, expires));
+            let before = st.viewers.entry(id.clone()).or_default().insert(edge.to_string(), (*n, expires));
+            if before.map_or(0, |(b, _)| b) != *n {
+                changed.push(id);
+            }
+        }
+        drop(st);
+        for id in changed {
+            let _ = self.changes.send(crate::LiveChange::Viewers(id.clone()));
         }
         Ok(())
     }

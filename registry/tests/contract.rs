@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use streamfleet_registry::{
-    ConflictKind, HolderMedia, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LossReason, RegistryError,
-    RenewOutcome, SharedRegistry, StreamRecord, TakeoverPolicy,
+    ConflictKind, HolderMedia, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LiveChange, LossReason,
+    RegistryError, RenewOutcome, SharedRegistry, StreamRecord, TakeoverPolicy,
 };
 
 /// A hasher with a fleet secret, as operator and edges have once configured.
@@ -65,6 +65,7 @@ contract!(
     epoch_is_stable_while_the_backend_runs,
     keyed_records_are_found_by_their_keyed_hash_only,
     a_reclaim_follows_a_record_rehashed_from_its_legacy_hash,
+    live_changes_are_signalled_once_per_change,
 );
 
 fn assert_conflict(r: Result<(), RegistryError>, what: ConflictKind, owner: &str) {
@@ -81,8 +82,94 @@ async fn holder_edge(reg: &SharedRegistry, name: &str) -> Option<String> {
     reg.live_status(&id(name)).await.unwrap().holder.map(|h| h.edge)
 }
 
+/// The next stream id on the change feed, skipping the probe and resyncs; panics after 5 s.
+async fn next_change(feed: &mut futures::stream::BoxStream<'static, LiveChange>) -> LiveChange {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(feed)).await {
+            Err(_) => panic!("no change signalled within 5 s"),
+            Ok(None) => panic!("the change feed ended"),
+            Ok(Some(LiveChange::Stream(s) | LiveChange::Viewers(s))) if s == id("probe") => {}
+            Ok(Some(LiveChange::Resync)) => {}
+            Ok(Some(change)) => return change,
+        }
+    }
+}
+
+/// Waits until `feed` delivers: a Redis subscription is opened when the feed is first polled
+/// and misses what was published before, so a probe stream's viewer count is changed until its
+/// signal comes through.
+async fn feed_is_open(reg: &SharedRegistry, feed: &mut futures::stream::BoxStream<'static, LiveChange>) {
+    for n in 1..=50u32 {
+        reg.set_viewers("probe-edge", &[(id("probe"), n)], Duration::from_secs(30)).await.unwrap();
+        if let Ok(Some(LiveChange::Viewers(s))) =
+            tokio::time::timeout(Duration::from_millis(100), futures::StreamExt::next(feed)).await
+            && s == id("probe")
+        {
+            return;
+        }
+    }
+    panic!("the change feed never delivered the probe's signal");
+}
+
 mod cases {
     use super::*;
+
+    pub async fn live_changes_are_signalled_once_per_change(reg: SharedRegistry) {
+        let mut feed = reg.changes();
+        feed_is_open(&reg, &mut feed).await;
+        let (a, b) = (rec("alpha"), rec("beta"));
+        reg.put_stream(&a).await.unwrap();
+        reg.put_stream(&b).await.unwrap();
+        let lease = reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "a publisher admitted");
+
+        let ttl = Duration::from_secs(30);
+        reg.set_viewers("edge-1", &[(a.id.clone(), 3)], ttl).await.unwrap();
+        assert_eq!(next_change(&mut feed).await, LiveChange::Viewers(a.id.clone()), "viewers 0 → 3");
+        // An unchanged report (edges repeat theirs) and a figure alone signal nothing: the next
+        // signal is beta's.
+        reg.set_viewers("edge-1", &[(a.id.clone(), 3)], ttl).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { ingest_kbps: Some(2500), ..HolderUpdate::default() }).await.unwrap();
+        let b_lease = reg.acquire(&b.key_hash, &who("edge-2"), &opts()).await.unwrap();
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Stream(b.id.clone()),
+            "only beta's admission was signalled"
+        );
+
+        reg.update_holder(&lease, HolderUpdate { idle: Some(true), ..HolderUpdate::default() }).await.unwrap();
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "the holder went idle");
+        let healthy = HolderMedia { healthy: true, ..HolderMedia::default() };
+        reg.update_holder(&lease, HolderUpdate { media: Some(healthy.clone()), ..HolderUpdate::default() })
+            .await
+            .unwrap();
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "a first health verdict");
+        let stalled = HolderMedia { healthy: false, reason: Some("Stalled".into()), ..HolderMedia::default() };
+        reg.update_holder(&lease, HolderUpdate { media: Some(healthy), ..HolderUpdate::default() }).await.unwrap();
+        reg.update_holder(&lease, HolderUpdate { media: Some(stalled), ..HolderUpdate::default() }).await.unwrap();
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Stream(a.id.clone()),
+            "the verdict turned (the same verdict again was silent)"
+        );
+        reg.set_viewers("edge-1", &[(b.id.clone(), 1)], ttl).await.unwrap();
+        assert_eq!(
+            next_change(&mut feed).await,
+            LiveChange::Viewers(b.id.clone()),
+            "nothing else of alpha's was signalled"
+        );
+
+        assert!(reg.release(&lease).await.unwrap());
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()), "released");
+        assert!(reg.revoke(&b.id).await.unwrap());
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(b.id.clone()), "revoked");
+        // Revoking a free stream changes nothing; the next signal is alpha's new admission.
+        assert!(!reg.revoke(&b.id).await.unwrap());
+        drop(b_lease);
+        reg.acquire(&a.key_hash, &who("edge-1"), &opts()).await.unwrap();
+        assert_eq!(next_change(&mut feed).await, LiveChange::Stream(a.id.clone()));
+    }
 
     pub async fn put_get_list_delete(reg: SharedRegistry) {
         let (a, b) = (rec("alpha"), rec("beta"));

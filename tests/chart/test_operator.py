@@ -72,6 +72,32 @@ def test_bindings_grant_the_roles_to_the_operator_service_account():
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
 
 
+def test_namespace_scoped_install_has_roles_in_each_watched_namespace_and_no_cluster_role():
+    out, pod = operator_pod({"operator": {"watchNamespaces": ["media", "news"]}})
+    assert out.of_kind("ClusterRole") == [] and out.of_kind("ClusterRoleBinding") == []
+    sa = pod["serviceAccountName"]
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in out.of_kind("Role")}
+    assert set(roles) == {("media", f"{OPERATOR}-watch"), ("news", f"{OPERATOR}-watch"), (NAMESPACE, OPERATOR)}
+    for ns in ("media", "news"):
+        assert flatten(roles[(ns, f"{OPERATOR}-watch")]["rules"]) == EXPECTED_CLUSTER_RULES
+        (binding,) = [b for b in out.of_kind("RoleBinding") if b["metadata"]["namespace"] == ns]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{OPERATOR}-watch"}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    # The Lease Role stays in the release namespace.
+    assert flatten(roles[(NAMESPACE, OPERATOR)]["rules"]) == EXPECTED_NAMESPACE_RULES
+    assert env_map(container(pod, "operator"))["STREAMFLEET_WATCH_NAMESPACES"] == "media,news"
+
+
+def test_cluster_wide_by_default():
+    _, pod = operator_pod()
+    assert "STREAMFLEET_WATCH_NAMESPACES" not in env_map(container(pod, "operator"))
+
+
+def test_watch_namespaces_must_be_namespace_names():
+    with pytest.raises(helm.HelmError):
+        render({"operator": {"watchNamespaces": ["Not_A_Namespace"]}})
+
+
 def test_rbac_can_be_left_to_the_cluster_admin():
     out = render({"operator": {"rbac": {"create": False}}})
     for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):

@@ -86,6 +86,14 @@ impl Cluster {
         self.scratch.path()
     }
 
+    /// A kubectl command of the cluster's own build, as the admin, for callers that stream its
+    /// output or outlast [`CALL_LIMIT`] (the scale benchmark's bulk applies and watches).
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("kubectl"));
+        cmd.env("KUBECONFIG", &self.kubeconfig).kill_on_drop(true);
+        cmd
+    }
+
     async fn run(&self, program: &str, args: &[&str], stdin: Option<&str>, kubeconfig: &Path) -> Out {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.args(args)
@@ -224,6 +232,21 @@ impl OperatorProcess {
     /// Starts the operator as `name` (its Lease identity) with `kubeconfig`, leader election in
     /// `namespace`, the registry at `redis_url`, and short requeues so that the suite is fast.
     pub fn start(binary: &Path, name: &str, kubeconfig: &Path, namespace: &str, redis_url: &str) -> Self {
+        Self::start_with_env(binary, name, kubeconfig, namespace, redis_url, &[], true)
+    }
+
+    /// [`OperatorProcess::start`] with extra environment (e.g. `STREAMFLEET_WATCH_NAMESPACES`),
+    /// and the default requeues unless `short_requeues` (then status can only follow the
+    /// registry promptly through its change signals).
+    pub fn start_with_env(
+        binary: &Path,
+        name: &str,
+        kubeconfig: &Path,
+        namespace: &str,
+        redis_url: &str,
+        env: &[(&str, &str)],
+        short_requeues: bool,
+    ) -> Self {
         let port = streamfleet_testkit::free_port();
         let http: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let mut child = Command::new(binary)
@@ -231,8 +254,13 @@ impl OperatorProcess {
             .env("POD_NAMESPACE", namespace)
             .env("POD_NAME", name)
             .env("RUST_LOG", operator_log_filter())
+            .envs(env.iter().copied())
             .args(["run", "--redis-url", redis_url, "--http-listen", &http.to_string(), "--log-format", "text"])
-            .args(["--idle-requeue", "2s", "--live-requeue", "1s", "--status-min-interval", "1s"])
+            .args(if short_requeues {
+                &["--idle-requeue", "2s", "--live-requeue", "1s", "--status-min-interval", "1s"][..]
+            } else {
+                &[][..]
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

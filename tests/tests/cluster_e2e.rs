@@ -17,7 +17,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use serde_json::{Value, json};
 use streamfleet_registry::{
-    OperatorRegistry, StreamId,
+    AcquireOptions, EdgeRegistry, KeyHash, LeaseTiming, OperatorRegistry, PublisherInfo, StreamId,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
@@ -247,6 +247,7 @@ async fn streamfleet_on_a_real_cluster() {
         .await;
         drop(op_b);
     }
+    namespace_scoped_install(&world, &bins.operator).await;
     for ns in [NS, NS2] {
         world.cluster.kubectl(&["delete", "namespace", ns, "--wait=false"]).await.expect_ok("delete namespace");
     }
@@ -493,6 +494,24 @@ async fn install_default_release(cluster: &Cluster) {
         .kubectl(&["wait", "--for=condition=Established", &format!("crd/{CRD}"), "--timeout=30s"])
         .await
         .expect_ok("the CRD is established");
+}
+
+/// Standard base64 (what kubectl prints for Secret data), without a dependency for it.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == c).unwrap_or_else(|| panic!("not base64: {text}")) as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }
 
 /// Every `x-kubernetes-validations` message in a schema.
@@ -788,6 +807,131 @@ async fn apiserver_outage(w: &World, op: &mut OperatorProcess) {
     let _ = publisher.wait().await;
     w.wait_phase(NS, "lobby", "Ready", Duration::from_secs(30)).await;
     assert_eq!(op.metric("streamfleet_operator_is_leader").await, 1.0);
+}
+
+/// A second release watching one namespace only (`operator.watchNamespaces`): its operator runs
+/// with that release's ServiceAccount token, so the Roles the chart grants in the watched
+/// namespace are all it has. It reconciles there, leaves LiveStreams elsewhere alone, and the
+/// API server refuses it Secrets outside its namespace, by get, list and watch.
+async fn namespace_scoped_install(w: &World, operator: &std::path::Path) {
+    let _s = Step::new("namespace-scoped install: Roles only, nothing read outside its namespace");
+    const SCOPED_RELEASE: &str = "streamfleet-scoped";
+    const SCOPED_SYSTEM_NS: &str = "sf-scoped-system";
+    const WATCHED: &str = "e2e-scoped";
+    w.cluster.kubectl(&["create", "namespace", WATCHED]).await.expect_ok("create namespace");
+    let values = ["crds.enabled=false", "redis.bundled=false", "redis.external.url=redis://127.0.0.1:1/0"];
+    let watch = format!("operator.watchNamespaces={{{WATCHED}}}");
+    let values: Vec<&str> = values.iter().copied().chain([watch.as_str()]).collect();
+    helm_set(&w.cluster, &["install", SCOPED_RELEASE, &chart(), "-n", SCOPED_SYSTEM_NS, "--create-namespace"], &values)
+        .await
+        .expect_ok("helm install a namespace-scoped release");
+    let manifest =
+        w.cluster.helm(&["get", "manifest", SCOPED_RELEASE, "-n", SCOPED_SYSTEM_NS]).await.expect_ok("manifest");
+    assert!(!manifest.contains("kind: ClusterRole"), "a namespace-scoped release grants cluster-wide:\n{manifest}");
+    let kubeconfig =
+        w.cluster.service_account_kubeconfig(SCOPED_SYSTEM_NS, &format!("{SCOPED_RELEASE}-operator")).await;
+
+    // A Secret outside the scope: its token may neither read nor list nor watch it.
+    w.cluster
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "outside-key",
+            "-n",
+            NS,
+            "--from-literal=publishKey=outside-publish-key-0123456789",
+        ])
+        .await
+        .expect_ok("create a Secret outside the scope");
+    let denied = w.cluster.kubectl_as(&kubeconfig, &["get", "secret", "outside-key", "-n", NS, "-o", "name"]).await;
+    assert!(!denied.ok && denied.stderr.contains("forbidden"), "read a Secret outside its scope: {denied:?}");
+    for args in [
+        &["auth", "can-i", "get", "secrets", "-n", NS][..],
+        &["auth", "can-i", "list", "secrets", "-A"],
+        &["auth", "can-i", "watch", "secrets", "-A"],
+        &["auth", "can-i", "list", "livestreams.streamfleet.io", "-A"],
+    ] {
+        let out = w.cluster.kubectl_as(&kubeconfig, args).await;
+        assert_eq!(out.stdout.trim(), "no", "kubectl {}: {out:?}", args.join(" "));
+    }
+    for verb in ["get", "list", "watch"] {
+        let out = w.cluster.kubectl_as(&kubeconfig, &["auth", "can-i", verb, "secrets", "-n", WATCHED]).await;
+        assert_eq!(out.stdout.trim(), "yes", "{verb} secrets in the watched namespace: {out:?}");
+    }
+
+    let mut op = OperatorProcess::start_with_env(
+        operator,
+        "op-scoped",
+        &kubeconfig,
+        SCOPED_SYSTEM_NS,
+        &w.redis_url,
+        &[("STREAMFLEET_WATCH_NAMESPACES", WATCHED)],
+        false,
+    );
+    let generated = "apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {name: scoped}\nspec: {}\n";
+    w.apply(WATCHED, generated).await;
+    w.wait_phase(WATCHED, "scoped", "Ready", Duration::from_secs(30)).await;
+    assert_eq!(w.record_exists(WATCHED, "scoped").await, Some(true));
+
+    // Status follows the registry's change signals: with the default 30 s idle requeue, a
+    // publisher admitted through the edges' API shows as Live, and its release as Ready, within
+    // 2 s each (the target of issue 20), three times over.
+    let key = w
+        .cluster
+        .kubectl(&["get", "secret", "scoped-publish-key", "-n", WATCHED, "-o", "jsonpath={.data.publishKey}"])
+        .await
+        .expect_ok("read the generated key");
+    let key = String::from_utf8(base64_decode(key.trim())).expect("a UTF-8 key");
+    let who =
+        PublisherInfo { edge: "edge-signal".into(), remote_addr: Some("192.0.2.1:5000".into()), relay_addr: None };
+    for round in 0..3 {
+        let admitted = Instant::now();
+        let lease = w
+            .registry
+            .acquire(&KeyHash::of_key(&key), &who, &AcquireOptions::new(&LeaseTiming::default()))
+            .await
+            .expect("admitted through the edge API");
+        w.wait_phase(WATCHED, "scoped", "Live", Duration::from_secs(10)).await;
+        let to_live = admitted.elapsed();
+        let released = Instant::now();
+        assert!(w.registry.release(&lease).await.expect("released"));
+        w.wait_phase(WATCHED, "scoped", "Ready", Duration::from_secs(10)).await;
+        let to_ready = released.elapsed();
+        eprintln!("    round {round}: publish → Live {to_live:.2?}, end → Ready {to_ready:.2?}");
+        assert!(to_live <= Duration::from_secs(2), "publish → Live took {to_live:?}");
+        assert!(to_ready <= Duration::from_secs(2), "end → Ready took {to_ready:?}");
+    }
+    // Outside the scope: a LiveStream referencing the Secret it may not read is never touched.
+    let outside = "apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {name: outside}\n\
+                   spec: {publishKeySecretRef: {name: outside-key}}\n";
+    w.apply(NS, outside).await;
+    // The in-scope stream is reconciled after the outside one was created: had the operator
+    // seen it, it would have been reconciled by now too.
+    w.cluster.kubectl(&["annotate", "livestream", "scoped", "-n", WATCHED, "e2e/poke=1"]).await.expect_ok("annotate");
+    let before = op.metric("streamfleet_operator_reconciles_total").await;
+    eventually("the in-scope stream is reconciled again", Duration::from_secs(30), || async {
+        (op.metric("streamfleet_operator_reconciles_total").await > before).then_some(())
+    })
+    .await;
+    let lst = w.lst(NS, "outside").await.expect("the outside LiveStream exists");
+    assert!(lst.get("status").is_none_or(Value::is_null), "an out-of-scope stream got a status: {lst:#}");
+    assert!(lst["metadata"]["finalizers"].is_null(), "an out-of-scope stream got a finalizer: {lst:#}");
+    assert_eq!(w.record_exists(NS, "outside").await, Some(false));
+    assert!(op.is_running(), "the scoped operator exited:\n{}", op.logs());
+    assert!(!op.logs().contains("forbidden"), "the scoped operator was refused something:\n{}", op.logs());
+
+    w.cluster
+        .kubectl(&["delete", "livestream", "scoped", "-n", WATCHED, "--wait=true", "--timeout=30s"])
+        .await
+        .expect_ok("delete through the finalizer");
+    assert_eq!(w.record_exists(WATCHED, "scoped").await, Some(false));
+    w.cluster.kubectl(&["delete", "livestream", "outside", "-n", NS]).await.expect_ok("delete");
+    drop(op);
+    w.cluster.helm(&["uninstall", SCOPED_RELEASE, "-n", SCOPED_SYSTEM_NS]).await.expect_ok("helm uninstall");
+    for ns in [WATCHED, SCOPED_SYSTEM_NS] {
+        w.cluster.kubectl(&["delete", "namespace", ns, "--wait=false"]).await.expect_ok("delete namespace");
+    }
 }
 
 async fn uninstall_default_release(cluster: &Cluster) {

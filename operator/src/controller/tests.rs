@@ -303,6 +303,32 @@ pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg:
     assert_eq!(reg.get_stream(&StreamId::new("default", "news")).await.expect("get"), None);
 }
 
+pub(crate) async fn a_namespace_scoped_operator_never_evicts_a_record_outside_its_scope(reg: SharedRegistry) {
+    // Another operator, watching "default", wrote this record; it is invisible from "media".
+    reg.put_stream(&record("default", "news", "new-publish-key-4567", "news")).await.expect("put");
+    let older = livestream("anchor")
+        .in_namespace("media")
+        .finalized()
+        .playback("news")
+        .created_at(1_600_000_000)
+        .with_secret("anchor-key", "publishKey");
+    let settings = Settings { scope: Scope::from_list(&["media".to_string()]), ..Settings::default() };
+    let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&older), settings);
+    let task = run(&older, &ctx).await;
+    api.expect_secret_get(
+        "media",
+        "anchor-key",
+        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
+    )
+    .await;
+    let (_, reason, _) = api.expect_event("media").await;
+    assert_eq!(reason, "PlaybackNameConflict");
+    let status = api.expect_status_patch(&older).await;
+    assert_eq!(condition(&status, "Ready")["reason"], "PlaybackNameConflict");
+    finish(task).await.expect("a conflict is reported, not an error");
+    assert_eq!(reg.lookup_playback("news").await.expect("owner").id, StreamId::new("default", "news"));
+}
+
 pub(crate) async fn a_missing_secret_is_a_condition_not_a_crash(reg: SharedRegistry) {
     let ls = livestream("news").finalized().with_secret("nope", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
@@ -429,6 +455,11 @@ async fn delete_with_finalizer() {
 #[tokio::test]
 async fn playback_name_conflict() {
     the_older_stream_keeps_a_contested_playback_name(memory()).await;
+}
+
+#[tokio::test]
+async fn no_eviction_outside_the_scope() {
+    a_namespace_scoped_operator_never_evicts_a_record_outside_its_scope(memory()).await;
 }
 
 #[tokio::test]
@@ -659,8 +690,86 @@ mod on_redis {
         let (reg, _server) = redis().await;
         reg.put_stream(&record("default", "kept", "k1", "kept")).await.expect("put");
         reg.put_stream(&record("default", "gone", "k2", "gone")).await.expect("put");
-        let removed = crate::gc::collect(reg.as_ref(), || [StreamId::new("default", "kept")].into()).await.expect("gc");
+        let removed = crate::gc::collect(
+            reg.as_ref(),
+            || [StreamId::new("default", "kept")].into(),
+            &crate::scope::Scope::Cluster,
+        )
+        .await
+        .expect("gc");
         assert_eq!(removed, vec![StreamId::new("default", "gone")]);
         assert_eq!(reg.list_streams().await.expect("list").len(), 1);
     }
+}
+
+#[tokio::test]
+async fn registry_signals_reach_the_controller_of_their_namespace_and_a_loss_resyncs() {
+    use futures::StreamExt;
+    let (tx, _) = tokio::sync::broadcast::channel(4);
+    let (changed, resync) = live_changes(tx.subscribe(), Some("media".to_string()), Duration::from_secs(3600));
+    let (mut changed, mut resync) = (Box::pin(changed), Box::pin(resync));
+    let limit = Duration::from_secs(5);
+    tx.send(LiveChange::Stream(StreamId::new("elsewhere", "x"))).expect("a receiver");
+    tx.send(LiveChange::Stream(StreamId::new("media", "news"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")), "the other namespace's signal is skipped");
+    tx.send(LiveChange::Resync).expect("a receiver");
+    tx.send(LiveChange::Stream(StreamId::new("media", "sport"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("sport").within("media")));
+    assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
+    // Viewer counts: the first reconciles, repeats within the interval are coalesced, while a
+    // publisher change of the same stream still goes through at once.
+    for _ in 0..3 {
+        tx.send(LiveChange::Viewers(StreamId::new("media", "news"))).expect("a receiver");
+    }
+    tx.send(LiveChange::Stream(StreamId::new("media", "news"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")));
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("news").within("media")), "the publisher change");
+    tx.send(LiveChange::Stream(StreamId::new("media", "marker"))).expect("a receiver");
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert_eq!(got, Some(ObjectRef::new("marker").within("media")), "the repeated viewer signals were dropped");
+    // Falling behind the backlog is a loss too.
+    for i in 0..10 {
+        tx.send(LiveChange::Stream(StreamId::new("media", format!("s{i}")))).expect("a receiver");
+    }
+    let got = tokio::time::timeout(limit, changed.next()).await.expect("in time");
+    assert!(matches!(got, Some(o) if o.name.starts_with('s')));
+    assert_eq!(tokio::time::timeout(limit, resync.next()).await.expect("in time"), Some(()));
+}
+
+#[test]
+fn the_live_patch_budget_refills_at_its_rate_and_spreads_waiters() {
+    let t0 = Instant::now();
+    let mut b = TokenBucket::new(2.0);
+    assert_eq!(b.take(t0), None);
+    assert_eq!(b.take(t0), None);
+    let secs = |d: Option<Duration>| d.expect("a wait").as_secs_f64();
+    assert!((secs(b.take(t0)) - 0.5).abs() < 1e-6, "the first waiter gets the next token");
+    assert!((secs(b.take(t0)) - 1.0).abs() < 1e-6, "the second the one after");
+    // A long quiet spell refills one second's worth, no more.
+    let later = t0 + Duration::from_secs(60);
+    assert_eq!(b.take(later), None);
+    assert_eq!(b.take(later), None);
+    assert!(b.take(later).is_some());
+}
+
+#[tokio::test]
+async fn live_counter_patches_share_one_fleet_wide_budget() {
+    let settings = Settings { live_patch_rate: 1.0, ..Settings::default() };
+    let (ctx, _api) = Context::test_with(memory(), &[], settings);
+    let (a, b, c) = (StreamId::new("media", "a"), StreamId::new("media", "b"), StreamId::new("media", "c"));
+    assert_eq!(ctx.status_patch_wait(&a), None, "the budget's one token");
+    let wait_b = ctx.status_patch_wait(&b).expect("another stream waits for the budget");
+    assert!(wait_b <= Duration::from_secs(1) && wait_b > Duration::from_millis(900), "{wait_b:?}");
+    let again = ctx.status_patch_wait(&b).expect("still waiting");
+    assert!(again <= wait_b, "asking again keeps its reservation: {again:?}");
+    let wait_c = ctx.status_patch_wait(&c).expect("the next waiter");
+    assert!(wait_c > Duration::from_millis(1900), "waiters are spread at the rate: {wait_c:?}");
+    // A stream's own minimum interval still applies on top.
+    ctx.note_status_patch(&a);
+    let own = ctx.status_patch_wait(&a).expect("within its interval");
+    assert!(own > Duration::from_secs(4), "{own:?}");
 }

@@ -73,7 +73,7 @@ struct Active {
 }
 
 pub(super) struct Link {
-    target: Target,
+    target: std::sync::Arc<Target>,
     config: AsyncConnectionConfig,
     command_timeout: Duration,
     connect_timeout: Duration,
@@ -91,6 +91,15 @@ pub(super) struct Link {
 }
 
 impl Link {
+    /// How connections are made: the change subscriber dials its own with it.
+    pub fn target(&self) -> std::sync::Arc<Target> {
+        self.target.clone()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     pub fn new(
         target: Target,
         prefix: String,
@@ -102,7 +111,7 @@ impl Link {
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(command_timeout));
         Link {
-            target,
+            target: std::sync::Arc::new(target),
             config,
             command_timeout,
             connect_timeout,

@@ -12,6 +12,7 @@
 // told who holds the stream); boxing it would change the API the edge and operator match on.
 #![allow(clippy::result_large_err)]
 
+mod changes;
 mod connection;
 mod scripts;
 mod target;
@@ -405,6 +406,10 @@ impl OperatorRegistry for RedisRegistry {
             .run("read epoch", |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
         epoch.map_or(Ok(0), |e| wire::u64_field("epoch", &e))
+    }
+
+    fn changes(&self) -> futures::stream::BoxStream<'static, crate::LiveChange> {
+        changes::feed(self.link.target(), format!("{}changes", self.prefix), self.link.connect_timeout())
     }
 }
 

@@ -266,6 +266,18 @@ impl Target {
         }
     }
 
+    /// A pub/sub connection to the server to use now (for Sentinel: the current primary).
+    pub async fn dial_pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        match self {
+            Target::Direct(client) => client.get_async_pubsub().await,
+            Target::Sentinel(s) => {
+                let named = s.find_primary().await?;
+                let info = addr(s.tls, &named.host, named.port).into_connection_info()?;
+                open(info.set_redis_settings(s.node.clone()), s.ca.as_deref())?.get_async_pubsub().await
+            }
+        }
+    }
+
     /// For logs: which primary this target follows.
     pub fn describe(&self) -> String {
         match self {

@@ -4,10 +4,13 @@ The operator's permissions, in one place. Exactly the verbs it uses, nothing mor
 - livestreams/status: server-side-apply status patches;
 - livestreams/finalizers: update, so Secrets it creates can carry a blocking ownerReference to
   their LiveStream (OwnerReferencesPermissionEnforcement);
-- secrets: read publish keys (and watch them for rotation), create `<name>-publish-key` when a
-  LiveStream has no publishKeySecretRef (garbage-collected through the ownerReference);
+- secrets: list/watch for the operator's metadata-only watch (RBAC has no metadata-only verb:
+  the operator asks for PartialObjectMetadata and never receives data from it), get to read the
+  key of a Secret a LiveStream references, create `<name>-publish-key` when a LiveStream has no
+  publishKeySecretRef (garbage-collected through the ownerReference);
 - events.k8s.io events: the kube-runtime Recorder creates and patches (aggregates) Events.
 */}}
+{{/* Granted cluster-wide by a ClusterRole, or per watched namespace by Roles. */}}
 {{- define "streamfleet.operator.clusterRules" -}}
 - apiGroups: ["streamfleet.io"]
   resources: ["livestreams"]

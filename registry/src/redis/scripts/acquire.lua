@@ -61,4 +61,5 @@ local e, c = grant(id, token, ttl, now, state, {
   edge = ARGV[7], remote = ARGV[8], relay = ARGV[9], since = num(now), kbps = '', taken_over_at = taken_over_at,
   leased = leased,
 })
+signal(id)
 return { 'ok', id, num(e), num(c), num(now), took_over and '1' or '0' }

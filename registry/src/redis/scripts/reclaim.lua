@@ -13,4 +13,5 @@ local now = now_ms()
 local e, c = grant(id, token, ttl, now, fencing_state(now), {
   edge = ARGV[6], remote = ARGV[7], relay = ARGV[8], since = ARGV[9], kbps = ARGV[10], taken_over_at = '',
 })
+signal(id)
 return { 'ok', id, num(e), num(c), ARGV[9], '0' }

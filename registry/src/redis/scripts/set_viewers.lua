@@ -4,8 +4,12 @@
 -- removes the edge's field.
 local edge, ttl = ARGV[2], tonumber(ARGV[3])
 local expires = num(now_ms() + ttl)
+-- Only a changed count is signalled: edges repeat unchanged reports every renew interval.
 for i = 4, #ARGV - 1, 2 do
   local vk = P .. 'viewers:' .. ARGV[i]
+  local before = redis.call('HGET', vk, edge)
+  local was = before and string.match(before, '^(%d+):') or '0'
+  if was ~= ARGV[i + 1] then signal_viewers(ARGV[i]) end
   if ARGV[i + 1] == '0' then
     redis.call('HDEL', vk, edge)
   else

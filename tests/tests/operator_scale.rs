@@ -1,0 +1,538 @@
+//! The operator at scale on the local API server of `scripts/cluster` (docs/benchmarks.md,
+//! "Operator at scale"): a measurement, not a CI test, so every case is `#[ignore]`d and run by
+//! `scripts/operator-scale`. Each prints a report; figures are not asserted beyond the work
+//! having completed (every LiveStream Ready, Live, back to Ready, deleted).
+//!
+//! - `operator_memory_with_unrelated_secrets`: 20,000 Secrets of 4 KiB in one namespace, then
+//!   each operator binary of `SCALE_OPERATOR_BINS` (comma-separated; default: this build) runs
+//!   next to them with one LiveStream elsewhere; its resident memory is sampled.
+//! - `operator_at_scale`: `SCALE_N` LiveStreams (default 1,000) with their Secrets across 100
+//!   namespaces by server-side apply, 8 kubectl processes in parallel; time to all Ready, rates,
+//!   CPU, memory; then up to 1,000 of them live (leases taken through the registry's edge API,
+//!   viewer counts changing every second): status lag and patch rate; then delete-all.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use streamfleet_registry::{
+    AcquireOptions, EdgeRegistry, KeyHash, Lease, LeaseTiming, PublisherInfo, StreamId,
+    redis::{RedisConfig, RedisRegistry},
+};
+use streamfleet_testkit::RedisServer;
+use streamfleet_tests::{
+    binaries::binaries_async,
+    cluster::{Cluster, OperatorProcess, eventually},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    time::Instant,
+};
+
+const NAMESPACES: usize = 100;
+const PARALLEL_APPLIES: usize = 8;
+
+/// CPU seconds (user + system) and peak resident KiB of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    };
+    (cpu, kib("VmHWM:").unwrap_or(0))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The kube-apiserver process of this cluster (its command line names the cluster's state dir).
+fn apiserver_pid(cluster: &Cluster) -> Option<u32> {
+    let dir = cluster.dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains("kube-apiserver") && cmd.contains("--etcd-servers") && cmd.contains(&dir)).then_some(pid)
+    })
+}
+
+/// `apiserver_request_total` summed by verb, for our resources only.
+async fn requests_by_verb(cluster: &Cluster) -> HashMap<String, f64> {
+    let out = cluster.kubectl(&["get", "--raw", "/metrics"]).await.expect_ok("apiserver metrics");
+    let mut by = HashMap::new();
+    for l in out.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let resource = l.split("resource=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        if !matches!(resource, "livestreams" | "secrets" | "events" | "leases") {
+            continue;
+        }
+        let verb = l.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+        let sub = l.split("subresource=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
+        let key = if sub.is_empty() { format!("{verb} {resource}") } else { format!("{verb} {resource}/{sub}") };
+        let v: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *by.entry(key).or_insert(0.0) += v;
+    }
+    by
+}
+
+fn print_rates(before: &HashMap<String, f64>, after: &HashMap<String, f64>, secs: f64) {
+    let mut keys: Vec<&String> = after.keys().collect();
+    keys.sort();
+    for k in keys {
+        let d = after[k] - before.get(k).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            println!("    {k:<34} {d:>8.0} requests  {:>8.1}/s", d / secs);
+        }
+    }
+}
+
+async fn redis_memory(redis: &RedisServer) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "INFO", "memory"])
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines().find_map(|l| l.strip_prefix("used_memory_human:")).unwrap_or("?").trim().to_string()
+}
+
+/// Server-side applies `docs` (YAML documents) with `PARALLEL_APPLIES` kubectl processes.
+async fn apply_parallel(cluster: &Cluster, docs: Vec<String>) {
+    let chunk = docs.len().div_ceil(PARALLEL_APPLIES).max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in docs.chunks(chunk) {
+        let yaml = part.join("---\n");
+        let mut cmd = cluster.kubectl_command();
+        cmd.args(["apply", "--server-side", "--field-manager=scale-bench", "-f", "-", "-o", "name"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        tasks.spawn(async move {
+            let mut child = cmd.spawn().expect("spawn kubectl");
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(yaml.as_bytes()).await.expect("write kubectl stdin");
+            }
+            let out = tokio::time::timeout(Duration::from_secs(900), child.wait_with_output())
+                .await
+                .expect("apply within 15 min")
+                .expect("kubectl runs");
+            assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("apply task");
+    }
+}
+
+fn key_of(ns: &str, name: &str) -> String {
+    format!("scale-{ns}-{name}-Xq7pLm2Zt9")
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Installs the LiveStream CRD (a fresh cluster has none) and waits until it is served.
+async fn install_crd(cluster: &Cluster) {
+    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/livestream.yaml");
+    let crd = crd.to_string_lossy().to_string();
+    cluster.kubectl(&["apply", "--server-side", "-f", &crd]).await.expect_ok("install the CRD");
+    cluster
+        .kubectl(&["wait", "--for=condition=Established", "crd/livestreams.streamfleet.io", "--timeout=30s"])
+        .await
+        .expect_ok("the CRD is established");
+}
+
+fn operator_bins(default: PathBuf) -> Vec<PathBuf> {
+    match std::env::var("SCALE_OPERATOR_BINS") {
+        Ok(list) if !list.is_empty() => list.split(',').map(PathBuf::from).collect(),
+        _ => vec![default],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: scripts/operator-scale"]
+async fn operator_memory_with_unrelated_secrets() {
+    let Some(cluster) = Cluster::find() else { return };
+    install_crd(&cluster).await;
+    let bins = binaries_async().await;
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.expect("redis-server");
+    let count: usize = std::env::var("SCALE_SECRETS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let filler = "x".repeat(4096);
+    cluster.kubectl(&["create", "namespace", "scale-secrets"]).await.expect_ok("namespace");
+    cluster.kubectl(&["create", "namespace", "scale-media"]).await.expect_ok("namespace");
+    let docs: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: unrelated-{i}, namespace: scale-secrets}}\nstringData: {{blob: {filler}}}\n"
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    apply_parallel(&cluster, docs).await;
+    println!("{count} Secrets of 4 KiB created in {:.1} s", started.elapsed().as_secs_f64());
+    cluster
+        .kubectl_in(
+            &["apply", "-n", "scale-media", "-f", "-"],
+            "apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {name: probe}\nspec: {}\n",
+        )
+        .await
+        .expect_ok("probe LiveStream");
+    for (i, bin) in operator_bins(bins.operator.clone()).iter().enumerate() {
+        let _ = cluster
+            .kubectl(&["annotate", "livestream", "probe", "-n", "scale-media", &format!("run={i}"), "--overwrite"])
+            .await;
+        let op = OperatorProcess::start_with_env(
+            bin,
+            &format!("scale-mem-{i}"),
+            &cluster.kubeconfig,
+            "default",
+            &redis.url(),
+            &[("STREAMFLEET_LEADER_ELECTION", "false")],
+            false,
+        );
+        let pid = op.pid().expect("operator pid");
+        let t0 = Instant::now();
+        eventually("the operator reconciles", Duration::from_secs(120), || async {
+            (op.metric("streamfleet_operator_reconciles_total").await >= 1.0).then_some(())
+        })
+        .await;
+        let first_reconcile = t0.elapsed();
+        // The Secret watch lists all Secrets while the controller runs: sample over 30 s.
+        let mut samples = Vec::new();
+        while t0.elapsed() < Duration::from_secs(30) {
+            samples.push(rss_kib(pid));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let (cpu, peak) = proc_usage(pid);
+        let last = samples.last().copied().unwrap_or(0);
+        println!(
+            "{}: first reconcile after {:.1} s; RSS after 30 s {:.1} MiB, peak {:.1} MiB, CPU {:.2} s",
+            bin.display(),
+            first_reconcile.as_secs_f64(),
+            last as f64 / 1024.0,
+            peak as f64 / 1024.0,
+            cpu
+        );
+        drop(op);
+    }
+    for ns in ["scale-secrets", "scale-media"] {
+        let _ = cluster.kubectl(&["delete", "livestreams", "--all", "-n", ns, "--wait=false"]).await;
+    }
+    // Without an operator the finalizer stays: take it off, this is a scratch namespace.
+    let _ = cluster
+        .kubectl(&[
+            "patch",
+            "livestream",
+            "probe",
+            "-n",
+            "scale-media",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ])
+        .await;
+    for ns in ["scale-secrets", "scale-media"] {
+        let _ = cluster.kubectl(&["delete", "namespace", ns, "--wait=false"]).await;
+    }
+}
+
+/// When a status was seen: (time, `namespace/name`, phase, viewers).
+type Seen = (Instant, String, String, String);
+
+/// Phase and viewers of every LiveStream as the API server reports changes, with the time each
+/// change was seen: a `kubectl get --watch` of them all.
+struct StatusWatch {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _child: tokio::process::Child,
+}
+
+impl StatusWatch {
+    fn start(cluster: &Cluster) -> StatusWatch {
+        let mut cmd = cluster.kubectl_command();
+        cmd.args([
+            "get",
+            "livestreams",
+            "-A",
+            "--watch-only",
+            "-o",
+            "jsonpath={.metadata.namespace}/{.metadata.name} {.status.phase} {.status.viewers}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("kubectl watch");
+        let stdout = child.stdout.take().expect("piped");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut p = l.split(' ');
+                let (id, phase, viewers) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or(""));
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    Instant::now(),
+                    id.to_string(),
+                    phase.to_string(),
+                    viewers.to_string(),
+                ));
+            }
+        });
+        StatusWatch { seen, _child: child }
+    }
+
+    /// When each id first showed `phase` at or after `since`.
+    fn first_phase(&self, phase: &str, since: Instant) -> HashMap<String, Instant> {
+        let mut out = HashMap::new();
+        for (t, id, p, _) in self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if *t >= since && p == phase {
+                out.entry(id.clone()).or_insert(*t);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: scripts/operator-scale"]
+async fn operator_at_scale() {
+    let Some(cluster) = Cluster::find() else { return };
+    let n: usize = std::env::var("SCALE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let live_n = n.min(1000);
+    install_crd(&cluster).await;
+    let bins = binaries_async().await;
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.expect("redis-server");
+    let registry = RedisRegistry::connect(RedisConfig::new(redis.url())).await.expect("registry");
+    registry.end_quarantine().await.expect("fresh registry");
+    let api_pid = apiserver_pid(&cluster).expect("the API server's pid");
+
+    let ids: Vec<(String, String)> =
+        (0..n).map(|i| (format!("scale-{:03}", i % NAMESPACES), format!("stream-{i:05}"))).collect();
+    let ns_docs: Vec<String> = (0..NAMESPACES)
+        .map(|i| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: scale-{i:03}}}\n"))
+        .collect();
+    apply_parallel(&cluster, ns_docs).await;
+
+    let bin = operator_bins(bins.operator.clone()).remove(0);
+    let op = OperatorProcess::start_with_env(
+        &bin,
+        "scale-op",
+        &cluster.kubeconfig,
+        "default",
+        &redis.url(),
+        &[("STREAMFLEET_LEADER_ELECTION", "false"), ("RUST_LOG", "warn")],
+        false,
+    );
+    let pid = op.pid().expect("operator pid");
+    eventually("the operator serves metrics", Duration::from_secs(60), || async {
+        streamfleet_testkit::http::get(op.http, "/metrics").await.map(|_| ())
+    })
+    .await;
+
+    let docs: Vec<String> = ids
+        .iter()
+        .map(|(ns, name)| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: {ns}}}\nstringData: {{publishKey: {key}}}\n---\n\
+                 apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+                 spec: {{publishKeySecretRef: {{name: {name}-key}}}}\n",
+                key = key_of(ns, name)
+            )
+        })
+        .collect();
+    let (req0, (op_cpu0, _), (api_cpu0, _), rec0) = (
+        requests_by_verb(&cluster).await,
+        proc_usage(pid),
+        proc_usage(api_pid),
+        op.metric("streamfleet_operator_reconciles_total").await,
+    );
+    let t0 = Instant::now();
+    apply_parallel(&cluster, docs).await;
+    let created = t0.elapsed();
+    let last_create = Instant::now();
+    eventually("every LiveStream is Ready", Duration::from_secs(1800), || async {
+        (op.metric("streamfleet_operator_streams{phase=\"Ready\"}").await >= n as f64).then_some(())
+    })
+    .await;
+    let ready_after = last_create.elapsed();
+    let total = t0.elapsed().as_secs_f64();
+    let (req1, (op_cpu1, op_peak), (api_cpu1, _), rec1) = (
+        requests_by_verb(&cluster).await,
+        proc_usage(pid),
+        proc_usage(api_pid),
+        op.metric("streamfleet_operator_reconciles_total").await,
+    );
+    println!("== {n} LiveStreams + {n} Secrets in {NAMESPACES} namespaces");
+    println!("  created (server-side apply, {PARALLEL_APPLIES} in parallel) in {:.1} s", created.as_secs_f64());
+    println!("  all Ready {:.1} s after the last create", ready_after.as_secs_f64());
+    println!("  reconciles {:.0} ({:.1}/s over {total:.1} s)", rec1 - rec0, (rec1 - rec0) / total);
+    println!("  operator CPU {:.1} s, API server CPU {:.1} s", op_cpu1 - op_cpu0, api_cpu1 - api_cpu0);
+    println!(
+        "  operator peak RSS {:.1} MiB; Redis used_memory {}",
+        op_peak as f64 / 1024.0,
+        redis_memory(&redis).await
+    );
+    println!("  API requests (ours) by verb, whole phase:");
+    print_rates(&req0, &req1, total);
+
+    // Live: holders through the edges' API, as an edge takes them.
+    let watch = StatusWatch::start(&cluster);
+    // The watch is open once it reports anything; poke one stream until it does.
+    // Each poke must change the object, or a poke made before the watch opened is its last.
+    let poke = std::sync::atomic::AtomicU32::new(0);
+    eventually("the status watch is open", Duration::from_secs(30), || async {
+        let n = poke.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = cluster
+            .kubectl(&["annotate", "livestream", &ids[0].1, "-n", &ids[0].0, &format!("bench/poke={n}"), "--overwrite"])
+            .await;
+        (!watch.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty()).then_some(())
+    })
+    .await;
+    let who = PublisherInfo { edge: "bench-edge".into(), remote_addr: Some("192.0.2.9:1935".into()), relay_addr: None };
+    let opts = AcquireOptions::new(&LeaseTiming::default());
+    let (req2, (op_cpu2, _), (api_cpu2, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
+    let live_start = Instant::now();
+    let mut admitted: HashMap<String, Instant> = HashMap::new();
+    let mut leases: Vec<Lease> = Vec::new();
+    for (ns, name) in ids.iter().take(live_n) {
+        let lease = registry.acquire(&KeyHash::of_key(&key_of(ns, name)), &who, &opts).await.expect("admitted");
+        admitted.insert(format!("{ns}/{name}"), Instant::now());
+        leases.push(lease);
+    }
+    let all_admitted = live_start.elapsed();
+    eventually("every live stream shows Live", Duration::from_secs(600), || async {
+        (watch.first_phase("Live", live_start).len() >= live_n).then_some(())
+    })
+    .await;
+    let live_seen = watch.first_phase("Live", live_start);
+    let mut lag: Vec<f64> = admitted
+        .iter()
+        .filter_map(|(id, t)| Some(live_seen.get(id)?.saturating_duration_since(*t).as_secs_f64()))
+        .collect();
+    println!("== {live_n} live (leases through the edge API, admitted in {:.1} s)", all_admitted.as_secs_f64());
+    println!(
+        "  publish → Live: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        percentile(&mut lag, 0.5),
+        percentile(&mut lag, 0.99),
+        percentile(&mut lag, 1.0)
+    );
+
+    // Viewers change every second for 30 s; leases are renewed as an edge would.
+    let ttl = LeaseTiming::default().ttl;
+    let ids_live: Vec<StreamId> = ids.iter().take(live_n).map(|(ns, name)| StreamId::new(ns, name)).collect();
+    let mut set_at: Vec<(Instant, u32)> = Vec::new();
+    let viewers_start = Instant::now();
+    let req_v0 = requests_by_verb(&cluster).await;
+    for tick in 0..30u32 {
+        let count = tick % 7 + 1;
+        let counts: Vec<(StreamId, u32)> = ids_live.iter().map(|id| (id.clone(), count)).collect();
+        registry.set_viewers("bench-edge", &counts, Duration::from_secs(30)).await.expect("viewers");
+        set_at.push((Instant::now(), count));
+        if tick % 5 == 0 {
+            for l in &leases {
+                registry.renew(l, ttl).await.expect("renew");
+            }
+        }
+        tokio::time::sleep_until(viewers_start + Duration::from_secs(u64::from(tick) + 1)).await;
+    }
+    let viewer_secs = viewers_start.elapsed().as_secs_f64();
+    let req_v1 = requests_by_verb(&cluster).await;
+    // Server-side apply counts as verb APPLY.
+    let status_patches = req_v1.get("APPLY livestreams/status").copied().unwrap_or(0.0)
+        - req_v0.get("APPLY livestreams/status").copied().unwrap_or(0.0);
+    // The age of the viewer count a status shows when it is written: from the latest setting of
+    // that count before it was seen (counts cycle through 1..=7, so an age under 7 s is exact).
+    let mut vlag: Vec<f64> = Vec::new();
+    for (t, _, phase, viewers) in watch.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if *t < viewers_start || phase != "Live" {
+            continue;
+        }
+        let Ok(v) = viewers.parse::<u32>() else { continue };
+        if let Some((at, _)) = set_at.iter().rev().find(|(at, c)| *c == v && at <= t) {
+            vlag.push(t.saturating_duration_since(*at).as_secs_f64());
+        }
+    }
+    println!(
+        "  viewers changing every second for {viewer_secs:.0} s: status patches {status_patches:.0} ({:.1}/s); age of the count shown p50 {:.2} s, p99 {:.2} s",
+        status_patches / viewer_secs,
+        percentile(&mut vlag, 0.5),
+        percentile(&mut vlag, 0.99)
+    );
+
+    let end_start = Instant::now();
+    let mut released: HashMap<String, Instant> = HashMap::new();
+    for l in &leases {
+        registry.release(l).await.expect("release");
+        released.insert(l.stream.to_string(), Instant::now());
+    }
+    eventually("every stream is back to Ready", Duration::from_secs(600), || async {
+        (watch.first_phase("Ready", end_start).len() >= live_n).then_some(())
+    })
+    .await;
+    let ready_seen = watch.first_phase("Ready", end_start);
+    let mut end_lag: Vec<f64> = released
+        .iter()
+        .filter_map(|(id, t)| Some(ready_seen.get(id)?.saturating_duration_since(*t).as_secs_f64()))
+        .collect();
+    println!(
+        "  end → Ready: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        percentile(&mut end_lag, 0.5),
+        percentile(&mut end_lag, 0.99),
+        percentile(&mut end_lag, 1.0)
+    );
+    let live_total = live_start.elapsed().as_secs_f64();
+    let (req3, (op_cpu3, op_peak3), (api_cpu3, _)) =
+        (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
+    println!(
+        "  live phase {live_total:.0} s: operator CPU {:.1} s, API server CPU {:.1} s, operator peak RSS {:.1} MiB",
+        op_cpu3 - op_cpu2,
+        api_cpu3 - api_cpu2,
+        op_peak3 as f64 / 1024.0
+    );
+    print_rates(&req2, &req3, live_total);
+
+    let d0 = Instant::now();
+    let (req4, (op_cpu4, _), (api_cpu4, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
+    let mut cmd = cluster.kubectl_command();
+    cmd.args(["delete", "livestreams", "--all", "-A", "--wait=false"]).stdout(Stdio::null());
+    assert!(cmd.status().await.expect("kubectl delete").success());
+    eventually("every LiveStream is gone", Duration::from_secs(1800), || async {
+        let mut cmd = cluster.kubectl_command();
+        cmd.args(["get", "livestreams", "-A", "--no-headers", "-o", "name"]).stdout(Stdio::piped());
+        let out = cmd.output().await.ok()?;
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
+    let del = d0.elapsed().as_secs_f64();
+    let (req5, (op_cpu5, _), (api_cpu5, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
+    println!(
+        "== delete all: {del:.1} s; operator CPU {:.1} s, API server CPU {:.1} s",
+        op_cpu5 - op_cpu4,
+        api_cpu5 - api_cpu4
+    );
+    print_rates(&req4, &req5, del);
+    let records = streamfleet_registry::OperatorRegistry::list_streams(&registry).await.expect("records");
+    println!("  registry records left: {}", records.len());
+    drop(op);
+    let names: Vec<String> = (0..NAMESPACES).map(|i| format!("namespace/scale-{i:03}")).collect();
+    let mut cmd = cluster.kubectl_command();
+    cmd.arg("delete").args(&names).arg("--wait=false").stdout(Stdio::null());
+    let _ = cmd.status().await;
+}
