@@ -13,19 +13,19 @@ use super::{
 };
 use crate::sync::lock;
 
-/// Connections per source address.
+/// Connections per source address (the TCP listeners' gates and the SRT listener each keep one).
 #[derive(Default)]
-struct PerIp {
+pub(crate) struct PerIp {
     counts: Mutex<HashMap<IpAddr, usize>>,
 }
 
-pub(super) struct IpSlot {
+pub(crate) struct IpSlot {
     per_ip: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
-    fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    pub(crate) fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut counts = lock(&self.counts);
         let n = counts.entry(ip).or_insert(0);
         if *n >= max {

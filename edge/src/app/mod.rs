@@ -11,7 +11,7 @@
 mod accept;
 pub mod config;
 pub(crate) mod context;
-mod gate;
+pub(crate) mod gate;
 mod health;
 mod http;
 mod http_server;

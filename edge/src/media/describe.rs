@@ -6,6 +6,8 @@
 
 use h264_reader::avcc::AvcDecoderConfigurationRecord;
 
+use super::bits::{Bits, unescape};
+
 /// What a video configuration packet describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct VideoConfig {
@@ -70,57 +72,6 @@ fn avc_config(record: &[u8]) -> VideoConfig {
     }
 }
 
-/// Reads bits most significant first, as the H.265 and AV1 specs write them; `None` past the end.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn bit(&mut self) -> Option<u32> {
-        let byte = self.data.get(self.pos / 8)?;
-        let bit = (byte >> (7 - self.pos % 8)) & 1;
-        self.pos += 1;
-        Some(u32::from(bit))
-    }
-
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        (0..n).try_fold(0u32, |v, _| Some((v << 1) | self.bit()?))
-    }
-
-    fn skip(&mut self, n: usize) -> Option<()> {
-        self.pos += n;
-        (self.pos <= self.data.len() * 8).then_some(())
-    }
-
-    /// Exp-Golomb `ue(v)`; at most 31 leading zeros (more is malformed).
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-}
-
-/// An H.265 NAL unit's payload without its emulation-prevention bytes (`00 00 03`).
-fn unescape(nal: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for &b in nal {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
-}
-
 /// Profile, level and the cropped picture size from the SPS inside an
 /// HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3; H.265 7.3.2.2).
 fn hevc_config(record: &[u8]) -> Option<VideoConfig> {
@@ -142,7 +93,7 @@ fn hevc_config(record: &[u8]) -> Option<VideoConfig> {
         }
     }
     let rbsp = unescape(sps?.get(2..)?);
-    let mut r = Bits { data: &rbsp, pos: 0 };
+    let mut r = Bits::new(&rbsp);
     r.skip(4)?; // sps_video_parameter_set_id
     let sub_layers = r.bits(3)?;
     r.skip(1)?; // sps_temporal_id_nesting_flag
@@ -220,7 +171,7 @@ fn av1_config(record: &[u8]) -> Option<VideoConfig> {
         }
         at += size;
     };
-    let mut r = Bits { data: header, pos: 0 };
+    let mut r = Bits::new(header);
     r.skip(3)?; // seq_profile (also in the record)
     r.skip(1)?; // still_picture
     let level;

@@ -10,6 +10,7 @@
 //!
 //! A new ingest protocol produces [`Media`]; everything from here up is unchanged.
 
+pub(crate) mod bits;
 pub(crate) mod codec;
 pub(crate) mod describe;
 pub(crate) use codec::ConfigSlot;

@@ -15,7 +15,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::demux::{Codec, Pes};
-use crate::media::{Media, MediaKind};
+use crate::media::{
+    Media, MediaKind,
+    bits::{Bits, unescape},
+};
 
 const WRAP: i64 = 1 << 33;
 /// A timestamp step larger than this (either way) is a discontinuity, not time passing.
@@ -255,7 +258,7 @@ fn hevc_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
     if max_sub_layers_minus1 == 0
         && let Some(rest) = rbsp.get(13..)
     {
-        let mut bits = Bits { data: rest, at: 0 };
+        let mut bits = Bits::new(rest);
         let parsed = (|| {
             bits.ue()?; // sps_seq_parameter_set_id
             let c = bits.ue()?;
@@ -288,50 +291,6 @@ fn hevc_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
         r.extend_from_slice(nal);
     }
     Some(r)
-}
-
-/// A NAL unit's payload without emulation prevention bytes (`00 00 03` → `00 00`).
-fn unescape(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut zeros = 0;
-    for &b in data {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
-}
-
-/// An exp-Golomb bit reader (what SPS fields are coded in).
-struct Bits<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Bits<'_> {
-    fn bit(&mut self) -> Option<u32> {
-        let b = (self.data.get(self.at / 8)? >> (7 - self.at % 8)) & 1;
-        self.at += 1;
-        Some(b as u32)
-    }
-
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        let mut v: u32 = 0;
-        for _ in 0..zeros {
-            v = (v << 1) | self.bit()?;
-        }
-        Some((1u32 << zeros) - 1 + v)
-    }
 }
 
 fn replace(slot: &mut Option<Bytes>, nal: &[u8]) -> bool {

@@ -11,9 +11,9 @@
 //! ([`crate::mpegts`]), and its link statistics are exported per stream while it publishes.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, atomic::Ordering},
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -33,6 +33,7 @@ use crate::{
     app::{
         config::Config,
         context::Context,
+        gate::PerIp,
         shutdown::{self, ConnTracker},
     },
     connection::session::Ended,
@@ -46,7 +47,6 @@ use crate::{
     },
     relay,
     rtmp::messages::Level,
-    sync::lock,
 };
 
 /// Most time from a caller's handshake to its answer: under libsrt's default connect timeout
@@ -432,40 +432,5 @@ impl PublisherConn for SrtPublisher {
     fn close_with(&mut self, _level: Level, _code: &str, why: &str) -> Ended {
         // SRT has no status message: the caller sees the connection close (and reconnects).
         Ended::Closed(why.to_string())
-    }
-}
-
-/// SRT connections per source address (the listener's own count, like each TCP listener's).
-#[derive(Default)]
-struct PerIp {
-    counts: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct IpSlot {
-    per_ip: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = lock(&self.counts);
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { per_ip: self.clone(), ip })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = lock(&self.per_ip.counts);
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
     }
 }
