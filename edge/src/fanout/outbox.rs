@@ -593,7 +593,7 @@ pub(crate) mod tests {
     use std::task::Waker;
 
     fn frame(kind: FrameKind, keyframe: bool, essential: bool, len: usize) -> Arc<Frame> {
-        Arc::new(Frame::new(kind, 0, keyframe, essential, Bytes::from(vec![0u8; len])))
+        Arc::new(Frame::new(kind, 0, keyframe, essential, &vec![0u8; len]))
     }
 
     fn outbox(max: usize) -> Arc<Outbox> {

@@ -403,7 +403,7 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..frames {
             let payload = Bytes::from(vec![(i % 251) as u8; 64 + (i * 37) % 300]);
-            let frame = Arc::new(Frame::new(FrameKind::Video, i as u32, i % 10 == 0, false, payload));
+            let frame = Arc::new(Frame::new(FrameKind::Video, i as u32, i % 10 == 0, false, &payload));
             want.extend_from_slice(&frame.chunks);
             if ob.offer_deferred(&frame, Instant::now()) == (Offer::Queued { flush: true }) {
                 ob.flush();

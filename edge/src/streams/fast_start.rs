@@ -68,14 +68,14 @@ impl FastStart {
     }
 
     fn cache_gop(&mut self, f: &Arc<Frame>, max_gop_bytes: usize) {
-        if self.gop_bytes + f.payload.len() > max_gop_bytes {
+        if self.gop_bytes + f.payload_len > max_gop_bytes {
             // A stream without keyframes (or absurdly long GOPs) must not grow memory: drop the
             // cache; it restarts at the next keyframe.
             self.gop.clear();
             self.gop_bytes = 0;
             return;
         }
-        self.gop_bytes += f.payload.len();
+        self.gop_bytes += f.payload_len;
         self.gop.push(f.clone());
     }
 
