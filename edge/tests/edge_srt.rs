@@ -167,7 +167,8 @@ async fn an_srt_publisher_live_refuses_an_rtmp_publisher_of_the_same_stream() {
     e.edge.wait_live("solo", 30, Duration::from_secs(20)).await;
     let (ok, stderr) = finish(ffmpeg_publish(&e.edge.url("solo-publish-key"), 5, 30), Duration::from_secs(15)).await;
     assert!(!ok);
-    assert!(stderr.contains("already being published"), "{stderr}");
+    // The live publisher's protocol comes from the registry's holder record, filled at admission.
+    assert!(stderr.contains("already being published (over srt on edge"), "{stderr}");
     assert_eq!(e.edge.metric(&format!("{REJECTED}{{protocol=\"rtmp\",reason=\"already_active\"}}")).await, 1.0);
     drop(srt);
 }

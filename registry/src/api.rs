@@ -44,6 +44,13 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
+        name = "Protocol",
+        type_ = "string",
+        json_path = ".status.publisher.protocol",
+        description = "What the encoder publishes over: rtmp, rtmps or srt",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Resolution",
         type_ = "string",
         json_path = ".status.media.resolution",
@@ -286,6 +293,10 @@ pub struct PublisherStatus {
     /// The encoder's address as the edge saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_addr: Option<String>,
+    /// What the encoder publishes over: `rtmp`, `rtmps` or `srt` (absent while the edge
+    /// holding it does not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// When the publisher was admitted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderMedia, HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
+use streamfleet_registry::{
+    HolderMedia, HolderUpdate, IngestProtocol, KeyHash, Lease, RegistryError, SharedEdgeRegistry,
+};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -84,7 +86,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
     tracing::debug!(key = %key_hash.short(), "publish requested");
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &candidates, io.remote, deadline) => r,
+        r = admission::admit(ctx, &candidates, io.remote, ingest_protocol(io.info.transport), deadline) => r,
         ended = io.until_closed_while_pending() => return ended,
         _ = shutdown::draining(&mut shutdown) => {
             return io.reject(admission::FAILED, "edge is shutting down; reconnect to publish");
@@ -105,6 +107,12 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
         }
     };
     run_admitted(ctx, io, admitted, &key_hash).await
+}
+
+/// What the registry records for an RTMP publisher, from its listener's transport (`rtmp` or
+/// `rtmps`).
+fn ingest_protocol(transport: &str) -> IngestProtocol {
+    IngestProtocol::parse(transport).unwrap_or(IngestProtocol::Rtmp)
 }
 
 /// Counts and logs a refused publish; returns how long to hold the answer back (wrong keys

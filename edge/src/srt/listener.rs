@@ -24,7 +24,7 @@ use srt_tokio::{
     access::{RejectReason, ServerRejectReason},
     options::{DataRate, KeySize, LiveBandwidthMode, Passphrase},
 };
-use streamfleet_registry::RegistryError;
+use streamfleet_registry::{IngestProtocol, RegistryError};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
@@ -211,7 +211,7 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
     };
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &candidates, remote, deadline) => r,
+        r = admission::admit(ctx, &candidates, remote, IngestProtocol::Srt, deadline) => r,
         _ = shutdown::draining(&mut shutdown) => return reject(request, down()).await,
     };
     let admitted = match admitted {

@@ -39,7 +39,12 @@ fn record(ns: &str, name: &str, key: &str, playback: &str) -> StreamRecord {
 }
 
 async fn publish(reg: &SharedRegistry, key: &str) -> Lease {
-    let who = PublisherInfo { edge: "edge-a".into(), remote_addr: Some("192.0.2.7:50000".into()), relay_addr: None };
+    let who = PublisherInfo {
+        edge: "edge-a".into(),
+        remote_addr: Some("192.0.2.7:50000".into()),
+        relay_addr: None,
+        protocol: None,
+    };
     reg.acquire(&KeyHash::of_key(key), &who, &AcquireOptions::new(&LeaseTiming::default())).await.expect("admitted")
 }
 

@@ -8,7 +8,7 @@ use redis::Value;
 
 use crate::{
     error::{RegistryError, Result},
-    lease::{HolderInfo, HolderMedia},
+    lease::{HolderInfo, HolderMedia, IngestProtocol},
     record::{KeyHash, KeyScheme, StreamId, StreamRecord, TakeoverPolicy},
 };
 
@@ -138,12 +138,12 @@ pub(super) fn record_from_flat(flat: Vec<String>) -> Result<Option<StreamRecord>
 }
 
 /// Number of holder fields in script replies (`HOLDER_FIELDS` in `scripts/prelude.lua`).
-pub(super) const HOLDER_FIELDS: usize = 9;
+pub(super) const HOLDER_FIELDS: usize = 10;
 
 /// A holder from `HOLDER_FIELDS` order: edge, remote, relay, since, epoch, counter, idle_since,
-/// kbps, media.
+/// kbps, media, protocol (empty on holders written before it existed: unknown).
 pub(super) fn holder_from(f: &[String]) -> Result<HolderInfo> {
-    let [edge, remote, relay, since, epoch, counter, idle_since, kbps, media] = f else {
+    let [edge, remote, relay, since, epoch, counter, idle_since, kbps, media, protocol] = f else {
         return Err(malformed(format!("holder has {} fields, expected {HOLDER_FIELDS}", f.len())));
     };
     let epoch = opt_u64("holder epoch", epoch)?.unwrap_or(0);
@@ -152,6 +152,7 @@ pub(super) fn holder_from(f: &[String]) -> Result<HolderInfo> {
         edge: edge.clone(),
         remote_addr: opt_string(remote),
         relay_addr: opt_string(relay),
+        protocol: IngestProtocol::parse(protocol),
         since_ms: opt_u64("holder since", since)?.unwrap_or(0),
         fence: fence(epoch, counter),
         idle_since_ms: opt_u64("holder idle_since", idle_since)?,
@@ -249,7 +250,7 @@ mod tests {
     #[test]
     fn holders_parse_with_absent_fields() {
         let f: Vec<String> =
-            ["edge-a", "", "10.0.0.1:1936", "5", "2", "3", "", "900", ""].iter().map(|s| s.to_string()).collect();
+            ["edge-a", "", "10.0.0.1:1936", "5", "2", "3", "", "900", "", ""].iter().map(|s| s.to_string()).collect();
         let h = holder_from(&f).unwrap();
         assert_eq!(h.edge, "edge-a");
         assert_eq!(h.remote_addr, None);
@@ -258,6 +259,10 @@ mod tests {
         assert_eq!(h.idle_since_ms, None);
         assert_eq!(h.ingest_kbps, Some(900));
         assert_eq!(h.media, None, "no report yet");
+        assert_eq!(h.protocol, None, "written before the protocol was recorded");
         assert!(holder_from(&f[..3]).is_err());
+        let mut srt = f.clone();
+        srt[9] = "srt".into();
+        assert_eq!(holder_from(&srt).unwrap().protocol, Some(IngestProtocol::Srt));
     }
 }
