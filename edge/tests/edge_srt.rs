@@ -8,7 +8,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use common::{Edge, RawClient, STREAMS_YAML, TempFile, ffmpeg_publish, ffprobe, finish};
+use common::{Edge, RawClient, STREAMS_YAML, TempFile, ffmpeg_publish, ffmpeg_publish_args, ffprobe, finish};
 use futures::SinkExt;
 use srt_tokio::SrtSocket;
 use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
@@ -292,6 +292,39 @@ async fn srt_players_get_h264_and_aac_from_rtmp_and_srt_publishers() {
     assert!(!ok);
     assert_eq!(e.edge.metric("streamfleet_edge_play_rejections_total{reason=\"not_found\"}").await, 1.0);
     drop(srt);
+}
+
+#[tokio::test]
+async fn a_late_srt_player_starts_from_the_cached_keyframe_not_the_next_one() {
+    let e = start(&[]).await;
+    // One keyframe every 10 s (no scene-cut ones): a player that joins a second in waits about
+    // 9 s for the next one unless the cached GOP reaches it. A second of this stream is ~100 KB,
+    // more than srt-tokio's default send buffer (32 packets) took in one burst.
+    let rtmp =
+        ffmpeg_publish_args(&e.edge.url("demo-publish-key"), 40, 300, &["-keyint_min", "300", "-sc_threshold", "0"]);
+    e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    let t0 = Instant::now();
+    // 60 frames: the cached second at once, then live frames, with no stall after the burst.
+    // A shorter analysis than ffmpeg's default 5 s of stream, which only a live wait can give.
+    let player = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "info", "-analyzeduration", "1000000"])
+        .args(["-i", &format!("srt://{}?streamid=read:demo", e.srt), "-frames:v", "60", "-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg player");
+    let (ok, stderr) = finish(player, Duration::from_secs(20)).await;
+    let took = t0.elapsed();
+    eprintln!("60 frames over SRT {took:?} after the player started");
+    assert!(ok, "the SRT player failed: {stderr}\n{}", e.edge.logs());
+    assert!(stderr.contains("frame=   60"), "{stderr}");
+    assert!(!stderr.contains("error while decoding"), "decoding errors: {stderr}");
+    // Measured 1.9 s on loopback (debug build; the first frame alone: 0.24 s); the next
+    // keyframe is 8 s or more away.
+    assert!(took < Duration::from_secs(4), "60 frames took {took:?}: the player waited for the next keyframe");
+    drop(rtmp);
 }
 
 /// The recent static ffmpeg (Enhanced RTMP `hvc1` needs ffmpeg 6.1+; Debian 12 has 5.1):

@@ -22,7 +22,7 @@ use srt_protocol::{packet::CoreRejectReason, settings::KeySettings};
 use srt_tokio::{
     ConnectionRequest, SrtIncoming, SrtListener, SrtSocket,
     access::{RejectReason, ServerRejectReason},
-    options::{DataRate, KeySize, LiveBandwidthMode, Passphrase},
+    options::{ByteCount, DataRate, KeySize, LiveBandwidthMode, Passphrase},
 };
 use streamfleet_registry::{IngestProtocol, RegistryError};
 use tokio::time::{Instant, timeout_at};
@@ -64,6 +64,15 @@ pub(crate) struct SrtSettings {
     pub(crate) max_frame: usize,
 }
 
+/// Bytes an SRT connection's sender buffers before SRT sends and the peer acknowledges them,
+/// as libsrt's default (8192 packets). srt-tokio's default, 46 592 bytes (32 packets), is less
+/// than one HD keyframe, let alone a player's fast-start burst (the cached GOP, handed to SRT at
+/// once and paced out at --srt-max-bandwidth): a burst beyond it dropped packets never sent,
+/// which wedged srt-protocol's sender for good (patched now to drop them and go on:
+/// third_party/srt-protocol/PATCHES.md), so the player never started. The buffer holds only what
+/// is unacknowledged: on a healthy link, a few round trips of the stream.
+pub(crate) const SEND_BUFFER: u64 = 12 * 1024 * 1024;
+
 /// Starts the SRT listener when `--srt-listen` is set: binds it and spawns the task deciding
 /// its handshakes, which keeps refusing new callers (1503) through the drain.
 pub(crate) async fn start(ctx: &Arc<Context>, config: &Config, tracker: Arc<ConnTracker>) -> Result<(), String> {
@@ -80,6 +89,7 @@ pub(crate) async fn start(ctx: &Arc<Context>, config: &Config, tracker: Arc<Conn
     let (listener, incoming) = SrtListener::builder()
         .latency(args.srt_latency)
         .bandwidth(LiveBandwidthMode::Max(DataRate(args.srt_max_bandwidth.max(1) * 1_000_000 / 8)))
+        .set(|o| o.sender.buffer_size = ByteCount(SEND_BUFFER))
         .socket(socket)
         .bind(addr)
         .await
