@@ -17,7 +17,8 @@ use tokio::{
     time::Instant,
 };
 
-/// The test streams plus `off`, a disabled stream, and `backup` (takeoverPolicy Replace).
+/// The test streams plus `off`, a disabled stream, `backup` (takeoverPolicy Replace) and
+/// `vault`, with its own SRT passphrase in its Secret.
 fn streams() -> String {
     format!(
         "{STREAMS_YAML}---
@@ -44,6 +45,17 @@ metadata: {{name: off}}
 spec:
   publishKeySecretRef: {{name: off-key, key: publishKey}}
   enabled: false
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: vault-key}}
+stringData: {{publishKey: vault-publish-key, srtPassphrase: vault-own-passphrase}}
+---
+apiVersion: streamfleet.io/v1alpha1
+kind: LiveStream
+metadata: {{name: vault}}
+spec:
+  publishKeySecretRef: {{name: vault-key, key: publishKey}}
 "
     )
 }
@@ -245,6 +257,53 @@ async fn encryption_interoperates_with_libsrt_and_a_wrong_or_missing_passphrase_
     assert!(!ok, "a wrong passphrase must be refused");
     assert!(e.edge.stream("solo").await.is_none_or(|s| s["live"] == false));
     assert!(!e.edge.logs().contains("horse-battery"), "a passphrase in the logs");
+}
+
+#[tokio::test]
+async fn a_streams_own_passphrase_is_required_of_its_srt_callers_and_only_of_them() {
+    let e = start(&[]).await;
+    // Right passphrase (libsrt announces no key length; AES-128 then): published and played.
+    let publisher = srt_publish(e.srt, "publish:vault-publish-key", 30, &["&passphrase=vault-own-passphrase"]);
+    e.edge.wait_live("vault", 30, Duration::from_secs(20)).await;
+    let (ok, out, err) = ffprobe(
+        &["-show_entries", "stream=codec_name", "-of", "compact"],
+        &format!("srt://{}?streamid=read:vault&passphrase=vault-own-passphrase", e.srt),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok && out.contains("codec_name=h264"), "{out}{err}");
+    // A plain player of it is refused at the handshake, before anything is reserved.
+    let (ok, _, _) = srt_probe(e.srt, "vault").await;
+    assert!(!ok, "a plain player of a stream with a passphrase");
+    assert_eq!(e.edge.metric("streamfleet_edge_play_rejections_total{reason=\"unencrypted\"}").await, 1.0);
+    drop(publisher);
+    wait_until("the encrypted publisher gone", Duration::from_secs(10), || async {
+        (e.edge.metric("streamfleet_edge_srt_connections_active").await == 0.0).then_some(())
+    })
+    .await;
+
+    // A plain publisher is refused before the lease is taken (libsrt's "unsecure"), quickly.
+    let took = refused(e.srt, "publish:vault-publish-key").await;
+    assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    assert_eq!(e.edge.metric(&format!("{REJECTED}{{protocol=\"srt\",reason=\"unencrypted\"}}")).await, 1.0);
+    // A wrong one is refused when the handshake completes, and its lease released at once.
+    let (ok, _) = finish(
+        srt_publish(e.srt, "publish:vault-publish-key", 5, &["&passphrase=not-the-vault-passphrase"]),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(!ok, "a wrong passphrase must be refused");
+    assert!(e.edge.stream("vault").await.is_none_or(|s| s["live"] == false));
+    // The passphrase is the stream's, not the edge's: other streams stay plain.
+    let plain = srt_publish(e.srt, "publish:demo-publish-key", 30, &[]);
+    e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    drop(plain);
+    // And right again after the refusals.
+    let publisher =
+        srt_publish(e.srt, "publish:vault-publish-key", 30, &["&passphrase=vault-own-passphrase&pbkeylen=32"]);
+    e.edge.wait_live("vault", 30, Duration::from_secs(20)).await;
+    drop(publisher);
+    assert!(!e.edge.logs().contains("own-passphrase"), "a passphrase in the logs");
 }
 
 #[tokio::test]

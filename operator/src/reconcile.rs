@@ -148,6 +148,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::ReplaceIdle,
             generation: 1,
+            srt_passphrase: None,
         }
     }
 

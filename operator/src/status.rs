@@ -41,6 +41,9 @@ pub enum Problem {
     PlaybackNameConflict { playback_name: String, owner: String },
     /// Another stream uses the same publish key.
     PublishKeyConflict { owner: String },
+    /// The Secret's `srtPassphrase` is unusable (not 10 to 79 characters, not UTF-8); `message`
+    /// says why without quoting it.
+    InvalidSrtPassphrase { secret: String, message: String },
 }
 
 impl Problem {
@@ -54,6 +57,7 @@ impl Problem {
             Problem::InvalidSpec { .. } => "InvalidSpec",
             Problem::PlaybackNameConflict { .. } => "PlaybackNameConflict",
             Problem::PublishKeyConflict { .. } => "PublishKeyConflict",
+            Problem::InvalidSrtPassphrase { .. } => "InvalidSrtPassphrase",
         }
     }
 
@@ -80,6 +84,9 @@ impl Problem {
             Problem::PublishKeyConflict { owner } => {
                 format!("the publish key is already used by {owner}; give each LiveStream its own key")
             }
+            Problem::InvalidSrtPassphrase { secret, message } => format!(
+                "the key srtPassphrase of Secret {secret} is unusable: {message}; fix it or remove the key (the stream is not served until then)"
+            ),
         }
     }
 

@@ -40,6 +40,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         reg.put_stream(&record).await.expect("put stream");
         reg

@@ -39,4 +39,4 @@ pub use lease::{
 };
 pub use lease_keeper::{KeeperEvent, LeaseKeeper};
 pub use memory::MemoryRegistry;
-pub use record::{KeyHash, StreamId, StreamRecord, TakeoverPolicy};
+pub use record::{KeyHash, SrtPassphrase, StreamId, StreamRecord, TakeoverPolicy};

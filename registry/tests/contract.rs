@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use streamfleet_registry::{
     ConflictKind, HolderMedia, HolderUpdate, IngestProtocol, KeyHashSecret, KeyHasher, KeyScheme, Lease, LiveChange,
-    LossReason, RegistryError, RenewOutcome, SharedRegistry, StreamRecord, TakeoverPolicy,
+    LossReason, RegistryError, RenewOutcome, SharedRegistry, SrtPassphrase, StreamRecord, TakeoverPolicy,
 };
 
 /// A hasher with a fleet secret, as operator and edges have once configured.
@@ -67,6 +67,7 @@ contract!(
     a_reclaim_follows_a_record_rehashed_from_its_legacy_hash,
     live_changes_are_signalled_once_per_change,
     the_holder_records_the_ingest_protocol,
+    a_record_carries_its_srt_passphrase_until_it_is_removed,
 );
 
 fn assert_conflict(r: Result<(), RegistryError>, what: ConflictKind, owner: &str) {
@@ -115,6 +116,21 @@ async fn feed_is_open(reg: &SharedRegistry, feed: &mut futures::stream::BoxStrea
 
 mod cases {
     use super::*;
+
+    pub async fn a_record_carries_its_srt_passphrase_until_it_is_removed(reg: SharedRegistry) {
+        let plain = rec("alpha");
+        let secure =
+            StreamRecord { srt_passphrase: Some(SrtPassphrase::new("alpha-srt-passphrase").unwrap()), ..plain.clone() };
+        reg.put_stream(&secure).await.unwrap();
+        assert_eq!(reg.get_stream(&secure.id).await.unwrap(), Some(secure.clone()));
+        assert_eq!(reg.lookup(&secure.key_hash).await.unwrap(), secure, "publishers' look-up has it");
+        assert_eq!(reg.lookup_playback("alpha").await.unwrap(), secure, "players' look-up has it");
+        assert_eq!(reg.list_streams().await.unwrap(), vec![secure.clone()]);
+        // Removed from the Secret: the record is plain again.
+        reg.put_stream(&plain).await.unwrap();
+        assert_eq!(reg.lookup_playback("alpha").await.unwrap().srt_passphrase, None);
+        assert_eq!(reg.get_stream(&plain.id).await.unwrap(), Some(plain));
+    }
 
     pub async fn the_holder_records_the_ingest_protocol(reg: SharedRegistry) {
         let a = rec_with("alpha", TakeoverPolicy::Reject);

@@ -151,8 +151,22 @@ pub(crate) async fn admit(
     protocol: IngestProtocol,
     deadline: Instant,
 ) -> Result<Admitted, Rejection> {
+    admit_checked(ctx, candidates, remote, protocol, deadline, |_| Ok(())).await
+}
+
+/// [`admit`], with `check` deciding on the stream's record after the look-up and before the
+/// lease is taken (SRT: a caller without the stream's passphrase is refused there).
+pub(crate) async fn admit_checked(
+    ctx: &Context,
+    candidates: &[KeyCandidate],
+    remote: SocketAddr,
+    protocol: IngestProtocol,
+    deadline: Instant,
+    check: impl FnOnce(&StreamRecord) -> Result<(), Rejection>,
+) -> Result<Admitted, Rejection> {
     let unavailable_deadline = deadline.min(Instant::now() + UNAVAILABLE_RETRY);
     let (record, matched) = lookup_any(ctx, candidates, deadline, unavailable_deadline).await?;
+    check(&record)?;
     // A lease on a legacy record also carries the keyed hash: once the operator rewrites the
     // record with it, a reclaim (after a registry restart) must still find the record.
     let alt = if matched.scheme.is_legacy() {
@@ -368,6 +382,7 @@ mod tests {
             max_viewers: None,
             takeover: policy,
             generation: 1,
+            srt_passphrase: None,
         };
         reg.put_stream(&rec).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -399,6 +414,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         admin.put_stream(&rec).await.expect("put stream");
         // Load the acquire script into Redis first (an EVALSHA answered NOSCRIPT would not run).
@@ -482,6 +498,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         let reg = MemoryRegistry::new();
         reg.put_stream(&rec).await.unwrap();

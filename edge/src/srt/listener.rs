@@ -24,7 +24,7 @@ use srt_tokio::{
     access::{RejectReason, ServerRejectReason},
     options::{ByteCount, DataRate, KeySize, LiveBandwidthMode, Passphrase},
 };
-use streamfleet_registry::{IngestProtocol, RegistryError};
+use streamfleet_registry::{IngestProtocol, RegistryError, StreamRecord};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
@@ -161,8 +161,15 @@ async fn reject(request: ConnectionRequest, reason: RejectReason) {
     }
 }
 
+/// `Rejection::Other` label of a plain caller refused because the stream (or the edge)
+/// requires a passphrase: answered with libsrt's "unsecure" code, as before any look-up.
+const UNENCRYPTED: &str = "unencrypted";
+
 /// The SRT reject code for a refused publish, as libsrt's access-control codes name them.
 fn reject_code(rejection: &Rejection) -> RejectReason {
+    if matches!(rejection, Rejection::Other { label: UNENCRYPTED, .. }) {
+        return RejectReason::Core(CoreRejectReason::Unsecure);
+    }
     RejectReason::Server(match rejection {
         Rejection::UnknownKey => ServerRejectReason::Unauthorized,
         Rejection::Disabled { .. } => ServerRejectReason::Forbidden,
@@ -193,26 +200,17 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         }
     };
     // A libsrt caller with a passphrase always sends keying material, and the (patched) listener
-    // reports its key length: `Unspecified` means a plain caller.
-    let key_settings = match (&settings.passphrase, request.key_size()) {
-        (None, _) => None,
-        (Some(_), KeySize::Unspecified) => {
-            match request_kind {
-                Request::Publish { .. } => {
-                    ctx.metrics.publish_rejections.with_label_values(&["unencrypted", "srt"]).inc()
-                }
-                Request::Play { .. } => ctx.metrics.play_rejections.with_label_values(&["unencrypted"]).inc(),
-            }
-            return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
-        }
-        (Some(p), size) => match Passphrase::try_from(p.clone()) {
-            Ok(passphrase) => Some(KeySettings { key_size: size, passphrase }),
-            Err(_) => return reject(request, down()).await,
-        },
-    };
+    // reports its key length: `Unspecified` means a plain caller. With a fleet-wide passphrase
+    // every caller must encrypt, so a plain one is refused before anything is looked up; a
+    // stream's own passphrase (its record's) is applied once the record is known.
+    let key_size = request.key_size();
+    if settings.passphrase.is_some() && key_size == KeySize::Unspecified {
+        unencrypted(ctx, &request_kind);
+        return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
+    }
     let key = match request_kind {
         Request::Publish { key } => key,
-        Request::Play { name } => return serve_play(ctx, request, name, key_settings, deadline).await,
+        Request::Play { name } => return serve_play(ctx, settings, request, name, deadline).await,
     };
     let candidates = ctx.settings.key_hasher.candidates(&key);
     drop(key);
@@ -220,8 +218,15 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         return reject(request, RejectReason::Server(ServerRejectReason::Unauthorized)).await;
     };
     let mut shutdown = ctx.shutdown.clone();
+    // A plain caller of a stream with its own passphrase is refused before the lease is taken.
+    let check = |record: &StreamRecord| match key_settings(settings, record, key_size) {
+        Err(NeedsPassphrase) => {
+            Err(Rejection::Other { label: UNENCRYPTED, message: "the stream requires an SRT passphrase".into() })
+        }
+        Ok(_) => Ok(()),
+    };
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &candidates, remote, IngestProtocol::Srt, deadline) => r,
+        r = admission::admit_checked(ctx, &candidates, remote, IngestProtocol::Srt, deadline, check) => r,
         _ = shutdown::draining(&mut shutdown) => return reject(request, down()).await,
     };
     let admitted = match admitted {
@@ -233,6 +238,11 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
             }
             return reject(request, reject_code(&rejection)).await;
         }
+    };
+    let Ok(key_settings) = key_settings(settings, &admitted.record, key_size) else {
+        // Checked before the lease was taken; the record cannot have changed since.
+        let _ = admitted.keeper.release().await;
+        return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
     };
     let mut socket = match request.accept(key_settings).await {
         Ok(s) => s,
@@ -284,9 +294,9 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
 /// `maxViewers`), then served by [`super::play`].
 async fn serve_play(
     ctx: &Arc<Context>,
+    settings: &SrtSettings,
     request: ConnectionRequest,
     name: String,
-    key_settings: Option<KeySettings>,
     deadline: Instant,
 ) {
     let refuse = |reason: &'static str, code: ServerRejectReason| {
@@ -309,6 +319,13 @@ async fn serve_play(
             Some(r) => r,
             None => return reject(request, refuse("unavailable", ServerRejectReason::Down)).await,
         },
+    };
+    let key_settings = match key_settings(settings, &record, request.key_size()) {
+        Ok(k) => k,
+        Err(NeedsPassphrase) => {
+            unencrypted(ctx, &Request::Play { name });
+            return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
+        }
     };
     let remote = request.remote();
     let guard = ctx.sessions.open(remote, "srt");
@@ -362,6 +379,42 @@ async fn serve_play(
     );
     ctx.metrics.srt_connections_active.dec();
     ctx.metrics.connection_duration.with_label_values(&["player"]).observe(started.elapsed().as_secs_f64());
+}
+
+/// A plain caller where a passphrase is required.
+struct NeedsPassphrase;
+
+/// The encryption an admitted caller of `record` gets: the stream's own passphrase if its
+/// record has one, else the edge's (`--srt-passphrase-file`), with the caller's key length.
+/// `None`: a plain connection (no passphrase anywhere).
+fn key_settings(
+    settings: &SrtSettings,
+    record: &StreamRecord,
+    key_size: KeySize,
+) -> Result<Option<KeySettings>, NeedsPassphrase> {
+    let passphrase = match (&record.srt_passphrase, &settings.passphrase) {
+        (Some(own), _) => own.expose(),
+        (None, Some(fleet)) => fleet.as_str(),
+        (None, None) => return Ok(None),
+    };
+    if key_size == KeySize::Unspecified {
+        return Err(NeedsPassphrase);
+    }
+    // Both were checked for SRT's length rule (10 to 79 characters) when they were read.
+    Passphrase::try_from(passphrase.to_string())
+        .map(|passphrase| Some(KeySettings { key_size, passphrase }))
+        .map_err(|_| NeedsPassphrase)
+}
+
+/// Counts a plain caller refused for want of a passphrase.
+fn unencrypted(ctx: &Context, request: &Request) {
+    match request {
+        Request::Publish { .. } => ctx.metrics.publish_rejections.with_label_values(&[UNENCRYPTED, "srt"]).inc(),
+        Request::Play { .. } => ctx.metrics.play_rejections.with_label_values(&[UNENCRYPTED]).inc(),
+    }
+    if refusal_logged() {
+        tracing::info!("SRT caller refused: no passphrase, and one is required");
+    }
 }
 
 type Stats = std::pin::Pin<Box<dyn futures::Stream<Item = srt_tokio::SocketStatistics> + Send>>;

@@ -9,7 +9,7 @@ use redis::Value;
 use crate::{
     error::{RegistryError, Result},
     lease::{HolderInfo, HolderMedia, IngestProtocol},
-    record::{KeyHash, KeyScheme, StreamId, StreamRecord, TakeoverPolicy},
+    record::{KeyHash, KeyScheme, SrtPassphrase, StreamId, StreamRecord, TakeoverPolicy},
 };
 
 /// Low bits of a fencing token that count grants within one epoch (see `scripts/prelude.lua`).
@@ -72,8 +72,9 @@ pub(super) fn stream_id(s: &str) -> Result<StreamId> {
 }
 
 /// The script arguments that store a record (after the prefix):
-/// id, key hash, playback name, enabled, max viewers, takeover policy, generation, key scheme.
-pub(super) fn record_args(rec: &StreamRecord) -> [String; 8] {
+/// id, key hash, playback name, enabled, max viewers, takeover policy, generation, key scheme,
+/// SRT passphrase ('' when none).
+pub(super) fn record_args(rec: &StreamRecord) -> [String; 9] {
     [
         rec.id.to_string(),
         rec.key_hash.to_hex(),
@@ -83,6 +84,7 @@ pub(super) fn record_args(rec: &StreamRecord) -> [String; 8] {
         rec.takeover.as_str().to_string(),
         rec.generation.to_string(),
         rec.key_scheme.to_wire(),
+        rec.srt_passphrase.as_ref().map(|p| p.expose().to_string()).unwrap_or_default(),
     ]
 }
 
@@ -115,6 +117,11 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
     let takeover = TakeoverPolicy::parse(takeover).ok_or_else(|| bad("takeover", takeover))?;
     let generation = get("generation")?;
     let generation = generation.parse().map_err(|_| bad("generation", generation))?;
+    // Absent (records written before it existed) or empty: none. Never quoted in an error.
+    let srt_passphrase = match fields.get("srt_passphrase").map(String::as_str) {
+        None | Some("") => None,
+        Some(p) => Some(SrtPassphrase::new(p).map_err(|e| malformed(format!("record {id}: srt_passphrase: {e}")))?),
+    };
     Ok(Some(StreamRecord {
         id: id.clone(),
         key_hash,
@@ -124,6 +131,7 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
         max_viewers,
         takeover,
         generation,
+        srt_passphrase,
     }))
 }
 
@@ -175,6 +183,7 @@ mod tests {
             max_viewers: Some(10),
             takeover: TakeoverPolicy::Reject,
             generation: 7,
+            srt_passphrase: None,
         }
     }
 
@@ -186,9 +195,19 @@ mod tests {
             record(),
             StreamRecord { enabled: false, max_viewers: None, ..record() },
             StreamRecord { key_hash: keyed.hash, key_scheme: keyed.scheme, ..record() },
+            StreamRecord { srt_passphrase: Some(SrtPassphrase::new("per-stream-secret").unwrap()), ..record() },
         ] {
-            let names =
-                ["id", "key_hash", "playback_name", "enabled", "max_viewers", "takeover", "generation", "key_scheme"];
+            let names = [
+                "id",
+                "key_hash",
+                "playback_name",
+                "enabled",
+                "max_viewers",
+                "takeover",
+                "generation",
+                "key_scheme",
+                "srt_passphrase",
+            ];
             let flat: Vec<String> = names.iter().zip(record_args(&rec)).flat_map(|(k, v)| [k.to_string(), v]).collect();
             assert_eq!(record_from_flat(flat).unwrap(), Some(rec));
         }

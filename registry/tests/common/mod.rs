@@ -68,6 +68,7 @@ pub fn rec(name: &str) -> StreamRecord {
         max_viewers: Some(100),
         takeover: TakeoverPolicy::ReplaceIdle,
         generation: 1,
+        srt_passphrase: None,
     }
 }
 
