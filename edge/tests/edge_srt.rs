@@ -127,6 +127,27 @@ async fn srt_publish_is_played_over_rtmp_with_h264_and_aac() {
     assert_eq!(live["publisher_protocol"], "srt", "{live}");
     assert!(s["bytes_received"].as_u64().unwrap_or(0) > 10_000, "{s}");
     assert_eq!(e.edge.metric("streamfleet_edge_srt_connections_active").await, 1.0);
+    // Ingest and viewers by protocol, as the dashboard splits them.
+    assert_eq!(e.edge.metric("streamfleet_edge_publishers_active{protocol=\"srt\"}").await, 1.0);
+    assert_eq!(e.edge.metric("streamfleet_edge_publishers_active{protocol=\"rtmp\"}").await, 0.0);
+    assert!(e.edge.metric("streamfleet_edge_bytes_received_total{protocol=\"srt\"}").await > 10_000.0);
+    let srt_player = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
+        .arg(format!("srt://{}?streamid=read:demo", e.srt))
+        .args(["-t", "20", "-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg player");
+    wait_until("one SRT player counted as such", Duration::from_secs(10), || async {
+        let srt = e.edge.metric("streamfleet_edge_players_active{protocol=\"srt\"}").await;
+        let rtmp = e.edge.metric("streamfleet_edge_players_active{protocol=\"rtmp\"}").await;
+        (srt == 1.0 && rtmp == 0.0).then_some(())
+    })
+    .await;
+    drop(srt_player);
     // The stream ID carries the key; nothing logs it (the SRT crates log handshakes in debug).
     assert!(!e.edge.logs().contains("demo-publish-key"), "a publish key in the logs");
     // The link statistics are exported per stream while it publishes.

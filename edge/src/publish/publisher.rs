@@ -214,7 +214,7 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
         took_over = lease.took_over, replaced_local, protocol = io.protocol(), "publisher admitted"
     );
     io.set_role(record.id.to_string(), record.playback_name.clone());
-    ctx.metrics.publishers_active.inc();
+    ctx.metrics.publishers_active.get(io.protocol()).inc();
 
     let (holder_tx, holder_rx) = watch::channel(HolderState::default());
     let reporter = tokio::spawn(report_holder(
@@ -240,7 +240,7 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
         Err(e) => tracing::warn!(stream = %record.id, error = %e, "lease release failed; it expires after its TTL"),
     }
     drop(local_lease);
-    ctx.metrics.publishers_active.dec();
+    ctx.metrics.publishers_active.get(io.protocol()).dec();
     ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[&record.playback_name]).set(0);
     ctx.hub.release(stream);
     ended

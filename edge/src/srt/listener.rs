@@ -481,6 +481,7 @@ impl PublisherConn for SrtPublisher {
                 Some(Ok(m)) => m,
             };
             self.info.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.metrics.bytes_received.srt.inc_by(data.len() as u64);
             if let Err(e) = self.demux.push(&data, &mut pes) {
                 return Err(self.bad_input("mpegts", e));
             }

@@ -189,7 +189,7 @@ async fn play(
     // like live data; the listener's send buffer ([`super::listener::SEND_BUFFER`]) holds it
     // while SRT paces it out at --srt-max-bandwidth.
     info.set_role(SessionRole::Player, Some(record.id.to_string()), Some(record.playback_name.clone()));
-    ctx.metrics.players_active.inc();
+    ctx.metrics.players_active.srt.inc();
     ctx.viewers_changed.notify_one();
     tracing::info!(stream = %record.id, playback = %record.playback_name, protocol = "srt", "player started");
 
@@ -272,7 +272,7 @@ async fn play(
     }
     let n = stream.remove_player(info.id);
     ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64);
-    ctx.metrics.players_active.dec();
+    ctx.metrics.players_active.srt.dec();
     ctx.viewers_changed.notify_one();
     end
 }
