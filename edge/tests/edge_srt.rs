@@ -407,6 +407,48 @@ async fn a_late_srt_player_starts_from_the_cached_keyframe_not_the_next_one() {
     drop(rtmp);
 }
 
+/// ffmpeg playing `name` over SRT until it has `frames` video frames (stderr at `info`).
+fn srt_player(srt: SocketAddr, name: &str, frames: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "info", "-analyzeduration", "1000000"])
+        .args(["-i", &format!("srt://{srt}?streamid=read:{name}"), "-frames:v", &frames.to_string()])
+        .args(["-f", "null", "-"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg player")
+}
+
+#[tokio::test]
+async fn srt_players_of_one_stream_share_its_ts_and_each_decodes_it_cleanly() {
+    let e = start(&[]).await;
+    let rtmp = ffmpeg_publish(&e.edge.url("demo-publish-key"), 40, 60);
+    e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+    // A first player, then a second that joins while the first plays: it starts from the GOP
+    // the first one's frames were muxed into (the shared TS, PAT and PMT first), mid-stream
+    // continuity counters included.
+    let first = srt_player(e.srt, "demo", 150);
+    wait_until("the first SRT player receiving", Duration::from_secs(10), || async {
+        let sessions = e.edge.sessions().await;
+        sessions
+            .iter()
+            .any(|s| s["protocol"] == "srt" && s["role"] == "player" && s["bytes_sent"].as_u64() > Some(100_000))
+            .then_some(())
+    })
+    .await;
+    let second = srt_player(e.srt, "demo", 60);
+    let (ok2, err2) = finish(second, Duration::from_secs(20)).await;
+    let (ok1, err1) = finish(first, Duration::from_secs(20)).await;
+    for (ok, err, frames) in [(ok1, &err1, 150), (ok2, &err2, 60)] {
+        assert!(ok, "an SRT player failed: {err}\n{}", e.edge.logs());
+        assert!(err.contains(&format!("frame={frames:>5}")), "{err}");
+        assert!(!err.contains("error while decoding") && !err.contains("corrupt"), "decoding errors: {err}");
+    }
+    drop(rtmp);
+}
+
 /// The recent static ffmpeg (Enhanced RTMP `hvc1` needs ffmpeg 6.1+; Debian 12 has 5.1):
 /// `$STREAMFLEET_MODERN_FFMPEG`, or the one `imageio-ffmpeg` ships in the workspace's `.venv`
 /// (scripts/test installs it; missing is a setup error, as in edge_enhanced_rtmp.rs).
