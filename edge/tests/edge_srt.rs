@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use common::{Edge, RawClient, STREAMS_YAML, TempFile, ffmpeg_publish, ffmpeg_publish_args, ffprobe, finish};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use srt_tokio::SrtSocket;
 use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::{
@@ -405,6 +405,48 @@ async fn a_late_srt_player_starts_from_the_cached_keyframe_not_the_next_one() {
     // keyframe is 8 s or more away.
     assert!(took < Duration::from_secs(4), "60 frames took {took:?}: the player waited for the next keyframe");
     drop(rtmp);
+}
+
+/// srt-protocol's sender with its default send buffer (32 packets, what srt-tokio callers get):
+/// a burst that overflows it loses packets, and the connection goes on sending. Before the
+/// patch (third_party/srt-protocol/PATCHES.md, item 6) it never sent data again.
+#[tokio::test]
+async fn an_srt_send_buffer_overflow_drops_packets_and_the_connection_goes_on() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("local address");
+    let (receiver, sender) =
+        tokio::join!(SrtSocket::builder().local_port(addr.port()).socket(socket).listen(), call(addr, "overflow"));
+    let (mut receiver, mut sender) = (receiver.expect("listen"), sender.expect("call"));
+    let message = |tag: u32| {
+        let mut m = vec![0u8; 1316];
+        m[..4].copy_from_slice(&tag.to_be_bytes());
+        Bytes::from(m)
+    };
+    // 200 messages at once: six times what the buffer holds.
+    for tag in 0..200 {
+        sender.feed((std::time::Instant::now(), message(tag))).await.expect("queued");
+    }
+    sender.flush().await.expect("flushed");
+    // Then a live pace, tagged from 1000 on: they must arrive.
+    let pacer = tokio::spawn(async move {
+        for tag in 1000..2000 {
+            if sender.send((std::time::Instant::now(), message(tag))).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let after_the_burst = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok((_, m))) = receiver.next().await {
+            if m.len() >= 4 && u32::from_be_bytes([m[0], m[1], m[2], m[3]]) >= 1000 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    pacer.abort();
+    assert_eq!(after_the_burst, Ok(true), "nothing sent after the overflow: the sender is wedged");
 }
 
 /// ffmpeg playing `name` over SRT until it has `frames` video frames (stderr at `info`).
