@@ -131,8 +131,6 @@ pub(crate) struct Context {
     pub(crate) window: Option<Arc<WindowFlusher>>,
     /// Wrong publish keys per address (answered later and later).
     pub(crate) key_failures: KeyFailures,
-    /// The MPEG-TS mux each stream's SRT players share.
-    pub(crate) ts_muxes: crate::srt::shared_mux::SharedMuxes,
 }
 
 impl Context {
@@ -161,7 +159,6 @@ impl Context {
             relay: std::sync::OnceLock::new(),
             window: (!settings_window.is_zero()).then(|| WindowFlusher::new(settings_window)),
             key_failures: KeyFailures::new(key_failures_free, key_failure_max_delay),
-            ts_muxes: Default::default(),
         })
     }
 

@@ -3,8 +3,7 @@
 //! caller asks for; [`listener`] decides each handshake (limits, registry look-up and lease or
 //! viewer slot, rejection codes) and runs an admitted publisher through the same life as an
 //! RTMP one ([`crate::publish`]), its media demuxed by [`crate::mpegts`]; [`play`] serves an
-//! admitted player from the stream's fan-out, muxed back to MPEG-TS once per stream
-//! ([`shared_mux`]).
+//! admitted player from the stream's fan-out, muxed back to MPEG-TS.
 //!
 //! srt-tokio (pure Rust) rather than libsrt through FFI: its listener hands each handshake to
 //! us as a value we answer asynchronously, so the registry look-up and the lease happen *during*
@@ -19,7 +18,6 @@ use std::time::Duration;
 pub(crate) mod config;
 pub(crate) mod listener;
 pub(crate) mod play;
-pub(crate) mod shared_mux;
 pub(crate) mod stream_id;
 
 /// Most time an ending SRT connection waits for its shutdown to reach the caller (publishers and

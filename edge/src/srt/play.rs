@@ -5,9 +5,8 @@
 //!
 //! The fan-out writes RTMP chunks to a player's sink; an SRT player's sink ([`TsSink`]) takes
 //! them into a bounded queue, and the connection's task reads them back into messages (the
-//! edge's own chunk format, one copy per SRT player), takes their transport packets from the
-//! stream's shared mux ([`super::shared_mux`]: each frame muxed once for all SRT players) and
-//! sends them, waiting for the SRT socket's room. A full queue is a slow player to the fan-out, as a full socket is.
+//! edge's own chunk format, one copy per SRT player), muxes them and sends them, waiting for
+//! the SRT socket's room. A full queue is a slow player to the fan-out, as a full socket is.
 
 use std::{
     collections::VecDeque,
@@ -23,11 +22,11 @@ use srt_tokio::SrtSocket;
 use streamfleet_registry::StreamRecord;
 use tokio::{sync::Notify, time::Instant};
 
-use super::shared_mux::TsQueue;
 use crate::{
     app::{context::Context, shutdown},
     fanout::{CloseReason, Outbox, Sink, run_writer},
     media::{Media, MediaKind},
+    mpegts::{demux::PACKET, mux::Muxer},
     observe::{SessionInfo, SessionRole},
     play::admission::{max_viewers_text, release_slot},
     rtmp::{
@@ -211,10 +210,9 @@ async fn play(
         &OUT_CHUNK_SIZE.to_be_bytes(),
         OUT_CHUNK_SIZE as usize,
     ));
-    // The stream's TS, muxed once for all its SRT players.
-    let muxer = ctx.ts_muxes.get(&record.id);
+    let mut muxer = Muxer::new();
     let mut keyframe_seen = false;
-    let mut ts = TsQueue::default();
+    let mut ts = BytesMut::new();
     let mut shutdown = ctx.shutdown.clone();
     let end = loop {
         tokio::select! {
@@ -237,7 +235,7 @@ async fn play(
                                     continue;
                                 }
                             }
-                            ts.push(muxer.ts_of(&Media { kind, timestamp: m.timestamp, payload: m.payload }));
+                            muxer.push(&Media { kind, timestamp: m.timestamp, payload: m.payload }, &mut ts);
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -300,8 +298,11 @@ fn is_keyframe(p: &[u8]) -> bool {
 }
 
 /// Sends the muxed packets, at most 7 to an SRT message.
-async fn send(socket: &mut SrtSocket, ts: &mut TsQueue) -> Result<(), &'static str> {
-    while let Some(m) = ts.next_message(PACKETS_PER_MESSAGE) {
+async fn send(socket: &mut SrtSocket, ts: &mut BytesMut) -> Result<(), &'static str> {
+    let message = PACKET * PACKETS_PER_MESSAGE;
+    while ts.len() >= PACKET {
+        let n = (ts.len() / PACKET).min(PACKETS_PER_MESSAGE) * PACKET;
+        let m = ts.split_to(n.min(message)).freeze();
         if socket.feed((std::time::Instant::now(), m)).await.is_err() {
             return Err("SRT send failed");
         }
