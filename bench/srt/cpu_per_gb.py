@@ -1,7 +1,9 @@
 """SRT next to RTMP, edge CPU per GB (docs/benchmarks.md, "SRT next to RTMP").
 
 Usage, from a directory holding in.ts and in.flv (the same 20 s encode, see the docs):
-    python3 cpu_per_gb.py <release streamfleet-edge> <examples/livestreams.yaml>
+    python3 cpu_per_gb.py <release streamfleet-edge> <examples/livestreams.yaml> [PHASES]
+PHASES (default all): a comma-separated subset of ingest, play-rtmp, play-srt; e.g.
+`play-srt` alone to compare two edge builds on SRT playback.
 Binds 127.0.0.1 only; starts and stops its own edge and ffmpeg processes.
 """
 import json, os, subprocess, sys, time, urllib.request
@@ -57,11 +59,12 @@ def play(proto, n):
         p.kill(); p.wait()
     edge.terminate(); edge.wait()
     return c1 - c0, b1 - b0, alive
+PHASES = (sys.argv[3] if len(sys.argv) > 3 else 'ingest,play-rtmp,play-srt').split(',')
 size_ts, size_flv = os.path.getsize('in.ts'), os.path.getsize('in.flv')
-for proto in ['rtmp', 'srt', 'rtmp', 'srt']:
+for proto in (['rtmp', 'srt', 'rtmp', 'srt'] if 'ingest' in PHASES else []):
     c, b = ingest(proto)
     size = size_flv if proto == 'rtmp' else size_ts
     print(f'ingest {proto}: edge cpu {c:.2f} s for {size/1e6:.1f} MB -> {c/(size/1e9):.1f} cpu-s/GB', flush=True)
-for proto in ['rtmp', 'srt']:
+for proto in [p for p in ['rtmp', 'srt'] if f'play-{p}' in PHASES]:
     c, b, alive = play(proto, 10)
     print(f'play {proto} x10: edge cpu {c:.2f} s for {b/1e6:.1f} MB delivered (RTMP bytes) -> {c/(b/1e9):.1f} cpu-s/GB, players alive {alive}', flush=True)

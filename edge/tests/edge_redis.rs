@@ -44,12 +44,13 @@ async fn a_publisher_live_on_one_edge_blocks_the_same_key_on_another() {
     let mut first = ffmpeg_publish(&a.url("demo-publish-key"), 30, 30);
     a.wait_live("demo", 30, Duration::from_secs(20)).await;
     let status = registry.live_status(&StreamId::new("default", "demo")).await.unwrap();
-    assert_eq!(status.holder.map(|h| h.edge).as_deref(), Some("edge-a"));
+    let holder = status.holder.expect("a holder");
+    assert_eq!((holder.edge.as_str(), holder.protocol.map(|p| p.as_str())), ("edge-a", Some("rtmp")));
 
     let second = ffmpeg_publish(&b.url("demo-publish-key"), 5, 30);
     let (ok, stderr) = finish(second, Duration::from_secs(15)).await;
     assert!(!ok, "second publisher on edge-b must be rejected");
-    assert!(stderr.contains("already being published (on edge edge-a"), "stderr: {stderr}");
+    assert!(stderr.contains("already being published (over rtmp on edge edge-a"), "stderr: {stderr}");
     assert_eq!(b.metric("streamfleet_edge_publish_rejections_total{reason=\"already_active\"}").await, 1.0);
     assert_eq!(a.metric("streamfleet_edge_publishers_active").await, 1.0, "edge-a's publisher undisturbed");
 

@@ -350,10 +350,12 @@ pub fn error_policy(ls: Arc<LiveStream>, err: &Error, ctx: Arc<Context>) -> Acti
 
 /// Maps a record-building failure to the problem shown in status.
 fn record_problem(e: RecordError, secret: &str) -> Problem {
-    if e.kind == RecordErrorKind::PublishKey {
-        Problem::InvalidPublishKey { secret: secret.to_string(), message: e.message }
-    } else {
-        Problem::InvalidSpec { field: e.field, message: e.message }
+    match e.kind {
+        RecordErrorKind::PublishKey => Problem::InvalidPublishKey { secret: secret.to_string(), message: e.message },
+        RecordErrorKind::SrtPassphrase => {
+            Problem::InvalidSrtPassphrase { secret: secret.to_string(), message: e.message }
+        }
+        _ => Problem::InvalidSpec { field: e.field, message: e.message },
     }
 }
 
@@ -391,7 +393,9 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
                 Some(s) => secrets::read_key(&s, &key_name).and_then(|key| {
                     // An unusable key (empty, '/', spaces) is reported as such before its strength.
                     let hasher = &ctx.settings.key_hasher;
-                    let record = record_for(ls, &key, hasher).map_err(|e| record_problem(e, &secret_name))?;
+                    let srt_passphrase = secrets::read_srt_passphrase(&s)?;
+                    let record = record_for(ls, &key, srt_passphrase.as_deref(), hasher)
+                        .map_err(|e| record_problem(e, &secret_name))?;
                     if ctx.settings.require_strong_keys
                         && let Some(weakness) = key_strength::weakness(&key)
                     {

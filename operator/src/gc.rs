@@ -74,6 +74,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         }
     }
 

@@ -148,6 +148,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::ReplaceIdle,
             generation: 1,
+            srt_passphrase: None,
         }
     }
 
@@ -161,7 +162,7 @@ mod tests {
     }
 
     async fn publish(reg: &MemoryRegistry, key: &str) -> streamfleet_registry::Lease {
-        let who = PublisherInfo { edge: "edge-a".into(), remote_addr: None, relay_addr: None };
+        let who = PublisherInfo { edge: "edge-a".into(), remote_addr: None, relay_addr: None, protocol: None };
         reg.acquire(&KeyHash::of_key(key), &who, &AcquireOptions::new(&LeaseTiming::default())).await.expect("admitted")
     }
 

@@ -90,6 +90,21 @@ pub fn read_key(secret: &Secret, key: &str) -> std::result::Result<String, Probl
         .map_err(|_| Problem::InvalidPublishKey { secret: name, message: "the value is not UTF-8 text".into() })
 }
 
+/// The stream's own SRT passphrase, if its Secret has the key
+/// [`streamfleet_registry::manifest::SRT_PASSPHRASE_KEY`]; its length is checked with the rest
+/// of the record. The value is never put in a message.
+pub fn read_srt_passphrase(secret: &Secret) -> std::result::Result<Option<String>, Problem> {
+    let key = streamfleet_registry::manifest::SRT_PASSPHRASE_KEY;
+    match read_key(secret, key) {
+        Ok(p) => Ok(Some(p)),
+        Err(Problem::SecretKeyMissing { .. }) => Ok(None),
+        Err(_) => Err(Problem::InvalidSrtPassphrase {
+            secret: secret.name_any(),
+            message: "the value is not UTF-8 text".into(),
+        }),
+    }
+}
+
 /// Whether `ls` keeps its key in the Secret `name` of its namespace. Runs for every LiveStream
 /// on every Secret event (all Secrets of the cluster at each re-list), so it allocates nothing.
 fn uses_secret(ls: &LiveStream, name: &str) -> bool {

@@ -41,6 +41,9 @@ pub enum Problem {
     PlaybackNameConflict { playback_name: String, owner: String },
     /// Another stream uses the same publish key.
     PublishKeyConflict { owner: String },
+    /// The Secret's `srtPassphrase` is unusable (not 10 to 79 characters, not UTF-8); `message`
+    /// says why without quoting it.
+    InvalidSrtPassphrase { secret: String, message: String },
 }
 
 impl Problem {
@@ -54,6 +57,7 @@ impl Problem {
             Problem::InvalidSpec { .. } => "InvalidSpec",
             Problem::PlaybackNameConflict { .. } => "PlaybackNameConflict",
             Problem::PublishKeyConflict { .. } => "PublishKeyConflict",
+            Problem::InvalidSrtPassphrase { .. } => "InvalidSrtPassphrase",
         }
     }
 
@@ -80,6 +84,9 @@ impl Problem {
             Problem::PublishKeyConflict { owner } => {
                 format!("the publish key is already used by {owner}; give each LiveStream its own key")
             }
+            Problem::InvalidSrtPassphrase { secret, message } => format!(
+                "the key srtPassphrase of Secret {secret} is unusable: {message}; fix it or remove the key (the stream is not served until then)"
+            ),
         }
     }
 
@@ -205,6 +212,7 @@ pub fn desired_status(input: &StatusInput<'_>) -> LiveStreamStatus {
         publisher: holder.map(|h| PublisherStatus {
             edge: h.edge.clone(),
             remote_addr: h.remote_addr.clone(),
+            protocol: h.protocol.map(|p| p.as_str().to_string()),
             since: Some(rfc3339_ms(h.since_ms)),
         }),
         viewers: live.map(|l| l.viewers),
@@ -309,7 +317,9 @@ fn skeleton(s: &LiveStreamStatus) -> LiveStreamStatus {
     s.ingest_bitrate_kbps = None;
     s.media = None;
     s.last_published_at = None;
-    s.publisher = s.publisher.map(|p| PublisherStatus { edge: p.edge, remote_addr: None, since: None });
+    // The protocol stays: it changes only with the publisher.
+    s.publisher =
+        s.publisher.map(|p| PublisherStatus { edge: p.edge, remote_addr: None, protocol: p.protocol, since: None });
     for c in &mut s.conditions {
         // Their messages carry live figures (addresses, frame rates, seconds without a
         // keyframe): a change of wording alone can wait; a change of status or reason cannot.
@@ -334,6 +344,7 @@ mod tests {
             edge: edge.into(),
             remote_addr: Some("10.0.0.9:51000".into()),
             relay_addr: None,
+            protocol: Some(streamfleet_registry::IngestProtocol::Srt),
             since_ms: 1_700_000_000_123,
             fence: 7,
             idle_since_ms: None,
@@ -387,6 +398,7 @@ mod tests {
         assert_eq!(p.edge, "edge-a");
         assert_eq!(p.remote_addr.as_deref(), Some("10.0.0.9:51000"));
         assert_eq!(p.since.as_deref(), Some("2023-11-14T22:13:20.123Z"));
+        assert_eq!(p.protocol.as_deref(), Some("srt"));
         assert_eq!(s.viewers, Some(42));
         assert_eq!(s.ingest_bitrate_kbps, Some(2500));
         assert_eq!(s.last_published_at.as_deref(), Some("2023-11-14T22:13:20.123Z"));

@@ -163,8 +163,11 @@ fn printer_columns_and_status_subresource() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Playback", "Publisher", "Viewers", "Age", "Resolution", "FPS", "Kbps", "Healthy"]);
-    // The media columns only in `kubectl get lst -o wide`: the default stays narrow.
+    assert_eq!(
+        columns,
+        ["Phase", "Playback", "Publisher", "Viewers", "Age", "Protocol", "Resolution", "FPS", "Kbps", "Healthy"]
+    );
+    // The protocol and media columns only in `kubectl get lst -o wide`: the default stays narrow.
     let wide: Vec<&str> = version["additionalPrinterColumns"]
         .as_array()
         .expect("columns")
@@ -172,7 +175,7 @@ fn printer_columns_and_status_subresource() {
         .filter(|c| c["priority"] == 1)
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(wide, ["Resolution", "FPS", "Kbps", "Healthy"]);
+    assert_eq!(wide, ["Protocol", "Resolution", "FPS", "Kbps", "Healthy"]);
     assert!(version["subresources"]["status"].is_object());
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["lst"]));
     let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];

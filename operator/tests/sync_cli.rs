@@ -113,7 +113,7 @@ async fn applies_a_manifest_file_and_prints_a_summary() {
 async fn end_quarantine_lets_the_first_publisher_in_on_a_fresh_redis() {
     use streamfleet_registry::{AcquireOptions, LeaseTiming, PublisherInfo, RegistryError};
     let file = TempFile::new("quarantine", MANIFEST);
-    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None };
+    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None, protocol: None };
     let opts = AcquireOptions::new(&LeaseTiming::from_ttl(Duration::from_secs(15)));
 
     let fresh = RedisServer::start();
@@ -211,7 +211,7 @@ async fn a_key_hash_secret_rehashes_legacy_records_without_dropping_their_publis
     assert!(String::from_utf8_lossy(&out.stderr).contains("no key-hash secret"), "the legacy mode is loud");
     let reg = registry(&server).await;
     reg.end_quarantine().await.expect("end quarantine");
-    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None };
+    let who = PublisherInfo { edge: "e1".into(), remote_addr: None, relay_addr: None, protocol: None };
     let timing = LeaseTiming::from_ttl(Duration::from_secs(15));
     let lease =
         reg.acquire(&KeyHash::of_key("news-key-1"), &who, &AcquireOptions::new(&timing)).await.expect("admitted");

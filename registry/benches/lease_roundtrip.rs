@@ -40,6 +40,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         reg.put_stream(&record).await.expect("put stream");
         reg
@@ -48,6 +49,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
         edge: "bench-edge".into(),
         remote_addr: Some("127.0.0.1:50000".into()),
         relay_addr: Some("127.0.0.1:1936".into()),
+        protocol: Some(streamfleet_registry::IngestProtocol::Rtmp),
     };
     Fixture { _server: server, registry, key, who, opts: AcquireOptions::new(&LeaseTiming::default()) }
 }

@@ -44,6 +44,13 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
+        name = "Protocol",
+        type_ = "string",
+        json_path = ".status.publisher.protocol",
+        description = "What the encoder publishes over: rtmp, rtmps or srt",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Resolution",
         type_ = "string",
         json_path = ".status.media.resolution",
@@ -82,6 +89,8 @@ pub struct LiveStreamSpec {
     /// The Secret key that holds the publish key (the last path segment of
     /// `rtmp://HOST/live/<publishKey>`). When absent, the operator creates a Secret
     /// `<name>-publish-key` with a random 32-byte key and names it in `status.publishKeySecret`.
+    /// The same Secret may hold the stream's own SRT passphrase under the key `srtPassphrase`
+    /// (10 to 79 characters): SRT publishers and players of the stream must then use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_key_secret_ref: Option<SecretKeyRef>,
 
@@ -205,8 +214,9 @@ pub struct LiveStreamStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Standard conditions. `Ready`: the stream is in the registry and accepts a publisher (False
-    /// with reason `SecretNotFound`, `SecretKeyMissing`, `InvalidPublishKey`,
-    /// `PlaybackNameConflict`, `PublishKeyConflict`, `InvalidSpec` or `Disabled`). `Live`: a
+    /// with reason `SecretNotFound`, `SecretKeyMissing`, `InvalidPublishKey`, `WeakPublishKey`,
+    /// `InvalidSrtPassphrase`, `PlaybackNameConflict`, `PublishKeyConflict`, `InvalidSpec` or
+    /// `Disabled`). `Live`: a
     /// publisher is connected (reason `Publishing`, else `NoPublisher` or `NotReady`).
     /// `EncoderHealthy`: while live, whether the encoder sends healthy media (False with reason
     /// `Stalled`, `KeyframeInterval`, `BitrateDrop`, `TimestampAnomalies` or `AudioVideoDrift`
@@ -286,6 +296,10 @@ pub struct PublisherStatus {
     /// The encoder's address as the edge saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_addr: Option<String>,
+    /// What the encoder publishes over: `rtmp`, `rtmps` or `srt` (absent while the edge
+    /// holding it does not report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     /// When the publisher was admitted (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

@@ -11,6 +11,53 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{KeyHash, StreamId};
 
+/// The protocol an encoder publishes over, as the holder records it (`rtmp`, `rtmps`, `srt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestProtocol {
+    /// RTMP over plain TCP.
+    Rtmp,
+    /// RTMP over TLS.
+    Rtmps,
+    /// MPEG-TS over SRT.
+    Srt,
+}
+
+impl IngestProtocol {
+    /// Stable wire name, as stored in the registry and shown in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestProtocol::Rtmp => "rtmp",
+            IngestProtocol::Rtmps => "rtmps",
+            IngestProtocol::Srt => "srt",
+        }
+    }
+
+    /// Parses the wire name; `None` for anything else (a name a newer version wrote reads as
+    /// unknown rather than as an error: the protocol is informational).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rtmp" => Some(IngestProtocol::Rtmp),
+            "rtmps" => Some(IngestProtocol::Rtmps),
+            "srt" => Some(IngestProtocol::Srt),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for IngestProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads an optional protocol leniently: absent (a holder written before the field existed),
+/// or a name this version does not know, is `None`.
+fn lenient_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<IngestProtocol>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.as_deref().and_then(IngestProtocol::parse))
+}
+
 /// Who asks for a lease: filled in by the edge when an encoder sends `publish`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublisherInfo {
@@ -20,6 +67,9 @@ pub struct PublisherInfo {
     pub remote_addr: Option<String>,
     /// Internal address other edges pull this stream from (`--advertise-addr`).
     pub relay_addr: Option<String>,
+    /// What the encoder publishes over; `None` when the caller does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_protocol")]
+    pub protocol: Option<IngestProtocol>,
 }
 
 /// What everyone else can see about the current holder of a stream's lease.
@@ -28,6 +78,10 @@ pub struct HolderInfo {
     pub edge: String,
     pub remote_addr: Option<String>,
     pub relay_addr: Option<String>,
+    /// What the holder's encoder publishes over. `None` on holders written by edges that did
+    /// not record it (before the field existed), or with a name this version does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_protocol")]
+    pub protocol: Option<IngestProtocol>,
     /// Wall-clock time of admission, ms since the Unix epoch (the registry's clock).
     pub since_ms: u64,
     /// Fencing token of the holder's grant.
@@ -220,5 +274,24 @@ mod tests {
         assert_eq!(d.renew_every, Duration::from_secs(5));
         assert_eq!(d.hold_for(), Duration::from_secs(10));
         assert_eq!(d.retry_every, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn protocols_round_trip_and_old_or_unknown_ones_read_as_none() {
+        for p in [IngestProtocol::Rtmp, IngestProtocol::Rtmps, IngestProtocol::Srt] {
+            assert_eq!(IngestProtocol::parse(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
+        assert_eq!(IngestProtocol::parse("webrtc"), None);
+        // A holder serialized before the field existed, and one from a newer version.
+        let old = r#"{"edge":"e","remote_addr":null,"relay_addr":null,"since_ms":1,"fence":2,"idle_since_ms":null,"ingest_kbps":null}"#;
+        let h: HolderInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(h.protocol, None);
+        let newer = old.replace(r#""edge":"e""#, r#""edge":"e","protocol":"webrtc""#);
+        assert_eq!(serde_json::from_str::<HolderInfo>(&newer).unwrap().protocol, None);
+        let srt = old.replace(r#""edge":"e""#, r#""edge":"e","protocol":"srt""#);
+        let h: HolderInfo = serde_json::from_str(&srt).unwrap();
+        assert_eq!(h.protocol, Some(IngestProtocol::Srt));
+        assert_eq!(serde_json::from_str::<HolderInfo>(&serde_json::to_string(&h).unwrap()).unwrap(), h);
     }
 }

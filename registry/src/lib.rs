@@ -34,9 +34,9 @@ pub use backend::{
 pub use error::{ConflictKind, LossReason, RegistryError, Result, Unavailable};
 pub use key_hash::{KeyCandidate, KeyDigests, KeyHashSecret, KeyHasher, KeyScheme, SecretId};
 pub use lease::{
-    AcquireOptions, HolderInfo, HolderMedia, Lease, LeaseTiming, LiveStatus, PublisherInfo, RenewOutcome,
-    new_lease_token,
+    AcquireOptions, HolderInfo, HolderMedia, IngestProtocol, Lease, LeaseTiming, LiveStatus, PublisherInfo,
+    RenewOutcome, new_lease_token,
 };
 pub use lease_keeper::{KeeperEvent, LeaseKeeper};
 pub use memory::MemoryRegistry;
-pub use record::{KeyHash, StreamId, StreamRecord, TakeoverPolicy};
+pub use record::{KeyHash, SrtPassphrase, StreamId, StreamRecord, TakeoverPolicy};

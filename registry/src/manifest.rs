@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::{
     api::LiveStream,
     key_hash::{KeyDigests, KeyHasher},
-    record::{StreamRecord, valid_playback_name},
+    record::{SrtPassphrase, StreamRecord, valid_playback_name},
 };
 
 pub use crate::api::DEFAULT_NAMESPACE;
@@ -49,11 +49,23 @@ pub enum RecordErrorKind {
     MaxViewers,
     /// The publish key read from the Secret is empty or cannot be part of an RTMP URL.
     PublishKey,
+    /// The Secret's `srtPassphrase` is not 10 to 79 characters.
+    SrtPassphrase,
 }
 
-/// Builds the registry record for a LiveStream whose publish key has been read from its Secret.
-/// The key is hashed with `hasher` (see [`crate::key_hash`]).
-pub fn record_for(ls: &LiveStream, publish_key: &str, hasher: &KeyHasher) -> Result<StreamRecord, RecordError> {
+/// The key of the publish-key Secret that holds a stream's own SRT passphrase (optional): SRT
+/// publishers and players of that stream must encrypt with it (docs/edge.md, "SRT").
+pub const SRT_PASSPHRASE_KEY: &str = "srtPassphrase";
+
+/// Builds the registry record for a LiveStream whose publish key (and, when its Secret has one,
+/// SRT passphrase: [`SRT_PASSPHRASE_KEY`]) has been read from its Secret. The key is hashed with
+/// `hasher` (see [`crate::key_hash`]).
+pub fn record_for(
+    ls: &LiveStream,
+    publish_key: &str,
+    srt_passphrase: Option<&str>,
+    hasher: &KeyHasher,
+) -> Result<StreamRecord, RecordError> {
     let err =
         |kind: RecordErrorKind, field: &str, message: String| RecordError { kind, field: field.to_string(), message };
     let id = ls.stream_id().ok_or_else(|| err(RecordErrorKind::Name, "metadata.name", "is required".into()))?;
@@ -85,6 +97,10 @@ pub fn record_for(ls: &LiveStream, publish_key: &str, hasher: &KeyHasher) -> Res
             "must not contain '/', '?', spaces or control characters (it is the last segment of the RTMP URL)".into(),
         ));
     }
+    let srt_passphrase = match srt_passphrase {
+        None => None,
+        Some(p) => Some(SrtPassphrase::new(p).map_err(|e| err(RecordErrorKind::SrtPassphrase, SRT_PASSPHRASE_KEY, e))?),
+    };
     let hashed = hasher.record_hash(publish_key);
     Ok(StreamRecord {
         id,
@@ -95,6 +111,7 @@ pub fn record_for(ls: &LiveStream, publish_key: &str, hasher: &KeyHasher) -> Res
         max_viewers: ls.spec.max_viewers,
         takeover: ls.spec.takeover(),
         generation: ls.metadata.generation.unwrap_or(1),
+        srt_passphrase,
     })
 }
 
@@ -243,7 +260,7 @@ pub fn load_manifest_streams(yaml: &str, hasher: &KeyHasher) -> Result<Vec<Manif
             ));
             continue;
         };
-        match record_for(&ls, key, hasher) {
+        match record_for(&ls, key, secret.get(SRT_PASSPHRASE_KEY).map(String::as_str), hasher) {
             Ok(rec) => {
                 if let Some(other) = records.iter().find(|r| r.record.id == rec.id) {
                     errors.push(mk("metadata.name", format!("LiveStream {} is defined twice", other.record.id)));
@@ -378,6 +395,23 @@ spec: {publishKeySecretRef: {name: k}}
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!((e[0].document, e[0].field.as_str()), (2, "spec.playbackName"));
         assert_eq!((e[1].document, e[1].field.as_str()), (4, "spec.publishKeySecretRef"));
+    }
+
+    #[test]
+    fn a_secret_may_carry_the_streams_srt_passphrase_checked_for_length() {
+        let recs = load_manifests(GOOD, &KeyHasher::legacy()).expect("valid manifests");
+        assert!(recs.iter().all(|r| r.srt_passphrase.is_none()), "none unless the Secret has one");
+        let with =
+            GOOD.replace("{publishKey: s3cret-news}", "{publishKey: s3cret-news, srtPassphrase: news-srt-secret}");
+        let recs = load_manifests(&with, &KeyHasher::legacy()).expect("valid manifests");
+        assert_eq!(recs[0].srt_passphrase.as_ref().map(|p| p.expose()), Some("news-srt-secret"));
+        assert_eq!(recs[1].srt_passphrase, None);
+        let short = GOOD.replace("{publishKey: s3cret-news}", "{publishKey: s3cret-news, srtPassphrase: tooshort}");
+        let errors = errors_of(&short);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "srtPassphrase");
+        assert!(errors[0].message.contains("10 to 79 characters, not 8"), "{}", errors[0].message);
+        assert!(!errors[0].to_string().contains("tooshort"), "the passphrase is never quoted");
     }
 
     #[test]

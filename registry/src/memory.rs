@@ -249,6 +249,7 @@ impl EdgeRegistry for MemoryRegistry {
             edge: who.edge.clone(),
             remote_addr: who.remote_addr.clone(),
             relay_addr: who.relay_addr.clone(),
+            protocol: who.protocol,
             since_ms: now_ms(),
             fence: st.fence,
             idle_since_ms: None,

@@ -106,6 +106,61 @@ pub struct StreamRecord {
     pub takeover: TakeoverPolicy,
     /// `metadata.generation` of the LiveStream this record came from.
     pub generation: i64,
+    /// The stream's own SRT passphrase (the `srtPassphrase` key of its publish-key Secret):
+    /// SRT publishers and players of this stream must encrypt with it, instead of with the
+    /// edge's `--srt-passphrase-file`. Absent on records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<SrtPassphrase>,
+}
+
+/// An SRT passphrase: 10 to 79 characters, as libsrt requires. Its `Debug` never shows it, so
+/// a record can be logged; [`SrtPassphrase::expose`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SrtPassphrase(String);
+
+impl SrtPassphrase {
+    /// Shortest and longest passphrase libsrt accepts (`SRTO_PASSPHRASE`), in bytes.
+    pub const MIN: usize = 10;
+    pub const MAX: usize = 79;
+
+    /// Checks libsrt's length rule; the error names the length, never the passphrase.
+    pub fn new(s: impl Into<String>) -> Result<Self, String> {
+        let s = s.into();
+        if !(Self::MIN..=Self::MAX).contains(&s.len()) {
+            return Err(format!(
+                "an SRT passphrase must be {} to {} characters, not {}",
+                Self::MIN,
+                Self::MAX,
+                s.len()
+            ));
+        }
+        Ok(SrtPassphrase(s))
+    }
+
+    /// The passphrase itself: hand it to SRT, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SrtPassphrase {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        SrtPassphrase::new(s)
+    }
+}
+
+impl From<SrtPassphrase> for String {
+    fn from(p: SrtPassphrase) -> String {
+        p.0
+    }
+}
+
+impl fmt::Debug for SrtPassphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SrtPassphrase(<redacted>)")
+    }
 }
 
 /// Checks a playback name: a DNS label (what the CRD schema enforces too).
@@ -130,6 +185,19 @@ mod tests {
         let h = KeyHash::of_key("k");
         assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(KeyHash::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn srt_passphrases_follow_libsrt_length_rule_and_never_show_in_debug() {
+        assert!(SrtPassphrase::new("short").is_err());
+        assert!(SrtPassphrase::new("x".repeat(80)).is_err());
+        let p = SrtPassphrase::new("0123456789").unwrap();
+        assert_eq!(p.expose(), "0123456789");
+        assert!(SrtPassphrase::new("x".repeat(79)).is_ok());
+        assert!(!format!("{p:?}").contains("0123"));
+        let err = SrtPassphrase::new("secret").unwrap_err();
+        assert!(!err.contains("secret") && err.contains("not 6"), "{err}");
+        assert!(serde_json::from_str::<SrtPassphrase>("\"short\"").is_err());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use streamfleet_registry::{
-    ConflictKind, HolderMedia, HolderUpdate, KeyHashSecret, KeyHasher, KeyScheme, Lease, LiveChange, LossReason,
-    RegistryError, RenewOutcome, SharedRegistry, StreamRecord, TakeoverPolicy,
+    ConflictKind, HolderMedia, HolderUpdate, IngestProtocol, KeyHashSecret, KeyHasher, KeyScheme, Lease, LiveChange,
+    LossReason, RegistryError, RenewOutcome, SharedRegistry, SrtPassphrase, StreamRecord, TakeoverPolicy,
 };
 
 /// A hasher with a fleet secret, as operator and edges have once configured.
@@ -66,6 +66,8 @@ contract!(
     keyed_records_are_found_by_their_keyed_hash_only,
     a_reclaim_follows_a_record_rehashed_from_its_legacy_hash,
     live_changes_are_signalled_once_per_change,
+    the_holder_records_the_ingest_protocol,
+    a_record_carries_its_srt_passphrase_until_it_is_removed,
 );
 
 fn assert_conflict(r: Result<(), RegistryError>, what: ConflictKind, owner: &str) {
@@ -114,6 +116,53 @@ async fn feed_is_open(reg: &SharedRegistry, feed: &mut futures::stream::BoxStrea
 
 mod cases {
     use super::*;
+
+    pub async fn a_record_carries_its_srt_passphrase_until_it_is_removed(reg: SharedRegistry) {
+        let plain = rec("alpha");
+        let secure =
+            StreamRecord { srt_passphrase: Some(SrtPassphrase::new("alpha-srt-passphrase").unwrap()), ..plain.clone() };
+        reg.put_stream(&secure).await.unwrap();
+        assert_eq!(reg.get_stream(&secure.id).await.unwrap(), Some(secure.clone()));
+        assert_eq!(reg.lookup(&secure.key_hash).await.unwrap(), secure, "publishers' look-up has it");
+        assert_eq!(reg.lookup_playback("alpha").await.unwrap(), secure, "players' look-up has it");
+        assert_eq!(reg.list_streams().await.unwrap(), vec![secure.clone()]);
+        // Removed from the Secret: the record is plain again.
+        reg.put_stream(&plain).await.unwrap();
+        assert_eq!(reg.lookup_playback("alpha").await.unwrap().srt_passphrase, None);
+        assert_eq!(reg.get_stream(&plain.id).await.unwrap(), Some(plain));
+    }
+
+    pub async fn the_holder_records_the_ingest_protocol(reg: SharedRegistry) {
+        let a = rec_with("alpha", TakeoverPolicy::Reject);
+        reg.put_stream(&a).await.unwrap();
+        let mut lease = reg.acquire(&a.key_hash, &who_over("edge-1", IngestProtocol::Srt), &opts()).await.unwrap();
+        assert_eq!(lease.holder.protocol, Some(IngestProtocol::Srt));
+        let seen = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!(seen.protocol, Some(IngestProtocol::Srt), "live status shows it");
+        // A holder report (bitrate, media) leaves it alone.
+        reg.update_holder(&lease, HolderUpdate { ingest_kbps: Some(900), ..HolderUpdate::default() }).await.unwrap();
+        match reg.acquire(&a.key_hash, &who_over("edge-2", IngestProtocol::Rtmps), &opts()).await {
+            Err(RegistryError::AlreadyActive { holder, .. }) => {
+                assert_eq!(holder.protocol, Some(IngestProtocol::Srt), "a refused newcomer sees it")
+            }
+            other => panic!("expected AlreadyActive, got {other:?}"),
+        }
+        // A reclaim (the registry lost the lease) keeps it.
+        assert!(reg.release(&lease).await.unwrap());
+        reg.reclaim(&mut lease, opts().ttl).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().protocol, Some(IngestProtocol::Srt));
+        assert!(reg.release(&lease).await.unwrap());
+        // A publisher that does not say (an edge before the field existed) is unknown, and does
+        // not inherit the previous holder's.
+        let plain = reg.acquire(&a.key_hash, &who("edge-3"), &opts()).await.unwrap();
+        assert_eq!(plain.holder.protocol, None);
+        let seen = reg.live_status(&a.id).await.unwrap().holder.unwrap();
+        assert_eq!((seen.edge.as_str(), seen.protocol), ("edge-3", None));
+        assert!(reg.release(&plain).await.unwrap());
+        let rtmps = reg.acquire(&a.key_hash, &who_over("edge-1", IngestProtocol::Rtmps), &opts()).await.unwrap();
+        assert_eq!(reg.live_status(&a.id).await.unwrap().holder.unwrap().protocol, Some(IngestProtocol::Rtmps));
+        assert!(reg.release(&rtmps).await.unwrap());
+    }
 
     pub async fn live_changes_are_signalled_once_per_change(reg: SharedRegistry) {
         let mut feed = reg.changes();

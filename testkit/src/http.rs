@@ -37,14 +37,11 @@ pub async fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option
 
 /// The value of one Prometheus exposition series, e.g.
 /// `streamfleet_edge_publish_rejections_total{reason="already_active"}`; 0 when the series does
-/// not exist (yet).
+/// not exist (yet). A bare family name sums all its series: `streamfleet_edge_players_active` is
+/// every protocol's players.
 pub fn metric_value(exposition: &str, series: &str) -> f64 {
     let Some((family, wanted)) = series.strip_suffix('}').and_then(|s| s.split_once('{')) else {
-        return exposition
-            .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        return metric_series(exposition, series).iter().map(|(_, v)| v).sum();
     };
     // Labels given select every series that has them, summed: `{reason="unknown_key"}` counts
     // the refusals of every protocol once a `protocol` label is added beside `reason`.
@@ -104,5 +101,6 @@ mod tests {
         assert_eq!(metric_value(text, "f{reason=\"unknown_key\",protocol=\"srt\"}"), 3.0, "in any order");
         assert_eq!(metric_value(text, "f{protocol=\"srt\"}"), 8.0);
         assert_eq!(metric_value(text, "f{reason=\"already_active\"}"), 0.0);
+        assert_eq!(metric_value(text, "f"), 10.0, "a bare family name: every series");
     }
 }

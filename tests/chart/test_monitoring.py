@@ -173,6 +173,19 @@ def test_dashboard_covers_the_required_views():
     assert any("by (stream)" in e for e in by_stream)
     rejections = [e for _, e in panel_exprs(dashboard) if "publish_rejections_total" in e]
     assert any("by (protocol, reason)" in e for e in rejections), "publish rejections split by protocol (rtmp, srt) and reason"
+    # Ingest and viewers split by protocol (the edge labels these series rtmp and srt).
+    for metric in ("publishers_active", "players_active", "bytes_received_total"):
+        split = [e for _, e in panel_exprs(dashboard) if metric in e and "by (protocol)" in e]
+        assert split, f"no panel splits {metric} by protocol"
+
+
+def test_protocol_panels_sit_in_their_own_row():
+    (dashboard,) = dashboards()
+    titles = [p["title"] for p in dashboard["panels"]]
+    start = titles.index("Protocols")
+    assert titles[start + 1 : start + 4] == ["Publishers by protocol", "Viewers by protocol", "Ingest by protocol"]
+    ingest = dashboard["panels"][start + 3]
+    assert ingest["fieldConfig"]["defaults"]["unit"] == "bps" and ingest["targets"][0]["expr"].endswith("* 8")
 
 
 def test_dashboard_layout_is_sane():

@@ -615,6 +615,7 @@ async fn basic_example_live_viewers_and_columns(w: &World) {
     w.wait_phase(NS, "lobby", "Live", Duration::from_secs(30)).await;
     let lst = w.lst(NS, "lobby").await.expect("lobby");
     assert_eq!(lst["status"]["publisher"]["edge"], "edge-a", "{lst:#}");
+    assert_eq!(lst["status"]["publisher"]["protocol"], "rtmp", "{lst:#}");
     assert_eq!(condition(&lst, "Live")["reason"], "Publishing");
 
     let players = [
@@ -645,8 +646,8 @@ async fn basic_example_live_viewers_and_columns(w: &World) {
     let wide =
         w.cluster.kubectl(&["get", "lst", "lobby", "-n", NS, "-o", "wide"]).await.expect_ok("kubectl get lst -o wide");
     let rows = table(&wide);
-    assert_eq!(rows[0][6..], ["RESOLUTION", "FPS", "KBPS", "HEALTHY"], "{wide}");
-    assert_eq!((rows[1][6].as_str(), rows[1][9].as_str()), ("160x90", "True"), "{wide}");
+    assert_eq!(rows[0][6..], ["PROTOCOL", "RESOLUTION", "FPS", "KBPS", "HEALTHY"], "{wide}");
+    assert_eq!((rows[1][6].as_str(), rows[1][7].as_str(), rows[1][10].as_str()), ("rtmp", "160x90", "True"), "{wide}");
 
     // The encoder stops: status goes back to Ready, without publisher or viewers.
     let _ = publisher.start_kill();
@@ -883,8 +884,12 @@ async fn namespace_scoped_install(w: &World, operator: &std::path::Path) {
         .await
         .expect_ok("read the generated key");
     let key = String::from_utf8(base64_decode(key.trim())).expect("a UTF-8 key");
-    let who =
-        PublisherInfo { edge: "edge-signal".into(), remote_addr: Some("192.0.2.1:5000".into()), relay_addr: None };
+    let who = PublisherInfo {
+        edge: "edge-signal".into(),
+        remote_addr: Some("192.0.2.1:5000".into()),
+        relay_addr: None,
+        protocol: None,
+    };
     for round in 0..3 {
         let admitted = Instant::now();
         let lease = w

@@ -405,7 +405,12 @@ async fn operator_at_scale() {
         (!watch.seen.lock().unwrap_or_else(|e| e.into_inner()).is_empty()).then_some(())
     })
     .await;
-    let who = PublisherInfo { edge: "bench-edge".into(), remote_addr: Some("192.0.2.9:1935".into()), relay_addr: None };
+    let who = PublisherInfo {
+        edge: "bench-edge".into(),
+        remote_addr: Some("192.0.2.9:1935".into()),
+        relay_addr: None,
+        protocol: None,
+    };
     let opts = AcquireOptions::new(&LeaseTiming::default());
     let (req2, (op_cpu2, _), (api_cpu2, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
     let live_start = Instant::now();

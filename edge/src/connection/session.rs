@@ -187,7 +187,7 @@ impl Session {
     }
 
     fn count(&self, n: usize) {
-        self.metrics.bytes_received.inc_by(n as u64);
+        self.metrics.bytes_received.rtmp.inc_by(n as u64);
         self.info.bytes_received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 

@@ -24,8 +24,10 @@ const PREFIX: &str = "streamfleet_edge";
 /// Every metric the edge exports.
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) publishers_active: IntGauge,
-    pub(crate) players_active: IntGauge,
+    /// `publishers_active{protocol}`: `rtmp` (RTMP and RTMPS) or `srt`.
+    pub(crate) publishers_active: PerProtocol<IntGauge>,
+    /// `players_active{protocol}`.
+    pub(crate) players_active: PerProtocol<IntGauge>,
     pub(crate) connections_active: IntGauge,
     pub(crate) http_connections_active: IntGauge,
     pub(crate) publish_rejections: IntCounterVec,
@@ -35,7 +37,8 @@ pub(crate) struct Metrics {
     pub(crate) lease_renewals: IntCounter,
     pub(crate) lease_renew_failures: IntCounter,
     pub(crate) lease_losses: IntCounterVec,
-    pub(crate) bytes_received: IntCounter,
+    /// `bytes_received_total{protocol}`: what RTMP connections and SRT publishers receive.
+    pub(crate) bytes_received: PerProtocol<IntCounter>,
     pub(crate) bytes_sent: ShardedCounter,
     pub(crate) slow_player_dropped_messages: IntCounter,
     pub(crate) slow_player_disconnects: IntCounter,
@@ -65,6 +68,21 @@ pub(crate) struct Metrics {
     /// Link statistics of each stream's SRT publisher (what srt-tokio counts: no RTT).
     pub(crate) srt_link: SrtLinkSeries,
     stream_health: StreamHealthSeries,
+}
+
+/// One series per application protocol (`rtmp`: RTMP and RTMPS; `srt`), resolved once so the
+/// hot paths never look a label up. Both exist from the start, at 0, so a dashboard split by
+/// protocol shows both.
+pub(crate) struct PerProtocol<T> {
+    pub(crate) rtmp: T,
+    pub(crate) srt: T,
+}
+
+impl<T> PerProtocol<T> {
+    /// The series of `protocol` (`srt`; anything else is RTMP's).
+    pub(crate) fn get(&self, protocol: &str) -> &T {
+        if protocol == "srt" { &self.srt } else { &self.rtmp }
+    }
 }
 
 /// Per-stream SRT link statistics, of the current SRT publisher (gauges: each connection
@@ -121,6 +139,16 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
+        let by_protocol_gauge = |name: &str, help: &str| -> Result<PerProtocol<IntGauge>, prometheus::Error> {
+            let g = IntGaugeVec::new(opts(name, help), &["protocol"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(PerProtocol { rtmp: g.with_label_values(&["rtmp"]), srt: g.with_label_values(&["srt"]) })
+        };
+        let by_protocol_counter = |name: &str, help: &str| -> Result<PerProtocol<IntCounter>, prometheus::Error> {
+            let c = IntCounterVec::new(opts(name, help), &["protocol"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(PerProtocol { rtmp: c.with_label_values(&["rtmp"]), srt: c.with_label_values(&["srt"]) })
+        };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
             let c = IntCounterVec::new(opts(name, help), labels)?;
             registry.register(Box::new(c.clone()))?;
@@ -163,8 +191,14 @@ impl Metrics {
         registry.register(Box::new(tls_handshake_seconds.clone()))?;
 
         Ok(Metrics {
-            publishers_active: gauge("publishers_active", "Publishers admitted and live on this edge")?,
-            players_active: gauge("players_active", "Players playing on this edge")?,
+            publishers_active: by_protocol_gauge(
+                "publishers_active",
+                "Publishers admitted and live on this edge, by protocol (rtmp: RTMP and RTMPS; srt)",
+            )?,
+            players_active: by_protocol_gauge(
+                "players_active",
+                "Players playing on this edge, by protocol (rtmp: RTMP and RTMPS; srt)",
+            )?,
             connections_active: gauge("connections_active", "Open RTMP connections")?,
             http_connections_active: gauge(
                 "http_connections_active",
@@ -193,7 +227,10 @@ impl Metrics {
                 "Publisher leases lost, by reason (stolen, revoked, expired)",
                 &["reason"],
             )?,
-            bytes_received: counter("bytes_received_total", "Bytes received on RTMP connections")?,
+            bytes_received: by_protocol_counter(
+                "bytes_received_total",
+                "Bytes received, by protocol: on RTMP connections (rtmp), from SRT publishers (srt: MPEG-TS payload)",
+            )?,
             bytes_sent: {
                 let c = ShardedCounter::with_opts(opts("bytes_sent_total", "Bytes sent on RTMP connections"))?;
                 registry.register(Box::new(c.clone()))?;
@@ -441,14 +478,17 @@ mod tests {
         m.connection_duration.with_label_values(&["player"]).observe(1.0);
         let text = m.render();
         for name in [
-            "streamfleet_edge_publishers_active",
-            "streamfleet_edge_players_active",
+            "streamfleet_edge_publishers_active{protocol=\"rtmp\"} 0",
+            "streamfleet_edge_publishers_active{protocol=\"srt\"} 0",
+            "streamfleet_edge_players_active{protocol=\"rtmp\"} 0",
+            "streamfleet_edge_players_active{protocol=\"srt\"} 0",
             "streamfleet_edge_connections_active",
             "streamfleet_edge_publish_rejections_total{protocol=\"rtmp\",reason=\"unknown_key\"} 1",
             "streamfleet_edge_takeovers_total",
             "streamfleet_edge_lease_renewals_total",
             "streamfleet_edge_lease_renew_failures_total",
-            "streamfleet_edge_bytes_received_total",
+            "streamfleet_edge_bytes_received_total{protocol=\"rtmp\"} 0",
+            "streamfleet_edge_bytes_received_total{protocol=\"srt\"} 0",
             "streamfleet_edge_bytes_sent_total",
             "streamfleet_edge_slow_player_dropped_messages_total",
             "streamfleet_edge_slow_player_disconnects_total",

@@ -144,7 +144,7 @@ async fn play(
         }
     }
     io.set_role(SessionRole::Player, record.id.to_string(), record.playback_name.clone());
-    ctx.metrics.players_active.inc();
+    ctx.metrics.players_active.rtmp.inc();
     ctx.viewers_changed.notify_one();
     tracing::info!(stream = %record.id, playback = %record.playback_name, "player started");
 
@@ -152,7 +152,7 @@ async fn play(
 
     let n = stream.remove_player(session);
     ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64);
-    ctx.metrics.players_active.dec();
+    ctx.metrics.players_active.rtmp.dec();
     ctx.viewers_changed.notify_one();
     release_slot(ctx, record, slot).await;
     ended

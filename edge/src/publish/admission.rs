@@ -12,7 +12,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use streamfleet_registry::{
-    KeeperEvent, KeyCandidate, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord,
+    IngestProtocol, KeeperEvent, KeyCandidate, KeyHash, Lease, LeaseKeeper, PublisherInfo, RegistryError, StreamRecord,
     lease_keeper::KeeperObserver, new_lease_token,
 };
 use tokio::{
@@ -54,7 +54,7 @@ pub(crate) const FAILED: &str = "NetStream.Failed";
 pub(crate) enum Rejection {
     UnknownKey,
     Disabled { stream: String },
-    AlreadyActive { stream: String, edge: String, since_ms: u64 },
+    AlreadyActive { stream: String, edge: String, since_ms: u64, protocol: Option<IngestProtocol> },
     Unavailable(String),
     Other { label: &'static str, message: String },
 }
@@ -90,10 +90,13 @@ impl Rejection {
         match self {
             Rejection::UnknownKey => "unknown stream key: no LiveStream uses this publish key".into(),
             Rejection::Disabled { stream } => format!("stream {stream} is disabled (spec.enabled is false)"),
-            Rejection::AlreadyActive { stream, edge, since_ms } => {
+            Rejection::AlreadyActive { stream, edge, since_ms, protocol } => {
                 let age = now_ms().saturating_sub(*since_ms) / 1000;
+                // The live publisher's protocol, as its edge recorded it (unknown from edges
+                // that predate the field).
+                let over = protocol.map(|p| format!("over {p} ")).unwrap_or_default();
                 format!(
-                    "stream {stream} is already being published (on edge {edge}, for {age}s); its takeover policy does not allow replacing it now"
+                    "stream {stream} is already being published ({over}on edge {edge}, for {age}s); its takeover policy does not allow replacing it now"
                 )
             }
             Rejection::Unavailable(e) => format!("stream registry unavailable, try again: {e}"),
@@ -111,9 +114,12 @@ impl From<RegistryError> for Rejection {
         match e {
             RegistryError::NotFound { .. } => Rejection::UnknownKey,
             RegistryError::Disabled { stream } => Rejection::Disabled { stream: stream.to_string() },
-            RegistryError::AlreadyActive { stream, holder, .. } => {
-                Rejection::AlreadyActive { stream: stream.to_string(), edge: holder.edge, since_ms: holder.since_ms }
-            }
+            RegistryError::AlreadyActive { stream, holder, .. } => Rejection::AlreadyActive {
+                stream: stream.to_string(),
+                edge: holder.edge,
+                since_ms: holder.since_ms,
+                protocol: holder.protocol,
+            },
             RegistryError::Unavailable(m) => Rejection::Unavailable(m.to_string()),
             RegistryError::Quarantined { retry_in } => Rejection::Other {
                 label: "quarantined",
@@ -137,15 +143,30 @@ pub(crate) struct Admitted {
 /// Admits a publisher whose key hashes to `candidates` (the keyed hash first, then the legacy
 /// one while accepted: [`streamfleet_registry::KeyHasher::candidates`]) from `remote`, or says
 /// why not, by `deadline`: the key is looked up, then the stream's lease acquired (see the
-/// module docs).
+/// module docs). `protocol` is recorded in the holder info (what `kubectl get lst` shows).
 pub(crate) async fn admit(
     ctx: &Context,
     candidates: &[KeyCandidate],
     remote: SocketAddr,
+    protocol: IngestProtocol,
     deadline: Instant,
+) -> Result<Admitted, Rejection> {
+    admit_checked(ctx, candidates, remote, protocol, deadline, |_| Ok(())).await
+}
+
+/// [`admit`], with `check` deciding on the stream's record after the look-up and before the
+/// lease is taken (SRT: a caller without the stream's passphrase is refused there).
+pub(crate) async fn admit_checked(
+    ctx: &Context,
+    candidates: &[KeyCandidate],
+    remote: SocketAddr,
+    protocol: IngestProtocol,
+    deadline: Instant,
+    check: impl FnOnce(&StreamRecord) -> Result<(), Rejection>,
 ) -> Result<Admitted, Rejection> {
     let unavailable_deadline = deadline.min(Instant::now() + UNAVAILABLE_RETRY);
     let (record, matched) = lookup_any(ctx, candidates, deadline, unavailable_deadline).await?;
+    check(&record)?;
     // A lease on a legacy record also carries the keyed hash: once the operator rewrites the
     // record with it, a reclaim (after a registry restart) must still find the record.
     let alt = if matched.scheme.is_legacy() {
@@ -153,7 +174,14 @@ pub(crate) async fn admit(
     } else {
         None
     };
-    let admitted = acquire(ctx, (&matched.hash, alt), record, remote, deadline, unavailable_deadline).await?;
+    let who = PublisherInfo {
+        edge: ctx.settings.edge_id.clone(),
+        remote_addr: Some(remote.to_string()),
+        // Advertised only when this edge serves the relay (no secret, no relay).
+        relay_addr: ctx.settings.advertise_addr.clone().filter(|_| ctx.relay.get().is_some()),
+        protocol: Some(protocol),
+    };
+    let admitted = acquire(ctx, (&matched.hash, alt), record, &who, deadline, unavailable_deadline).await?;
     if matched.scheme.is_legacy() {
         ctx.metrics.publish_legacy_key_hash.inc();
     }
@@ -205,17 +233,11 @@ async fn acquire(
     ctx: &Context,
     (key, key_alt): (&KeyHash, Option<KeyHash>),
     record: StreamRecord,
-    remote: SocketAddr,
+    who: &PublisherInfo,
     deadline: Instant,
     unavailable_deadline: Instant,
 ) -> Result<Admitted, Rejection> {
     let registry = &ctx.registry;
-    let who = PublisherInfo {
-        edge: ctx.settings.edge_id.clone(),
-        remote_addr: Some(remote.to_string()),
-        // Advertised only when this edge serves the relay (no secret, no relay).
-        relay_addr: ctx.settings.advertise_addr.clone().filter(|_| ctx.relay.get().is_some()),
-    };
     let opts = ctx.settings.acquire;
     // Waiting for a live holder to become replaceable is bounded separately: a holder that keeps
     // sending media will not become idle, and its challenger should hear so quickly.
@@ -227,7 +249,7 @@ async fn acquire(
     let token = new_lease_token();
     loop {
         let sent_at = Instant::now();
-        let result = match timeout_at(deadline, registry.acquire_as(key, &who, &opts, &token)).await {
+        let result = match timeout_at(deadline, registry.acquire_as(key, who, &opts, &token)).await {
             Err(_) => return Err(Rejection::Unavailable("registry did not answer in time".into())),
             Ok(r) => r,
         };
@@ -261,7 +283,7 @@ async fn acquire(
         };
         if Instant::now() + wait >= wait_until {
             // Report the last refusal as it was.
-            return Err(match registry.acquire_as(key, &who, &opts, &token).await {
+            return Err(match registry.acquire_as(key, who, &opts, &token).await {
                 Ok(lease) => {
                     // Admitted at the last moment after all: release rather than race the
                     // deadline (the encoder is being told no).
@@ -344,6 +366,8 @@ mod tests {
     use clap::Parser;
     use streamfleet_registry::{KeyHashSecret, KeyHasher, MemoryRegistry, OperatorRegistry, StreamId, TakeoverPolicy};
 
+    const RTMP: IngestProtocol = IngestProtocol::Rtmp;
+
     async fn ctx(policy: TakeoverPolicy, extra: &[&str]) -> Arc<Context> {
         let mut args = vec!["streamfleet-edge", "--streams", "unused.yaml", "--edge-id", "e1"];
         args.extend_from_slice(extra);
@@ -358,6 +382,7 @@ mod tests {
             max_viewers: None,
             takeover: policy,
             generation: 1,
+            srt_passphrase: None,
         };
         reg.put_stream(&rec).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -389,6 +414,7 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         admin.put_stream(&rec).await.expect("put stream");
         // Load the acquire script into Redis first (an EVALSHA answered NOSCRIPT would not run).
@@ -400,7 +426,7 @@ mod tests {
             ..rec.clone()
         };
         admin.put_stream(&warm).await.expect("put stream");
-        let who = PublisherInfo { edge: "warm-up".into(), remote_addr: None, relay_addr: None };
+        let who = PublisherInfo { edge: "warm-up".into(), remote_addr: None, relay_addr: None, protocol: None };
         let lease = admin.acquire(&warm.key_hash, &who, &AcquireOptions::new(&LeaseTiming::default())).await;
         admin.release(&lease.expect("warm-up acquire")).await.expect("warm-up release");
         let edge_registry = RedisRegistry::connect(RedisConfig::new(proxy.url())).await.expect("edge registry");
@@ -413,12 +439,12 @@ mod tests {
         proxy.stall_reply_after(b"edge-late-reply");
 
         let deadline = Instant::now() + Duration::from_secs(6);
-        let admitted = admit(&c, &legacy("k"), addr(), deadline).await;
+        let admitted = admit(&c, &legacy("k"), addr(), RTMP, deadline).await;
         assert!(proxy.stalled(), "the acquire's reply was not stalled");
         let admitted = admitted.unwrap_or_else(|r| panic!("refused its own lease: {}", r.description()));
         assert!(!admitted.lease.took_over);
         let status = admin.live_status(&rec.id).await.expect("live status");
-        assert_eq!(status.holder.map(|h| h.edge), Some("edge-late-reply".to_string()));
+        assert_eq!(status.holder.map(|h| (h.edge, h.protocol)), Some(("edge-late-reply".to_string(), Some(RTMP))));
         admitted.keeper.release().await.expect("release");
         assert!(admin.live_status(&rec.id).await.expect("live status").holder.is_none(), "the lease is released");
     }
@@ -442,17 +468,20 @@ mod tests {
         // secret and still accepts legacy hashes.
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(2);
-        let admitted = admit(&c, &keyed().candidates("k"), addr(), deadline).await.unwrap();
+        let admitted = admit(&c, &keyed().candidates("k"), addr(), RTMP, deadline).await.unwrap();
         assert_eq!(admitted.lease.key_hash, KeyHash::of_key("k"));
         assert_eq!(admitted.lease.key_hash_alt, Some(keyed().record_hash("k").hash), "the keyed hash rides along");
         assert_eq!(admitted.keeper.lease().key_hash_alt, admitted.lease.key_hash_alt, "the keeper reclaims with it");
         assert_eq!(c.metrics.publish_legacy_key_hash.get(), 1);
         admitted.keeper.release().await.unwrap();
         // Wrong keys stay wrong under both hashes.
-        assert_eq!(admit(&c, &keyed().candidates("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        assert_eq!(
+            admit(&c, &keyed().candidates("nope"), addr(), RTMP, deadline).await.err(),
+            Some(Rejection::UnknownKey)
+        );
         // After the migration (--legacy-key-hashes false) the legacy record no longer admits.
         let strict = keyed().accept_legacy(false).candidates("k");
-        assert_eq!(admit(&c, &strict, addr(), deadline).await.err(), Some(Rejection::UnknownKey));
+        assert_eq!(admit(&c, &strict, addr(), RTMP, deadline).await.err(), Some(Rejection::UnknownKey));
         assert_eq!(c.metrics.publish_legacy_key_hash.get(), 1);
     }
 
@@ -469,14 +498,15 @@ mod tests {
             max_viewers: None,
             takeover: TakeoverPolicy::Reject,
             generation: 1,
+            srt_passphrase: None,
         };
         let reg = MemoryRegistry::new();
         reg.put_stream(&rec).await.unwrap();
         let c = Context::new(c.settings.clone(), Arc::new(reg), Arc::new(Metrics::new().unwrap()), c.shutdown.clone());
         let deadline = Instant::now() + Duration::from_secs(2);
         // An edge without the secret cannot find it: the keyed hash is all the record holds.
-        assert_eq!(admit(&c, &legacy("keyed-key"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
-        let admitted = admit(&c, &keyed().candidates("keyed-key"), addr(), deadline).await.unwrap();
+        assert_eq!(admit(&c, &legacy("keyed-key"), addr(), RTMP, deadline).await.err(), Some(Rejection::UnknownKey));
+        let admitted = admit(&c, &keyed().candidates("keyed-key"), addr(), RTMP, deadline).await.unwrap();
         assert_eq!((admitted.lease.key_hash, admitted.lease.key_hash_alt), (k.hash, None));
         assert_eq!(c.metrics.publish_legacy_key_hash.get(), 0);
         admitted.keeper.release().await.unwrap();
@@ -486,14 +516,18 @@ mod tests {
     async fn unknown_key_and_busy_stream_are_refused() {
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(2);
-        assert_eq!(admit(&c, &legacy("nope"), addr(), deadline).await.err(), Some(Rejection::UnknownKey));
-        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
-        let second = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
+        assert_eq!(admit(&c, &legacy("nope"), addr(), RTMP, deadline).await.err(), Some(Rejection::UnknownKey));
+        let first = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.err().unwrap();
         assert_eq!(second.reason(), "already_active");
-        assert!(second.description().contains("already being published"), "{}", second.description());
+        assert!(
+            second.description().contains("already being published (over rtmp on edge"),
+            "{}",
+            second.description()
+        );
         // Release frees it at once.
         first.keeper.release().await.unwrap();
-        assert!(admit(&c, &legacy("k"), addr(), deadline).await.is_ok());
+        assert!(admit(&c, &legacy("k"), addr(), RTMP, deadline).await.is_ok());
     }
 
     #[tokio::test]
@@ -502,7 +536,7 @@ mod tests {
         // wait for the local release can admit it.
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         let stream = c.hub.get_or_create(&first.record);
         let first_stream = first.lease.stream.clone();
         let (ending_tx, ending_rx) = tokio::sync::oneshot::channel();
@@ -523,7 +557,7 @@ mod tests {
         while c.hub.get(&first_stream).is_none_or(|s| s.local_leases.counts().live == 0) {
             tokio::task::yield_now().await;
         }
-        let live = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
+        let live = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.err().unwrap();
         assert_eq!(live.reason(), "already_active");
         ending_tx.send(()).unwrap();
         let local = c.hub.get(&first_stream).unwrap();
@@ -531,7 +565,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         drop(local);
-        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
         holder.await.unwrap();
     }
@@ -542,7 +576,7 @@ mod tests {
         // reconnected at once, before this edge read the old connection's close.
         let c = ctx(TakeoverPolicy::Reject, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         let stream = c.hub.get_or_create(&first.record);
         let (held_tx, held_rx) = tokio::sync::oneshot::channel();
         let holder = {
@@ -562,14 +596,14 @@ mod tests {
         };
         held_rx.await.unwrap();
         let t0 = Instant::now();
-        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         assert!(!second.lease.took_over, "admitted after the release, not by a takeover");
         assert!(t0.elapsed() < LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
         holder.await.unwrap();
         // A holder that stays live is still refused, after the grace.
         let _live = stream.local_leases.hold();
         let t0 = Instant::now();
-        let third = admit(&c, &legacy("k"), addr(), deadline).await.err().unwrap();
+        let third = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.err().unwrap();
         assert_eq!(third.reason(), "already_active");
         assert!(t0.elapsed() >= LOCAL_HOLDER_GRACE, "{:?}", t0.elapsed());
     }
@@ -578,7 +612,7 @@ mod tests {
     async fn replace_idle_admits_once_holder_reports_idle() {
         let c = ctx(TakeoverPolicy::ReplaceIdle, &["--takeover-idle-threshold", "400ms"]).await;
         let deadline = Instant::now() + Duration::from_secs(3);
-        let first = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let first = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         let lease = first.lease.clone();
         let reg = c.registry.clone();
         let marker = tokio::spawn(async move {
@@ -590,7 +624,7 @@ mod tests {
             .await
         });
         let t0 = Instant::now();
-        let second = admit(&c, &legacy("k"), addr(), deadline).await.unwrap();
+        let second = admit(&c, &legacy("k"), addr(), RTMP, deadline).await.unwrap();
         marker.await.unwrap().unwrap();
         assert!(second.lease.took_over);
         // Idle reported at ~100 ms, threshold 400 ms minus the 100 ms reporting delay.

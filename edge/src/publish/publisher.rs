@@ -13,7 +13,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use streamfleet_registry::{HolderMedia, HolderUpdate, KeyHash, Lease, RegistryError, SharedEdgeRegistry};
+use streamfleet_registry::{
+    HolderMedia, HolderUpdate, IngestProtocol, KeyHash, Lease, RegistryError, SharedEdgeRegistry,
+};
 use tokio::{
     sync::watch,
     time::{Instant, MissedTickBehavior, interval},
@@ -84,7 +86,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
     tracing::debug!(key = %key_hash.short(), "publish requested");
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &candidates, io.remote, deadline) => r,
+        r = admission::admit(ctx, &candidates, io.remote, ingest_protocol(io.info.transport), deadline) => r,
         ended = io.until_closed_while_pending() => return ended,
         _ = shutdown::draining(&mut shutdown) => {
             return io.reject(admission::FAILED, "edge is shutting down; reconnect to publish");
@@ -105,6 +107,12 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
         }
     };
     run_admitted(ctx, io, admitted, &key_hash).await
+}
+
+/// What the registry records for an RTMP publisher, from its listener's transport (`rtmp` or
+/// `rtmps`).
+fn ingest_protocol(transport: &str) -> IngestProtocol {
+    IngestProtocol::parse(transport).unwrap_or(IngestProtocol::Rtmp)
 }
 
 /// Counts and logs a refused publish; returns how long to hold the answer back (wrong keys
@@ -206,7 +214,7 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
         took_over = lease.took_over, replaced_local, protocol = io.protocol(), "publisher admitted"
     );
     io.set_role(record.id.to_string(), record.playback_name.clone());
-    ctx.metrics.publishers_active.inc();
+    ctx.metrics.publishers_active.get(io.protocol()).inc();
 
     let (holder_tx, holder_rx) = watch::channel(HolderState::default());
     let reporter = tokio::spawn(report_holder(
@@ -232,7 +240,7 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
         Err(e) => tracing::warn!(stream = %record.id, error = %e, "lease release failed; it expires after its TTL"),
     }
     drop(local_lease);
-    ctx.metrics.publishers_active.dec();
+    ctx.metrics.publishers_active.get(io.protocol()).dec();
     ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[&record.playback_name]).set(0);
     ctx.hub.release(stream);
     ended

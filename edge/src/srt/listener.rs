@@ -22,9 +22,9 @@ use srt_protocol::{packet::CoreRejectReason, settings::KeySettings};
 use srt_tokio::{
     ConnectionRequest, SrtIncoming, SrtListener, SrtSocket,
     access::{RejectReason, ServerRejectReason},
-    options::{DataRate, KeySize, LiveBandwidthMode, Passphrase},
+    options::{ByteCount, DataRate, KeySize, LiveBandwidthMode, Passphrase},
 };
-use streamfleet_registry::RegistryError;
+use streamfleet_registry::{IngestProtocol, RegistryError, StreamRecord};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
@@ -64,6 +64,15 @@ pub(crate) struct SrtSettings {
     pub(crate) max_frame: usize,
 }
 
+/// Bytes an SRT connection's sender buffers before SRT sends and the peer acknowledges them,
+/// as libsrt's default (8192 packets). srt-tokio's default, 46 592 bytes (32 packets), is less
+/// than one HD keyframe, let alone a player's fast-start burst (the cached GOP, handed to SRT at
+/// once and paced out at --srt-max-bandwidth): a burst beyond it dropped packets never sent,
+/// which wedged srt-protocol's sender for good (patched now to drop them and go on:
+/// third_party/srt-protocol/PATCHES.md), so the player never started. The buffer holds only what
+/// is unacknowledged: on a healthy link, a few round trips of the stream.
+pub(crate) const SEND_BUFFER: u64 = 12 * 1024 * 1024;
+
 /// Starts the SRT listener when `--srt-listen` is set: binds it and spawns the task deciding
 /// its handshakes, which keeps refusing new callers (1503) through the drain.
 pub(crate) async fn start(ctx: &Arc<Context>, config: &Config, tracker: Arc<ConnTracker>) -> Result<(), String> {
@@ -80,6 +89,7 @@ pub(crate) async fn start(ctx: &Arc<Context>, config: &Config, tracker: Arc<Conn
     let (listener, incoming) = SrtListener::builder()
         .latency(args.srt_latency)
         .bandwidth(LiveBandwidthMode::Max(DataRate(args.srt_max_bandwidth.max(1) * 1_000_000 / 8)))
+        .set(|o| o.sender.buffer_size = ByteCount(SEND_BUFFER))
         .socket(socket)
         .bind(addr)
         .await
@@ -151,8 +161,15 @@ async fn reject(request: ConnectionRequest, reason: RejectReason) {
     }
 }
 
+/// `Rejection::Other` label of a plain caller refused because the stream (or the edge)
+/// requires a passphrase: answered with libsrt's "unsecure" code, as before any look-up.
+const UNENCRYPTED: &str = "unencrypted";
+
 /// The SRT reject code for a refused publish, as libsrt's access-control codes name them.
 fn reject_code(rejection: &Rejection) -> RejectReason {
+    if matches!(rejection, Rejection::Other { label: UNENCRYPTED, .. }) {
+        return RejectReason::Core(CoreRejectReason::Unsecure);
+    }
     RejectReason::Server(match rejection {
         Rejection::UnknownKey => ServerRejectReason::Unauthorized,
         Rejection::Disabled { .. } => ServerRejectReason::Forbidden,
@@ -183,26 +200,17 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         }
     };
     // A libsrt caller with a passphrase always sends keying material, and the (patched) listener
-    // reports its key length: `Unspecified` means a plain caller.
-    let key_settings = match (&settings.passphrase, request.key_size()) {
-        (None, _) => None,
-        (Some(_), KeySize::Unspecified) => {
-            match request_kind {
-                Request::Publish { .. } => {
-                    ctx.metrics.publish_rejections.with_label_values(&["unencrypted", "srt"]).inc()
-                }
-                Request::Play { .. } => ctx.metrics.play_rejections.with_label_values(&["unencrypted"]).inc(),
-            }
-            return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
-        }
-        (Some(p), size) => match Passphrase::try_from(p.clone()) {
-            Ok(passphrase) => Some(KeySettings { key_size: size, passphrase }),
-            Err(_) => return reject(request, down()).await,
-        },
-    };
+    // reports its key length: `Unspecified` means a plain caller. With a fleet-wide passphrase
+    // every caller must encrypt, so a plain one is refused before anything is looked up; a
+    // stream's own passphrase (its record's) is applied once the record is known.
+    let key_size = request.key_size();
+    if settings.passphrase.is_some() && key_size == KeySize::Unspecified {
+        unencrypted(ctx, &request_kind);
+        return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
+    }
     let key = match request_kind {
         Request::Publish { key } => key,
-        Request::Play { name } => return serve_play(ctx, request, name, key_settings, deadline).await,
+        Request::Play { name } => return serve_play(ctx, settings, request, name, deadline).await,
     };
     let candidates = ctx.settings.key_hasher.candidates(&key);
     drop(key);
@@ -210,8 +218,15 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         return reject(request, RejectReason::Server(ServerRejectReason::Unauthorized)).await;
     };
     let mut shutdown = ctx.shutdown.clone();
+    // A plain caller of a stream with its own passphrase is refused before the lease is taken.
+    let check = |record: &StreamRecord| match key_settings(settings, record, key_size) {
+        Err(NeedsPassphrase) => {
+            Err(Rejection::Other { label: UNENCRYPTED, message: "the stream requires an SRT passphrase".into() })
+        }
+        Ok(_) => Ok(()),
+    };
     let admitted = tokio::select! {
-        r = admission::admit(ctx, &candidates, remote, deadline) => r,
+        r = admission::admit_checked(ctx, &candidates, remote, IngestProtocol::Srt, deadline, check) => r,
         _ = shutdown::draining(&mut shutdown) => return reject(request, down()).await,
     };
     let admitted = match admitted {
@@ -223,6 +238,11 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
             }
             return reject(request, reject_code(&rejection)).await;
         }
+    };
+    let Ok(key_settings) = key_settings(settings, &admitted.record, key_size) else {
+        // Checked before the lease was taken; the record cannot have changed since.
+        let _ = admitted.keeper.release().await;
+        return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
     };
     let mut socket = match request.accept(key_settings).await {
         Ok(s) => s,
@@ -274,9 +294,9 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
 /// `maxViewers`), then served by [`super::play`].
 async fn serve_play(
     ctx: &Arc<Context>,
+    settings: &SrtSettings,
     request: ConnectionRequest,
     name: String,
-    key_settings: Option<KeySettings>,
     deadline: Instant,
 ) {
     let refuse = |reason: &'static str, code: ServerRejectReason| {
@@ -299,6 +319,13 @@ async fn serve_play(
             Some(r) => r,
             None => return reject(request, refuse("unavailable", ServerRejectReason::Down)).await,
         },
+    };
+    let key_settings = match key_settings(settings, &record, request.key_size()) {
+        Ok(k) => k,
+        Err(NeedsPassphrase) => {
+            unencrypted(ctx, &Request::Play { name });
+            return reject(request, RejectReason::Core(CoreRejectReason::Unsecure)).await;
+        }
     };
     let remote = request.remote();
     let guard = ctx.sessions.open(remote, "srt");
@@ -352,6 +379,42 @@ async fn serve_play(
     );
     ctx.metrics.srt_connections_active.dec();
     ctx.metrics.connection_duration.with_label_values(&["player"]).observe(started.elapsed().as_secs_f64());
+}
+
+/// A plain caller where a passphrase is required.
+struct NeedsPassphrase;
+
+/// The encryption an admitted caller of `record` gets: the stream's own passphrase if its
+/// record has one, else the edge's (`--srt-passphrase-file`), with the caller's key length.
+/// `None`: a plain connection (no passphrase anywhere).
+fn key_settings(
+    settings: &SrtSettings,
+    record: &StreamRecord,
+    key_size: KeySize,
+) -> Result<Option<KeySettings>, NeedsPassphrase> {
+    let passphrase = match (&record.srt_passphrase, &settings.passphrase) {
+        (Some(own), _) => own.expose(),
+        (None, Some(fleet)) => fleet.as_str(),
+        (None, None) => return Ok(None),
+    };
+    if key_size == KeySize::Unspecified {
+        return Err(NeedsPassphrase);
+    }
+    // Both were checked for SRT's length rule (10 to 79 characters) when they were read.
+    Passphrase::try_from(passphrase.to_string())
+        .map(|passphrase| Some(KeySettings { key_size, passphrase }))
+        .map_err(|_| NeedsPassphrase)
+}
+
+/// Counts a plain caller refused for want of a passphrase.
+fn unencrypted(ctx: &Context, request: &Request) {
+    match request {
+        Request::Publish { .. } => ctx.metrics.publish_rejections.with_label_values(&[UNENCRYPTED, "srt"]).inc(),
+        Request::Play { .. } => ctx.metrics.play_rejections.with_label_values(&[UNENCRYPTED]).inc(),
+    }
+    if refusal_logged() {
+        tracing::info!("SRT caller refused: no passphrase, and one is required");
+    }
 }
 
 type Stats = std::pin::Pin<Box<dyn futures::Stream<Item = srt_tokio::SocketStatistics> + Send>>;
@@ -418,6 +481,7 @@ impl PublisherConn for SrtPublisher {
                 Some(Ok(m)) => m,
             };
             self.info.bytes_received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.metrics.bytes_received.srt.inc_by(data.len() as u64);
             if let Err(e) = self.demux.push(&data, &mut pes) {
                 return Err(self.bad_input("mpegts", e));
             }

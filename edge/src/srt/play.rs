@@ -1,5 +1,5 @@
 //! Play over SRT (`m=request`, `read:<name>`): the caller becomes one of the stream's players
-//! like an RTMP viewer (same fast start from the GOP cache, same bounded queue and slow-player
+//! like an RTMP viewer (same fast start from the GOP cache, sent as one burst, same bounded queue and slow-player
 //! rules, `maxViewers` slot, relay pull for a stream published on another edge), and what the
 //! stream hands its players is muxed into MPEG-TS for it.
 //!
@@ -182,14 +182,14 @@ async fn play(
             return PlayEnd::Closed("viewer limit");
         }
     }
-    // What `add_player` just queued is the fast start (configuration, cached GOP). Only its
-    // configuration is muxed: SRT stamps each packet with the time it is sent and the receiver
-    // plays it out one latency later, so a GOP sent at once arrives as a second of packets
-    // that are all late (libsrt drops them, and the player never starts). The player starts at
-    // the next keyframe instead.
-    let mut cache_bytes = outbox.stats.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    // What `add_player` just queued is the fast start (configuration, cached GOP from its
+    // keyframe): it is muxed and sent like the rest, so the player decodes the cached keyframe
+    // at once instead of waiting up to a keyframe interval for the next one. Each SRT message
+    // is stamped with the time it is handed to SRT, so the burst is due one latency later,
+    // like live data; the listener's send buffer ([`super::listener::SEND_BUFFER`]) holds it
+    // while SRT paces it out at --srt-max-bandwidth.
     info.set_role(SessionRole::Player, Some(record.id.to_string()), Some(record.playback_name.clone()));
-    ctx.metrics.players_active.inc();
+    ctx.metrics.players_active.srt.inc();
     ctx.viewers_changed.notify_one();
     tracing::info!(stream = %record.id, playback = %record.playback_name, protocol = "srt", "player started");
 
@@ -217,9 +217,7 @@ async fn play(
     let end = loop {
         tokio::select! {
             _ = sink.ready.notified() => {
-                let in_cache = cache_bytes > 0;
                 for chunk in sink.take() {
-                    cache_bytes = cache_bytes.saturating_sub(chunk.len());
                     reader.push(&chunk);
                 }
                 loop {
@@ -230,9 +228,6 @@ async fn play(
                                 msg_type::AUDIO => MediaKind::Audio,
                                 _ => continue,
                             };
-                            if in_cache && !is_config(&m.payload) {
-                                continue;
-                            }
                             // From a keyframe on: frames before it cannot be decoded.
                             if kind == MediaKind::Video && !keyframe_seen {
                                 keyframe_seen = is_keyframe(&m.payload);
@@ -277,7 +272,7 @@ async fn play(
     }
     let n = stream.remove_player(info.id);
     ctx.metrics.stream_players.with_label_values(&[&record.playback_name]).set(n as i64);
-    ctx.metrics.players_active.dec();
+    ctx.metrics.players_active.srt.dec();
     ctx.viewers_changed.notify_one();
     end
 }

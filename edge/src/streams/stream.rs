@@ -547,6 +547,7 @@ pub(crate) mod tests {
             max_viewers: None,
             takeover: streamfleet_registry::TakeoverPolicy::ReplaceIdle,
             generation: 1,
+            srt_passphrase: None,
         }
     }
 

@@ -35,11 +35,17 @@ fn record(ns: &str, name: &str, key: &str, playback: &str) -> StreamRecord {
         max_viewers: None,
         takeover: TakeoverPolicy::ReplaceIdle,
         generation: 1,
+        srt_passphrase: None,
     }
 }
 
 async fn publish(reg: &SharedRegistry, key: &str) -> Lease {
-    let who = PublisherInfo { edge: "edge-a".into(), remote_addr: Some("192.0.2.7:50000".into()), relay_addr: None };
+    let who = PublisherInfo {
+        edge: "edge-a".into(),
+        remote_addr: Some("192.0.2.7:50000".into()),
+        relay_addr: None,
+        protocol: None,
+    };
     reg.acquire(&KeyHash::of_key(key), &who, &AcquireOptions::new(&LeaseTiming::default())).await.expect("admitted")
 }
 
@@ -420,6 +426,48 @@ async fn weak_publish_keys_are_served_when_allowed() {
     assert_eq!(status["phase"], "Ready");
     finish(task).await.expect("ok");
     assert_eq!(reg.list_streams().await.expect("list").len(), 1);
+}
+
+/// `secret` with a second key, `srtPassphrase`.
+fn secret_with_srt_passphrase(name: &str, key: &str, passphrase: &str) -> k8s_openapi::api::core::v1::Secret {
+    let mut s = secret("default", name, "publishKey", key);
+    if let Some(data) = s.data.as_mut() {
+        data.insert("srtPassphrase".into(), k8s_openapi::ByteString(passphrase.as_bytes().to_vec()));
+    }
+    s
+}
+
+#[tokio::test]
+async fn an_srt_passphrase_in_the_secret_reaches_the_record_and_a_bad_one_is_a_condition() {
+    let key = "news-publish-key-0123456789abcdef";
+    let reg = memory();
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    let good = secret_with_srt_passphrase("news-key", key, "news-srt-passphrase");
+    api.expect_secret_get("default", "news-key", Some(&good)).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Ready", "{status:#}");
+    finish(task).await.expect("ok");
+    let records = reg.list_streams().await.expect("list");
+    assert_eq!(records[0].srt_passphrase.as_ref().map(|p| p.expose()), Some("news-srt-passphrase"));
+
+    // Too short for libsrt: the stream is not served (rather than served unencrypted), and
+    // the LiveStream says why without quoting it.
+    let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
+    let task = run(&ls, &ctx).await;
+    let bad = secret_with_srt_passphrase("news-key", key, "tiny-pass");
+    api.expect_secret_get("default", "news-key", Some(&bad)).await;
+    let (type_, reason, note) = api.expect_event("default").await;
+    assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "InvalidSrtPassphrase"));
+    assert!(note.contains("10 to 79 characters, not 9") && !note.contains("tiny-pass"), "{note}");
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Error");
+    let ready = condition(&status, "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("InvalidSrtPassphrase")));
+    assert!(!status.to_string().contains("tiny-pass"), "status must never carry the passphrase");
+    finish(task).await.expect("ok");
+    assert!(reg.list_streams().await.expect("list").is_empty(), "not served with a bad passphrase");
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub use target::{SentinelUrl, is_sentinel_url, parse_sentinel_url};
 use crate::{
     backend::{EdgeRegistry, HolderUpdate, OperatorRegistry, RegistryStatus},
     error::{ConflictKind, LossReason, RegistryError, Result},
-    lease::{AcquireOptions, HolderInfo, Lease, LiveStatus, PublisherInfo, RenewOutcome},
+    lease::{AcquireOptions, HolderInfo, IngestProtocol, Lease, LiveStatus, PublisherInfo, RenewOutcome},
     record::{KeyHash, StreamId, StreamRecord},
 };
 
@@ -459,6 +459,7 @@ impl EdgeRegistry for RedisRegistry {
             who.edge.as_str(),
             who.remote_addr.as_deref().unwrap_or(""),
             who.relay_addr.as_deref().unwrap_or(""),
+            who.protocol.map_or("", IngestProtocol::as_str),
         ];
         let (reply, replicated) = self.acked_script("acquire", &self.scripts.acquire, &args, is_grant).await?;
         let g = decode_grant(reply, key)?;
@@ -484,6 +485,7 @@ impl EdgeRegistry for RedisRegistry {
             edge: who.edge.clone(),
             remote_addr: who.remote_addr.clone(),
             relay_addr: who.relay_addr.clone(),
+            protocol: who.protocol,
             since_ms: g.since_ms,
             fence,
             idle_since_ms: None,
@@ -644,6 +646,7 @@ impl RedisRegistry {
             lease.holder.relay_addr.as_deref().unwrap_or(""),
             since.as_str(),
             kbps.as_str(),
+            lease.holder.protocol.map_or("", IngestProtocol::as_str),
         ];
         let (reply, replicated) = self.acked_script("reclaim", &self.scripts.reclaim, &args, is_grant).await?;
         let g = decode_grant(reply, &key)?;

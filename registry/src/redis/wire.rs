@@ -8,8 +8,8 @@ use redis::Value;
 
 use crate::{
     error::{RegistryError, Result},
-    lease::{HolderInfo, HolderMedia},
-    record::{KeyHash, KeyScheme, StreamId, StreamRecord, TakeoverPolicy},
+    lease::{HolderInfo, HolderMedia, IngestProtocol},
+    record::{KeyHash, KeyScheme, SrtPassphrase, StreamId, StreamRecord, TakeoverPolicy},
 };
 
 /// Low bits of a fencing token that count grants within one epoch (see `scripts/prelude.lua`).
@@ -72,8 +72,9 @@ pub(super) fn stream_id(s: &str) -> Result<StreamId> {
 }
 
 /// The script arguments that store a record (after the prefix):
-/// id, key hash, playback name, enabled, max viewers, takeover policy, generation, key scheme.
-pub(super) fn record_args(rec: &StreamRecord) -> [String; 8] {
+/// id, key hash, playback name, enabled, max viewers, takeover policy, generation, key scheme,
+/// SRT passphrase ('' when none).
+pub(super) fn record_args(rec: &StreamRecord) -> [String; 9] {
     [
         rec.id.to_string(),
         rec.key_hash.to_hex(),
@@ -83,6 +84,7 @@ pub(super) fn record_args(rec: &StreamRecord) -> [String; 8] {
         rec.takeover.as_str().to_string(),
         rec.generation.to_string(),
         rec.key_scheme.to_wire(),
+        rec.srt_passphrase.as_ref().map(|p| p.expose().to_string()).unwrap_or_default(),
     ]
 }
 
@@ -115,6 +117,11 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
     let takeover = TakeoverPolicy::parse(takeover).ok_or_else(|| bad("takeover", takeover))?;
     let generation = get("generation")?;
     let generation = generation.parse().map_err(|_| bad("generation", generation))?;
+    // Absent (records written before it existed) or empty: none. Never quoted in an error.
+    let srt_passphrase = match fields.get("srt_passphrase").map(String::as_str) {
+        None | Some("") => None,
+        Some(p) => Some(SrtPassphrase::new(p).map_err(|e| malformed(format!("record {id}: srt_passphrase: {e}")))?),
+    };
     Ok(Some(StreamRecord {
         id: id.clone(),
         key_hash,
@@ -124,6 +131,7 @@ pub(super) fn record_from_hash(fields: &HashMap<String, String>) -> Result<Optio
         max_viewers,
         takeover,
         generation,
+        srt_passphrase,
     }))
 }
 
@@ -138,12 +146,12 @@ pub(super) fn record_from_flat(flat: Vec<String>) -> Result<Option<StreamRecord>
 }
 
 /// Number of holder fields in script replies (`HOLDER_FIELDS` in `scripts/prelude.lua`).
-pub(super) const HOLDER_FIELDS: usize = 9;
+pub(super) const HOLDER_FIELDS: usize = 10;
 
 /// A holder from `HOLDER_FIELDS` order: edge, remote, relay, since, epoch, counter, idle_since,
-/// kbps, media.
+/// kbps, media, protocol (empty on holders written before it existed: unknown).
 pub(super) fn holder_from(f: &[String]) -> Result<HolderInfo> {
-    let [edge, remote, relay, since, epoch, counter, idle_since, kbps, media] = f else {
+    let [edge, remote, relay, since, epoch, counter, idle_since, kbps, media, protocol] = f else {
         return Err(malformed(format!("holder has {} fields, expected {HOLDER_FIELDS}", f.len())));
     };
     let epoch = opt_u64("holder epoch", epoch)?.unwrap_or(0);
@@ -152,6 +160,7 @@ pub(super) fn holder_from(f: &[String]) -> Result<HolderInfo> {
         edge: edge.clone(),
         remote_addr: opt_string(remote),
         relay_addr: opt_string(relay),
+        protocol: IngestProtocol::parse(protocol),
         since_ms: opt_u64("holder since", since)?.unwrap_or(0),
         fence: fence(epoch, counter),
         idle_since_ms: opt_u64("holder idle_since", idle_since)?,
@@ -174,6 +183,7 @@ mod tests {
             max_viewers: Some(10),
             takeover: TakeoverPolicy::Reject,
             generation: 7,
+            srt_passphrase: None,
         }
     }
 
@@ -185,9 +195,19 @@ mod tests {
             record(),
             StreamRecord { enabled: false, max_viewers: None, ..record() },
             StreamRecord { key_hash: keyed.hash, key_scheme: keyed.scheme, ..record() },
+            StreamRecord { srt_passphrase: Some(SrtPassphrase::new("per-stream-secret").unwrap()), ..record() },
         ] {
-            let names =
-                ["id", "key_hash", "playback_name", "enabled", "max_viewers", "takeover", "generation", "key_scheme"];
+            let names = [
+                "id",
+                "key_hash",
+                "playback_name",
+                "enabled",
+                "max_viewers",
+                "takeover",
+                "generation",
+                "key_scheme",
+                "srt_passphrase",
+            ];
             let flat: Vec<String> = names.iter().zip(record_args(&rec)).flat_map(|(k, v)| [k.to_string(), v]).collect();
             assert_eq!(record_from_flat(flat).unwrap(), Some(rec));
         }
@@ -249,7 +269,7 @@ mod tests {
     #[test]
     fn holders_parse_with_absent_fields() {
         let f: Vec<String> =
-            ["edge-a", "", "10.0.0.1:1936", "5", "2", "3", "", "900", ""].iter().map(|s| s.to_string()).collect();
+            ["edge-a", "", "10.0.0.1:1936", "5", "2", "3", "", "900", "", ""].iter().map(|s| s.to_string()).collect();
         let h = holder_from(&f).unwrap();
         assert_eq!(h.edge, "edge-a");
         assert_eq!(h.remote_addr, None);
@@ -258,6 +278,10 @@ mod tests {
         assert_eq!(h.idle_since_ms, None);
         assert_eq!(h.ingest_kbps, Some(900));
         assert_eq!(h.media, None, "no report yet");
+        assert_eq!(h.protocol, None, "written before the protocol was recorded");
         assert!(holder_from(&f[..3]).is_err());
+        let mut srt = f.clone();
+        srt[9] = "srt".into();
+        assert_eq!(holder_from(&srt).unwrap().protocol, Some(IngestProtocol::Srt));
     }
 }

@@ -7,7 +7,8 @@
 use std::{sync::Arc, time::Duration};
 
 use streamfleet_registry::{
-    AcquireOptions, KeyHash, KeyScheme, PublisherInfo, SharedRegistry, StreamId, StreamRecord, TakeoverPolicy,
+    AcquireOptions, IngestProtocol, KeyHash, KeyScheme, PublisherInfo, SharedRegistry, StreamId, StreamRecord,
+    TakeoverPolicy,
     redis::{RedisConfig, RedisRegistry},
 };
 use streamfleet_testkit::RedisServer;
@@ -67,6 +68,7 @@ pub fn rec(name: &str) -> StreamRecord {
         max_viewers: Some(100),
         takeover: TakeoverPolicy::ReplaceIdle,
         generation: 1,
+        srt_passphrase: None,
     }
 }
 
@@ -79,7 +81,13 @@ pub fn who(edge: &str) -> PublisherInfo {
         edge: edge.to_string(),
         remote_addr: Some(format!("192.0.2.1:{}", 40000 + edge.len())),
         relay_addr: Some(format!("{edge}.edges:1936")),
+        protocol: None,
     }
+}
+
+/// [`who`], publishing over `protocol`.
+pub fn who_over(edge: &str, protocol: IngestProtocol) -> PublisherInfo {
+    PublisherInfo { protocol: Some(protocol), ..who(edge) }
 }
 
 pub fn opts() -> AcquireOptions {

@@ -1,6 +1,6 @@
 -- acquire: admit a publisher, atomically with every check it depends on.
 -- ARGV: prefix, key_hash, token, ttl_ms, idle_threshold_ms, takeover_cooldown_ms, edge,
---       remote_addr, relay_addr ('' when absent).
+--       remote_addr, relay_addr, protocol ('' when absent).
 -- Returns one of
 --   {'ok', id, epoch, counter, since_ms, took_over ('1'|'0')}
 --   {'not_found'} | {'disabled', id} | {'quarantined', retry_in_ms}
@@ -59,7 +59,7 @@ if took_over then
 end
 local e, c = grant(id, token, ttl, now, state, {
   edge = ARGV[7], remote = ARGV[8], relay = ARGV[9], since = num(now), kbps = '', taken_over_at = taken_over_at,
-  leased = leased,
+  protocol = ARGV[10] or '', leased = leased,
 })
 signal(id)
 return { 'ok', id, num(e), num(c), num(now), took_over and '1' or '0' }

@@ -6,8 +6,9 @@
 -- are doubles and lose precision above 2^53).
 local FENCE_SPAN = 1048576
 
--- Holder fields everyone may read, in the order the Rust side parses them.
-local HOLDER_FIELDS = { 'edge', 'remote', 'relay', 'since', 'epoch', 'counter', 'idle_since', 'kbps', 'media' }
+-- Holder fields everyone may read, in the order the Rust side parses them. `protocol` is absent
+-- from holders written before it existed (read as unknown).
+local HOLDER_FIELDS = { 'edge', 'remote', 'relay', 'since', 'epoch', 'counter', 'idle_since', 'kbps', 'media', 'protocol' }
 
 -- Starts a new fencing epoch that is later than any before it, so fences never repeat even when
 -- the counter was lost: `boot` marks when this data set stopped knowing every lease.
@@ -76,8 +77,8 @@ local function stream_for_key(key_hash)
 end
 
 -- Writes the lease (SET PX) and its holder hash with a fresh fence; returns epoch, counter.
--- state: from fencing_state. h: edge, remote, relay, since, kbps, taken_over_at (strings, ''
--- when absent), leased (true when the caller already wrote the lease key with this token and TTL).
+-- state: from fencing_state. h: edge, remote, relay, since, kbps, taken_over_at, protocol
+-- (strings, '' when absent), leased (true when the caller already wrote the lease key with this token and TTL).
 local function grant(id, token, ttl, now, state, h)
   local epoch = state.epoch
   if not state.fence then
@@ -100,6 +101,7 @@ local function grant(id, token, ttl, now, state, h)
     'remote', h.remote, 'relay', h.relay, 'since', h.since)
   if h.kbps ~= '' then redis.call('HSET', hk, 'kbps', h.kbps) end
   if h.taken_over_at ~= '' then redis.call('HSET', hk, 'taken_over_at', h.taken_over_at) end
+  if h.protocol ~= '' then redis.call('HSET', hk, 'protocol', h.protocol) end
   redis.call('PEXPIRE', hk, ttl)
   return epoch, counter
 end

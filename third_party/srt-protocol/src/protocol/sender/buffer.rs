@@ -66,8 +66,18 @@ impl SendBuffer {
     pub fn push_data(&mut self, packet: DataPacket) -> PushDataResult {
         let result = if self.buffer.len() < self.max_buffer_size {
             Ok(())
-        } else if let Some(entry) = self.buffer.pop_front() {
+        } else if let Some(entry) = self.pop_front() {
+            // Streamfleet patch (above: `self.pop_front()`, which also forgets the packet's
+            // retransmission timer, instead of `self.buffer.pop_front()`).
             self.buffer_len_bytes -= entry.packet.wire_size();
+
+            // Streamfleet patch: a packet dropped before it was ever sent left `next_send`
+            // behind the buffer's front, so `get(next_send)` found nothing from then on and
+            // the connection never sent data again (only keepalives): any burst larger than
+            // the send buffer wedged it for good. Sending resumes at the new front instead.
+            if entry.packet.seq_number >= self.next_send {
+                self.next_send = entry.packet.seq_number + 1;
+            }
 
             // remove packet from lost list if we are dropping it
             if self.lost_list.first() == Some(&entry.packet.seq_number) {
