@@ -8,8 +8,11 @@
 //!   next to them with one LiveStream elsewhere; its resident memory is sampled.
 //! - `operator_at_scale`: `SCALE_N` LiveStreams (default 1,000) with their Secrets across 100
 //!   namespaces by server-side apply, 8 kubectl processes in parallel; time to all Ready, rates,
-//!   CPU, memory; then up to 1,000 of them live (leases taken through the registry's edge API,
-//!   viewer counts changing every second): status lag and patch rate; then delete-all.
+//!   CPU, memory; ten publishes one at a time; then up to 1,000 of them live at once (leases
+//!   taken through the registry's edge API, viewer counts changing every second): status lag,
+//!   patch rate, CPU by process; then delete-all. `SCALE_REPORT=file.json` writes the run's
+//!   numbers (docs/benchmarks/operator-scale/plot.py draws them); `SCALE_PROFILE_DIR=dir`
+//!   records the operator with `perf` over the live phase.
 
 use std::{
     collections::HashMap,
@@ -516,16 +519,10 @@ async fn operator_at_scale() {
 
     let (req2, (op_cpu2, _), (api_cpu2, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
     let cpu_burst0 = components.cpu();
-    // SCALE_PROFILE_DIR: a CPU profile of the API server during the burst (Go pprof, 4 s) and
-    // `perf record` of the operator over the live phase (40 s), to find where the time goes.
+    // SCALE_PROFILE_DIR: `perf record` of the operator over the live phase (40 s), to find
+    // where its time goes (the local API server serves no /debug/pprof).
     let mut profilers = Vec::new();
     if let Ok(dir) = std::env::var("SCALE_PROFILE_DIR") {
-        let pprof = std::fs::File::create(format!("{dir}/apiserver-burst.pprof"));
-        if let Ok(file) = pprof {
-            let mut cmd = cluster.kubectl_command();
-            cmd.args(["get", "--raw", "/debug/pprof/profile?seconds=4"]).stdout(file);
-            profilers.extend(cmd.spawn().ok());
-        }
         let mut perf = tokio::process::Command::new("perf");
         perf.args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o", &format!("{dir}/operator-live.perf")])
             .args(["--", "sleep", "40"])
