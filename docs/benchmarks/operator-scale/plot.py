@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-W, H = 720, 420
+W, H = 780, 420
 LEFT, RIGHT, TOP, BOTTOM = 70, 200, 40, 60
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 
