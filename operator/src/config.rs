@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// condition are never held back, so this keeps API server capacity for them.
     #[arg(long, env = "STREAMFLEET_LIVE_PATCH_RATE", default_value_t = 50.0, value_name = "PER_SECOND")]
     pub live_patch_rate: f64,
+    /// Most LiveStreams reconciled at once. Each waits mostly on the API server (a status
+    /// patch) and Redis, so a burst of publishes or ends is written about this many at a time.
+    #[arg(long, env = "STREAMFLEET_RECONCILE_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    pub reconcile_concurrency: u16,
     /// Remove registry records without a LiveStream this often (and once at start).
     #[arg(long, env = "STREAMFLEET_GC_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     pub gc_interval: Duration,

@@ -16,13 +16,13 @@ use kube::{
     api::{Patch, PatchParams},
     core::PartialObjectMeta,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::{Action, Config as ControllerConfig},
         events::{Event as KubeEvent, EventType, Recorder, Reporter},
         finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, reflector},
         utils::Backoff,
-        watcher,
+        watcher::{self, watcher},
     },
 };
 use serde_json::json;
@@ -40,15 +40,13 @@ use crate::{
     gc, key_strength,
     metrics::Metrics,
     reconcile,
-    scope::{Scope, Streams},
+    scope::{Index, Scope, Streams},
     secrets::{self, MANAGER, SecretCache},
     status::{self, Change, Observed, Problem, READY, StatusInput},
 };
 
 /// The finalizer that keeps a LiveStream until its registry record is gone.
 pub const FINALIZER: &str = "streamfleet.io/registry";
-/// Most LiveStreams reconciled at once: bounds the load on Redis and the API server.
-const CONCURRENCY: u16 = 32;
 /// First and last retry delay after a failed reconcile.
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -87,7 +85,8 @@ impl Backoff for WatchBackoff {
 /// Timing of the steady-state loop.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Requeue of a live stream (how fresh viewers and bitrate are in status).
+    /// Requeue of a live stream (how fresh viewers and bitrate are in status); sooner when the
+    /// holder's lease expires sooner (see [`LEASE_EXPIRY_MARGIN`]).
     pub live_requeue: Duration,
     /// Requeue of every other stream (how soon a new publisher shows as Live).
     pub idle_requeue: Duration,
@@ -363,13 +362,10 @@ fn record_problem(e: RecordError, secret: &str) -> Problem {
 async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
     let id = stream_id(ls)?;
     let me = Claim::of(ls).ok_or(Error::MissingObjectKey("metadata.name"))?;
-    // Only claims on the same name matter (a rival, or an owner that may be evicted), and
-    // building one allocates: at 10,000 streams, every reconcile built 10,000 of them.
-    let same_name = |o: &LiveStream| match &o.spec.playback_name {
-        Some(p) => *p == me.playback_name,
-        None => o.metadata.name.as_deref() == Some(me.playback_name.as_str()),
-    };
-    let claims: Vec<Claim> = ctx.store.state().iter().filter(|o| same_name(o)).filter_map(|o| Claim::of(o)).collect();
+    // Only claims on the same name matter (a rival, or an owner that may be evicted): the
+    // index by playback name finds them without walking the cache (at 10,000 streams that walk,
+    // once per reconcile, cost the operator more CPU than the API server spent).
+    let claims: Vec<Claim> = ctx.store.claiming(&me.playback_name).iter().filter_map(|o| Claim::of(o)).collect();
     let (secret_name, key_name) = secrets::key_location(ls);
 
     let desired = match conflicts::rival(&me, &claims) {
@@ -444,10 +440,27 @@ async fn apply(ls: &LiveStream, ctx: &Context) -> Result<Action> {
         }
     };
     let every = match desired_status.phase {
-        Some(Phase::Live) => ctx.settings.live_requeue,
+        Some(Phase::Live) => ctx.settings.live_requeue.min(lease_deadline(&outcome.observed).unwrap_or(Duration::MAX)),
         _ => ctx.settings.idle_requeue,
     };
     Ok(Action::requeue(wait.map_or(every, |w| w.min(every))))
+}
+
+/// How long after a lease's expiry the operator looks at the stream again.
+pub const LEASE_EXPIRY_MARGIN: Duration = Duration::from_millis(250);
+
+/// When to look again at a live stream so that its holder's lease, should the holder stop
+/// renewing it (its edge died without releasing), is seen gone at its expiry: the time it had
+/// left, plus [`LEASE_EXPIRY_MARGIN`]. No other signal exists for an expiry (Redis keyspace
+/// notifications need server configuration and are lost on every reconnect); a holder that
+/// renews just moves the next look further out.
+fn lease_deadline(observed: &Observed) -> Option<Duration> {
+    match observed {
+        Observed::Registered { live } if live.holder.is_some() => {
+            live.lease_ms_left.map(|ms| Duration::from_millis(ms) + LEASE_EXPIRY_MARGIN)
+        }
+        _ => None,
+    }
 }
 
 /// Events for what changed: a new problem (Warning, once per reason change), a key rotation,
@@ -551,6 +564,9 @@ pub struct ControllerOptions {
     pub identity: String,
     pub gc_interval: Duration,
     pub epoch_poll: Duration,
+    /// Most LiveStreams reconciled at once (`--reconcile-concurrency`): bounds the load on
+    /// Redis and the API server, and how many status patches of a burst are in flight.
+    pub concurrency: u16,
 }
 
 /// The controller with its watches and the orphan collector; resolves when `shutdown` does.
@@ -573,15 +589,27 @@ pub async fn controller(
     let streams: Vec<Api<LiveStream>> = opts.settings.scope.apis(&client);
     // `Api<PartialObjectMeta<_>>` lists and watches with metadata-only requests.
     let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = opts.settings.scope.apis(&client);
+    // Each controller's reflector, as `Controller::new` builds it, plus an index by playback
+    // name and key Secret kept from the same events (`Index::observe`).
+    let mut parts = Vec::new();
     let controllers: Vec<Controller<LiveStream>> = streams
         .into_iter()
         .map(|api| {
-            Controller::new(api, watcher::Config::default().any_semantic())
-                .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+            let (reader, writer) = reflector::store();
+            let index = Index::default();
+            parts.push((reader.clone(), index.clone()));
+            let events =
+                reflector(writer, watcher(api, watcher::Config::default().any_semantic())).inspect(move |event| {
+                    if let Ok(event) = event {
+                        index.observe(event);
+                    }
+                });
+            Controller::for_stream(events.applied_objects(), reader)
+                .with_config(ControllerConfig::default().concurrency(opts.concurrency.max(1)))
                 .trigger_backoff(WatchBackoff::default())
         })
         .collect();
-    let store = Streams::new(controllers.iter().map(Controller::store).collect());
+    let store = Streams::new(parts);
     // One subscription to the registry's change feed, fanned out to the controllers (one per
     // namespace in a namespace-scoped install).
     let (signals, _) = tokio::sync::broadcast::channel(SIGNAL_BACKLOG);
@@ -595,12 +623,13 @@ pub async fn controller(
             let (map_store, map_cache) = (store.clone(), cache.clone());
             controller
                 .watches(secrets_api, watcher::Config::default(), move |secret: PartialObjectMeta<Secret>| {
-                    if let (Some(ns), Some(name)) =
+                    let (Some(ns), Some(name)) =
                         (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref())
-                    {
-                        map_cache.invalidate(ns, name);
-                    }
-                    secrets::referencing(&secret.metadata, &map_store.state())
+                    else {
+                        return Vec::new();
+                    };
+                    map_cache.invalidate(ns, name);
+                    map_store.using_secret(ns, name)
                 })
                 .reconcile_all_on(epoch_changes(registry.clone(), opts.epoch_poll))
                 .reconcile_on(changed)

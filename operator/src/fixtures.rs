@@ -208,8 +208,11 @@ impl Context {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let (store, mut writer) = reflector::store::<LiveStream>();
+        let index = crate::scope::Index::default();
         for ls in known {
-            writer.apply_watcher_event(&watcher::Event::Apply(ls.clone()));
+            let event = watcher::Event::Apply(ls.clone());
+            writer.apply_watcher_event(&event);
+            index.observe(&event);
         }
         let reporter = Reporter { controller: "streamfleet-operator".into(), instance: Some("test".into()) };
         let ctx = Context::new(
@@ -218,7 +221,7 @@ impl Context {
             reporter,
             Metrics::new(),
             settings,
-            Streams::new(vec![store]),
+            Streams::new(vec![(store, index)]),
             SecretCache::default(),
         );
         (Arc::new(ctx), ApiServerVerifier(handle))

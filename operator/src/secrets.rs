@@ -1,7 +1,7 @@
 //! Publish-key Secrets: the generated `<name>-publish-key` Secret (a random 32-byte key owned by
 //! its LiveStream), reading a key out of a Secret, the small cache that spares the API server a
-//! GET per reconcile, and the mapping from a changed Secret to the LiveStreams that use it (how a
-//! key rotation reaches the registry without touching the LiveStream).
+//! GET per reconcile. Which LiveStreams a changed Secret concerns (how a key rotation reaches the
+//! registry without touching the LiveStream) is looked up in the index of [`crate::scope`].
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,7 +13,6 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ObjectMeta, PostParams},
-    runtime::reflector::ObjectRef,
 };
 use streamfleet_registry::api::LiveStream;
 
@@ -103,28 +102,6 @@ pub fn read_srt_passphrase(secret: &Secret) -> std::result::Result<Option<String
             message: "the value is not UTF-8 text".into(),
         }),
     }
-}
-
-/// Whether `ls` keeps its key in the Secret `name` of its namespace. Runs for every LiveStream
-/// on every Secret event (all Secrets of the cluster at each re-list), so it allocates nothing.
-fn uses_secret(ls: &LiveStream, name: &str) -> bool {
-    match &ls.spec.publish_key_secret_ref {
-        Some(r) => r.name == name,
-        None => ls.meta().name.as_deref().is_some_and(|n| name.strip_suffix(GENERATED_SUFFIX) == Some(n)),
-    }
-}
-
-/// The LiveStreams whose key lives in the Secret with this metadata (by reference, or as their
-/// generated Secret). Only metadata: the operator watches Secrets' metadata, never their data.
-pub fn referencing(secret: &ObjectMeta, streams: &[Arc<LiveStream>]) -> Vec<ObjectRef<LiveStream>> {
-    let (Some(ns), Some(name)) = (secret.namespace.as_deref(), secret.name.as_deref()) else {
-        return Vec::new();
-    };
-    streams
-        .iter()
-        .filter(|ls| ls.meta().namespace.as_deref() == Some(ns) && uses_secret(ls, name))
-        .map(|ls| ObjectRef::from_obj(ls.as_ref()))
-        .collect()
 }
 
 /// Secrets read for LiveStreams, by `(namespace, name)`. Entries are dropped whenever the
@@ -235,22 +212,6 @@ mod tests {
             metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..ObjectMeta::default() },
             ..Secret::default()
         }
-    }
-
-    #[test]
-    fn secrets_map_to_the_streams_using_them() {
-        let streams = vec![
-            stream("media", "news", Some("shared-key")),
-            stream("media", "sport", None),
-            stream("other", "news", Some("shared-key")),
-        ];
-        let refs = referencing(&secret("media", "shared-key").metadata, &streams);
-        assert_eq!(refs, vec![ObjectRef::new("news").within("media")]);
-        let refs = referencing(&secret("media", "sport-publish-key").metadata, &streams);
-        assert_eq!(refs, vec![ObjectRef::new("sport").within("media")]);
-        assert!(referencing(&secret("media", "unrelated").metadata, &streams).is_empty());
-        assert!(referencing(&secret("media", "news-publish-key").metadata, &streams).is_empty(), "news has a ref");
-        assert!(referencing(&secret("media", "-publish-key").metadata, &streams).is_empty());
     }
 
     #[test]

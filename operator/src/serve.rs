@@ -92,6 +92,7 @@ pub async fn run(args: RunArgs) -> Result<(), StartError> {
         identity: identity.clone(),
         gc_interval: args.gc_interval,
         epoch_poll: args.epoch_poll,
+        concurrency: args.reconcile_concurrency,
     };
     let work = {
         let (client, registry, metrics, shutdown) =

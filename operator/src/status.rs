@@ -354,7 +354,9 @@ mod tests {
     }
 
     fn registered(holder: Option<HolderInfo>, viewers: u32) -> Observed {
-        Observed::Registered { live: LiveStatus { holder, viewers, viewers_by_edge: Default::default() } }
+        Observed::Registered {
+            live: LiveStatus { holder, viewers, viewers_by_edge: Default::default(), lease_ms_left: None },
+        }
     }
 
     fn input<'a>(observed: &'a Observed, previous: Option<&'a LiveStreamStatus>, now: i64) -> StatusInput<'a> {

@@ -256,6 +256,11 @@ pub struct LiveStatus {
     /// Sum of the unexpired per-edge viewer counts.
     pub viewers: u32,
     pub viewers_by_edge: std::collections::BTreeMap<String, u32>,
+    /// How long the holder's lease had left when read (ms), unless renewed: when the operator
+    /// looks again, so that a holder that stopped renewing (its edge died) is shown gone at
+    /// its lease's expiry rather than at the next poll. `None` without a holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms_left: Option<u64>,
 }
 
 #[cfg(test)]

@@ -431,8 +431,14 @@ impl EdgeRegistry for MemoryRegistry {
 impl RegistryStatus for MemoryRegistry {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
         let mut st = self.lock();
-        let holder = st.live_lease(id).map(|l| l.holder.clone());
         let now = Instant::now();
+        let (holder, lease_ms_left) = match st.live_lease(id) {
+            Some(l) => {
+                let left = l.expires.saturating_duration_since(now).as_millis();
+                (Some(l.holder.clone()), Some(u64::try_from(left).unwrap_or(u64::MAX)))
+            }
+            None => (None, None),
+        };
         let mut viewers_by_edge = BTreeMap::new();
         if let Some(per_edge) = st.viewers.get_mut(id) {
             per_edge.retain(|_, (_, exp)| *exp > now);
@@ -443,7 +449,7 @@ impl RegistryStatus for MemoryRegistry {
             }
         }
         let viewers = viewers_by_edge.values().sum();
-        Ok(LiveStatus { holder, viewers, viewers_by_edge })
+        Ok(LiveStatus { holder, viewers, viewers_by_edge, lease_ms_left })
     }
 
     async fn ping(&self) -> Result<()> {

@@ -8,14 +8,20 @@
 //!   next to them with one LiveStream elsewhere; its resident memory is sampled.
 //! - `operator_at_scale`: `SCALE_N` LiveStreams (default 1,000) with their Secrets across 100
 //!   namespaces by server-side apply, 8 kubectl processes in parallel; time to all Ready, rates,
-//!   CPU, memory; then up to 1,000 of them live (leases taken through the registry's edge API,
-//!   viewer counts changing every second): status lag and patch rate; then delete-all.
+//!   CPU, memory; ten publishes one at a time; then up to 1,000 of them live at once (leases
+//!   taken through the registry's edge API, viewer counts changing every second): status lag,
+//!   patch rate, CPU by process; then delete-all. `SCALE_REPORT=file.json` writes the run's
+//!   numbers (docs/benchmarks/operator-scale/plot.py draws them); `SCALE_PROFILE_DIR=dir`
+//!   records the operator with `perf` over the live phase.
 
 use std::{
     collections::HashMap,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::Duration,
 };
 
@@ -69,6 +75,37 @@ fn apiserver_pid(cluster: &Cluster) -> Option<u32> {
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         (cmd.contains("kube-apiserver") && cmd.contains("--etcd-servers") && cmd.contains(&dir)).then_some(pid)
     })
+}
+
+/// The first process whose command line (arguments joined by spaces) satisfies `pred`.
+fn pid_where(pred: impl Fn(&str) -> bool) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        pred(&String::from_utf8_lossy(&cmd).replace('\0', " ")).then_some(pid)
+    })
+}
+
+/// The processes whose CPU the report splits: name and pid.
+struct Components(Vec<(&'static str, u32)>);
+
+impl Components {
+    /// CPU seconds of each, in order.
+    fn cpu(&self) -> Vec<f64> {
+        self.0.iter().map(|(_, pid)| proc_usage(*pid).0).collect()
+    }
+
+    /// `name secs, …` for the CPU spent between two [`Components::cpu`] readings, and the same
+    /// as JSON.
+    fn spent(&self, before: &[f64], after: &[f64]) -> (String, serde_json::Value) {
+        let mut text = Vec::new();
+        let mut json = serde_json::Map::new();
+        for (((name, _), b), a) in self.0.iter().zip(before).zip(after) {
+            text.push(format!("{name} {:.2} s", a - b));
+            json.insert((*name).to_string(), serde_json::json!(((a - b) * 100.0).round() / 100.0));
+        }
+        (text.join(", "), serde_json::Value::Object(json))
+    }
 }
 
 /// `apiserver_request_total` summed by verb, for our resources only.
@@ -259,43 +296,77 @@ async fn operator_memory_with_unrelated_secrets() {
 type Seen = (Instant, String, String, String);
 
 /// Phase and viewers of every LiveStream as the API server reports changes, with the time each
-/// change was seen: a `kubectl get --watch` of them all.
+/// change was seen: a `kubectl get --watch-only` of them all. Should kubectl exit (the API
+/// server closes a watch whose reader falls behind), it is started again at once and every
+/// object's current state is listed and recorded at that time, so a change made while it was
+/// down is seen late (the figures can only get worse), never lost. The report says how often
+/// that happened; kubectl's errors go to the test's output.
 struct StatusWatch {
     seen: Arc<Mutex<Vec<Seen>>>,
-    _child: tokio::process::Child,
+    restarts: Arc<AtomicU32>,
+    pid: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
 }
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        // Drops the running kubectl, which is killed on drop.
+        self.task.abort();
+    }
+}
+
+/// kubectl's `-o` for one line per LiveStream: `namespace/name phase viewers`.
+const STATUS_LINE: &str = "{.metadata.namespace}/{.metadata.name} {.status.phase} {.status.viewers}{\"\\n\"}";
 
 impl StatusWatch {
     fn start(cluster: &Cluster) -> StatusWatch {
-        let mut cmd = cluster.kubectl_command();
-        cmd.args([
-            "get",
-            "livestreams",
-            "-A",
-            "--watch-only",
-            "-o",
-            "jsonpath={.metadata.namespace}/{.metadata.name} {.status.phase} {.status.viewers}{\"\\n\"}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("kubectl watch");
-        let stdout = child.stdout.take().expect("piped");
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                let mut p = l.split(' ');
-                let (id, phase, viewers) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or(""));
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push((
-                    Instant::now(),
-                    id.to_string(),
-                    phase.to_string(),
-                    viewers.to_string(),
-                ));
+        let restarts = Arc::new(AtomicU32::new(0));
+        let pid = Arc::new(AtomicU32::new(0));
+        let (sink, count, current) = (seen.clone(), restarts.clone(), pid.clone());
+        let mut watch = cluster.kubectl_command();
+        watch
+            .args(["get", "livestreams", "-A", "--watch-only", "-o", &format!("jsonpath={STATUS_LINE}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut list = cluster.kubectl_command();
+        list.args(["get", "livestreams", "-A", "-o", &format!("jsonpath={{range .items[*]}}{STATUS_LINE}{{end}}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let record = move |l: &str| {
+            let mut p = l.split(' ');
+            let (id, phase, viewers) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or(""));
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push((
+                Instant::now(),
+                id.to_string(),
+                phase.to_string(),
+                viewers.to_string(),
+            ));
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(mut child) = watch.spawn() else { return };
+                current.store(child.id().unwrap_or(0), Ordering::Relaxed);
+                let Some(stdout) = child.stdout.take() else { return };
+                let mut lines = BufReader::new(stdout).lines();
+                if count.load(Ordering::Relaxed) > 0 {
+                    // What changed while no watch was open: the current state, seen now.
+                    if let Ok(out) = list.output().await {
+                        String::from_utf8_lossy(&out.stdout).lines().for_each(&record);
+                    }
+                }
+                while let Ok(Some(l)) = lines.next_line().await {
+                    record(&l);
+                }
+                let _ = child.wait().await;
+                count.fetch_add(1, Ordering::Relaxed);
             }
         });
-        StatusWatch { seen, _child: child }
+        StatusWatch { seen, restarts, pid, task }
+    }
+
+    fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// When each id first showed `phase` at or after `since`.
@@ -412,7 +483,59 @@ async fn operator_at_scale() {
         protocol: None,
     };
     let opts = AcquireOptions::new(&LeaseTiming::default());
+    let dir = cluster.dir.to_string_lossy().to_string();
+    let mut parts = vec![("operator", pid), ("kube-apiserver", api_pid)];
+    let found = [
+        ("etcd", pid_where(|c| c.contains(" serve ") && c.contains(&dir) && !c.contains("kube-"))),
+        ("redis", pid_where(|c| c.contains("redis-server") && c.contains(&redis.port().to_string()))),
+        ("kubectl watch", Some(watch.pid.load(Ordering::Relaxed)).filter(|p| *p != 0)),
+    ];
+    parts.extend(found.into_iter().filter_map(|(name, pid)| Some((name, pid?))));
+    let components = Components(parts);
+    let mut report = serde_json::json!({ "n": n, "live": live_n });
+
+    // One stream at a time: publish, wait for Live, end, wait for Ready; ten times.
+    let (mut one_live, mut one_ready) = (Vec::new(), Vec::new());
+    for (ns, name) in ids.iter().skip(live_n.min(n - 1)).cycle().take(10) {
+        let id = format!("{ns}/{name}");
+        let since = Instant::now();
+        let lease = registry.acquire(&KeyHash::of_key(&key_of(ns, name)), &who, &opts).await.expect("admitted");
+        let lag = eventually("one stream shows Live", Duration::from_secs(60), || async {
+            watch.first_phase("Live", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
+        })
+        .await;
+        one_live.push(lag);
+        let since = Instant::now();
+        registry.release(&lease).await.expect("release");
+        let lag = eventually("one stream is Ready again", Duration::from_secs(60), || async {
+            watch.first_phase("Ready", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
+        })
+        .await;
+        one_ready.push(lag);
+    }
+    println!(
+        "== one publish at a time (10): publish → Live max {:.2} s, p50 {:.2} s; end → Ready max {:.2} s, p50 {:.2} s",
+        percentile(&mut one_live, 1.0),
+        percentile(&mut one_live, 0.5),
+        percentile(&mut one_ready, 1.0),
+        percentile(&mut one_ready, 0.5)
+    );
+    report["single"] = serde_json::json!({ "live_s": one_live, "ready_s": one_ready });
+
     let (req2, (op_cpu2, _), (api_cpu2, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
+    let cpu_burst0 = components.cpu();
+    // SCALE_PROFILE_DIR: `perf record` of the operator over the live phase (40 s), to find
+    // where its time goes (the local API server serves no /debug/pprof).
+    let mut profilers = Vec::new();
+    if let Ok(dir) = std::env::var("SCALE_PROFILE_DIR") {
+        let mut perf = tokio::process::Command::new("perf");
+        perf.args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o", &format!("{dir}/operator-live.perf")])
+            .args(["--", "sleep", "40"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        profilers.extend(perf.spawn().ok());
+    }
     let live_start = Instant::now();
     let mut admitted: HashMap<String, Instant> = HashMap::new();
     let mut leases: Vec<Lease> = Vec::new();
@@ -426,6 +549,8 @@ async fn operator_at_scale() {
         (watch.first_phase("Live", live_start).len() >= live_n).then_some(())
     })
     .await;
+    let (burst_cpu_text, burst_cpu) = components.spent(&cpu_burst0, &components.cpu());
+    let burst_secs = live_start.elapsed().as_secs_f64();
     let live_seen = watch.first_phase("Live", live_start);
     let mut lag: Vec<f64> = admitted
         .iter()
@@ -438,12 +563,16 @@ async fn operator_at_scale() {
         percentile(&mut lag, 0.99),
         percentile(&mut lag, 1.0)
     );
+    println!("  CPU until all Live ({burst_secs:.1} s): {burst_cpu_text}");
+    report["burst_live_s"] = serde_json::json!(lag);
+    report["burst_cpu_s"] = serde_json::json!({ "secs": burst_secs, "by": burst_cpu });
 
     // Viewers change every second for 30 s; leases are renewed as an edge would.
     let ttl = LeaseTiming::default().ttl;
     let ids_live: Vec<StreamId> = ids.iter().take(live_n).map(|(ns, name)| StreamId::new(ns, name)).collect();
     let mut set_at: Vec<(Instant, u32)> = Vec::new();
     let viewers_start = Instant::now();
+    let cpu_v0 = components.cpu();
     let req_v0 = requests_by_verb(&cluster).await;
     for tick in 0..30u32 {
         let count = tick % 7 + 1;
@@ -458,6 +587,7 @@ async fn operator_at_scale() {
         tokio::time::sleep_until(viewers_start + Duration::from_secs(u64::from(tick) + 1)).await;
     }
     let viewer_secs = viewers_start.elapsed().as_secs_f64();
+    let (viewers_cpu_text, viewers_cpu) = components.spent(&cpu_v0, &components.cpu());
     let req_v1 = requests_by_verb(&cluster).await;
     // Server-side apply counts as verb APPLY.
     let status_patches = req_v1.get("APPLY livestreams/status").copied().unwrap_or(0.0)
@@ -480,7 +610,11 @@ async fn operator_at_scale() {
         percentile(&mut vlag, 0.5),
         percentile(&mut vlag, 0.99)
     );
+    println!("  CPU while viewers change ({viewer_secs:.0} s): {viewers_cpu_text}");
+    report["viewers_cpu_s"] = serde_json::json!({ "secs": viewer_secs, "by": viewers_cpu });
+    report["status_patches_per_s"] = serde_json::json!(status_patches / viewer_secs);
 
+    let cpu_end0 = components.cpu();
     let end_start = Instant::now();
     let mut released: HashMap<String, Instant> = HashMap::new();
     for l in &leases {
@@ -491,6 +625,8 @@ async fn operator_at_scale() {
         (watch.first_phase("Ready", end_start).len() >= live_n).then_some(())
     })
     .await;
+    let (end_cpu_text, end_cpu) = components.spent(&cpu_end0, &components.cpu());
+    let end_secs = end_start.elapsed().as_secs_f64();
     let ready_seen = watch.first_phase("Ready", end_start);
     let mut end_lag: Vec<f64> = released
         .iter()
@@ -502,6 +638,9 @@ async fn operator_at_scale() {
         percentile(&mut end_lag, 0.99),
         percentile(&mut end_lag, 1.0)
     );
+    println!("  CPU until all Ready ({end_secs:.1} s): {end_cpu_text}");
+    report["burst_ready_s"] = serde_json::json!(end_lag);
+    report["end_cpu_s"] = serde_json::json!({ "secs": end_secs, "by": end_cpu });
     let live_total = live_start.elapsed().as_secs_f64();
     let (req3, (op_cpu3, op_peak3), (api_cpu3, _)) =
         (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
@@ -512,7 +651,25 @@ async fn operator_at_scale() {
         op_peak3 as f64 / 1024.0
     );
     print_rates(&req2, &req3, live_total);
+    report["live_phase"] = serde_json::json!({
+        "secs": live_total,
+        "operator_cpu_s": op_cpu3 - op_cpu2,
+        "apiserver_cpu_s": api_cpu3 - api_cpu2,
+    });
+    println!("  status watch restarts (the API server closed it): {}", watch.restarts());
+    report["watch_restarts"] = serde_json::json!(watch.restarts());
+    // The run's numbers, for docs/benchmarks/operator-scale.py (the plot in docs/benchmarks.md).
+    if let Ok(path) = std::env::var("SCALE_REPORT") {
+        let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+        match std::fs::write(&path, text) {
+            Ok(()) => println!("  report written to {path}"),
+            Err(e) => println!("  cannot write the report to {path}: {e}"),
+        }
+    }
 
+    for mut p in profilers {
+        let _ = tokio::time::timeout(Duration::from_secs(60), p.wait()).await;
+    }
     let d0 = Instant::now();
     let (req4, (op_cpu4, _), (api_cpu4, _)) = (requests_by_verb(&cluster).await, proc_usage(pid), proc_usage(api_pid));
     let mut cmd = cluster.kubectl_command();

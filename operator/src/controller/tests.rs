@@ -402,7 +402,72 @@ pub(crate) async fn a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_i
     assert_eq!(reg.lookup(&keyed.hash).await.expect("found by the keyed hash").id, rec.id);
 }
 
+/// When a [`reconcile`] asked to run again (`Action` keeps it private; its `Debug` shows it).
+fn requeue_after(action: &Action) -> Option<Duration> {
+    let text = format!("{action:?}");
+    let inner = text.strip_prefix("Action { requeue_after: Some(")?.strip_suffix(") }")?;
+    let (number, unit) = inner.split_at(inner.find(|c: char| c.is_ascii_alphabetic() || c == 'µ')?);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "µs" => 1e-6,
+        "ns" => 1e-9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(value * scale))
+}
+
+pub(crate) async fn a_holder_that_stops_renewing_is_shown_gone_at_its_lease_expiry(reg: SharedRegistry) {
+    let key = "expiry-publish-key-0123456789";
+    reg.put_stream(&record("default", "news", key, "news")).await.expect("put");
+    let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
+    // Both polls far out: only the lease's own deadline can bring the stream back to Ready.
+    let long = Duration::from_secs(600);
+    let settings = Settings { live_requeue: long, idle_requeue: long, ..Settings::default() };
+    let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&ls), settings);
+    ctx.secrets.insert("default", "news-key", Arc::new(secret("default", "news-key", "publishKey", key)));
+
+    // An edge takes the lease (a short TTL keeps the test short).
+    let ttl = Duration::from_millis(1500);
+    let who = PublisherInfo { edge: "edge-a".into(), remote_addr: None, relay_addr: None, protocol: None };
+    let opts = AcquireOptions::new(&LeaseTiming::from_ttl(ttl));
+    let lease = reg.acquire(&KeyHash::of_key(key), &who, &opts).await.expect("admitted");
+    let task = run(&ls, &ctx).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Live");
+    let first = requeue_after(&finish(task).await.expect("ok")).expect("a requeue");
+    assert!(first <= ttl + LEASE_EXPIRY_MARGIN, "looked at again by the lease's expiry, not in {first:?}");
+    let mut ls = ls;
+    ls.status = Some(serde_json::from_value(status).expect("status parses"));
+
+    // A third of the TTL later the edge renews (its cadence) and something else (a viewer
+    // signal) has the stream reconciled: the next look moves out to the new deadline.
+    tokio::time::sleep(ttl / 3).await;
+    assert_eq!(reg.renew(&lease, ttl).await.expect("renew"), RenewOutcome::Renewed);
+    let last_renew = std::time::Instant::now();
+    let task = run(&ls, &ctx).await;
+    let next = requeue_after(&finish(task).await.expect("ok, nothing to write")).expect("a requeue");
+    assert!(next > ttl / 2 && next <= ttl + LEASE_EXPIRY_MARGIN, "{next:?}");
+    // Then the edge dies without releasing. The requeue that pass asked for, run as the
+    // controller's scheduler runs it, finds the lease expired.
+    tokio::time::sleep(next).await;
+    let task = run(&ls, &ctx).await;
+    let status = api.expect_status_patch(&ls).await;
+    assert_eq!(status["phase"], "Ready", "{status}");
+    assert_eq!(condition(&status, "Live")["status"], "False");
+    finish(task).await.expect("ok");
+    let after = last_renew.elapsed();
+    assert!(after <= ttl + Duration::from_secs(2), "not Live {after:?} after the last renew, lease TTL {ttl:?}");
+    api.expect_nothing_more().await;
+}
+
 // ---- memory-backend runs ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn lease_expiry() {
+    a_holder_that_stops_renewing_is_shown_gone_at_its_lease_expiry(memory()).await;
+}
 
 #[tokio::test]
 async fn weak_publish_key() {
@@ -706,6 +771,12 @@ mod on_redis {
     async fn legacy_record_rehashed() {
         let (reg, _server) = redis().await;
         a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_its_publisher(reg).await;
+    }
+
+    #[tokio::test]
+    async fn lease_expiry() {
+        let (reg, _server) = redis().await;
+        a_holder_that_stops_renewing_is_shown_gone_at_its_lease_expiry(reg).await;
     }
 
     #[tokio::test]

@@ -607,7 +607,7 @@ impl EdgeRegistry for RedisRegistry {
 impl RegistryStatus for RedisRegistry {
     async fn live_status(&self, id: &StreamId) -> Result<LiveStatus> {
         let reply = wire::nested(self.script("live status", &self.scripts.live_status, &[&id.to_string()]).await?)?;
-        let [holder, viewers] = reply.as_slice() else {
+        let [holder, viewers, left] = reply.as_slice() else {
             return Err(RegistryError::Unavailable(format!("unexpected reply from live_status: {reply:?}").into()));
         };
         let holder = if holder.is_empty() { None } else { Some(wire::holder_from(holder)?) };
@@ -620,7 +620,11 @@ impl RegistryStatus for RedisRegistry {
             }
         }
         let viewers = viewers_by_edge.values().fold(0u32, |sum, n| sum.saturating_add(*n));
-        Ok(LiveStatus { holder, viewers, viewers_by_edge })
+        let lease_ms_left = match left.first() {
+            Some(ms) if holder.is_some() => Some(wire::u64_field("lease time left", ms)?),
+            _ => None,
+        };
+        Ok(LiveStatus { holder, viewers, viewers_by_edge, lease_ms_left })
     }
 
     async fn ping(&self) -> Result<()> {

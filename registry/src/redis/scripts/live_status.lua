@@ -1,8 +1,13 @@
 -- live_status: current holder and unexpired per-edge viewer counts of one stream.
--- ARGV: prefix, id. Returns {holder fields or {}, {edge, count, edge, count, ...}}.
+-- ARGV: prefix, id. Returns {holder fields or {}, {edge, count, edge, count, ...}, {lease ms left} or {}}.
 local id = ARGV[2]
 local holder = {}
-if redis.call('EXISTS', P .. 'lease:' .. id) == 1 then holder = holder_fields(id) end
+local left = {}
+local pttl = redis.call('PTTL', P .. 'lease:' .. id)
+if pttl ~= -2 then
+  holder = holder_fields(id)
+  if pttl >= 0 then left = { tostring(pttl) } end
+end
 local now = now_ms()
 local vk = P .. 'viewers:' .. id
 local fields = redis.call('HGETALL', vk)
@@ -16,4 +21,4 @@ for i = 1, #fields - 1, 2 do
     redis.call('HDEL', vk, fields[i])
   end
 end
-return { holder, viewers }
+return { holder, viewers, left }
