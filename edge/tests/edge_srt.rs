@@ -593,6 +593,11 @@ async fn over_a_lossy_link_retransmission_keeps_playback_clean_and_the_loss_show
     .await;
     let dropped = e.edge.metric("streamfleet_edge_srt_packets_dropped{stream=\"demo\"}").await;
     assert_eq!(dropped, 0.0, "{lost} packets retransmitted, {dropped} not recovered within the latency");
+    // What the receiver found missing, and the link's round trip (patch 7 of srt-protocol).
+    let missing = e.edge.metric("streamfleet_edge_srt_packets_lost{stream=\"demo\"}").await;
+    assert!(missing > 0.0, "no lost packets counted over a link that dropped {:?}", relay.counts);
+    let rtt = e.edge.metric("streamfleet_edge_srt_rtt_seconds{stream=\"demo\"}").await;
+    assert!(rtt > 0.0 && rtt < 1.0, "round-trip time {rtt} s");
     drop(publisher);
 }
 

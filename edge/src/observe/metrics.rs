@@ -89,15 +89,19 @@ impl<T> PerProtocol<T> {
 /// counts from zero, so a counter would go backwards when the encoder reconnects).
 pub(crate) struct SrtLinkSeries {
     pub(crate) loss_reports: IntGaugeVec,
+    pub(crate) lost: IntGaugeVec,
     pub(crate) retransmitted: IntGaugeVec,
     pub(crate) dropped: IntGaugeVec,
+    pub(crate) rtt: GaugeVec,
 }
 
 impl SrtLinkSeries {
     pub(crate) fn forget(&self, playback: &str) {
         let _ = self.loss_reports.remove_label_values(&[playback]);
+        let _ = self.lost.remove_label_values(&[playback]);
         let _ = self.retransmitted.remove_label_values(&[playback]);
         let _ = self.dropped.remove_label_values(&[playback]);
+        let _ = self.rtt.remove_label_values(&[playback]);
     }
 }
 
@@ -320,6 +324,15 @@ impl Metrics {
                     "srt_loss_reports",
                     "Loss reports (NAKs) the edge sent to the stream's SRT publisher for missing packets, since it connected",
                     &["stream"],
+                )?,
+                lost: gauge_vec(
+                    "srt_packets_lost",
+                    "Data packets of the stream's SRT publisher found missing on arrival (lost or reordered), since it connected",
+                    &["stream"],
+                )?,
+                rtt: float_gauge_vec(
+                    "srt_rtt_seconds",
+                    "Smoothed round-trip time of the link to the stream's SRT publisher (0 until first measured)",
                 )?,
                 retransmitted: gauge_vec(
                     "srt_packets_retransmitted",

@@ -428,6 +428,8 @@ async fn export_stats(mut stats: Stats, metrics: Arc<Metrics>, playback: String)
         }
         last = Instant::now();
         link.loss_reports.with_label_values(&[&playback]).set(s.tx_nak as i64);
+        link.lost.with_label_values(&[&playback]).set(s.rx_loss_data as i64);
+        link.rtt.with_label_values(&[&playback]).set(s.rx_rtt.as_secs_f64());
         link.retransmitted.with_label_values(&[&playback]).set(s.rx_retransmit_data as i64);
         link.dropped.with_label_values(&[&playback]).set(s.rx_dropped_data as i64);
     }

@@ -108,6 +108,10 @@ pub struct SocketStatistics {
     //  In SRT v1.4.0, v1.4.1, the `pktRcvLossTotal` statistic includes packets that failed to be decrypted. To receive the number of presently missing packets, substract [pktRcvUndecryptTotal](#pktRcvUndecryptTotal) from the current one. This is going to be fixed in SRT v.1.5.0.
     pub rx_loss_data: u64, // pktRcvLossTotal
 
+    /// The receiver's smoothed round-trip time (RTT = (RTT * 7 + rtt) / 8 over ACK/ACKACK
+    /// pairs), as of the last ACKACK. Zero until the first one. (Streamfleet patch 7.)
+    pub rx_rtt: Duration, // msRTT
+
     /// The total number of retransmitted packets sent by the SRT sender.
     ///
     /// This statistic is not interchangeable with the receiver [rx_retransmit_data](#rx_retransmit_data)

@@ -148,6 +148,9 @@ impl<'a> ReceiverContext<'a> {
                 use DataPacketAction::*;
                 match action {
                     ReceivedWithLoss(loss_list) => {
+                        // Streamfleet patch 7: count what the loss report names (the field was
+                        // declared and never filled).
+                        self.stats.rx_loss_data += loss_list.iter_decompressed().count() as u64;
                         self.output.send_control(now, Nak(loss_list));
                     }
                     ReceivedWithLightAck { light_ack, .. } => {
@@ -177,6 +180,8 @@ impl<'a> ReceiverContext<'a> {
         self.stats.rx_ack2 += 1;
         let rtt = self.receiver.arq.handle_ack2_packet(now, seq_num);
         if let Some(rtt) = rtt {
+            // Streamfleet patch 7: the RTT the receiver measures, for the statistics.
+            self.stats.rx_rtt = Duration::from_micros(u64::try_from(rtt.mean().as_micros()).unwrap_or(0));
             self.timers.update_rtt(rtt);
             //self.warn("ack not found", now, &seq_num);
             self.stats.rx_ack2_errors += 1;
