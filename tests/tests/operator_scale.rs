@@ -10,7 +10,8 @@
 //!   namespaces by server-side apply, 8 kubectl processes in parallel; time to all Ready, rates,
 //!   CPU, memory; ten publishes one at a time; then up to 1,000 of them live at once (leases
 //!   taken through the registry's edge API, viewer counts changing every second): status lag,
-//!   patch rate, CPU by process; then delete-all. `SCALE_REPORT=file.json` writes the run's
+//!   patch rate, CPU by process; ten more publishes one at a time while those are live and
+//!   their counts keep changing (ten probe LiveStreams outside the `SCALE_N`); then delete-all. `SCALE_REPORT=file.json` writes the run's
 //!   numbers (docs/benchmarks/operator-scale/plot.py draws them); `SCALE_PROFILE_DIR=dir`
 //!   records the operator with `perf` over the live phase.
 
@@ -41,6 +42,8 @@ use tokio::{
 
 const NAMESPACES: usize = 100;
 const PARALLEL_APPLIES: usize = 8;
+/// LiveStreams published one at a time while the others are live.
+const PROBES: usize = 10;
 
 /// CPU seconds (user + system) and peak resident KiB of a process, from /proc.
 fn proc_usage(pid: u32) -> (f64, u64) {
@@ -381,6 +384,37 @@ impl StatusWatch {
     }
 }
 
+/// Publishes each of `streams` in turn through the edge API, waits until the watch sees it
+/// `Live`, releases it and waits until it is `Ready` again. Returns the delays (s) from the
+/// registry change to the status the watch saw: publish → Live, end → Ready.
+async fn one_at_a_time(
+    registry: &RedisRegistry,
+    watch: &StatusWatch,
+    who: &PublisherInfo,
+    opts: &AcquireOptions,
+    streams: &[&(String, String)],
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut live, mut ready) = (Vec::new(), Vec::new());
+    for (ns, name) in streams {
+        let id = format!("{ns}/{name}");
+        let since = Instant::now();
+        let lease = registry.acquire(&KeyHash::of_key(&key_of(ns, name)), who, opts).await.expect("admitted");
+        let lag = eventually("one stream shows Live", Duration::from_secs(60), || async {
+            watch.first_phase("Live", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
+        })
+        .await;
+        live.push(lag);
+        let since = Instant::now();
+        registry.release(&lease).await.expect("release");
+        let lag = eventually("one stream is Ready again", Duration::from_secs(60), || async {
+            watch.first_phase("Ready", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
+        })
+        .await;
+        ready.push(lag);
+    }
+    (live, ready)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: scripts/operator-scale"]
 async fn operator_at_scale() {
@@ -390,7 +424,8 @@ async fn operator_at_scale() {
     install_crd(&cluster).await;
     let bins = binaries_async().await;
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.expect("redis-server");
-    let registry = RedisRegistry::connect(RedisConfig::new(redis.url())).await.expect("registry");
+    // Shared with the viewer-count churn, which runs as its own task.
+    let registry = Arc::new(RedisRegistry::connect(RedisConfig::new(redis.url())).await.expect("registry"));
     registry.end_quarantine().await.expect("fresh registry");
     let api_pid = apiserver_pid(&cluster).expect("the API server's pid");
 
@@ -463,6 +498,28 @@ async fn operator_at_scale() {
     println!("  API requests (ours) by verb, whole phase:");
     print_rates(&req0, &req1, total);
 
+    // PROBES more LiveStreams, outside the figures above, that the live phase leaves idle: one
+    // at a time they are published and ended while the others are all live (at `SCALE_N=1000`
+    // every one of the `n` is).
+    let probes: Vec<(String, String)> =
+        (0..PROBES).map(|i| (format!("scale-{:03}", i % NAMESPACES), format!("probe-{i:02}"))).collect();
+    let probe_docs: Vec<String> = probes
+        .iter()
+        .map(|(ns, name)| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: {ns}}}\nstringData: {{publishKey: {key}}}\n---\n\
+                 apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+                 spec: {{publishKeySecretRef: {{name: {name}-key}}}}\n",
+                key = key_of(ns, name)
+            )
+        })
+        .collect();
+    apply_parallel(&cluster, probe_docs).await;
+    eventually("the probe LiveStreams are Ready", Duration::from_secs(300), || async {
+        (op.metric("streamfleet_operator_streams{phase=\"Ready\"}").await >= (n + PROBES) as f64).then_some(())
+    })
+    .await;
+
     // Live: holders through the edges' API, as an edge takes them.
     let watch = StatusWatch::start(&cluster);
     // The watch is open once it reports anything; poke one stream until it does.
@@ -495,24 +552,8 @@ async fn operator_at_scale() {
     let mut report = serde_json::json!({ "n": n, "live": live_n });
 
     // One stream at a time: publish, wait for Live, end, wait for Ready; ten times.
-    let (mut one_live, mut one_ready) = (Vec::new(), Vec::new());
-    for (ns, name) in ids.iter().skip(live_n.min(n - 1)).cycle().take(10) {
-        let id = format!("{ns}/{name}");
-        let since = Instant::now();
-        let lease = registry.acquire(&KeyHash::of_key(&key_of(ns, name)), &who, &opts).await.expect("admitted");
-        let lag = eventually("one stream shows Live", Duration::from_secs(60), || async {
-            watch.first_phase("Live", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
-        })
-        .await;
-        one_live.push(lag);
-        let since = Instant::now();
-        registry.release(&lease).await.expect("release");
-        let lag = eventually("one stream is Ready again", Duration::from_secs(60), || async {
-            watch.first_phase("Ready", since).get(&id).map(|t| t.saturating_duration_since(since).as_secs_f64())
-        })
-        .await;
-        one_ready.push(lag);
-    }
+    let singles: Vec<&(String, String)> = ids.iter().skip(live_n.min(n - 1)).cycle().take(10).collect();
+    let (mut one_live, mut one_ready) = one_at_a_time(&registry, &watch, &who, &opts, &singles).await;
     println!(
         "== one publish at a time (10): publish → Live max {:.2} s, p50 {:.2} s; end → Ready max {:.2} s, p50 {:.2} s",
         percentile(&mut one_live, 1.0),
@@ -567,25 +608,39 @@ async fn operator_at_scale() {
     report["burst_live_s"] = serde_json::json!(lag);
     report["burst_cpu_s"] = serde_json::json!({ "secs": burst_secs, "by": burst_cpu });
 
-    // Viewers change every second for 30 s; leases are renewed as an edge would.
+    // The burst has settled: the operator counts every one of them Live too (its phase gauge
+    // moves when it has decided the status, which the watch above saw written).
+    eventually("the operator counts every live stream Live", Duration::from_secs(120), || async {
+        (op.metric("streamfleet_operator_streams{phase=\"Live\"}").await >= live_n as f64).then_some(())
+    })
+    .await;
+
+    // Viewers change every second (measured over the first 30 s, then on through the
+    // one-at-a-time rounds below); leases are renewed as an edge would.
     let ttl = LeaseTiming::default().ttl;
     let ids_live: Vec<StreamId> = ids.iter().take(live_n).map(|(ns, name)| StreamId::new(ns, name)).collect();
-    let mut set_at: Vec<(Instant, u32)> = Vec::new();
+    let set_at: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
     let viewers_start = Instant::now();
     let cpu_v0 = components.cpu();
     let req_v0 = requests_by_verb(&cluster).await;
-    for tick in 0..30u32 {
-        let count = tick % 7 + 1;
-        let counts: Vec<(StreamId, u32)> = ids_live.iter().map(|id| (id.clone(), count)).collect();
-        registry.set_viewers("bench-edge", &counts, Duration::from_secs(30)).await.expect("viewers");
-        set_at.push((Instant::now(), count));
-        if tick % 5 == 0 {
-            for l in &leases {
-                registry.renew(l, ttl).await.expect("renew");
+    let churn = {
+        let (registry, leases, set_at) = (registry.clone(), leases.clone(), set_at.clone());
+        tokio::spawn(async move {
+            for tick in 0u32.. {
+                let count = tick % 7 + 1;
+                let counts: Vec<(StreamId, u32)> = ids_live.iter().map(|id| (id.clone(), count)).collect();
+                registry.set_viewers("bench-edge", &counts, Duration::from_secs(30)).await.expect("viewers");
+                set_at.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), count));
+                if tick % 5 == 0 {
+                    for l in &leases {
+                        registry.renew(l, ttl).await.expect("renew");
+                    }
+                }
+                tokio::time::sleep_until(viewers_start + Duration::from_secs(u64::from(tick) + 1)).await;
             }
-        }
-        tokio::time::sleep_until(viewers_start + Duration::from_secs(u64::from(tick) + 1)).await;
-    }
+        })
+    };
+    tokio::time::sleep_until(viewers_start + Duration::from_secs(30)).await;
     let viewer_secs = viewers_start.elapsed().as_secs_f64();
     let (viewers_cpu_text, viewers_cpu) = components.spent(&cpu_v0, &components.cpu());
     let req_v1 = requests_by_verb(&cluster).await;
@@ -595,8 +650,9 @@ async fn operator_at_scale() {
     // The age of the viewer count a status shows when it is written: from the latest setting of
     // that count before it was seen (counts cycle through 1..=7, so an age under 7 s is exact).
     let mut vlag: Vec<f64> = Vec::new();
+    let set_at: Vec<(Instant, u32)> = set_at.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (t, _, phase, viewers) in watch.seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        if *t < viewers_start || phase != "Live" {
+        if *t < viewers_start || *t > viewers_start + Duration::from_secs(30) || phase != "Live" {
             continue;
         }
         let Ok(v) = viewers.parse::<u32>() else { continue };
@@ -613,6 +669,27 @@ async fn operator_at_scale() {
     println!("  CPU while viewers change ({viewer_secs:.0} s): {viewers_cpu_text}");
     report["viewers_cpu_s"] = serde_json::json!({ "secs": viewer_secs, "by": viewers_cpu });
     report["status_patches_per_s"] = serde_json::json!(status_patches / viewer_secs);
+
+    // One publish at a time again, now with the others all live and their viewer counts still
+    // changing every second (the live-counter budget busy): a probe is published, seen Live,
+    // ended, seen Ready; then the next.
+    let singles: Vec<&(String, String)> = probes.iter().collect();
+    let t_singles = Instant::now();
+    let (mut at_live, mut at_ready) = one_at_a_time(&registry, &watch, &who, &opts, &singles).await;
+    churn.abort();
+    let _ = churn.await;
+    println!(
+        "== one publish at a time ({PROBES}) with {live_n} live, viewer counts changing every second ({:.0} s): \
+         publish → Live p50 {:.2} s, p99 {:.2} s, max {:.2} s; end → Ready p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        t_singles.elapsed().as_secs_f64(),
+        percentile(&mut at_live, 0.5),
+        percentile(&mut at_live, 0.99),
+        percentile(&mut at_live, 1.0),
+        percentile(&mut at_ready, 0.5),
+        percentile(&mut at_ready, 0.99),
+        percentile(&mut at_ready, 1.0)
+    );
+    report["single_while_live"] = serde_json::json!({ "live": live_n, "live_s": at_live, "ready_s": at_ready });
 
     let cpu_end0 = components.cpu();
     let end_start = Instant::now();
@@ -690,7 +767,7 @@ async fn operator_at_scale() {
         api_cpu5 - api_cpu4
     );
     print_rates(&req4, &req5, del);
-    let records = streamfleet_registry::OperatorRegistry::list_streams(&registry).await.expect("records");
+    let records = streamfleet_registry::OperatorRegistry::list_streams(&*registry).await.expect("records");
     println!("  registry records left: {}", records.len());
     drop(op);
     let names: Vec<String> = (0..NAMESPACES).map(|i| format!("namespace/scale-{i:03}")).collect();
