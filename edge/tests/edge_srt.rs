@@ -168,6 +168,24 @@ async fn refused(srt: SocketAddr, stream_id: &str) -> Duration {
     t0.elapsed()
 }
 
+/// Waits until the edge has no SRT connection open (a dropped publisher has gone).
+async fn no_srt_connections_left(e: &SrtEdge) {
+    wait_until("no SRT connection left", Duration::from_secs(10), || async {
+        (e.edge.metric("streamfleet_edge_srt_connections_active").await == 0.0).then_some(())
+    })
+    .await;
+}
+
+/// An ffmpeg publish of `name` (key `<name>-publish-key`) with a wrong `passphrase` is refused
+/// and leaves the stream not live.
+async fn refused_with_passphrase(e: &SrtEdge, name: &str, passphrase: &str) {
+    let stream_id = format!("publish:{name}-publish-key");
+    let extra = format!("&passphrase={passphrase}");
+    let (ok, _) = finish(srt_publish(e.srt, &stream_id, 5, &[&extra]), Duration::from_secs(15)).await;
+    assert!(!ok, "a wrong passphrase must be refused");
+    assert!(e.edge.stream(name).await.is_none_or(|s| s["live"] == false));
+}
+
 #[tokio::test]
 async fn wrong_key_disabled_stream_and_live_stream_are_refused_at_the_handshake() {
     let e = start(&[]).await;
@@ -263,20 +281,11 @@ async fn encryption_interoperates_with_libsrt_and_a_wrong_or_missing_passphrase_
         .await;
         assert!(ok && out.contains("codec_name=h264") && out.contains("codec_name=aac"), "{opts}: {out}{err}");
         drop(publisher);
-        wait_until("the encrypted publisher gone", Duration::from_secs(10), || async {
-            (e.edge.metric("streamfleet_edge_srt_connections_active").await == 0.0).then_some(())
-        })
-        .await;
+        no_srt_connections_left(&e).await;
     }
     refused(e.srt, "publish:solo-publish-key").await;
     assert_eq!(e.edge.metric(&format!("{REJECTED}{{protocol=\"srt\",reason=\"unencrypted\"}}")).await, 1.0);
-    let (ok, _) = finish(
-        srt_publish(e.srt, "publish:solo-publish-key", 5, &["&passphrase=wrong-horse-battery"]),
-        Duration::from_secs(15),
-    )
-    .await;
-    assert!(!ok, "a wrong passphrase must be refused");
-    assert!(e.edge.stream("solo").await.is_none_or(|s| s["live"] == false));
+    refused_with_passphrase(&e, "solo", "wrong-horse-battery").await;
     assert!(!e.edge.logs().contains("horse-battery"), "a passphrase in the logs");
 }
 
@@ -298,23 +307,14 @@ async fn a_streams_own_passphrase_is_required_of_its_srt_callers_and_only_of_the
     assert!(!ok, "a plain player of a stream with a passphrase");
     assert_eq!(e.edge.metric("streamfleet_edge_play_rejections_total{reason=\"unencrypted\"}").await, 1.0);
     drop(publisher);
-    wait_until("the encrypted publisher gone", Duration::from_secs(10), || async {
-        (e.edge.metric("streamfleet_edge_srt_connections_active").await == 0.0).then_some(())
-    })
-    .await;
+    no_srt_connections_left(&e).await;
 
     // A plain publisher is refused before the lease is taken (libsrt's "unsecure"), quickly.
     let took = refused(e.srt, "publish:vault-publish-key").await;
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     assert_eq!(e.edge.metric(&format!("{REJECTED}{{protocol=\"srt\",reason=\"unencrypted\"}}")).await, 1.0);
     // A wrong one is refused when the handshake completes, and its lease released at once.
-    let (ok, _) = finish(
-        srt_publish(e.srt, "publish:vault-publish-key", 5, &["&passphrase=not-the-vault-passphrase"]),
-        Duration::from_secs(15),
-    )
-    .await;
-    assert!(!ok, "a wrong passphrase must be refused");
-    assert!(e.edge.stream("vault").await.is_none_or(|s| s["live"] == false));
+    refused_with_passphrase(&e, "vault", "not-the-vault-passphrase").await;
     // The passphrase is the stream's, not the edge's: other streams stay plain.
     let plain = srt_publish(e.srt, "publish:demo-publish-key", 30, &[]);
     e.edge.wait_live("demo", 30, Duration::from_secs(20)).await;
