@@ -178,6 +178,16 @@ async fn apply_parallel(cluster: &Cluster, docs: Vec<String>) {
     }
 }
 
+/// The Secret and LiveStream of one benchmark stream, as one multi-document manifest.
+fn stream_doc(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: {ns}}}\nstringData: {{publishKey: {key}}}\n---\n\
+         apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec: {{publishKeySecretRef: {{name: {name}-key}}}}\n",
+        key = key_of(ns, name)
+    )
+}
+
 fn key_of(ns: &str, name: &str) -> String {
     format!("scale-{ns}-{name}-Xq7pLm2Zt9")
 }
@@ -452,17 +462,7 @@ async fn operator_at_scale() {
     })
     .await;
 
-    let docs: Vec<String> = ids
-        .iter()
-        .map(|(ns, name)| {
-            format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: {ns}}}\nstringData: {{publishKey: {key}}}\n---\n\
-                 apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-                 spec: {{publishKeySecretRef: {{name: {name}-key}}}}\n",
-                key = key_of(ns, name)
-            )
-        })
-        .collect();
+    let docs: Vec<String> = ids.iter().map(|(ns, name)| stream_doc(ns, name)).collect();
     let (req0, (op_cpu0, _), (api_cpu0, _), rec0) = (
         requests_by_verb(&cluster).await,
         proc_usage(pid),
@@ -503,17 +503,7 @@ async fn operator_at_scale() {
     // every one of the `n` is).
     let probes: Vec<(String, String)> =
         (0..PROBES).map(|i| (format!("scale-{:03}", i % NAMESPACES), format!("probe-{i:02}"))).collect();
-    let probe_docs: Vec<String> = probes
-        .iter()
-        .map(|(ns, name)| {
-            format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: {ns}}}\nstringData: {{publishKey: {key}}}\n---\n\
-                 apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-                 spec: {{publishKeySecretRef: {{name: {name}-key}}}}\n",
-                key = key_of(ns, name)
-            )
-        })
-        .collect();
+    let probe_docs: Vec<String> = probes.iter().map(|(ns, name)| stream_doc(ns, name)).collect();
     apply_parallel(&cluster, probe_docs).await;
     eventually("the probe LiveStreams are Ready", Duration::from_secs(300), || async {
         (op.metric("streamfleet_operator_streams{phase=\"Ready\"}").await >= (n + PROBES) as f64).then_some(())
