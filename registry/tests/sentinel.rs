@@ -34,7 +34,7 @@ const TTL: Duration = LeaseTiming::DEFAULT_TTL;
 
 /// What docs/deploy.md recommends for the registry's Redis under Sentinel: a primary cut off
 /// from every replica (a demoted one that has not been reconfigured yet) refuses writes.
-const MIN_REPLICAS: &[&str] = &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "5"];
+const MIN_REPLICAS: &[&str] = &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "5", "--repl-diskless-sync-delay", "5"];
 
 fn sentinel_timing() -> SentinelTiming {
     SentinelTiming { down_after: Duration::from_millis(1000), failover_timeout: Duration::from_secs(5) }
@@ -561,6 +561,10 @@ async fn repeated_failovers(replica_ack_ms: u64, rounds: usize) -> (u64, usize, 
             }
         }
         holder.tap.wait_for_any(&[KeeperEvent::Renewed, KeeperEvent::Reclaimed], TTL).await;
+        // A full resync of the surviving replica (it was ahead of the promoted one) is what can
+        // keep the new primary below min-replicas-to-write; shown with the timeline.
+        let stats: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.unwrap();
+        let full_syncs = stats.lines().find_map(|l| l.strip_prefix("sync_full:")).unwrap_or("?").trim().to_string();
         let timeline = holder
             .tap
             .take_log()
@@ -569,7 +573,8 @@ async fn repeated_failovers(replica_ack_ms: u64, rounds: usize) -> (u64, usize, 
             .collect::<Vec<_>>()
             .join(", ");
         eprintln!(
-            "round {round}: holder's deadline {} after the kill; new primary agreed at +{}; {timeline}",
+            "round {round}: holder's deadline {} after the kill; new primary agreed at +{}, full syncs \
+             {full_syncs}; {timeline}",
             ms(margin),
             ms(failover)
         );

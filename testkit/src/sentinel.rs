@@ -282,6 +282,14 @@ impl SentinelCluster {
             .arg("--dir")
             .arg(&dir)
             .args(["--maxmemory-policy", "noeviction"])
+            // As the chart: a replica that cannot resume replication after a failover (it was
+            // ahead of the promoted one) needs a full sync, which Redis otherwise delays by 5 s
+            // waiting for more replicas, long enough to make the new primary refuse writes
+            // (`NOREPLICAS`) past the holders' deadlines.
+            .args(["--repl-diskless-sync-delay", "0"])
+            // Appended to across restarts; its tail is printed if the test fails (see Drop).
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
             .args(&self.redis_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -314,7 +322,31 @@ impl Drop for SentinelCluster {
         for n in self.sentinels.iter_mut().chain(self.redis.iter_mut()) {
             n.kill();
         }
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl SentinelCluster {
+    /// What each server and Sentinel logged last (a failed test's evidence: who was promoted,
+    /// which replica resynced how, when).
+    fn print_log_tails(&self) {
+        const LINES: usize = 60;
+        let logs = (0..self.redis.len())
+            .map(|i| (format!("redis-{i} (port {})", self.redis[i].port), self.dir.join(format!("redis-{i}/redis.log"))))
+            .chain((0..self.sentinels.len()).map(|i| {
+                (format!("sentinel-{i} (port {})", self.sentinels[i].port), self.dir.join(format!("sentinel-{i}/sentinel.log")))
+            }));
+        for (name, path) in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("---- {name}: last {LINES} lines of {}", path.display());
+            for l in &lines[lines.len().saturating_sub(LINES)..] {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -324,7 +356,7 @@ fn write_sentinel_conf(conf: &Path, dir: &Path, port: u16, primary: u16, t: Sent
          sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n\
          sentinel down-after-milliseconds {MASTER_NAME} {down}\n\
          sentinel failover-timeout {MASTER_NAME} {failover}\n\
-         sentinel parallel-syncs {MASTER_NAME} 1\n",
+         sentinel parallel-syncs {MASTER_NAME} 1\nlogfile {dir}/sentinel.log\n",
         dir = dir.display(),
         down = t.down_after.as_millis(),
         failover = t.failover_timeout.as_millis(),

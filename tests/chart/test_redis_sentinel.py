@@ -42,7 +42,8 @@ def test_sentinel_mode_runs_three_redis_and_three_sentinels():
     assert out.get("Service", SENTINELS)["spec"]["clusterIP"] == "None"
     assert out.find("Service", REDIS) is None
     script = container(redis["spec"]["template"]["spec"], "redis")["args"][0]
-    for flag in ("--replica-announce-ip", "--min-replicas-to-write 1", "--maxmemory-policy noeviction",
+    for flag in ("--replica-announce-ip", "--min-replicas-to-write 1", "--repl-diskless-sync-delay 0",
+                 "--maxmemory-policy noeviction",
                  '--masterauth "$REDIS_PASSWORD"', "SENTINEL get-master-addr-by-name streamfleet"):
         assert flag in script, flag
     conf = container(sentinels["spec"]["template"]["spec"], "sentinel")["args"][0]
