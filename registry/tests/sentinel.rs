@@ -1,5 +1,5 @@
 //! The registry on a Sentinel-managed Redis (three `redis-server`s, three `redis-sentinel`s on
-//! loopback, `down-after-milliseconds` 1000): every client reaches the primary through a
+//! loopback, `down-after-milliseconds` 1500): every client reaches the primary through a
 //! `redis+sentinel://` URL. A holder keeps its lease across a failover (primary killed, or frozen
 //! past `down-after-milliseconds`), a second acquirer is refused throughout, new grants resume
 //! after the failover quarantine, the frozen primary comes back as a replica nobody writes to,
@@ -34,10 +34,14 @@ const TTL: Duration = LeaseTiming::DEFAULT_TTL;
 
 /// What docs/deploy.md recommends for the registry's Redis under Sentinel: a primary cut off
 /// from every replica (a demoted one that has not been reconfigured yet) refuses writes.
-const MIN_REPLICAS: &[&str] = &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "5", "--repl-diskless-sync-delay", "5"];
+const MIN_REPLICAS: &[&str] = &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "5"];
 
+/// 1500 ms, not 1000: a Sentinel pings a newly promoted primary 1 s after switching to it when
+/// its first connection attempt misses, and with 1000 it declares the new primary down in that
+/// very tick. On a loaded 2-core machine all three did so 1.0 s after a switch, failed over
+/// again and split the data set (docs/deploy.md, "Timing rules").
 fn sentinel_timing() -> SentinelTiming {
-    SentinelTiming { down_after: Duration::from_millis(1000), failover_timeout: Duration::from_secs(5) }
+    SentinelTiming::default()
 }
 
 async fn start_cluster(extra: &'static [&'static str]) -> SentinelCluster {
@@ -135,7 +139,7 @@ async fn admit_beta(url: &str, within: Duration) -> Instant {
     .await
 }
 
-/// One failover test at a time: each runs 3 Redis and 3 Sentinels with a 1 s
+/// One failover test at a time: each runs 3 Redis and 3 Sentinels with a 1.5 s
 /// down-after-milliseconds, and six such clusters failing over at once on a 2-core machine
 /// starved the Sentinels enough to push a failover past the holder's 5 s deadline.
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {

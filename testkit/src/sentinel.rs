@@ -49,9 +49,11 @@ pub struct SentinelTiming {
     pub failover_timeout: Duration,
 }
 
+/// `down-after-milliseconds` 1500: the shortest that leaves a Sentinel one reconnect (it retries
+/// once a second) to reach a just-promoted primary before deeming it down again.
 impl Default for SentinelTiming {
     fn default() -> Self {
-        SentinelTiming { down_after: Duration::from_millis(1000), failover_timeout: Duration::from_secs(5) }
+        SentinelTiming { down_after: Duration::from_millis(1500), failover_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -335,9 +337,14 @@ impl SentinelCluster {
     fn print_log_tails(&self) {
         const LINES: usize = 60;
         let logs = (0..self.redis.len())
-            .map(|i| (format!("redis-{i} (port {})", self.redis[i].port), self.dir.join(format!("redis-{i}/redis.log"))))
+            .map(|i| {
+                (format!("redis-{i} (port {})", self.redis[i].port), self.dir.join(format!("redis-{i}/redis.log")))
+            })
             .chain((0..self.sentinels.len()).map(|i| {
-                (format!("sentinel-{i} (port {})", self.sentinels[i].port), self.dir.join(format!("sentinel-{i}/sentinel.log")))
+                (
+                    format!("sentinel-{i} (port {})", self.sentinels[i].port),
+                    self.dir.join(format!("sentinel-{i}/sentinel.log")),
+                )
             }));
         for (name, path) in logs {
             let text = std::fs::read_to_string(&path).unwrap_or_default();

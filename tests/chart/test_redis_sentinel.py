@@ -116,6 +116,15 @@ def test_external_sentinels_need_a_master_name():
         render({"redis": {"bundled": False, "external": {"sentinel": {"hosts": ["s1:26379"]}}}})
 
 
+def test_down_after_below_1500_ms_is_refused():
+    # Below that a Sentinel can deem a just-promoted primary down and fail over a second time.
+    with pytest.raises(helm.HelmError, match="downAfterMilliseconds"):
+        render({"redis": {"mode": "sentinel", "sentinel": {"downAfterMilliseconds": 1000}}})
+    out = render({"redis": {"mode": "sentinel", "sentinel": {"downAfterMilliseconds": 1500}}})
+    conf = container(out.get("StatefulSet", SENTINELS)["spec"]["template"]["spec"], "sentinel")["args"][0]
+    assert "sentinel down-after-milliseconds streamfleet 1500" in conf
+
+
 def test_sentinel_mode_is_ignored_for_an_external_redis():
     out = render({"redis": {"bundled": False, "mode": "sentinel", "external": {"url": "redis://r:6379/0"}}})
     assert out.find("StatefulSet", SENTINELS) is None
@@ -179,7 +188,7 @@ def test_rendered_sentinel_mode_forms_a_cluster_that_fails_over_and_takes_its_ol
         pytest.skip("redis-server/redis-sentinel/redis-cli not installed (scripts/test installs them)")
     redis_port, sentinel_port = free_port(), free_port()
     values = {"redis": {"mode": "sentinel", "port": redis_port,
-                        "sentinel": {"port": sentinel_port, "downAfterMilliseconds": 1000, "failoverTimeout": 3000}}}
+                        "sentinel": {"port": sentinel_port, "downAfterMilliseconds": 1500, "failoverTimeout": 3000}}}
     out = render(values)
     redis_script = container(pod_spec(out, REDIS), "redis")["args"][0]
     sentinel_script = container(pod_spec(out, SENTINELS), "sentinel")["args"][0]

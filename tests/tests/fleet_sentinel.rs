@@ -1,5 +1,5 @@
 //! A live fleet on a Sentinel-managed registry (three Redis, three Sentinels on loopback,
-//! `down-after-milliseconds` 1000): two edges and `streamfleet-operator sync --watch`, all through
+//! `down-after-milliseconds` 1500): two edges and `streamfleet-operator sync --watch`, all through
 //! `redis+sentinel://`. The primary is killed (`kill -9`) under a live publisher on edge-a with
 //! players on edge-a and edge-b: Sentinel promotes a replica, the publisher is not dropped, both
 //! players keep receiving, a second publisher for the stream on edge-b is refused throughout,
@@ -32,7 +32,7 @@ const TTL: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn primary_killed_under_a_live_stream_publisher_and_players_carry_on_and_nobody_else_publishes() {
-    let timing = SentinelTiming { down_after: Duration::from_millis(1000), failover_timeout: Duration::from_secs(5) };
+    let timing = SentinelTiming::default();
     let config =
         FleetConfig { edges: 2, lease_ttl: TTL, watch_sync: true, sentinel: Some(timing), ..FleetConfig::default() };
     let mut fleet = Fleet::start(config, &[StreamSpec::new("news"), StreamSpec::new("sport")]).await;
