@@ -139,7 +139,8 @@ async fn rtmpdump_stops_a_live_download_at_its_stop_time_and_reads_a_wrong_app()
         eprintln!("SKIPPED: rtmpdump is not installed (apt-get install rtmpdump)");
         return;
     }
-    let edge = Edge::start(&[]).await;
+    // One worker thread: the single-threaded scheduler serves real clients too.
+    let edge = Edge::start(&["--worker-threads", "1"]).await;
 
     let (ok, out) = run("rtmpdump", &["-v", "-r", &format!("rtmp://{}/foo/demo", edge.rtmp), "-o", "/dev/null"]).await;
     assert!(!ok, "{out}");

@@ -248,7 +248,8 @@ pub struct Config {
     /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
     /// CPU limit counts). A thread serves about one core's worth; threads beyond the cores the
     /// edge keeps busy cost wake-ups whenever work moves between them, so on a small or shared
-    /// machine set fewer (docs/benchmarks.md).
+    /// machine set fewer (docs/benchmarks.md). 1 runs everything on one thread (tokio's
+    /// single-threaded scheduler).
     #[arg(long, env = "STREAMFLEET_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 

@@ -95,11 +95,19 @@ async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream
 }
 
 /// The async runtime the edge runs on, with `--worker-threads` workers (0: one per CPU).
+/// One worker is tokio's single-threaded scheduler: everything runs on the thread that
+/// started the edge, without the work-stealing scheduler's bookkeeping (its statistics and
+/// clock reads per scheduling round) or a hand-off between the main thread and a worker.
 pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
-        builder.worker_threads(config.worker_threads);
-    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = if config.worker_threads > 0 { config.worker_threads } else { cpus };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     builder.enable_all().build()
 }
 

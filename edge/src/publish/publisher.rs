@@ -262,17 +262,30 @@ async fn ingest<C: PublisherConn>(
     let mut tick = interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_media = Instant::now();
+    // Media since the last tick: the idle clock advances at ticks, not with a clock read per
+    // message (idle timeouts are seconds; a tick is 100 ms).
+    let mut media_since_tick = false;
+    // Mirrors `holder.idle`, so a message does not take the watch channel's lock to check it.
+    let mut reported_idle = false;
     let mut window_start = Instant::now();
     let mut window_bytes: u64 = 0;
     let bitrate_gauge = ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[playback]);
     ctx.metrics.health_publisher_changed(playback);
+    // Created once, not per loop turn: each of these registers with a watch channel when first
+    // polled, and a fresh one per message would register and unregister every time.
+    let lost = keeper.lost();
+    tokio::pin!(lost);
+    let drain = shutdown::draining(&mut shutdown);
+    tokio::pin!(drain);
     loop {
         tokio::select! {
             ev = io.next_media() => match ev {
                 Ok(Some(media)) => {
                     if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
-                        last_media = Instant::now();
-                        if holder.borrow().idle {
+                        media_since_tick = true;
+                        if reported_idle {
+                            reported_idle = false;
+                            last_media = Instant::now();
                             holder.send_modify(|h| h.idle = false);
                             stream.publisher_idle.store(false, Ordering::Relaxed);
                         }
@@ -283,7 +296,7 @@ async fn ingest<C: PublisherConn>(
                 Ok(None) => return Ended::Closed("publisher finished".into()),
                 Err(e) => return e,
             },
-            reason = keeper.lost() => {
+            reason = &mut lost => {
                 let why = format!("publishing stopped: this edge lost the stream's lease ({reason})");
                 tracing::warn!(%reason, "dropping publisher: lease lost");
                 return io.close_with(Level::Error, "NetStream.Publish.BadName", &why);
@@ -297,13 +310,17 @@ async fn ingest<C: PublisherConn>(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                if std::mem::take(&mut media_since_tick) {
+                    last_media = now;
+                }
                 let silent = now.saturating_duration_since(last_media);
                 if silent >= settings.idle_publisher_timeout {
                     let why = format!("no media for {}; publisher disconnected", humantime::format_duration(settings.idle_publisher_timeout));
                     return io.close_with(Level::Error, "NetStream.Publish.Idle", &why);
                 }
-                if silent >= settings.idle_report_after && !holder.borrow().idle {
+                if silent >= settings.idle_report_after && !reported_idle {
                     tracing::debug!(silent_ms = silent.as_millis() as u64, "publisher idle");
+                    reported_idle = true;
                     holder.send_modify(|h| h.idle = true);
                     stream.publisher_idle.store(true, Ordering::Relaxed);
                 }
@@ -320,7 +337,7 @@ async fn ingest<C: PublisherConn>(
                     window_bytes = 0;
                 }
             }
-            _ = shutdown::draining(&mut shutdown) => {
+            _ = &mut drain => {
                 let why = "edge is shutting down; reconnect to continue publishing";
                 return io.close_with(Level::Status, "NetStream.Unpublish.Success", why);
             }

@@ -7,12 +7,9 @@
 //! length checked before use, nothing allocated ahead of the bytes that actually arrived, and a
 //! clear error (which closes only that connection) for anything out of bounds.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -143,6 +140,41 @@ struct ChunkStream {
     partial: Option<BytesMut>,
 }
 
+/// The chunk streams of one connection by id. At most `max_chunk_streams` (64) and in practice a
+/// handful (control, command, audio, video), looked up once or twice per chunk: a linear scan
+/// of a small vector beats hashing the id.
+#[derive(Debug, Default)]
+struct ChunkStreams(Vec<(u32, ChunkStream)>);
+
+impl ChunkStreams {
+    fn get(&self, csid: &u32) -> Option<&ChunkStream> {
+        self.0.iter().find(|(id, _)| id == csid).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, csid: &u32) -> Option<&mut ChunkStream> {
+        self.0.iter_mut().find(|(id, _)| id == csid).map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, csid: &u32) -> bool {
+        self.get(csid).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get_or_default(&mut self, csid: u32) -> &mut ChunkStream {
+        let at = match self.0.iter().position(|(id, _)| *id == csid) {
+            Some(at) => at,
+            None => {
+                self.0.push((csid, ChunkStream::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+}
+
 /// A parsed chunk header (not yet consumed from the buffer).
 struct Header {
     fmt: u8,
@@ -162,7 +194,7 @@ pub struct ChunkReader {
     limits: ReaderLimits,
     chunk_size: u32,
     buf: BytesMut,
-    streams: HashMap<u32, ChunkStream>,
+    streams: ChunkStreams,
     /// Bytes held in incomplete messages over all chunk streams.
     partial_bytes: usize,
     /// Whether the connection is an admitted publisher (the large message limit applies).
@@ -179,7 +211,7 @@ impl ChunkReader {
             chunk_size: INITIAL_CHUNK_SIZE,
             // Allocated on first use, sized by what arrives (players send almost nothing).
             buf: BytesMut::new(),
-            streams: HashMap::new(),
+            streams: ChunkStreams::default(),
             partial_bytes: 0,
             admitted: false,
             budget: None,
@@ -412,7 +444,7 @@ impl ChunkReader {
         self.buf.advance(h.len);
         let data = self.buf.split_to(chunk_len);
 
-        let stream = self.streams.entry(h.csid).or_default();
+        let stream = self.streams.get_or_default(h.csid);
         let delta = h.extended.unwrap_or(h.timestamp_field);
         stream.timestamp = if h.fmt == 0 { delta } else { stream.timestamp.wrapping_add(delta) };
         stream.delta = delta;
