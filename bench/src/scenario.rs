@@ -18,7 +18,7 @@ use crate::procstat::{self, ProcSample};
 use crate::publisher::{self, PublisherConfig, PublisherOutcome};
 use crate::rtmp::RtmpUrl;
 use crate::stats::Summary;
-use crate::stats::run_report::{ClientCounts, FrameStats, Params, RunReport, ServerStats, ToolStats};
+use crate::stats::run_report::{ClientCounts, FrameStats, Params, RunReport, ServerStats, StreamCounts, ToolStats};
 
 /// The shape of a load run.
 #[derive(Debug, Clone)]
@@ -60,7 +60,8 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
                 .map_err(|m| BenchError::Proc { pid, message: format!("{m} ({when})") }),
         }
     };
-    server_sample("at start")?;
+    // Idle RSS: with the warm-up's sample it gives the memory per live stream (density).
+    let idle = server_sample("at start")?;
 
     // Publishers get their own runtime thread, so a thousand players' reads never delay a frame's
     // send (its send time is stamped when it is written, but the schedule should stay real time).
@@ -106,6 +107,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     let window = Arc::new(Window::default());
     let (resolved_tx, mut resolved_rx) = mpsc::unbounded_channel();
     let mut player_tasks = Vec::with_capacity(spec.players);
+    let mut player_streams = Vec::with_capacity(spec.players);
     let mut ticker = tokio::time::interval(spec.player_interval.max(Duration::from_micros(1)));
     for i in 0..spec.players {
         ticker.tick().await;
@@ -115,6 +117,7 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
         let cfg =
             PlayerConfig { url, stream: stream as u32, join_timeout: spec.join_timeout, read_buffer: spec.read_buffer };
         player_tasks.push(tokio::spawn(player::run(cfg, window.clone(), cancel.clone(), resolved_tx.clone())));
+        player_streams.push(stream);
     }
     drop(resolved_tx);
     // Every player reports once (started or failed); each has its own join deadline, so this
@@ -152,12 +155,15 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
         );
     }
 
+    let streams = intact_streams(&pubs, player_streams.iter().copied().zip(players.iter()));
     let mut report = summarize(spec, &plan, players, &pubs, window_s);
+    report.streams = Some(streams);
     let gb = report.delivered_mbps * window_s / 8.0 / 1000.0;
     let per_gb = |cpu: f64| (gb > 0.0).then(|| cpu / gb);
     if let (Some(pid), Some(b), Some(s), Some(e)) = (spec.server_pid, before, server_start, server_end) {
         let cpu = e.cpu_since(&s);
         let connected = report.players.as_ref().map(|p| p.connected).unwrap_or(0);
+        let publishers = live.len();
         report.server_stats = Some(ServerStats {
             pid,
             cpu_s: cpu,
@@ -166,6 +172,8 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
             rss_before_kib: b.rss_kib,
             rss_after_kib: e.rss_kib,
             rss_per_player_kib: (connected > 0).then(|| (e.rss_kib as f64 - b.rss_kib as f64) / connected as f64),
+            rss_idle_kib: idle.map(|i| i.rss_kib),
+            rss_per_publisher_kib: idle.map(|i| (b.rss_kib as f64 - i.rss_kib as f64) / publishers as f64),
         });
     }
     let tool_cpu = tool_end.cpu_since(&tool_start);
@@ -184,6 +192,32 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
         publisher_max_lag_ms: pubs.iter().map(|p| p.max_lag_ms).fold(0.0, f64::max),
     };
     Ok(report)
+}
+
+/// Counts the streams that came through whole: publisher up to the end, at least one player,
+/// and every player of the stream up to the end with window frames, none missing, none foreign.
+pub fn intact_streams<'a>(
+    pubs: &[PublisherOutcome],
+    players: impl Iterator<Item = (usize, &'a PlayerOutcome)>,
+) -> StreamCounts {
+    // Per stream: (has a player, every player so far is whole).
+    let mut seen: Vec<(bool, bool)> = vec![(false, true); pubs.len()];
+    for (stream, p) in players {
+        let Some(s) = seen.get_mut(stream) else { continue };
+        let whole = p.failure.is_none()
+            && p.dropped.is_none()
+            && p.frames_window > 0
+            && p.missing_window == 0
+            && p.foreign == 0;
+        *s = (true, s.1 && whole);
+    }
+    let live = pubs.iter().filter(|p| p.failure.is_none()).count();
+    let intact = pubs
+        .iter()
+        .zip(&seen)
+        .filter(|(p, (watched, whole))| p.failure.is_none() && p.dropped.is_none() && *watched && *whole)
+        .count();
+    StreamCounts { live, intact }
 }
 
 fn count<'a>(
@@ -243,6 +277,7 @@ pub fn summarize(
 ) -> RunReport {
     let player_counts = count(spec.players, players.iter().map(|p| (&p.failure, &p.dropped)));
     let pub_counts = count(spec.publishers, pubs.iter().map(|p| (&p.failure, &p.dropped)));
+    let mut publish_start: Vec<f64> = pubs.iter().filter_map(|p| p.publish_start_ms).collect();
     let collect = |f: &dyn Fn(&PlayerOutcome) -> Option<f64>| -> Option<Summary> {
         let mut v: Vec<f64> = players.iter().filter_map(f).collect();
         Summary::of(&mut v)
@@ -299,6 +334,91 @@ pub fn summarize(
         server_stats: None,
         tool: ToolStats::default(),
         admission_ms: None,
+        publish_start_ms: Summary::of(&mut publish_start),
+        streams: None,
         first_frame_samples_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn player(frames: u64, missing: u64, dropped: bool) -> PlayerOutcome {
+        PlayerOutcome {
+            frames_window: frames,
+            missing_window: missing,
+            dropped: dropped.then(|| "reset".to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_is_intact_only_if_its_publisher_and_every_player_came_through() {
+        let ok = PublisherOutcome::default();
+        let refused = PublisherOutcome { failure: Some("refused".into()), ..Default::default() };
+        let dropped = PublisherOutcome { dropped: Some("reset".into()), ..Default::default() };
+        // Streams: 0 whole (two players), 1 one player missed frames, 2 publisher refused,
+        // 3 publisher dropped, 4 no player, 5 player dropped, 6 whole.
+        let pubs = vec![ok.clone(), ok.clone(), refused, dropped, ok.clone(), ok.clone(), ok];
+        let players = [
+            (0, player(60, 0, false)),
+            (0, player(60, 0, false)),
+            (1, player(60, 0, false)),
+            (1, player(55, 5, false)),
+            (3, player(60, 0, false)),
+            (5, player(60, 0, true)),
+            (6, player(60, 0, false)),
+            // Out of range (never happens in a run) is ignored rather than a panic.
+            (99, player(60, 0, false)),
+        ];
+        let c = intact_streams(&pubs, players.iter().map(|(s, p)| (*s, p)));
+        assert_eq!(c, StreamCounts { live: 6, intact: 2 });
+        let starved = [(0, player(0, 0, false))];
+        let c = intact_streams(&pubs[..1], starved.iter().map(|(s, p)| (*s, p)));
+        assert_eq!(c, StreamCounts { live: 1, intact: 0 });
+    }
+
+    #[test]
+    fn summarize_reports_the_publishers_admission_times() {
+        let spec = LoadSpec {
+            scenario: "ingest".into(),
+            server_label: "x".into(),
+            tag: "density-3".into(),
+            publish_url: String::new(),
+            play_url: String::new(),
+            publishers: 3,
+            players: 0,
+            publisher_interval: Duration::from_millis(10),
+            player_interval: Duration::from_millis(10),
+            warmup: Duration::ZERO,
+            settle: Duration::ZERO,
+            window: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(1),
+            server_pid: None,
+            read_buffer: 1024,
+            media_name: "m".into(),
+            first_index: 0,
+        };
+        let plan = crate::media::synthetic::plan(crate::media::synthetic::SyntheticSpec {
+            video_bps: 1_000_000,
+            fps: 30,
+            gop_frames: 60,
+            frames: 120,
+            audio: false,
+        });
+        let p = |ms: Option<f64>| PublisherOutcome {
+            publish_start_ms: ms,
+            failure: ms.is_none().then(|| "refused".into()),
+            ..Default::default()
+        };
+        let r = summarize(&spec, &plan, Vec::new(), &[p(Some(4.0)), p(Some(2.0)), p(None)], 1.0);
+        let s = r.publish_start_ms.unwrap();
+        assert_eq!((s.n, s.p50, s.max), (2, 2.0, 4.0));
+        assert_eq!(r.publishers.unwrap().failed, 1);
+        assert_eq!(r.params.gop_ms, 2000);
+        // 1 Mbit/s video over a 2 s GOP is 250,000 bytes (filler rounding aside).
+        let gop = r.params.gop_kib().unwrap();
+        assert!((gop - 250_000.0 / 1024.0).abs() < 2.0, "{gop}");
     }
 }

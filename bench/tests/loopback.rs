@@ -72,6 +72,12 @@ async fn fanout_measures_every_frame_for_every_player() {
     // The "server" is this process here, so its CPU must show the work.
     let server_stats = report.server_stats.as_ref().unwrap();
     assert!(server_stats.cpu_s > 0.0 && server_stats.cpu_s_per_gb.is_some());
+    // The density figures: the one publisher's admission, idle and per-publisher RSS, and the
+    // stream arriving whole at both players.
+    assert_eq!(report.publish_start_ms.map(|s| s.n), Some(1));
+    assert!(server_stats.rss_idle_kib.is_some_and(|k| k > 0) && server_stats.rss_per_publisher_kib.is_some());
+    assert_eq!(report.streams.map(|s| (s.live, s.intact)), Some((1, 1)));
+    assert!(report.table().contains("KiB/publisher"));
     let json = serde_json::to_string(&report).unwrap();
     // The JSON line reads back (floats may differ in the last bit, so compare counts).
     let back: streamfleet_bench::stats::RunReport = serde_json::from_str(&json).unwrap();

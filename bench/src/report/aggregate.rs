@@ -40,8 +40,7 @@ impl Runs {
         let mut out = Runs { total: runs.len(), ..Default::default() };
         for r in runs {
             let tag = if r.tag.is_empty() { point_tag(&r) } else { r.tag.clone() };
-            // Cross-edge runs are join runs whose players sit on a second edge.
-            let scenario = if tag.starts_with("cross-edge") { "cross-edge".to_string() } else { r.scenario.clone() };
+            let scenario = scenario_of(&tag, &r.scenario);
             out.by_scenario
                 .entry(scenario)
                 .or_default()
@@ -76,6 +75,19 @@ impl Runs {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// The report section a run belongs to. Some sections reuse another scenario's engine and are
+/// told apart by the tag scripts/bench gives them: cross-edge runs are join runs whose players
+/// sit on a second edge, density runs are ingest runs at one large point, and the cores runs are
+/// fan-out and ingest runs against edges with one and two worker threads.
+pub fn scenario_of(tag: &str, scenario: &str) -> String {
+    for section in ["cross-edge", "density", "cores"] {
+        if tag.starts_with(section) {
+            return section.to_string();
+        }
+    }
+    scenario.to_string()
 }
 
 fn point_tag(r: &RunReport) -> String {
@@ -115,5 +127,22 @@ mod tests {
         assert_eq!(g.med(|r| r.server_stats.as_ref()?.cpu_s_per_gb), Some(2.0));
         assert_eq!(runs.max_repeats(), 3);
         assert!(runs.points("join").is_empty());
+    }
+
+    #[test]
+    fn sections_that_reuse_an_engine_are_told_apart_by_tag() {
+        let tagged =
+            |tag: &str, scenario: &str| RunReport { tag: tag.into(), scenario: scenario.into(), ..Default::default() };
+        let runs = Runs::new(vec![
+            tagged("ingest-200", "ingest"),
+            tagged("density-1000", "ingest"),
+            tagged("cores-fanout-2000", "fanout"),
+            tagged("cores-ceiling-3000", "fanout"),
+            tagged("cross-edge-100", "join"),
+            tagged("fanout-200", "fanout"),
+        ]);
+        let sections: Vec<&str> = runs.by_scenario.keys().map(String::as_str).collect();
+        assert_eq!(sections, ["cores", "cross-edge", "density", "fanout", "ingest"]);
+        assert_eq!(runs.by_scenario["cores"].len(), 2);
     }
 }

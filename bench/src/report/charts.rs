@@ -1,5 +1,6 @@
 //! PNG charts with plotters: server CPU seconds per delivered GB against the number of players
-//! (fan-out), and the distribution of time to first frame for joining players (join).
+//! (fan-out), the distribution of time to first frame for joining players (join), and latency
+//! p99 against players for the edge with one and two worker threads (cores ceiling).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -188,6 +189,37 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
             y_top: Some(1.05),
         };
         draw_lines(&spec, &cdf)?;
+        written.push((title.to_string(), path));
+    }
+    let ceiling: Series = servers
+        .iter()
+        .map(|s| {
+            let pts = runs
+                .points("cores")
+                .iter()
+                .filter(|(tag, _)| tag.starts_with("cores-ceiling"))
+                .filter_map(|(_, groups)| {
+                    let g = groups.get(s)?;
+                    Some((g.first()?.params.players as f64, g.med(|r| r.latency_window_ms.map(|l| l.p99))?))
+                })
+                .collect();
+            (s.clone(), pts)
+        })
+        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
+        .collect();
+    if !ceiling.is_empty() {
+        let path = dir.join("cores-ceiling.png");
+        let title = "Fan-out latency p99 by worker threads (ceiling: p99 ≤ 100 ms)";
+        let spec = Chart {
+            path: &path,
+            title,
+            x_desc: "players",
+            y_desc: "latency p99 ms (window)",
+            log_x: false,
+            log_y: false,
+            y_top: None,
+        };
+        draw_lines(&spec, &ceiling)?;
         written.push((title.to_string(), path));
     }
     Ok(written)

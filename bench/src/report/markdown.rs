@@ -37,10 +37,18 @@ fn fx(r: Option<f64>) -> String {
     r.map(|x| format!("**{x:.2}×**")).unwrap_or_else(|| "–".into())
 }
 
-/// Servers in a stable order: baseline, candidate, then any others.
+/// Servers in a stable order: baseline, candidate, then any others. The cores section's edges
+/// (one and two worker threads) have a table of their own and would only add empty columns
+/// everywhere else.
 fn servers(inp: &Inputs<'_>) -> Vec<String> {
-    let mut all: Vec<String> =
-        inp.runs.by_scenario.values().flat_map(|p| p.values()).flat_map(|g| g.keys().cloned()).collect();
+    let mut all: Vec<String> = inp
+        .runs
+        .by_scenario
+        .iter()
+        .filter(|(scenario, _)| scenario.as_str() != "cores")
+        .flat_map(|(_, p)| p.values())
+        .flat_map(|g| g.keys().cloned())
+        .collect();
     all.sort();
     all.dedup();
     all.sort_by_key(|s| (s != inp.baseline, s != inp.candidate, s.clone()));
@@ -81,6 +89,21 @@ fn other_load(r: &RunReport) -> Option<f64> {
 }
 fn per_player(r: &RunReport) -> Option<f64> {
     r.per_player_mbps
+}
+fn adm_p50(r: &RunReport) -> Option<f64> {
+    r.publish_start_ms.map(|s| s.p50)
+}
+fn adm_p99(r: &RunReport) -> Option<f64> {
+    r.publish_start_ms.map(|s| s.p99)
+}
+fn rss_ppub(r: &RunReport) -> Option<f64> {
+    r.server_stats.as_ref()?.rss_per_publisher_kib
+}
+fn refused_publishers(r: &RunReport) -> usize {
+    r.publishers.as_ref().map(|p| p.failed).unwrap_or(0)
+}
+fn dropped_publishers(r: &RunReport) -> usize {
+    r.publishers.as_ref().map(|p| p.dropped).unwrap_or(0)
 }
 fn bad_players(r: &RunReport) -> usize {
     r.players.as_ref().map(|p| p.failed + p.dropped).unwrap_or(0)
@@ -363,6 +386,9 @@ pub fn render(inp: &Inputs<'_>) -> String {
         reasons(&mut out, &points);
     }
 
+    out.push_str(&density_section(inp, &servers));
+    out.push_str(&cores_section(inp));
+
     for (title, path) in inp.charts {
         let _ = writeln!(out, "\n![{title}]({path})");
     }
@@ -371,7 +397,334 @@ pub fn render(inp: &Inputs<'_>) -> String {
     }
     let _ = writeln!(out, "\n### Targets of issue 7, checked against this run\n");
     out.push_str(&targets(inp));
+    if !inp.runs.points("density").is_empty() || !inp.runs.points("cores").is_empty() {
+        let _ = writeln!(out, "\n### Targets of issue 23 (density and cores), checked against this run\n");
+        out.push_str(&targets_23(inp));
+    }
     out
+}
+
+/// Publishers of a point (its largest run).
+fn publishers_of(groups: &BTreeMap<String, Group>) -> usize {
+    groups.values().filter_map(|g| g.first()).map(|r| r.params.publishers).max().unwrap_or(0)
+}
+
+fn players_of(groups: &BTreeMap<String, Group>) -> usize {
+    groups.values().filter_map(|g| g.first()).map(|r| r.params.players).max().unwrap_or(0)
+}
+
+/// "intact/live" streams summed over a server's runs.
+fn intact_cell(groups: &BTreeMap<String, Group>, servers: &[String]) -> String {
+    servers
+        .iter()
+        .map(|s| match groups.get(s) {
+            Some(g) => {
+                let live = g.sum(|r| r.streams.map(|c| c.live).unwrap_or(0));
+                let intact = g.sum(|r| r.streams.map(|c| c.intact).unwrap_or(0));
+                format!("{intact}/{live}")
+            }
+            None => "–".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn density_section(inp: &Inputs<'_>, servers: &[String]) -> String {
+    let mut out = String::new();
+    let points = inp.runs.points("density");
+    let _ = writeln!(out, "\n### 6. Density: many 1 Mbit/s publishers on one edge (one player each)\n");
+    if points.is_empty() {
+        let _ = writeln!(out, "Not run.");
+        return out;
+    }
+    let first = points[0].1.values().filter_map(|g| g.first()).next();
+    if let Some(r) = first {
+        let _ = writeln!(
+            out,
+            "Media: {} ({:.0} kbit/s, GOP {} ms); publishers and players ramped at {:.0}/s. Admission = each publisher's TCP connect → `NetStream.Publish.Start` during the ramp. RSS per publisher = (RSS with every publisher up, after the warm-up − RSS of the fresh, idle server) ÷ publishers, before any player joins: it includes the GOP cache, whose share is stated separately as one GOP of the media (bitrate × keyframe interval, computed, not measured).\n",
+            r.params.media, r.params.media_kbps, r.params.gop_ms, r.params.ramp_per_s
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| publishers | server CPU-s per GB | admission p50/p99 ms | RSS KiB per publisher (GOP cache included) | one GOP per stream KiB (computed) | refused publishers | dropped publishers | failed+dropped players | intact streams | latency p50/p99 ms (window) | server CPU % of a core | other load (cores) |"
+    );
+    let _ = writeln!(out, "|---:|---|---|---|---:|---|---|---|---|---|---|---|");
+    for (_, groups) in &points {
+        let gop = groups.values().filter_map(|g| g.first()).find_map(|r| r.params.gop_kib());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            publishers_of(groups),
+            cell(groups, servers, cpu_gb, 2, true),
+            pair_cell(groups, servers, adm_p50, adm_p99, 2),
+            cell(groups, servers, rss_ppub, 1, true),
+            f(gop, 0),
+            count_cell(groups, servers, refused_publishers),
+            count_cell(groups, servers, dropped_publishers),
+            count_cell(groups, servers, bad_players),
+            intact_cell(groups, servers),
+            pair_cell(groups, servers, lat_p50, lat_p99, 1),
+            cell(groups, servers, cpu_pct, 0, true),
+            cell(groups, servers, other_load, 2, false),
+        );
+    }
+    reasons(&mut out, &points);
+    out
+}
+
+/// Labels scripts/bench gives the edges of the cores section.
+fn thread_labels(candidate: &str) -> (String, String) {
+    (format!("{candidate} 1 thread"), format!("{candidate} 2 threads"))
+}
+
+/// The servers of the cores section: baseline, one thread, two threads, then any others.
+fn cores_servers(inp: &Inputs<'_>) -> Vec<String> {
+    let (one, two) = thread_labels(inp.candidate);
+    let mut all: Vec<String> = inp
+        .runs
+        .by_scenario
+        .get("cores")
+        .map(|p| p.values().flat_map(|g| g.keys().cloned()).collect())
+        .unwrap_or_default();
+    all.sort();
+    all.dedup();
+    all.sort_by_key(|s| (s != inp.baseline, s != &one, s != &two, s.clone()));
+    all
+}
+
+/// What a step-wise search for the largest player count at p99 ≤ 100 ms found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceiling {
+    /// Largest count met before the first miss.
+    pub met: Option<usize>,
+    /// The first count that missed (`None`: every count run was met).
+    pub missed: Option<usize>,
+}
+
+/// Latency p99 at or under this, with no failed or dropped player, meets a ceiling step.
+pub const CEILING_P99_MS: f64 = 100.0;
+
+/// Walks (players, p99, failed+dropped) points in ascending order up to the first miss.
+pub fn ceiling(mut steps: Vec<(usize, Option<f64>, usize)>) -> Ceiling {
+    steps.sort_by_key(|s| s.0);
+    let mut c = Ceiling { met: None, missed: None };
+    for (players, p99, bad) in steps {
+        match p99 {
+            Some(p) if p <= CEILING_P99_MS && bad == 0 => c.met = Some(players),
+            _ => {
+                c.missed = Some(players);
+                break;
+            }
+        }
+    }
+    c
+}
+
+fn ceiling_steps(inp: &Inputs<'_>, label: &str) -> Vec<(usize, Option<f64>, usize)> {
+    inp.runs
+        .points("cores")
+        .into_iter()
+        .filter(|(tag, _)| tag.starts_with("cores-ceiling"))
+        .filter_map(|(_, groups)| {
+            let g = groups.get(label)?;
+            Some((g.first()?.params.players, g.med(lat_p99), g.sum(bad_players)))
+        })
+        .collect()
+}
+
+fn ceiling_text(c: Ceiling, steps: &[(usize, Option<f64>, usize)]) -> String {
+    let top = steps.iter().map(|s| s.0).max();
+    match (c.met, c.missed) {
+        (_, None) if steps.is_empty() => "not measured".into(),
+        (Some(m), None) => format!("≥ {m} players (every step up to {} met; the search ends there)", top.unwrap_or(m)),
+        (Some(m), Some(x)) => format!("{m} players (first miss at {x})"),
+        (None, Some(x)) => format!("below {x} players (the first step missed)"),
+        (None, None) => "not measured".into(),
+    }
+}
+
+fn cores_section(inp: &Inputs<'_>) -> String {
+    let mut out = String::new();
+    let points = inp.runs.points("cores");
+    let _ = writeln!(out, "\n### 7. Cores: the edge with one and two worker threads\n");
+    if points.is_empty() {
+        let _ = writeln!(out, "Not run.");
+        return out;
+    }
+    let servers = cores_servers(inp);
+    let (one, two) = thread_labels(inp.candidate);
+    let _ = writeln!(
+        out,
+        "Servers (cells list them in this order): {}. The load tool runs on the same cores, so a second edge thread competes with it: the ceilings below are this machine's, not the edge's alone.\n",
+        servers.join(" · ")
+    );
+    let _ = writeln!(
+        out,
+        "| point | server CPU-s per GB | 2 threads / 1 thread | latency p50/p99 ms (window) | server CPU % of a core | failed+dropped players | failed+dropped publishers | other load (cores) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let measured: Vec<_> = points.iter().filter(|(tag, _)| !tag.starts_with("cores-ceiling")).collect();
+    for (tag, groups) in &measured {
+        let what = if tag.starts_with("cores-ingest") {
+            format!("ingest, {} publishers", publishers_of(groups))
+        } else {
+            format!("fan-out, {} players", players_of(groups))
+        };
+        let r = ratio(groups.get(&two).and_then(|g| g.med(cpu_gb)), groups.get(&one).and_then(|g| g.med(cpu_gb)));
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(groups, &servers, cpu_gb, 2, false),
+            fx(r),
+            pair_cell(groups, &servers, lat_p50, lat_p99, 1),
+            cell(groups, &servers, cpu_pct, 0, false),
+            count_cell(groups, &servers, bad_players),
+            count_cell(groups, &servers, bad_publishers),
+            cell(groups, &servers, other_load, 2, false),
+        );
+    }
+    let steps1 = ceiling_steps(inp, &one);
+    let steps2 = ceiling_steps(inp, &two);
+    if !steps1.is_empty() || !steps2.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCeiling search (fan-out, one run per step, stopping at a thread count's first step with latency p99 > {CEILING_P99_MS} ms or a failed or dropped player): latency p99 ms (failed+dropped players) per step.\n"
+        );
+        let _ = writeln!(out, "| players | {one} | {two} |");
+        let _ = writeln!(out, "|---:|---|---|");
+        let mut counts: Vec<usize> = steps1.iter().chain(&steps2).map(|s| s.0).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        let at = |steps: &[(usize, Option<f64>, usize)], n: usize| {
+            steps
+                .iter()
+                .find(|s| s.0 == n)
+                .map(|(_, p99, bad)| format!("{} ({bad})", f(*p99, 1)))
+                .unwrap_or_else(|| "not run".into())
+        };
+        for n in counts {
+            let _ = writeln!(out, "| {n} | {} | {} |", at(&steps1, n), at(&steps2, n));
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "- Ceiling with 1 thread: {}.", ceiling_text(ceiling(steps1.clone()), &steps1));
+        let _ = writeln!(out, "- Ceiling with 2 threads: {}.", ceiling_text(ceiling(steps2.clone()), &steps2));
+    }
+    let ceil_points: Vec<_> = points.iter().filter(|(tag, _)| tag.starts_with("cores-ceiling")).copied().collect();
+    reasons(&mut out, &measured.into_iter().copied().chain(ceil_points).collect::<Vec<_>>());
+    out
+}
+
+/// The largest point of a section whose tag starts with `prefix`.
+fn largest<'a>(
+    points: &[(&'a String, &'a BTreeMap<String, Group>)],
+    prefix: &str,
+) -> Option<&'a BTreeMap<String, Group>> {
+    points
+        .iter()
+        .filter(|(tag, _)| tag.starts_with(prefix))
+        .max_by_key(|(_, g)| publishers_of(g).max(players_of(g)))
+        .map(|(_, g)| *g)
+}
+
+fn targets_23(inp: &Inputs<'_>) -> String {
+    let mut out = String::new();
+    let (b, c) = (inp.baseline, inp.candidate);
+    let _ = writeln!(out, "| target | measured | verdict |");
+    let _ = writeln!(out, "|---|---|---|");
+    let density = inp.runs.points("density");
+    if let Some(groups) = largest(&density, "density") {
+        let n = publishers_of(groups);
+        let cand = groups.get(c);
+        let refused = cand.map(|g| g.sum(refused_publishers));
+        let dropped = cand.map(|g| g.sum(dropped_publishers));
+        let players = cand.map(|g| g.sum(bad_players));
+        let _ = writeln!(
+            out,
+            "| {n} publishers of 1 Mbit/s: none refused or dropped | {} refused, {} dropped publishers; {} failed or dropped players | {} |",
+            refused.map_or("–".into(), |v| v.to_string()),
+            dropped.map_or("–".into(), |v| v.to_string()),
+            players.map_or("–".into(), |v| v.to_string()),
+            match (refused, dropped, players) {
+                (Some(0), Some(0), Some(0)) if n >= 1000 => "met".to_string(),
+                (Some(0), Some(0), Some(0)) => format!("met at {n} publishers (1,000 not run)"),
+                (Some(_), Some(_), Some(_)) => "**missed**".to_string(),
+                _ => "not measured".to_string(),
+            }
+        );
+        let a99 = cand.and_then(|g| g.med(adm_p99));
+        let rate = cand.and_then(|g| g.first()).map(|r| r.params.ramp_per_s).unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "| admission p99 ≤ 5 ms at a 100/s connect rate | {} ms at {rate:.0}/s ({b}: {} ms) | {} |",
+            f(a99, 2),
+            f(groups.get(b).and_then(|g| g.med(adm_p99)), 2),
+            verdict(a99, 5.0, " ms")
+        );
+        let cpu = ratio(cand.and_then(|g| g.med(cpu_gb)), groups.get(b).and_then(|g| g.med(cpu_gb)));
+        let _ = writeln!(out, "| CPU-s per GB ≤ 0.8× {b} | {} | {} |", fx(cpu), verdict(cpu, 0.8, "×"));
+        let rss = ratio(cand.and_then(|g| g.med(rss_ppub)), groups.get(b).and_then(|g| g.med(rss_ppub)));
+        let gop = groups.values().filter_map(|g| g.first()).find_map(|r| r.params.gop_kib());
+        let cand_rss = cand.and_then(|g| g.med(rss_ppub));
+        // Only the candidate's figure is shown without the GOP: a server without a GOP cache
+        // (nginx-rtmp's `live`) holds no media to take off.
+        let less_gop = match (cand_rss, gop) {
+            (Some(r), Some(g)) => format!("{:.1} KiB", r - g),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| RSS per publisher ≤ {b}'s (GOP cache included) | {} KiB vs {} KiB ({}); one GOP of the media is {} KiB, {c} less one GOP {less_gop} | {} |",
+            f(cand_rss, 1),
+            f(groups.get(b).and_then(|g| g.med(rss_ppub)), 1),
+            fx(rss),
+            f(gop, 0),
+            verdict(rss, 1.0, "×")
+        );
+    }
+    let cores = inp.runs.points("cores");
+    let (one, two) = thread_labels(c);
+    for (prefix, what) in [("cores-fanout", "fan-out"), ("cores-ingest", "ingest")] {
+        let Some(groups) = largest(&cores, prefix) else { continue };
+        let size = if prefix == "cores-ingest" {
+            format!("{} publishers", publishers_of(groups))
+        } else {
+            format!("{} players", players_of(groups))
+        };
+        let r = ratio(groups.get(&two).and_then(|g| g.med(cpu_gb)), groups.get(&one).and_then(|g| g.med(cpu_gb)));
+        let _ = writeln!(
+            out,
+            "| two threads: CPU-s per GB within 5 % of one thread ({what}, {size}) | 2 threads / 1 thread {} | {} |",
+            fx(r),
+            verdict(r, 1.05, "×")
+        );
+    }
+    let steps1 = ceiling_steps(inp, &one);
+    let steps2 = ceiling_steps(inp, &two);
+    if !steps1.is_empty() || !steps2.is_empty() {
+        let (c1, c2) = (ceiling(steps1.clone()), ceiling(steps2.clone()));
+        let _ = writeln!(
+            out,
+            "| two threads serve more players at p99 ≤ 100 ms than one | 1 thread: {}; 2 threads: {} | {} |",
+            ceiling_text(c1, &steps1),
+            ceiling_text(c2, &steps2),
+            ceiling_verdict(c1, c2)
+        );
+    }
+    out
+}
+
+/// Whether the two-thread ceiling is above the one-thread one, as far as the search can tell.
+pub fn ceiling_verdict(one: Ceiling, two: Ceiling) -> String {
+    match (one, two) {
+        // One thread never missed: the search did not find its limit, so nothing is shown.
+        (Ceiling { missed: None, .. }, _) => "not decided (one thread met every step run)".into(),
+        (Ceiling { met: m1, .. }, Ceiling { met: m2, missed: x2 }) if m2 > m1 => match x2 {
+            None => format!("met (two threads met every step run, one thread stopped at {})", m1.unwrap_or(0)),
+            Some(_) => "met".into(),
+        },
+        _ => "**missed**".into(),
+    }
 }
 
 fn ratio_only(groups: &BTreeMap<String, Group>, servers: &[String], m: Metric) -> String {
@@ -553,6 +906,156 @@ mod tests {
         let ops = lease_ratios(text).unwrap();
         assert_eq!(ops, vec![("acquire".into(), 1.48), ("renew".into(), 1.19), ("release".into(), 1.11)]);
         assert_eq!(lease_ratios("  ratio acquire+release / PING: p50 2.63x\n"), None);
+    }
+
+    use crate::stats::Summary;
+    use crate::stats::run_report::{ClientCounts, Params, ServerStats, StreamCounts};
+
+    fn summary(p50: f64, p99: f64) -> Option<Summary> {
+        Some(Summary { n: 100, p50, p95: p99, p99, max: p99, mean: p50 })
+    }
+
+    fn density_run(server: &str, cpu: f64, adm_p99: f64, rss_pub: f64, refused: usize, intact: usize) -> RunReport {
+        RunReport {
+            scenario: "ingest".into(),
+            server: server.into(),
+            tag: "density-1000".into(),
+            params: Params {
+                players: 1000,
+                publishers: 1000,
+                ramp_per_s: 100.0,
+                media_kbps: 1128.0,
+                gop_ms: 2000,
+                ..Default::default()
+            },
+            publishers: Some(ClientCounts {
+                requested: 1000,
+                connected: 1000 - refused,
+                failed: refused,
+                ..Default::default()
+            }),
+            players: Some(ClientCounts { requested: 1000, connected: 1000, ..Default::default() }),
+            publish_start_ms: summary(1.0, adm_p99),
+            streams: Some(StreamCounts { live: 1000 - refused, intact }),
+            server_stats: Some(ServerStats {
+                cpu_s_per_gb: Some(cpu),
+                rss_per_publisher_kib: Some(rss_pub),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn cores_run(server: &str, tag: &str, players: usize, cpu: f64, p99: f64, failed: usize) -> RunReport {
+        RunReport {
+            scenario: "fanout".into(),
+            server: server.into(),
+            tag: tag.into(),
+            params: Params { players, publishers: 1, ..Default::default() },
+            players: Some(ClientCounts {
+                requested: players,
+                connected: players - failed,
+                failed,
+                ..Default::default()
+            }),
+            latency_window_ms: summary(10.0, p99),
+            server_stats: Some(ServerStats { cpu_s_per_gb: Some(cpu), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn render_runs(runs: Vec<RunReport>) -> String {
+        let runs = Runs::new(runs);
+        let machine = Machine::default();
+        render(&Inputs {
+            runs: &runs,
+            baseline: "nginx-rtmp",
+            candidate: "streamfleet-edge",
+            machine: &machine,
+            invocation: "",
+            extras: &[],
+            charts: &[],
+            generated_at: "now",
+        })
+    }
+
+    #[test]
+    fn density_table_and_targets_come_from_medians_and_sums_of_the_runs() {
+        let doc = render_runs(vec![
+            density_run("nginx-rtmp", 2.0, 3.0, 400.0, 0, 1000),
+            density_run("nginx-rtmp", 2.2, 9.0, 420.0, 0, 1000),
+            density_run("nginx-rtmp", 1.8, 4.0, 380.0, 0, 1000),
+            density_run("streamfleet-edge", 1.0, 2.0, 300.0, 0, 1000),
+            density_run("streamfleet-edge", 1.4, 6.0, 310.0, 2, 997),
+            density_run("streamfleet-edge", 1.2, 3.0, 290.0, 0, 1000),
+        ]);
+        // Medians: CPU 2.00 vs 1.20 (0.60×), admission p99 4 vs 3 ms, RSS 400 vs 300 KiB (0.75×);
+        // one GOP of 1128 kbit/s over 2 s is 282,000 B = 275 KiB; refusals are summed.
+        let row = doc.lines().find(|l| l.starts_with("| 1000 |")).unwrap();
+        assert_eq!(
+            row,
+            "| 1000 | 2.00 · 1.20 · **0.60×** | 1.00/4.00 · 1.00/3.00 | 400.0 · 300.0 · **0.75×** | 275 | 0 · 2 | 0 · 0 | 0 · 0 | 3000/3000 · 2997/2998 | –/– · –/– | 0 · 0 · – | – · – |"
+        );
+        assert!(doc.contains("| 1000 publishers of 1 Mbit/s: none refused or dropped | 2 refused, 0 dropped publishers; 0 failed or dropped players | **missed** |"), "{doc}");
+        assert!(doc.contains("| admission p99 ≤ 5 ms at a 100/s connect rate | 3.00 ms at 100/s (nginx-rtmp: 4.00 ms) | met (3.00 ms ≤ 5 ms) |"));
+        assert!(doc.contains("| CPU-s per GB ≤ 0.8× nginx-rtmp | **0.60×** | met (0.60× ≤ 0.8×) |"));
+        assert!(doc.contains("| RSS per publisher ≤ nginx-rtmp's (GOP cache included) | 300.0 KiB vs 400.0 KiB (**0.75×**); one GOP of the media is 275 KiB, streamfleet-edge less one GOP 24.6 KiB | met (0.75× ≤ 1×) |"));
+        assert!(doc.contains("### 7. Cores: the edge with one and two worker threads\n\nNot run."));
+    }
+
+    #[test]
+    fn cores_table_compares_two_threads_with_one_and_finds_each_ceiling() {
+        let (one, two) = ("streamfleet-edge 1 thread", "streamfleet-edge 2 threads");
+        let doc = render_runs(vec![
+            cores_run("nginx-rtmp", "cores-fanout-2000", 2000, 3.0, 80.0, 0),
+            cores_run(one, "cores-fanout-2000", 2000, 1.0, 60.0, 0),
+            cores_run(two, "cores-fanout-2000", 2000, 1.1, 40.0, 0),
+            cores_run(one, "cores-ceiling-2000", 2000, 1.0, 60.0, 0),
+            cores_run(two, "cores-ceiling-2000", 2000, 1.1, 40.0, 0),
+            cores_run(one, "cores-ceiling-3000", 3000, 1.0, 150.0, 0),
+            cores_run(two, "cores-ceiling-3000", 3000, 1.1, 70.0, 0),
+            cores_run(two, "cores-ceiling-4000", 4000, 1.1, 90.0, 3),
+            // A fan-out run elsewhere keeps the cores edges out of the other tables' columns.
+            cores_run("streamfleet-edge", "fanout-200", 200, 1.0, 10.0, 0),
+        ]);
+        let row = doc.lines().find(|l| l.starts_with("| fan-out, 2000 players |")).unwrap();
+        assert_eq!(
+            row,
+            "| fan-out, 2000 players | 3.00 · 1.00 · 1.10 | **1.10×** | 10.0/80.0 · 10.0/60.0 · 10.0/40.0 | 0 · 0 · 0 | 0 · 0 · 0 | 0 · 0 · 0 | – · – · – |"
+        );
+        assert!(doc.contains("| 3000 | 150.0 (0) | 70.0 (0) |"));
+        assert!(doc.contains("| 4000 | not run | 90.0 (3) |"));
+        assert!(doc.contains("- Ceiling with 1 thread: 2000 players (first miss at 3000)."));
+        assert!(doc.contains("- Ceiling with 2 threads: 3000 players (first miss at 4000)."));
+        assert!(doc.contains("| two threads: CPU-s per GB within 5 % of one thread (fan-out, 2000 players) | 2 threads / 1 thread **1.10×** | **missed** by 5% (1.10× vs ≤ 1.05×) |"), "{doc}");
+        assert!(doc.contains(
+            "1 thread: 2000 players (first miss at 3000); 2 threads: 3000 players (first miss at 4000) | met |"
+        ));
+        assert!(doc.contains("| 200 | 1.00 |"), "fan-out table has only its own server: {doc}");
+        assert!(doc.contains("### 6. Density: many 1 Mbit/s publishers on one edge (one player each)\n\nNot run."));
+    }
+
+    #[test]
+    fn ceiling_is_the_last_step_met_before_the_first_miss() {
+        let c =
+            ceiling(vec![(4000, Some(180.0), 0), (2000, Some(40.0), 0), (3000, Some(90.0), 0), (6000, Some(50.0), 0)]);
+        assert_eq!(c, Ceiling { met: Some(3000), missed: Some(4000) });
+        // A failed player misses the step whatever the latency; a step without latency misses too.
+        assert_eq!(ceiling(vec![(2000, Some(40.0), 1)]), Ceiling { met: None, missed: Some(2000) });
+        assert_eq!(
+            ceiling(vec![(2000, Some(40.0), 0), (3000, None, 0)]),
+            Ceiling { met: Some(2000), missed: Some(3000) }
+        );
+        assert_eq!(ceiling(vec![(2000, Some(100.0), 0)]), Ceiling { met: Some(2000), missed: None });
+    }
+
+    #[test]
+    fn ceiling_verdict_needs_the_one_thread_limit() {
+        let c = |met, missed| Ceiling { met, missed };
+        assert_eq!(ceiling_verdict(c(Some(3000), Some(4000)), c(Some(4000), Some(6000))), "met");
+        assert_eq!(ceiling_verdict(c(Some(3000), Some(4000)), c(Some(3000), Some(4000))), "**missed**");
+        assert!(ceiling_verdict(c(Some(8000), None), c(Some(8000), None)).starts_with("not decided"));
+        assert!(ceiling_verdict(c(None, Some(2000)), c(Some(8000), None)).starts_with("met (two threads"));
     }
 
     #[test]

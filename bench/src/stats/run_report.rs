@@ -35,6 +35,13 @@ pub struct ServerStats {
     pub rss_after_kib: u64,
     /// (RSS after players joined − RSS before) ÷ connected players, KiB.
     pub rss_per_player_kib: Option<f64>,
+    /// RSS before the first publisher connected, KiB (runs from older builds have none).
+    #[serde(default)]
+    pub rss_idle_kib: Option<u64>,
+    /// (RSS once every publisher is up and the warm-up has filled the GOP caches − idle RSS) ÷
+    /// connected publishers, KiB: what one live stream costs, its GOP cache included.
+    #[serde(default)]
+    pub rss_per_publisher_kib: Option<f64>,
 }
 
 /// The load tool's own cost over the steady window.
@@ -65,6 +72,14 @@ pub struct FrameStats {
     pub player_max_gap_p99_ms: Option<f64>,
 }
 
+/// Per-stream integrity of a multi-stream run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    /// Streams whose publisher reached `Publish.Start`.
+    pub live: usize,
+    pub intact: usize,
+}
+
 /// Scenario parameters as run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Params {
@@ -79,6 +94,15 @@ pub struct Params {
     pub media_kbps: f64,
     pub gop_ms: u32,
     pub fps: f64,
+}
+
+impl Params {
+    /// Bytes of one GOP of the published media (audio included): what a GOP cache holds per
+    /// stream at most, the computed share of RSS per publisher that is cached media.
+    pub fn gop_kib(&self) -> Option<f64> {
+        (self.media_kbps > 0.0 && self.gop_ms > 0)
+            .then(|| self.media_kbps * 1000.0 / 8.0 * f64::from(self.gop_ms) / 1000.0 / 1024.0)
+    }
 }
 
 /// One run, one JSON line.
@@ -109,10 +133,17 @@ pub struct RunReport {
     /// Average per connected player, Mbit/s.
     pub per_player_mbps: Option<f64>,
     pub frames: FrameStats,
+    /// Streams whose publisher and every player stayed up, and whose players received window
+    /// frames with none missing and none foreign, out of the streams whose publisher started.
+    #[serde(default)]
+    pub streams: Option<StreamCounts>,
     pub server_stats: Option<ServerStats>,
     pub tool: ToolStats,
     /// Admission round trips (TCP connect → `Publish.Start`).
     pub admission_ms: Option<Summary>,
+    /// Publishers of a load run: TCP connect → `NetStream.Publish.Start`, at the run's ramp rate.
+    #[serde(default)]
+    pub publish_start_ms: Option<Summary>,
     /// Every player's time to first frame (for distribution charts).
     #[serde(default)]
     pub first_frame_samples_ms: Vec<f64>,
@@ -162,6 +193,10 @@ impl RunReport {
         dist("latency (window)", &self.latency_window_ms, &mut out);
         dist("latency (all frames)", &self.latency_all_ms, &mut out);
         dist("admission", &self.admission_ms, &mut out);
+        dist("publish start", &self.publish_start_ms, &mut out);
+        if let Some(st) = &self.streams {
+            let _ = writeln!(out, "  streams                  {} live, {} intact", st.live, st.intact);
+        }
         if self.players.is_some() {
             let f = &self.frames;
             let _ = writeln!(
@@ -188,6 +223,14 @@ impl RunReport {
                 sv.rss_after_kib,
                 s(sv.rss_per_player_kib, 1)
             );
+            if let Some(idle) = sv.rss_idle_kib {
+                let _ = writeln!(
+                    out,
+                    "  server RSS publishers    idle {idle} KiB → {} KiB/publisher (GOP cache included; one GOP of the media is {} KiB)",
+                    s(sv.rss_per_publisher_kib, 1),
+                    s(p.gop_kib(), 1)
+                );
+            }
         }
         let t = &self.tool;
         let _ = writeln!(
@@ -201,5 +244,31 @@ impl RunReport {
             s(t.other_load_cores, 2)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gop_bytes_follow_bitrate_and_keyframe_interval() {
+        let p = Params { media_kbps: 1128.0, gop_ms: 2000, ..Default::default() };
+        // 1128 kbit/s × 2 s = 282,000 bytes.
+        assert!((p.gop_kib().unwrap() - 282_000.0 / 1024.0).abs() < 1e-9);
+        assert_eq!(Params { media_kbps: 1128.0, ..Default::default() }.gop_kib(), None);
+    }
+
+    #[test]
+    fn old_json_lines_without_the_density_fields_still_parse() {
+        let mut v =
+            serde_json::to_value(RunReport { server_stats: Some(ServerStats::default()), ..Default::default() })
+                .unwrap();
+        v.as_object_mut().unwrap().remove("publish_start_ms");
+        v.as_object_mut().unwrap().remove("streams");
+        v["server_stats"].as_object_mut().unwrap().remove("rss_idle_kib");
+        let back: RunReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back.publish_start_ms, None);
+        assert_eq!(back.server_stats.unwrap().rss_idle_kib, None);
     }
 }
