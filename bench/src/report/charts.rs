@@ -35,7 +35,6 @@ type Series = Vec<(String, Vec<(f64, f64)>)>;
 
 /// How one line chart looks.
 struct Chart<'a> {
-    path: &'a Path,
     title: &'a str,
     x_desc: &'a str,
     y_desc: &'a str,
@@ -45,8 +44,27 @@ struct Chart<'a> {
     y_top: Option<f64>,
 }
 
-fn draw_lines(chart_spec: &Chart<'_>, series: &Series) -> Result<(), BenchError> {
-    let Chart { path, title, x_desc, y_desc, log_x, log_y, y_top } = *chart_spec;
+/// Draws the series that have points into `dir/file` and records (title, file); nothing when
+/// none has.
+fn write_chart(
+    dir: &Path,
+    file: &str,
+    spec: &Chart<'_>,
+    series: Series,
+    written: &mut Vec<(String, PathBuf)>,
+) -> Result<(), BenchError> {
+    let series: Series = series.into_iter().filter(|(_, p)| !p.is_empty()).collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(file);
+    draw_lines(&path, spec, &series)?;
+    written.push((spec.title.to_string(), path));
+    Ok(())
+}
+
+fn draw_lines(path: &Path, chart_spec: &Chart<'_>, series: &Series) -> Result<(), BenchError> {
+    let Chart { title, x_desc, y_desc, log_x, log_y, y_top } = *chart_spec;
     let err = chart_err(path);
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x_max, mut y_max, mut x_min, mut y_min) = (1.0f64, 0.0f64, f64::MAX, f64::MAX);
@@ -141,23 +159,16 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
                 .collect();
             (s.clone(), pts)
         })
-        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
         .collect();
-    if !cpu.is_empty() {
-        let path = dir.join("cpu-per-gb.png");
-        let title = "Server CPU seconds per delivered GB (fan-out, lower is better)";
-        let spec = Chart {
-            path: &path,
-            title,
-            x_desc: "players (log scale)",
-            y_desc: "CPU-s per GB",
-            log_x: true,
-            log_y: false,
-            y_top: None,
-        };
-        draw_lines(&spec, &cpu)?;
-        written.push((title.to_string(), path));
-    }
+    let spec = Chart {
+        title: "Server CPU seconds per delivered GB (fan-out, lower is better)",
+        x_desc: "players (log scale)",
+        y_desc: "CPU-s per GB",
+        log_x: true,
+        log_y: false,
+        y_top: None,
+    };
+    write_chart(dir, "cpu-per-gb.png", &spec, cpu, &mut written)?;
 
     let join = runs.points("join");
     let cdf: Series = servers
@@ -174,28 +185,22 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
             let pts = samples.iter().enumerate().map(|(i, &v)| (v, (i + 1) as f64 / n)).collect();
             (s.clone(), pts)
         })
-        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
         .collect();
-    if !cdf.is_empty() {
-        let path = dir.join("first-frame-cdf.png");
-        let title = "Time to first frame for joining players (cumulative share)";
-        let spec = Chart {
-            path: &path,
-            title,
-            x_desc: "ms from TCP connect (log scale)",
-            y_desc: "share of players",
-            log_x: true,
-            log_y: false,
-            y_top: Some(1.05),
-        };
-        draw_lines(&spec, &cdf)?;
-        written.push((title.to_string(), path));
-    }
+    let spec = Chart {
+        title: "Time to first frame for joining players (cumulative share)",
+        x_desc: "ms from TCP connect (log scale)",
+        y_desc: "share of players",
+        log_x: true,
+        log_y: false,
+        y_top: Some(1.05),
+    };
+    write_chart(dir, "first-frame-cdf.png", &spec, cdf, &mut written)?;
+
+    let cores = runs.points("cores");
     let ceiling: Series = servers
         .iter()
         .map(|s| {
-            let pts = runs
-                .points("cores")
+            let pts = cores
                 .iter()
                 .filter(|(tag, _)| tag.starts_with("cores-ceiling"))
                 .filter_map(|(_, groups)| {
@@ -205,22 +210,15 @@ pub fn write_all(runs: &Runs, dir: &Path, servers: &[String]) -> Result<Vec<(Str
                 .collect();
             (s.clone(), pts)
         })
-        .filter(|(_, p): &(String, Vec<(f64, f64)>)| !p.is_empty())
         .collect();
-    if !ceiling.is_empty() {
-        let path = dir.join("cores-ceiling.png");
-        let title = "Fan-out latency p99 by worker threads (ceiling: p99 ≤ 100 ms)";
-        let spec = Chart {
-            path: &path,
-            title,
-            x_desc: "players",
-            y_desc: "latency p99 ms (window)",
-            log_x: false,
-            log_y: false,
-            y_top: None,
-        };
-        draw_lines(&spec, &ceiling)?;
-        written.push((title.to_string(), path));
-    }
+    let spec = Chart {
+        title: "Fan-out latency p99 by worker threads (ceiling: p99 ≤ 100 ms)",
+        x_desc: "players",
+        y_desc: "latency p99 ms (window)",
+        log_x: false,
+        log_y: false,
+        y_top: None,
+    };
+    write_chart(dir, "cores-ceiling.png", &spec, ceiling, &mut written)?;
     Ok(written)
 }

@@ -99,8 +99,10 @@ async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream
 /// started the edge, without the work-stealing scheduler's bookkeeping (its statistics and
 /// clock reads per scheduling round) or a hand-off between the main thread and a worker.
 pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = if config.worker_threads > 0 { config.worker_threads } else { cpus };
+    let workers = match config.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
