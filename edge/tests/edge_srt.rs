@@ -601,6 +601,17 @@ async fn over_a_lossy_link_retransmission_keeps_playback_clean_and_the_loss_show
     drop(publisher);
 }
 
+/// The takeover counter reaches `n`. An SRT caller's handshake completes before the edge's
+/// publisher task counts the takeover, so the count is awaited rather than read at once.
+async fn takeover_count_reaches(e: &SrtEdge, n: f64) {
+    let counted = wait_until("the takeover counted", Duration::from_secs(5), || async {
+        let c = e.edge.metric("streamfleet_edge_takeovers_total").await;
+        (c >= n).then_some(c)
+    })
+    .await;
+    assert_eq!(counted, n);
+}
+
 #[tokio::test]
 async fn takeover_policies_apply_across_protocols() {
     let e = start(&[]).await;
@@ -619,7 +630,7 @@ async fn takeover_policies_apply_across_protocols() {
     let took = t0.elapsed();
     eprintln!("ReplaceIdle: SRT admitted {took:?} after connecting");
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 1.0);
+    takeover_count_reaches(&e, 1.0).await;
     assert!(dead.closed_within(Duration::from_secs(2)).await, "the replaced RTMP publisher is still connected");
     drop(srt.close().await);
 
@@ -638,7 +649,7 @@ async fn takeover_policies_apply_across_protocols() {
         (call(e.srt, "publish:backup-publish-key").await.ok()).map(|s| (s, ()))
     })
     .await;
-    assert_eq!(e.edge.metric("streamfleet_edge_takeovers_total").await, 3.0);
+    takeover_count_reaches(&e, 3.0).await;
     assert!(rtmp.closed_within(Duration::from_secs(2)).await, "the replaced RTMP publisher is still connected");
 }
 
