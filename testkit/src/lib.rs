@@ -10,6 +10,8 @@
 //! - [`rtmp_client`]: a raw RTMP client (handshake, publish/play outcomes, background sessions)
 //!   for what ffmpeg cannot do or time.
 //! - [`udp_relay`]: a lossy UDP relay (drops and reorders a set share of datagrams) for SRT.
+//! - [`tls`]: a TLS client configuration that trusts any certificate (test certificates) and
+//!   says which one it was shown.
 //!
 //! Everything here binds to 127.0.0.1 only and kills what it starts when dropped.
 
@@ -20,6 +22,7 @@ pub mod proxy;
 pub mod redis_server;
 pub mod rtmp_client;
 pub mod sentinel;
+pub mod tls;
 pub mod udp_relay;
 pub mod wait;
 

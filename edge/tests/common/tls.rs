@@ -3,12 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use rustls::{
-    DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
@@ -64,68 +59,17 @@ pub fn rtmps_url(addr: SocketAddr, name: &str) -> String {
     format!("rtmps://{addr}/live/{name}")
 }
 
-/// Accepts any certificate and keeps the one it was shown (the tests check which pair the
-/// edge serves, not the chain of trust).
-#[derive(Debug)]
-struct Recorder {
-    provider: CryptoProvider,
-    seen: std::sync::Mutex<Option<Vec<u8>>>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS handshake with `addr` from `source` (any loopback address), within 5 s: the stream and
 /// the DER of the certificate the server showed.
 pub async fn tls_connect(addr: SocketAddr, source: Option<&str>) -> Result<(TlsStream<TcpStream>, Vec<u8>), String> {
-    let recorder = Arc::new(Recorder { provider: rustls::crypto::ring::default_provider(), seen: Default::default() });
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
+    let (config, verifier) = streamfleet_testkit::tls::client_config().map_err(|e| e.to_string())?;
     let socket = connect_from(addr, source).await.map_err(|e| format!("connect: {e}"))?;
     let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream =
-        tokio::time::timeout(Duration::from_secs(5), TlsConnector::from(Arc::new(config)).connect(name, socket))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake: {e}"))?;
-    let seen = recorder.seen.lock().unwrap().clone().ok_or("no certificate seen")?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), TlsConnector::from(config).connect(name, socket))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let seen = verifier.last_seen().ok_or("no certificate seen")?;
     Ok((stream, seen))
 }
 
