@@ -184,6 +184,11 @@ impl ApiServerVerifier {
         self.expect("GET", &path, |_| reply).await;
     }
 
+    /// Answers a read of the Secret `ns/name` with one holding `key` under `publishKey`.
+    pub async fn serve_publish_key(&mut self, ns: &str, name: &str, key: &str) {
+        self.expect_secret_get(ns, name, Some(&secret(ns, name, "publishKey", key))).await;
+    }
+
     /// Fails the test if the reconcile sends anything more.
     pub async fn expect_nothing_more(mut self) {
         if let Ok(Some((request, _))) = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await {

@@ -86,7 +86,7 @@ pub(crate) async fn an_unhealthy_encoder_is_a_condition_a_media_block_and_one_wa
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    api.serve_publish_key("default", "news-key", key).await;
     let (type_, reason, note) = api.expect_event("default").await;
     assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "KeyframeInterval"));
     assert!(note.contains("set 2 s"), "{note}");
@@ -109,7 +109,7 @@ pub(crate) async fn an_unhealthy_encoder_is_a_condition_a_media_block_and_one_wa
     seen.status = Some(serde_json::from_value(status).expect("status"));
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&seen));
     let task = run(&seen, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    api.serve_publish_key("default", "news-key", key).await;
     finish(task).await.expect("ok");
     api.expect_nothing_more().await;
 }
@@ -175,12 +175,7 @@ pub(crate) async fn key_rotation_updates_the_record_and_revokes_the_publisher(re
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get(
-        "default",
-        "news-key",
-        Some(&secret("default", "news-key", "publishKey", "new-publish-key-4567")),
-    )
-    .await;
+    api.serve_publish_key("default", "news-key", "new-publish-key-4567").await;
     let (type_, reason, note) = api.expect_event("default").await;
     assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "KeyRotated"));
     assert!(note.contains("disconnected"), "{note}");
@@ -201,12 +196,7 @@ pub(crate) async fn disabling_revokes_the_publisher(reg: SharedRegistry) {
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey").disabled();
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get(
-        "default",
-        "news-key",
-        Some(&secret("default", "news-key", "publishKey", "news-publish-key-89ab")),
-    )
-    .await;
+    api.serve_publish_key("default", "news-key", "news-publish-key-89ab").await;
     let (_, reason, _) = api.expect_event("default").await;
     assert_eq!(reason, "PublisherRevoked");
     let status = api.expect_status_patch(&ls).await;
@@ -270,12 +260,7 @@ pub(crate) async fn the_older_stream_keeps_a_contested_playback_name(reg: Shared
     // The older one takes the name.
     let (ctx, mut api) = Context::test(reg.clone(), &known);
     let task = run(&older, &ctx).await;
-    api.expect_secret_get(
-        "media",
-        "anchor-key",
-        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
-    )
-    .await;
+    api.serve_publish_key("media", "anchor-key", "anchor-publish-key-cdef").await;
     let status = api.expect_status_patch(&older).await;
     assert_eq!(status["phase"], "Ready");
     finish(task).await.expect("ok");
@@ -294,12 +279,7 @@ pub(crate) async fn the_older_stream_evicts_a_newer_record_holding_its_name(reg:
     let newer = livestream("news").finalized();
     let (ctx, mut api) = Context::test(reg.clone(), &[older.clone(), newer]);
     let task = run(&older, &ctx).await;
-    api.expect_secret_get(
-        "media",
-        "anchor-key",
-        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
-    )
-    .await;
+    api.serve_publish_key("media", "anchor-key", "anchor-publish-key-cdef").await;
     let (_, reason, note) = api.expect_event("media").await;
     assert_eq!(reason, "PlaybackNameReclaimed");
     assert!(note.contains("default/news"), "{note}");
@@ -321,12 +301,7 @@ pub(crate) async fn a_namespace_scoped_operator_never_evicts_a_record_outside_it
     let settings = Settings { scope: Scope::from_list(&["media".to_string()]), ..Settings::default() };
     let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&older), settings);
     let task = run(&older, &ctx).await;
-    api.expect_secret_get(
-        "media",
-        "anchor-key",
-        Some(&secret("media", "anchor-key", "publishKey", "anchor-publish-key-cdef")),
-    )
-    .await;
+    api.serve_publish_key("media", "anchor-key", "anchor-publish-key-cdef").await;
     let (_, reason, _) = api.expect_event("media").await;
     assert_eq!(reason, "PlaybackNameConflict");
     let status = api.expect_status_patch(&older).await;
@@ -362,7 +337,7 @@ pub(crate) async fn a_weak_publish_key_is_a_condition_and_is_not_served(reg: Sha
     let ls = livestream("news").finalized().with_secret("news-key", "publishKey");
     let (ctx, mut api) = Context::test(reg.clone(), std::slice::from_ref(&ls));
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", weak))).await;
+    api.serve_publish_key("default", "news-key", weak).await;
     let (type_, reason, note) = api.expect_event("default").await;
     assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "WeakPublishKey"));
     assert!(note.contains("11 bytes, fewer than 16") && !note.contains(weak), "{note}");
@@ -387,7 +362,7 @@ pub(crate) async fn a_legacy_record_is_rewritten_with_the_keyed_hash_and_keeps_i
     let settings = Settings { key_hasher: hasher.clone(), ..Settings::default() };
     let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&ls), settings);
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", key))).await;
+    api.serve_publish_key("default", "news-key", key).await;
     let status = api.expect_status_patch(&ls).await;
     assert_eq!(status["phase"], "Live", "no KeyRotated, no revocation: the publisher stays");
     finish(task).await.expect("ok");
@@ -486,7 +461,7 @@ async fn weak_publish_keys_are_served_when_allowed() {
     let settings = Settings { require_strong_keys: false, ..Settings::default() };
     let (ctx, mut api) = Context::test_with(reg.clone(), std::slice::from_ref(&ls), settings);
     let task = run(&ls, &ctx).await;
-    api.expect_secret_get("default", "news-key", Some(&secret("default", "news-key", "publishKey", "weak"))).await;
+    api.serve_publish_key("default", "news-key", "weak").await;
     let status = api.expect_status_patch(&ls).await;
     assert_eq!(status["phase"], "Ready");
     finish(task).await.expect("ok");
