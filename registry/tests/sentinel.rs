@@ -87,6 +87,26 @@ async fn hold_alpha(url: &str) -> Holder {
     Holder { keeper, tap, first }
 }
 
+/// The scene of the failover tests: a cluster, alpha held by edge-1 and renewed once, and a
+/// contender trying to take it all along.
+struct Contested {
+    cluster: SentinelCluster,
+    url: String,
+    admin: Arc<RedisRegistry>,
+    holder: Holder,
+    contender: Contender,
+}
+
+async fn contested(timing: SentinelTiming) -> Contested {
+    let cluster = start_cluster_timed(timing, MIN_REPLICAS).await;
+    let url = cluster.url();
+    let admin = setup(&url).await;
+    let mut holder = hold_alpha(&url).await;
+    let contender = Contender::start(&url).await;
+    holder.tap.wait_for(KeeperEvent::Renewed, TTL).await;
+    Contested { cluster, url, admin, holder, contender }
+}
+
 /// Another edge trying to publish `alpha` every 50 ms; counts admissions (there must be none
 /// while the holder holds) and refusals.
 struct Contender {
@@ -154,12 +174,7 @@ fn lease_key(id: &StreamId) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_primary_fails_over_the_holder_keeps_its_lease_and_nobody_else_is_admitted() {
     let _serial = serial().await;
-    let mut cluster = start_cluster(MIN_REPLICAS).await;
-    let url = cluster.url();
-    let _admin = setup(&url).await;
-    let mut holder = hold_alpha(&url).await;
-    let contender = Contender::start(&url).await;
-    holder.tap.wait_for(KeeperEvent::Renewed, TTL).await;
+    let Contested { mut cluster, url, admin: _admin, mut holder, contender } = contested(sentinel_timing()).await;
 
     let old = tokio::task::block_in_place(|| cluster.wait_primary(Duration::from_secs(5)));
     let killed_at = Instant::now();
@@ -209,12 +224,7 @@ async fn killed_primary_fails_over_the_holder_keeps_its_lease_and_nobody_else_is
 async fn a_crash_just_before_a_renew_with_the_charts_settings_keeps_the_holder() {
     let _serial = serial().await;
     let chart = SentinelTiming { down_after: Duration::from_millis(2000), failover_timeout: Duration::from_secs(10) };
-    let mut cluster = start_cluster_timed(chart, MIN_REPLICAS).await;
-    let url = cluster.url();
-    let _admin = setup(&url).await;
-    let mut holder = hold_alpha(&url).await;
-    let contender = Contender::start(&url).await;
-    holder.tap.wait_for(KeeperEvent::Renewed, TTL).await;
+    let Contested { mut cluster, url: _, admin: _admin, mut holder, contender } = contested(chart).await;
     let renewed_at = Instant::now();
     let old = tokio::task::block_in_place(|| cluster.wait_primary(Duration::from_secs(5)));
     // 100 ms before the next renew (every TTL/3 from the last one).
@@ -260,12 +270,7 @@ fn evalsha_calls(cluster: &SentinelCluster, i: usize) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_primary_is_replaced_comes_back_as_a_replica_and_nobody_writes_to_it() {
     let _serial = serial().await;
-    let mut cluster = start_cluster(MIN_REPLICAS).await;
-    let url = cluster.url();
-    let _admin = setup(&url).await;
-    let mut holder = hold_alpha(&url).await;
-    let contender = Contender::start(&url).await;
-    holder.tap.wait_for(KeeperEvent::Renewed, TTL).await;
+    let Contested { mut cluster, url: _, admin: _admin, mut holder, contender } = contested(sentinel_timing()).await;
 
     let old = tokio::task::block_in_place(|| cluster.wait_primary(Duration::from_secs(5)));
     let frozen_at = Instant::now();
