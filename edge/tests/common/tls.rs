@@ -1,7 +1,7 @@
 //! TLS for the edge tests: certificates made at test time (rcgen; no key is ever committed),
 //! an edge with an RTMPS listener, and a TLS client that reports the certificate it was shown.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpSocket, TcpStream};
