@@ -206,6 +206,40 @@ async fn mid_stream_player_gets_a_keyframe_first_without_waiting_for_the_next_on
     drop(publisher);
 }
 
+/// With `--gop-cache-total-bytes` too small for any GOP the stream keeps none: the metrics say
+/// so, and a player still starts cleanly, at the next keyframe.
+#[tokio::test]
+async fn a_gop_over_the_edges_cache_budget_is_not_kept_and_players_start_at_the_next_keyframe() {
+    let edge = Edge::start(&["--gop-cache-total-bytes", "1024"]).await;
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 40, 30);
+    edge.wait_live("demo", 60, Duration::from_secs(20)).await;
+    assert_eq!(edge.metric("streamfleet_edge_gop_cache_limit_bytes").await, 1024.0);
+    assert!(edge.metric("streamfleet_edge_gop_cache_refusals_total").await >= 1.0);
+    assert!(edge.metric("streamfleet_edge_gop_cache_bytes").await <= 1024.0);
+    assert_eq!(edge.stream("demo").await.expect("stream listed")["gop_cache_frames"], 0);
+
+    let (ok, out, err) = ffprobe(
+        &[
+            "-select_streams",
+            "v",
+            "-show_packets",
+            "-read_intervals",
+            "%+#3",
+            "-show_entries",
+            "packet=flags",
+            "-of",
+            "compact",
+        ],
+        &edge.url("demo"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "ffprobe failed: {err}");
+    let first = out.lines().find(|l| l.starts_with("packet")).unwrap_or_default();
+    assert!(first.contains("flags=K"), "first video packet is not a keyframe: {out}");
+    drop(publisher);
+}
+
 #[tokio::test]
 async fn player_waits_for_the_stream_and_unknown_names_are_not_found() {
     let edge = Edge::start(&["--play-wait-timeout", "10s"]).await;

@@ -307,6 +307,12 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_GOP_CACHE_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
     pub gop_cache_max_bytes: u64,
 
+    /// Most bytes of the GOP caches of all streams together; 0 = no bound beyond the per-stream
+    /// one. A stream whose GOP does not fit keeps none until its next keyframe, and its new
+    /// players start there.
+    #[arg(long, env = "STREAMFLEET_GOP_CACHE_TOTAL_BYTES", default_value = "0", value_parser = parse_size)]
+    pub gop_cache_total_bytes: u64,
+
     /// Longest keyframe interval a stream may have before it is reported unhealthy
     /// (`KeyframeInterval`): a new viewer waits up to one interval for its first picture.
     #[arg(long, env = "STREAMFLEET_HEALTH_KEYFRAME_INTERVAL", default_value = "4s", value_parser = humantime::parse_duration)]

@@ -15,7 +15,7 @@ use crate::{
     publish::key_failures::KeyFailures,
     relay::Relay,
     rtmp::chunk_reader::{InputBudget, ReaderLimits},
-    streams::{Stream, StreamHub, health::HealthRules},
+    streams::{GopBudget, GopLimits, Stream, StreamHub, health::HealthRules},
 };
 
 /// Timeouts and limits, resolved once from the [`Config`].
@@ -41,6 +41,8 @@ pub(crate) struct Settings {
     pub(crate) max_connections_per_ip: usize,
     pub(crate) drain_timeout: Duration,
     pub(crate) gop_cache_max_bytes: usize,
+    /// Over all streams; `usize::MAX` when unbounded.
+    pub(crate) gop_cache_total_bytes: usize,
     pub(crate) health_keyframe_interval: std::time::Duration,
     pub(crate) relay_idle_timeout: Duration,
     pub(crate) key_failures_free: u32,
@@ -96,6 +98,10 @@ impl Settings {
             max_connections_per_ip: c.max_connections_per_ip,
             drain_timeout: c.drain_timeout,
             gop_cache_max_bytes: to_usize(c.gop_cache_max_bytes),
+            gop_cache_total_bytes: match c.gop_cache_total_bytes {
+                0 => usize::MAX,
+                n => to_usize(n),
+            },
             health_keyframe_interval: c.health_keyframe_interval,
             relay_idle_timeout: c.relay_idle_timeout,
             key_failures_free: c.key_failures_before_delay,
@@ -141,7 +147,11 @@ impl Context {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Context> {
         let rules = HealthRules { keyframe_interval: settings.health_keyframe_interval, ..HealthRules::default() };
-        let hub = StreamHub::new(settings.gop_cache_max_bytes, metrics.clone()).with_health_rules(rules);
+        let gop = GopLimits {
+            per_stream: settings.gop_cache_max_bytes,
+            budget: Arc::new(GopBudget::new(settings.gop_cache_total_bytes)),
+        };
+        let hub = StreamHub::new(gop, metrics.clone()).with_health_rules(rules);
         let settings_window = settings.outbox.write_window;
         let (key_failures_free, key_failure_max_delay) = (settings.key_failures_free, settings.key_failure_max_delay);
         let slot_prefix = format!("{}/{}/", settings.edge_id, streamfleet_registry::new_lease_token());

@@ -34,6 +34,12 @@ pub(crate) struct Metrics {
     pub(crate) play_rejections: IntCounterVec,
     pub(crate) connections_refused: IntCounterVec,
     pub(crate) takeovers: IntCounter,
+    /// The GOP caches over all streams (`--gop-cache-total-bytes`), read from the budget at
+    /// each scrape ([`Metrics::observe_gop_caches`]).
+    gop_cache_bytes: IntGauge,
+    gop_cache_limit_bytes: IntGauge,
+    gop_cache_refusals: IntCounter,
+    gop_cache_refusals_seen: std::sync::atomic::AtomicU64,
     pub(crate) lease_renewals: IntCounter,
     pub(crate) lease_renew_failures: IntCounter,
     pub(crate) lease_losses: IntCounterVec,
@@ -224,6 +230,16 @@ impl Metrics {
                 &["reason"],
             )?,
             takeovers: counter("takeovers_total", "Publishers admitted by replacing the previous publisher")?,
+            gop_cache_bytes: gauge("gop_cache_bytes", "Bytes the GOP caches of all streams hold together")?,
+            gop_cache_limit_bytes: gauge(
+                "gop_cache_limit_bytes",
+                "The most the GOP caches may hold together (--gop-cache-total-bytes; 0: no bound)",
+            )?,
+            gop_cache_refusals: counter(
+                "gop_cache_refusals_total",
+                "GOPs that did not fit in --gop-cache-total-bytes (that stream keeps no GOP until its next keyframe)",
+            )?,
+            gop_cache_refusals_seen: Default::default(),
             lease_renewals: counter("lease_renewals_total", "Successful publisher lease renewals")?,
             lease_renew_failures: counter("lease_renew_failures_total", "Failed lease renew attempts (retried)")?,
             lease_losses: counter_vec(
@@ -375,6 +391,15 @@ impl Metrics {
             },
             registry,
         })
+    }
+
+    /// Brings the GOP cache figures up to date (called before rendering): `used` and `max` bytes
+    /// (`usize::MAX`: no bound) and the budget's refusals so far.
+    pub(crate) fn observe_gop_caches(&self, used: usize, max: usize, refusals: u64) {
+        self.gop_cache_bytes.set(i64::try_from(used).unwrap_or(i64::MAX));
+        self.gop_cache_limit_bytes.set(if max == usize::MAX { 0 } else { i64::try_from(max).unwrap_or(i64::MAX) });
+        let seen = self.gop_cache_refusals_seen.fetch_max(refusals, std::sync::atomic::Ordering::Relaxed);
+        self.gop_cache_refusals.inc_by(refusals.saturating_sub(seen));
     }
 
     /// Text exposition format.

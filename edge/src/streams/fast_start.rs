@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::gop_budget::GopLimits;
 use crate::{
     fanout::Outbox,
     media::{ConfigSlot, Frame},
@@ -22,15 +23,32 @@ pub(super) struct FastStart {
     metadata: Option<Arc<Frame>>,
     configs: Vec<(ConfigSlot, Arc<Frame>)>,
     gop: Vec<Arc<Frame>>,
+    /// Payload bytes of `gop`, all taken from `limits.budget`.
     gop_bytes: usize,
+    limits: GopLimits,
+}
+
+impl Drop for FastStart {
+    fn drop(&mut self) {
+        self.drop_gop();
+    }
 }
 
 impl FastStart {
+    pub(super) fn new(limits: GopLimits) -> FastStart {
+        FastStart { metadata: None, configs: Vec::new(), gop: Vec::new(), gop_bytes: 0, limits }
+    }
+
     pub(super) fn clear(&mut self) {
         self.metadata = None;
         self.configs.clear();
+        self.drop_gop();
+    }
+
+    /// Empties the GOP and gives its bytes back to the edge's budget.
+    fn drop_gop(&mut self) {
         self.gop.clear();
-        self.gop_bytes = 0;
+        self.limits.budget.give_back(std::mem::take(&mut self.gop_bytes));
     }
 
     /// Keeps `f` in `slot`: it replaces the slot's previous packet where that one stood, so the
@@ -47,32 +65,31 @@ impl FastStart {
         self.metadata = Some(f.clone());
     }
 
-    pub(super) fn video(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>, max_gop_bytes: usize) {
+    pub(super) fn video(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>) {
         if let Some(slot) = config {
             self.config(slot, f);
         } else if f.keyframe {
-            self.gop.clear();
-            self.gop_bytes = 0;
-            self.cache_gop(f, max_gop_bytes);
+            self.drop_gop();
+            self.cache_gop(f);
         } else if !self.gop.is_empty() {
-            self.cache_gop(f, max_gop_bytes);
+            self.cache_gop(f);
         }
     }
 
-    pub(super) fn audio(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>, max_gop_bytes: usize) {
+    pub(super) fn audio(&mut self, f: &Arc<Frame>, config: Option<ConfigSlot>) {
         if let Some(slot) = config {
             self.config(slot, f);
         } else if !self.gop.is_empty() {
-            self.cache_gop(f, max_gop_bytes);
+            self.cache_gop(f);
         }
     }
 
-    fn cache_gop(&mut self, f: &Arc<Frame>, max_gop_bytes: usize) {
-        if self.gop_bytes + f.payload_len > max_gop_bytes {
-            // A stream without keyframes (or absurdly long GOPs) must not grow memory: drop the
-            // cache; it restarts at the next keyframe.
-            self.gop.clear();
-            self.gop_bytes = 0;
+    fn cache_gop(&mut self, f: &Arc<Frame>) {
+        // A stream without keyframes (or absurdly long GOPs) must not grow memory, nor may all
+        // the caches together outgrow the edge's budget: drop the cache; it restarts at the
+        // next keyframe.
+        if self.gop_bytes + f.payload_len > self.limits.per_stream || !self.limits.budget.try_take(f.payload_len) {
+            self.drop_gop();
             return;
         }
         self.gop_bytes += f.payload_len;

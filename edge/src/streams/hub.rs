@@ -16,7 +16,11 @@ use std::{
 
 use streamfleet_registry::{StreamId, StreamRecord};
 
-use super::{health::HealthRules, stream::Stream};
+use super::{
+    gop_budget::{GopBudget, GopLimits},
+    health::HealthRules,
+    stream::Stream,
+};
 use crate::sync::lock;
 
 /// Told when a stream leaves this edge (the metrics drop its per-stream series); a trait so
@@ -41,7 +45,7 @@ struct Table {
 
 struct Inner {
     table: Mutex<Table>,
-    max_gop_bytes: usize,
+    gop: GopLimits,
     health_rules: HealthRules,
     observer: Arc<dyn HubObserver>,
 }
@@ -120,11 +124,11 @@ impl Inner {
 }
 
 impl StreamHub {
-    pub(crate) fn new(max_gop_bytes: usize, observer: Arc<dyn HubObserver>) -> StreamHub {
+    pub(crate) fn new(gop: GopLimits, observer: Arc<dyn HubObserver>) -> StreamHub {
         StreamHub {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table::default()),
-                max_gop_bytes,
+                gop,
                 health_rules: HealthRules::default(),
                 observer,
             }),
@@ -141,6 +145,11 @@ impl StreamHub {
             }
             Err(inner) => StreamHub { inner },
         }
+    }
+
+    /// What the GOP caches of this edge's streams hold together, and their bound.
+    pub(crate) fn gop_budget(&self) -> &GopBudget {
+        &self.inner.gop.budget
     }
 
     fn held(&self, entry: &mut Entry) -> HeldStream {
@@ -163,8 +172,7 @@ impl StreamHub {
                 table.replaced.insert(Arc::as_ptr(&old.stream) as usize, old);
             }
         }
-        let stream =
-            Arc::new(Stream::with_health_rules(record.clone(), self.inner.max_gop_bytes, self.inner.health_rules));
+        let stream = Arc::new(Stream::with_rules(record.clone(), self.inner.gop.clone(), self.inner.health_rules));
         let entry = table.current.entry(record.id.clone()).or_insert(Entry { stream, holders: 0 });
         self.held(entry)
     }
@@ -230,7 +238,7 @@ mod tests {
 
     fn hub() -> (StreamHub, Arc<Removed>) {
         let removed = Arc::new(Removed::default());
-        (StreamHub::new(1 << 20, removed.clone()), removed)
+        (StreamHub::new(GopLimits::per_stream(1 << 20), removed.clone()), removed)
     }
 
     #[test]

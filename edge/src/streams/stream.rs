@@ -19,6 +19,7 @@ use tokio::{
 
 use super::{
     fast_start::FastStart,
+    gop_budget::GopLimits,
     health::{Health, HealthReport, HealthRules, MediaReport},
     local_release::LocalLeases,
     timeline::Timeline,
@@ -167,7 +168,6 @@ pub(crate) struct Stream {
     pub(crate) playback: String,
     /// The registry record as last seen (lets players in while the registry is unreachable).
     record: Mutex<StreamRecord>,
-    max_gop_bytes: usize,
     state: Mutex<State>,
     live: watch::Sender<LiveState>,
     pub(crate) stats: StreamStats,
@@ -183,18 +183,17 @@ pub(crate) struct Stream {
 impl Stream {
     #[cfg(test)]
     pub(crate) fn new(record: StreamRecord, max_gop_bytes: usize) -> Stream {
-        Stream::with_health_rules(record, max_gop_bytes, HealthRules::default())
+        Stream::with_rules(record, GopLimits::per_stream(max_gop_bytes), HealthRules::default())
     }
 
-    pub(crate) fn with_health_rules(record: StreamRecord, max_gop_bytes: usize, rules: HealthRules) -> Stream {
+    pub(crate) fn with_rules(record: StreamRecord, gop: GopLimits, rules: HealthRules) -> Stream {
         Stream {
             id: record.id.clone(),
             playback: record.playback_name.clone(),
             record: Mutex::new(record),
-            max_gop_bytes,
             state: Mutex::new(State {
                 publisher: None,
-                cache: FastStart::default(),
+                cache: FastStart::new(gop),
                 players: Vec::new(),
                 windowed_players: 0,
                 timeline: Timeline::default(),
@@ -319,7 +318,7 @@ impl Stream {
                 st.health.video(media.timestamp, &info, &media.payload, now);
                 let essential = info.config.is_some();
                 let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, essential, &media.payload));
-                st.cache.video(&f, info.config, self.max_gop_bytes);
+                st.cache.video(&f, info.config);
                 f
             }
             MediaKind::Audio => {
@@ -327,7 +326,7 @@ impl Stream {
                 st.audio_codec = info.codec;
                 st.health.audio(media.timestamp, &info, &media.payload, now);
                 let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.config.is_some(), &media.payload));
-                st.cache.audio(&f, info.config, self.max_gop_bytes);
+                st.cache.audio(&f, info.config);
                 f
             }
             MediaKind::Metadata => {
@@ -664,6 +663,35 @@ pub(crate) mod tests {
             s.publish(1, video(i, &[0x27; 20]));
         }
         assert!(s.snapshot().gop_cache_bytes <= 100);
+    }
+
+    /// Streams share the edge's GOP budget: a GOP that does not fit is not kept (that stream's
+    /// new players start at its next keyframe), and what a stream gives back when it ends or
+    /// restarts its GOP is there for the others.
+    #[test]
+    fn gop_caches_share_the_edges_budget() {
+        let budget = Arc::new(super::super::GopBudget::new(100));
+        let limits = || GopLimits { per_stream: 1 << 20, budget: budget.clone() };
+        let a = Stream::with_rules(record("d", "a"), limits(), HealthRules::default());
+        let b = Stream::with_rules(record("d", "b"), limits(), HealthRules::default());
+        let (_ka, _kb) = (a.begin_publish(meta(1)), b.begin_publish(meta(2)));
+        a.publish(1, video(0, &[0x17, 1, 0].repeat(20))); // 60 bytes: a keyframe
+        b.publish(2, video(0, &[0x17, 1, 0].repeat(20))); // 60 more do not fit
+        assert_eq!((a.snapshot().gop_cache_bytes, b.snapshot().gop_cache_bytes), (60, 0));
+        assert_eq!((budget.used(), budget.refusals()), (60, 1));
+        let ob = outbox();
+        b.add_player(9, ob.clone(), 1 << 20, None).unwrap();
+        assert!(ob.queued_frames().is_empty(), "no GOP to start from: the player waits for b's next keyframe");
+        // b's next frame is no keyframe: nothing to cache from.
+        b.publish(2, video(33, &[0x27; 10]));
+        assert_eq!(b.snapshot().gop_cache_frames, 0);
+        // a's publisher leaves: its GOP goes back to the budget, and b's next keyframe fits.
+        a.end_publish(1);
+        assert_eq!(budget.used(), 0);
+        b.publish(2, video(66, &[0x17, 1, 0].repeat(20)));
+        assert_eq!((b.snapshot().gop_cache_frames, budget.used()), (1, 60));
+        drop(b);
+        assert_eq!(budget.used(), 0, "a stream that goes gives its GOP back");
     }
 
     #[test]
