@@ -123,10 +123,17 @@ impl Connection {
 
     /// Feeds received bytes. While a decision is pending the bytes are only buffered.
     pub fn feed(&mut self, input: &[u8]) -> Result<Vec<Output>, ConnError> {
+        let mut out = Vec::new();
+        self.feed_into(input, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`feed`](Self::feed), appending the outputs to `out`: a caller that keeps one vector
+    /// for all its reads allocates nothing for outputs once it has grown.
+    pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<Output>) -> Result<(), ConnError> {
         if self.role == Role::Closed {
             return Err(ConnError::Closed);
         }
-        let mut out = Vec::new();
         match &mut self.phase {
             Phase::Handshake(hs) => {
                 let result = guarded("handshake", || hs.process_bytes(input))?
@@ -144,37 +151,45 @@ impl Connection {
                         let config = ServerSessionConfig { chunk_size: OUT_CHUNK_SIZE, ..ServerSessionConfig::new() };
                         let (session, initial) = guarded("session start", || ServerSession::new(config))?
                             .map_err(|e| ConnError::Session(e.to_string()))?;
-                        push_results(&mut out, initial);
+                        push_results(out, initial);
                         let mut reader = ChunkReader::with_budget(self.config.limits, self.config.budget.clone());
                         reader.push(&remaining_bytes);
                         reader.charge()?;
-                        self.count_received(remaining_bytes.len(), &mut out);
+                        self.count_received(remaining_bytes.len(), out);
                         self.phase =
                             Phase::Session(Box::new(Session { session, feeder: ChunkSerializer::new(), reader }));
-                        self.process(&mut out)?;
+                        self.process(out)?;
                     }
                 }
             }
             Phase::Session(_) | Phase::Playing(_) => {
                 let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
                 reader.push(input);
-                let buffered = reader.buffered();
-                reader.charge()?;
-                self.count_received(input.len(), &mut out);
-                if matches!(self.role, Role::Waiting(_)) {
-                    if buffered > self.config.max_pending_input {
-                        return Err(ConnError::PendingInputOverflow(buffered));
-                    }
-                } else {
-                    self.process(&mut out)?;
-                    // What was parsed no longer counts towards the shared budget.
-                    if let Some(reader) = self.reader() {
-                        reader.charge()?;
-                    }
-                }
+                self.buffered(input.len(), out)?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// What follows `n` new bytes in the chunk reader's input: the budget and the pending limit
+    /// are checked, the bytes counted (acks), and the input parsed unless a decision is pending.
+    fn buffered(&mut self, n: usize, out: &mut Vec<Output>) -> Result<(), ConnError> {
+        let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
+        let buffered = reader.buffered();
+        reader.charge()?;
+        self.count_received(n, out);
+        if matches!(self.role, Role::Waiting(_)) {
+            if buffered > self.config.max_pending_input {
+                return Err(ConnError::PendingInputOverflow(buffered));
+            }
+            return Ok(());
+        }
+        self.process(out)?;
+        // What was parsed no longer counts towards the shared budget.
+        if let Some(reader) = self.reader() {
+            reader.charge()?;
+        }
+        Ok(())
     }
 
     /// The request waiting for a decision, if any.

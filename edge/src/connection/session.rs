@@ -91,6 +91,9 @@ pub(crate) struct Session {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) info: Arc<SessionInfo>,
     pub(crate) metrics: Arc<Metrics>,
+    /// What the protocol answered the last read, emptied as it is applied and kept for the
+    /// next read: steady-state reads allocate nothing for their outputs.
+    outs: Vec<Output>,
     events: VecDeque<Event>,
     pub(crate) remote: SocketAddr,
 }
@@ -104,20 +107,44 @@ impl Session {
         metrics: Arc<Metrics>,
         remote: SocketAddr,
     ) -> Session {
-        Session { read, buf: Vec::new(), conn, outbox, info, metrics, events: VecDeque::new(), remote }
+        Session {
+            read,
+            buf: Vec::new(),
+            conn,
+            outbox,
+            info,
+            metrics,
+            outs: Vec::new(),
+            events: VecDeque::new(),
+            remote,
+        }
     }
 
     /// Queues outputs: bytes go to the outbox in order, events to the event queue. A `Close`
     /// output ends the connection once what came before it is queued.
     pub(crate) fn apply(&mut self, outs: Vec<Output>) -> Result<(), Ended> {
-        for o in outs {
-            match o {
-                Output::Send(b) => self.send(b)?,
-                Output::Event(e) => self.events.push_back(e),
-                Output::Close(why) => return Err(Ended::Closed(why)),
+        self.outs.extend(outs);
+        self.apply_outs()
+    }
+
+    /// [`apply`](Self::apply) for the outputs the protocol appended to `self.outs`.
+    fn apply_outs(&mut self) -> Result<(), Ended> {
+        let mut outs = std::mem::take(&mut self.outs);
+        let applied = outs.drain(..).try_for_each(|o| self.apply_one(o));
+        // The vector goes back emptied (`drain` drops what an early `Close` left) with its capacity.
+        self.outs = outs;
+        applied
+    }
+
+    fn apply_one(&mut self, o: Output) -> Result<(), Ended> {
+        match o {
+            Output::Send(b) => self.send(b),
+            Output::Event(e) => {
+                self.events.push_back(e);
+                Ok(())
             }
+            Output::Close(why) => Err(Ended::Closed(why)),
         }
-        Ok(())
     }
 
     pub(crate) fn send(&self, bytes: Bytes) -> Result<(), Ended> {
@@ -133,8 +160,8 @@ impl Session {
     async fn read_once(&mut self) -> Result<(), Ended> {
         if !self.buf.is_empty() {
             let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
-            let outs = self.received(n)?;
-            return self.apply(outs);
+            self.received(n)?;
+            return self.apply_outs();
         }
         loop {
             self.read.readable().await.map_err(Ended::Io)?;
@@ -142,8 +169,8 @@ impl Session {
             let mut stack = [0u8; READ_BUF_SMALL];
             match self.read.try_read(&mut stack) {
                 Ok(n) => {
-                    let outs = self.received_small(&stack, n)?;
-                    return self.apply(outs);
+                    self.received_small(&stack, n)?;
+                    return self.apply_outs();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(Ended::Io(e)),
@@ -153,25 +180,34 @@ impl Session {
 
     /// Feeds `n` bytes just read into the stack buffer; a read that filled it means a
     /// connection that sends a lot (a publisher), which gets a heap buffer from now on.
-    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<Vec<Output>, Ended> {
+    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let outs = self.conn.feed(&stack[..n]).map_err(|e| self.refused(e))?;
+        let fed = self.conn.feed_into(&stack[..n], &mut self.outs);
+        self.fed(fed)?;
         if n == READ_BUF_SMALL {
             self.buf = vec![0u8; READ_BUF_MAX];
         }
-        Ok(outs)
+        Ok(())
     }
 
-    fn received(&mut self, n: usize) -> Result<Vec<Output>, Ended> {
+    fn received(&mut self, n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let fed = self.conn.feed(&self.buf[..n]);
-        fed.map_err(|e| self.refused(e))
+        let fed = self.conn.feed_into(&self.buf[..n], &mut self.outs);
+        self.fed(fed)
+    }
+
+    /// What a feed that failed had output before it failed is never applied.
+    fn fed(&mut self, fed: Result<(), ConnError>) -> Result<(), Ended> {
+        fed.map_err(|e| {
+            self.outs.clear();
+            self.refused(e)
+        })
     }
 
     /// Input refused: a command too large to parse (an over-long stream name or key, say) is
