@@ -7,7 +7,7 @@
 
 use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     errors::ConnError,
@@ -30,7 +30,8 @@ use crate::{
 /// Reads of a new connection go through a stack buffer of this size, so a connection that
 /// sends little (a player: acks, pings) holds no read buffer of its own between reads.
 const READ_BUF_SMALL: usize = 4 * 1024;
-/// A connection whose reads fill the small buffer (a publisher) gets a heap buffer this large.
+/// A connection whose reads fill the small buffer (a publisher) reads straight into the
+/// protocol's input buffer from then on, which a read fills up to this many bytes.
 const READ_BUF_MAX: usize = 64 * 1024;
 
 /// Why a connection ended.
@@ -85,8 +86,8 @@ impl Ended {
 /// The session handle: a connection's read side (TCP or TLS), protocol state and outbox.
 pub(crate) struct Session {
     read: Reader,
-    /// Empty until a read fills [`READ_BUF_SMALL`]; then [`READ_BUF_MAX`] bytes.
-    buf: Vec<u8>,
+    /// Set once a read fills [`READ_BUF_SMALL`]: reads go into the protocol's input buffer.
+    heavy: bool,
     pub(crate) conn: Connection,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) info: Arc<SessionInfo>,
@@ -107,17 +108,7 @@ impl Session {
         metrics: Arc<Metrics>,
         remote: SocketAddr,
     ) -> Session {
-        Session {
-            read,
-            buf: Vec::new(),
-            conn,
-            outbox,
-            info,
-            metrics,
-            outs: Vec::new(),
-            events: VecDeque::new(),
-            remote,
-        }
+        Session { read, heavy: false, conn, outbox, info, metrics, outs: Vec::new(), events: VecDeque::new(), remote }
     }
 
     /// Queues outputs: bytes go to the outbox in order, events to the event queue. A `Close`
@@ -155,11 +146,13 @@ impl Session {
         }
     }
 
-    /// Reads once and feeds the protocol. Cancel-safe (the only awaits are readiness and the
-    /// socket read).
+    /// Reads once and feeds the protocol. Cancel-safe: a read either completes and is fed
+    /// (nothing is awaited after it), or nothing was read.
     async fn read_once(&mut self) -> Result<(), Ended> {
-        if !self.buf.is_empty() {
-            let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
+        if self.heavy
+            && let Some(input) = self.conn.input_buffer()
+        {
+            let n = read_appending(&mut self.read, input).await.map_err(Ended::Io)?;
             self.received(n)?;
             return self.apply_outs();
         }
@@ -179,7 +172,8 @@ impl Session {
     }
 
     /// Feeds `n` bytes just read into the stack buffer; a read that filled it means a
-    /// connection that sends a lot (a publisher), which gets a heap buffer from now on.
+    /// connection that sends a lot (a publisher), which reads into the protocol's input buffer
+    /// from now on.
     fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
@@ -187,18 +181,17 @@ impl Session {
         self.count(n);
         let fed = self.conn.feed_into(&stack[..n], &mut self.outs);
         self.fed(fed)?;
-        if n == READ_BUF_SMALL {
-            self.buf = vec![0u8; READ_BUF_MAX];
-        }
+        self.heavy |= n == READ_BUF_SMALL;
         Ok(())
     }
 
+    /// Feeds `n` bytes a read appended to the protocol's input buffer.
     fn received(&mut self, n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let fed = self.conn.feed_into(&self.buf[..n], &mut self.outs);
+        let fed = self.conn.fed(n, &mut self.outs);
         self.fed(fed)
     }
 
@@ -286,4 +279,14 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Reads into the protocol's input buffer, up to [`READ_BUF_MAX`] bytes buffered (at least
+/// [`READ_BUF_SMALL`] of room): the buffer keeps one size, moving what was left unparsed to its
+/// front instead of growing, once the bytes handed on from it are dropped. Cancel-safe: only
+/// the buffer's capacity may have changed.
+async fn read_appending(read: &mut Reader, input: &mut BytesMut) -> std::io::Result<usize> {
+    let room = READ_BUF_MAX.saturating_sub(input.len()).max(READ_BUF_SMALL);
+    input.reserve(room);
+    read.read_buf(&mut input.limit(room)).await
 }

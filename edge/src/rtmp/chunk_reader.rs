@@ -266,6 +266,13 @@ impl ChunkReader {
         self.buf.extend_from_slice(data);
     }
 
+    /// The unparsed input, for a read that appends to it directly instead of reading into a
+    /// buffer of its own and [`push`](Self::push)ing (one copy of every byte fewer). What is
+    /// appended is then [`charge`](Self::charge)d like pushed bytes.
+    pub fn input(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
     /// Bytes received but not yet parsed into a complete chunk.
     pub fn buffered(&self) -> usize {
         self.buf.len()
