@@ -290,3 +290,101 @@ async fn read_appending(read: &mut Reader, input: &mut BytesMut) -> std::io::Res
     input.reserve(room);
     read.read_buf(&mut input.limit(room)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rml_amf0::Amf0Value;
+    use tokio::{
+        io::AsyncWriteExt,
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+    use crate::{
+        connection::{config::ProtocolConfig, fuzz_harness::canned_handshake},
+        fanout::OutboxLimits,
+        observe::SessionTable,
+        rtmp::{chunk_writer::serialize_message, msg_type},
+    };
+
+    fn command(name: &str, transaction: f64, stream_id: u32, args: Vec<Amf0Value>) -> Bytes {
+        let mut values = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(transaction)];
+        values.extend(args);
+        let body = rml_amf0::serialize(&values).unwrap();
+        serialize_message(3, msg_type::AMF0_COMMAND, stream_id, 0, &body, 128)
+    }
+
+    /// A session on the server side of a loopback connection, and the client side.
+    async fn session() -> (Session, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, remote) = listener.accept().await.unwrap();
+        let (read, _write) = server.into_split();
+        // The table's entry goes with the guard; the session keeps its info.
+        let info = SessionTable::new().open(remote, "rtmp").info.clone();
+        let outbox = Outbox::new(OutboxLimits::new(1 << 20, Duration::from_secs(5)));
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let conn = Connection::new(ProtocolConfig::default());
+        (Session::new(Reader::Tcp(read), conn, outbox, info, metrics, remote), client)
+    }
+
+    /// A publisher's bytes, written in pieces that split chunk headers and payloads anywhere,
+    /// reach the session as the same messages once it reads straight into the protocol's input
+    /// buffer (its reads fill the small buffer), and every byte is counted once.
+    #[tokio::test]
+    async fn a_publisher_read_into_the_input_buffer_gets_every_message_intact() {
+        let (mut io, mut client) = session().await;
+        let mut hello = canned_handshake();
+        let app = [("app".to_string(), Amf0Value::Utf8String("live".into()))].into_iter().collect();
+        hello.extend_from_slice(&command("connect", 1.0, 0, vec![Amf0Value::Object(app)]));
+        hello.extend_from_slice(&command("createStream", 2.0, 0, vec![Amf0Value::Null]));
+        hello.extend_from_slice(&command(
+            "publish",
+            3.0,
+            1,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("key".into()), Amf0Value::Utf8String("live".into())],
+        ));
+        client.write_all(&hello).await.unwrap();
+        loop {
+            match io.next_event().await.unwrap() {
+                Event::PublishRequested { key } => break assert_eq!(key, "key"),
+                _ => continue,
+            }
+        }
+        io.accept().unwrap();
+
+        let payloads: Vec<Vec<u8>> =
+            (0..60usize).map(|i| (0..(i * 997) % 20_000 + 1).map(|j| (i * 31 + j) as u8).collect()).collect();
+        let mut wire = serialize_message(2, msg_type::SET_CHUNK_SIZE, 0, 0, &4096u32.to_be_bytes(), 128).to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            wire.extend_from_slice(&serialize_message(6, msg_type::VIDEO, 1, i as u32 * 33, p, 4096));
+        }
+        let writer = tokio::spawn({
+            let wire = wire.clone();
+            async move {
+                let mut rest = &wire[..];
+                let mut piece = 1;
+                while !rest.is_empty() {
+                    let (now, later) = rest.split_at(piece.min(rest.len()));
+                    client.write_all(now).await.unwrap();
+                    client.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    rest = later;
+                    piece = piece * 7 % 9_973 + 1;
+                }
+                client
+            }
+        });
+        for (i, p) in payloads.iter().enumerate() {
+            let Event::Media(m) = io.next_event().await.unwrap() else { panic!("not media") };
+            assert_eq!((m.timestamp, &m.payload[..]), (i as u32 * 33, &p[..]), "message {i}");
+        }
+        assert!(io.heavy, "a publisher's reads go straight into the input buffer");
+        let sent = hello.len() + wire.len();
+        assert_eq!(io.info.bytes_received.load(std::sync::atomic::Ordering::Relaxed), sent as u64);
+        drop(writer.await.unwrap());
+        assert!(matches!(io.next_event().await, Err(Ended::Eof)));
+    }
+}
