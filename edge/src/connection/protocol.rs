@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
 use rml_rtmp::{
     chunk_io::ChunkSerializer,
@@ -123,10 +123,17 @@ impl Connection {
 
     /// Feeds received bytes. While a decision is pending the bytes are only buffered.
     pub fn feed(&mut self, input: &[u8]) -> Result<Vec<Output>, ConnError> {
+        let mut out = Vec::new();
+        self.feed_into(input, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`feed`](Self::feed), appending the outputs to `out`: a caller that keeps one vector
+    /// for all its reads allocates nothing for outputs once it has grown.
+    pub fn feed_into(&mut self, input: &[u8], out: &mut Vec<Output>) -> Result<(), ConnError> {
         if self.role == Role::Closed {
             return Err(ConnError::Closed);
         }
-        let mut out = Vec::new();
         match &mut self.phase {
             Phase::Handshake(hs) => {
                 let result = guarded("handshake", || hs.process_bytes(input))?
@@ -144,37 +151,64 @@ impl Connection {
                         let config = ServerSessionConfig { chunk_size: OUT_CHUNK_SIZE, ..ServerSessionConfig::new() };
                         let (session, initial) = guarded("session start", || ServerSession::new(config))?
                             .map_err(|e| ConnError::Session(e.to_string()))?;
-                        push_results(&mut out, initial);
+                        push_results(out, initial);
                         let mut reader = ChunkReader::with_budget(self.config.limits, self.config.budget.clone());
                         reader.push(&remaining_bytes);
                         reader.charge()?;
-                        self.count_received(remaining_bytes.len(), &mut out);
+                        self.count_received(remaining_bytes.len(), out);
                         self.phase =
                             Phase::Session(Box::new(Session { session, feeder: ChunkSerializer::new(), reader }));
-                        self.process(&mut out)?;
+                        self.process(out)?;
                     }
                 }
             }
             Phase::Session(_) | Phase::Playing(_) => {
                 let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
                 reader.push(input);
-                let buffered = reader.buffered();
-                reader.charge()?;
-                self.count_received(input.len(), &mut out);
-                if matches!(self.role, Role::Waiting(_)) {
-                    if buffered > self.config.max_pending_input {
-                        return Err(ConnError::PendingInputOverflow(buffered));
-                    }
-                } else {
-                    self.process(&mut out)?;
-                    // What was parsed no longer counts towards the shared budget.
-                    if let Some(reader) = self.reader() {
-                        reader.charge()?;
-                    }
-                }
+                self.buffered(input.len(), out)?;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The chunk reader's input, for a read straight into it (no copy through a read buffer of
+    /// the caller's); `None` during the handshake and once closed. Bytes appended to it must be
+    /// announced with [`fed`](Self::fed) at once: only that applies the limits and the acks.
+    pub fn input_buffer(&mut self) -> Option<&mut BytesMut> {
+        if self.role == Role::Closed {
+            return None;
+        }
+        self.reader().map(ChunkReader::input)
+    }
+
+    /// [`feed_into`](Self::feed_into) for `n` bytes a read appended to
+    /// [`input_buffer`](Self::input_buffer): the same limits, acks and parsing.
+    pub fn fed(&mut self, n: usize, out: &mut Vec<Output>) -> Result<(), ConnError> {
+        if self.role == Role::Closed {
+            return Err(ConnError::Closed);
+        }
+        self.buffered(n, out)
+    }
+
+    /// What follows `n` new bytes in the chunk reader's input: the budget and the pending limit
+    /// are checked, the bytes counted (acks), and the input parsed unless a decision is pending.
+    fn buffered(&mut self, n: usize, out: &mut Vec<Output>) -> Result<(), ConnError> {
+        let Some(reader) = self.reader() else { return Err(ConnError::Closed) };
+        let buffered = reader.buffered();
+        reader.charge()?;
+        self.count_received(n, out);
+        if matches!(self.role, Role::Waiting(_)) {
+            if buffered > self.config.max_pending_input {
+                return Err(ConnError::PendingInputOverflow(buffered));
+            }
+            return Ok(());
+        }
+        self.process(out)?;
+        // What was parsed no longer counts towards the shared budget.
+        if let Some(reader) = self.reader() {
+            reader.charge()?;
+        }
+        Ok(())
     }
 
     /// The request waiting for a decision, if any.
@@ -541,7 +575,11 @@ mod tests {
 
     impl Pair {
         fn new() -> Pair {
-            let mut server = Connection::new(ProtocolConfig::default());
+            Pair::with(ProtocolConfig::default())
+        }
+
+        fn with(config: ProtocolConfig) -> Pair {
+            let mut server = Connection::new(config);
             let mut hs = Handshake::new(PeerType::Client);
             let c0c1 = hs.generate_outbound_p0_and_p1().unwrap();
             let mut to_client = Vec::new();
@@ -622,6 +660,93 @@ mod tests {
         assert_eq!(media.len(), 1);
         assert_eq!(media[0].kind, MediaKind::Video);
         assert_eq!(&media[0].payload[..], &[0x17, 0, 1, 2]);
+    }
+
+    /// Appends `bytes` to the connection's input buffer as a read straight into it would, in
+    /// pieces of `piece` bytes, announcing each with `fed`.
+    fn feed_in_place(server: &mut Connection, bytes: &[u8], piece: usize) -> Result<Vec<Output>, ConnError> {
+        let mut out = Vec::new();
+        for part in bytes.chunks(piece) {
+            server.input_buffer().expect("past the handshake").extend_from_slice(part);
+            server.fed(part.len(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn media(outs: &[Output]) -> Vec<&Media> {
+        outs.iter().filter_map(|o| if let Output::Event(Event::Media(m)) = o { Some(m) } else { None }).collect()
+    }
+
+    /// A publisher (chunk size 4096 announced) whose publish is pending.
+    fn pending_publisher(config: ProtocolConfig) -> Pair {
+        let mut p = Pair::with(config);
+        let r = p.client.request_connection("live".into());
+        p.client_do(r);
+        let r = p.client.request_publishing("key".into(), PublishRequestType::Live);
+        p.client_do(r);
+        assert!(matches!(p.server.pending(), Some(Pending::Publish { .. })));
+        p
+    }
+
+    /// Bytes read straight into the connection's input buffer, split anywhere (inside headers,
+    /// inside payloads, across messages), give the same messages as the same bytes fed.
+    #[test]
+    fn reads_into_the_input_buffer_split_anywhere_give_the_same_messages() {
+        let mut wire = Vec::new();
+        for (i, len) in [10usize, 4096, 9000, 1, 20_000].into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
+            let (csid, type_id) = if i % 2 == 0 { (6, msg_type::VIDEO) } else { (4, msg_type::AUDIO) };
+            wire.extend_from_slice(&crate::rtmp::chunk_writer::serialize_message(
+                csid,
+                type_id,
+                1,
+                40 * i as u32,
+                &payload,
+                4096,
+            ));
+        }
+        let publishing = || {
+            let mut p = pending_publisher(ProtocolConfig::default());
+            let outs = p.server.accept().unwrap();
+            p.apply(outs);
+            p.server
+        };
+        let fed = publishing().feed(&wire).unwrap();
+        assert_eq!(media(&fed).len(), 5);
+        for piece in [1, 3, 11, 12, 13, 100, 4096, 4097, 4109, 10_000, wire.len()] {
+            let outs = feed_in_place(&mut publishing(), &wire, piece).unwrap();
+            assert_eq!(media(&outs), media(&fed), "pieces of {piece} bytes");
+        }
+    }
+
+    /// Reads into the input buffer are held to the same limits as fed bytes: while a decision
+    /// is pending, `max_pending_input` and the shared input budget.
+    #[test]
+    fn reads_into_the_input_buffer_keep_the_pending_and_budget_limits() {
+        let early = crate::rtmp::chunk_writer::serialize_message(6, msg_type::VIDEO, 1, 0, &[0x17; 3000], 4096);
+
+        let config = ProtocolConfig { max_pending_input: 10_000, ..ProtocolConfig::default() };
+        let mut p = pending_publisher(config);
+        feed_in_place(&mut p.server, &early, 1000).unwrap();
+        feed_in_place(&mut p.server, &early, 1000).unwrap();
+        let err = feed_in_place(&mut p.server, &[&early[..], &early[..]].concat(), 1000).unwrap_err();
+        assert!(matches!(err, ConnError::PendingInputOverflow(n) if n > 10_000), "{err:?}");
+
+        let budget = crate::rtmp::chunk_reader::InputBudget::new(1000);
+        let mut p = pending_publisher(ProtocolConfig { budget: budget.clone(), ..ProtocolConfig::default() });
+        let err = feed_in_place(&mut p.server, &[&early[..]; 4].concat(), 4096).unwrap_err();
+        assert!(
+            matches!(err, ConnError::Chunk(crate::rtmp::chunk_reader::ChunkError::InputBudgetExhausted { .. })),
+            "{err:?}"
+        );
+
+        // And the acknowledgements count them.
+        let mut p = pending_publisher(ProtocolConfig::default());
+        p.server.peer_ack_window = Some(4096);
+        let outs = feed_in_place(&mut p.server, &early, 5000).unwrap();
+        assert_eq!(outs.len(), 0, "{outs:?}");
+        let outs = feed_in_place(&mut p.server, &early, 5000).unwrap();
+        assert!(matches!(outs[..], [Output::Send(_)]), "an ack: {outs:?}");
     }
 
     /// A command as a player sends it on message stream `stream_id` (chunk stream 3).

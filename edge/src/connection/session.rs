@@ -7,7 +7,7 @@
 
 use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
     errors::ConnError,
@@ -30,7 +30,8 @@ use crate::{
 /// Reads of a new connection go through a stack buffer of this size, so a connection that
 /// sends little (a player: acks, pings) holds no read buffer of its own between reads.
 const READ_BUF_SMALL: usize = 4 * 1024;
-/// A connection whose reads fill the small buffer (a publisher) gets a heap buffer this large.
+/// A connection whose reads fill the small buffer (a publisher) reads straight into the
+/// protocol's input buffer from then on, which a read fills up to this many bytes.
 const READ_BUF_MAX: usize = 64 * 1024;
 
 /// Why a connection ended.
@@ -85,12 +86,15 @@ impl Ended {
 /// The session handle: a connection's read side (TCP or TLS), protocol state and outbox.
 pub(crate) struct Session {
     read: Reader,
-    /// Empty until a read fills [`READ_BUF_SMALL`]; then [`READ_BUF_MAX`] bytes.
-    buf: Vec<u8>,
+    /// Set once a read fills [`READ_BUF_SMALL`]: reads go into the protocol's input buffer.
+    heavy: bool,
     pub(crate) conn: Connection,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) info: Arc<SessionInfo>,
     pub(crate) metrics: Arc<Metrics>,
+    /// What the protocol answered the last read, emptied as it is applied and kept for the
+    /// next read: steady-state reads allocate nothing for their outputs.
+    outs: Vec<Output>,
     events: VecDeque<Event>,
     pub(crate) remote: SocketAddr,
 }
@@ -104,20 +108,34 @@ impl Session {
         metrics: Arc<Metrics>,
         remote: SocketAddr,
     ) -> Session {
-        Session { read, buf: Vec::new(), conn, outbox, info, metrics, events: VecDeque::new(), remote }
+        Session { read, heavy: false, conn, outbox, info, metrics, outs: Vec::new(), events: VecDeque::new(), remote }
     }
 
     /// Queues outputs: bytes go to the outbox in order, events to the event queue. A `Close`
     /// output ends the connection once what came before it is queued.
     pub(crate) fn apply(&mut self, outs: Vec<Output>) -> Result<(), Ended> {
-        for o in outs {
-            match o {
-                Output::Send(b) => self.send(b)?,
-                Output::Event(e) => self.events.push_back(e),
-                Output::Close(why) => return Err(Ended::Closed(why)),
+        self.outs.extend(outs);
+        self.apply_outs()
+    }
+
+    /// [`apply`](Self::apply) for the outputs the protocol appended to `self.outs`.
+    fn apply_outs(&mut self) -> Result<(), Ended> {
+        let mut outs = std::mem::take(&mut self.outs);
+        let applied = outs.drain(..).try_for_each(|o| self.apply_one(o));
+        // The vector goes back emptied (`drain` drops what an early `Close` left) with its capacity.
+        self.outs = outs;
+        applied
+    }
+
+    fn apply_one(&mut self, o: Output) -> Result<(), Ended> {
+        match o {
+            Output::Send(b) => self.send(b),
+            Output::Event(e) => {
+                self.events.push_back(e);
+                Ok(())
             }
+            Output::Close(why) => Err(Ended::Closed(why)),
         }
-        Ok(())
     }
 
     pub(crate) fn send(&self, bytes: Bytes) -> Result<(), Ended> {
@@ -128,13 +146,15 @@ impl Session {
         }
     }
 
-    /// Reads once and feeds the protocol. Cancel-safe (the only awaits are readiness and the
-    /// socket read).
+    /// Reads once and feeds the protocol. Cancel-safe: a read either completes and is fed
+    /// (nothing is awaited after it), or nothing was read.
     async fn read_once(&mut self) -> Result<(), Ended> {
-        if !self.buf.is_empty() {
-            let n = self.read.read(&mut self.buf).await.map_err(Ended::Io)?;
-            let outs = self.received(n)?;
-            return self.apply(outs);
+        if self.heavy
+            && let Some(input) = self.conn.input_buffer()
+        {
+            let n = read_appending(&mut self.read, input).await.map_err(Ended::Io)?;
+            self.received(n)?;
+            return self.apply_outs();
         }
         loop {
             self.read.readable().await.map_err(Ended::Io)?;
@@ -142,8 +162,8 @@ impl Session {
             let mut stack = [0u8; READ_BUF_SMALL];
             match self.read.try_read(&mut stack) {
                 Ok(n) => {
-                    let outs = self.received_small(&stack, n)?;
-                    return self.apply(outs);
+                    self.received_small(&stack, n)?;
+                    return self.apply_outs();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(Ended::Io(e)),
@@ -152,26 +172,35 @@ impl Session {
     }
 
     /// Feeds `n` bytes just read into the stack buffer; a read that filled it means a
-    /// connection that sends a lot (a publisher), which gets a heap buffer from now on.
-    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<Vec<Output>, Ended> {
+    /// connection that sends a lot (a publisher), which reads into the protocol's input buffer
+    /// from now on.
+    fn received_small(&mut self, stack: &[u8; READ_BUF_SMALL], n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let outs = self.conn.feed(&stack[..n]).map_err(|e| self.refused(e))?;
-        if n == READ_BUF_SMALL {
-            self.buf = vec![0u8; READ_BUF_MAX];
-        }
-        Ok(outs)
+        let fed = self.conn.feed_into(&stack[..n], &mut self.outs);
+        self.fed(fed)?;
+        self.heavy |= n == READ_BUF_SMALL;
+        Ok(())
     }
 
-    fn received(&mut self, n: usize) -> Result<Vec<Output>, Ended> {
+    /// Feeds `n` bytes a read appended to the protocol's input buffer.
+    fn received(&mut self, n: usize) -> Result<(), Ended> {
         if n == 0 {
             return Err(Ended::Eof);
         }
         self.count(n);
-        let fed = self.conn.feed(&self.buf[..n]);
-        fed.map_err(|e| self.refused(e))
+        let fed = self.conn.fed(n, &mut self.outs);
+        self.fed(fed)
+    }
+
+    /// What a feed that failed had output before it failed is never applied.
+    fn fed(&mut self, fed: Result<(), ConnError>) -> Result<(), Ended> {
+        fed.map_err(|e| {
+            self.outs.clear();
+            self.refused(e)
+        })
     }
 
     /// Input refused: a command too large to parse (an over-long stream name or key, say) is
@@ -249,5 +278,113 @@ impl Session {
             self.read_once().await?;
         }
         Ok(())
+    }
+}
+
+/// Reads into the protocol's input buffer, up to [`READ_BUF_MAX`] bytes buffered (at least
+/// [`READ_BUF_SMALL`] of room): the buffer keeps one size, moving what was left unparsed to its
+/// front instead of growing, once the bytes handed on from it are dropped. Cancel-safe: only
+/// the buffer's capacity may have changed.
+async fn read_appending(read: &mut Reader, input: &mut BytesMut) -> std::io::Result<usize> {
+    let room = READ_BUF_MAX.saturating_sub(input.len()).max(READ_BUF_SMALL);
+    input.reserve(room);
+    read.read_buf(&mut input.limit(room)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rml_amf0::Amf0Value;
+    use tokio::{
+        io::AsyncWriteExt,
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+    use crate::{
+        connection::{config::ProtocolConfig, fuzz_harness::canned_handshake},
+        fanout::OutboxLimits,
+        observe::SessionTable,
+        rtmp::{chunk_writer::serialize_message, msg_type},
+    };
+
+    fn command(name: &str, transaction: f64, stream_id: u32, args: Vec<Amf0Value>) -> Bytes {
+        let mut values = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(transaction)];
+        values.extend(args);
+        let body = rml_amf0::serialize(&values).unwrap();
+        serialize_message(3, msg_type::AMF0_COMMAND, stream_id, 0, &body, 128)
+    }
+
+    /// A session on the server side of a loopback connection, and the client side.
+    async fn session() -> (Session, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, remote) = listener.accept().await.unwrap();
+        let (read, _write) = server.into_split();
+        // The table's entry goes with the guard; the session keeps its info.
+        let info = SessionTable::new().open(remote, "rtmp").info.clone();
+        let outbox = Outbox::new(OutboxLimits::new(1 << 20, Duration::from_secs(5)));
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let conn = Connection::new(ProtocolConfig::default());
+        (Session::new(Reader::Tcp(read), conn, outbox, info, metrics, remote), client)
+    }
+
+    /// A publisher's bytes, written in pieces that split chunk headers and payloads anywhere,
+    /// reach the session as the same messages once it reads straight into the protocol's input
+    /// buffer (its reads fill the small buffer), and every byte is counted once.
+    #[tokio::test]
+    async fn a_publisher_read_into_the_input_buffer_gets_every_message_intact() {
+        let (mut io, mut client) = session().await;
+        let mut hello = canned_handshake();
+        let app = [("app".to_string(), Amf0Value::Utf8String("live".into()))].into_iter().collect();
+        hello.extend_from_slice(&command("connect", 1.0, 0, vec![Amf0Value::Object(app)]));
+        hello.extend_from_slice(&command("createStream", 2.0, 0, vec![Amf0Value::Null]));
+        hello.extend_from_slice(&command(
+            "publish",
+            3.0,
+            1,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("key".into()), Amf0Value::Utf8String("live".into())],
+        ));
+        client.write_all(&hello).await.unwrap();
+        loop {
+            match io.next_event().await.unwrap() {
+                Event::PublishRequested { key } => break assert_eq!(key, "key"),
+                _ => continue,
+            }
+        }
+        io.accept().unwrap();
+
+        let payloads: Vec<Vec<u8>> =
+            (0..60usize).map(|i| (0..(i * 997) % 20_000 + 1).map(|j| (i * 31 + j) as u8).collect()).collect();
+        let mut wire = serialize_message(2, msg_type::SET_CHUNK_SIZE, 0, 0, &4096u32.to_be_bytes(), 128).to_vec();
+        for (i, p) in payloads.iter().enumerate() {
+            wire.extend_from_slice(&serialize_message(6, msg_type::VIDEO, 1, i as u32 * 33, p, 4096));
+        }
+        let writer = tokio::spawn({
+            let wire = wire.clone();
+            async move {
+                let mut rest = &wire[..];
+                let mut piece = 1;
+                while !rest.is_empty() {
+                    let (now, later) = rest.split_at(piece.min(rest.len()));
+                    client.write_all(now).await.unwrap();
+                    client.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    rest = later;
+                    piece = piece * 7 % 9_973 + 1;
+                }
+                client
+            }
+        });
+        for (i, p) in payloads.iter().enumerate() {
+            let Event::Media(m) = io.next_event().await.unwrap() else { panic!("not media") };
+            assert_eq!((m.timestamp, &m.payload[..]), (i as u32 * 33, &p[..]), "message {i}");
+        }
+        assert!(io.heavy, "a publisher's reads go straight into the input buffer");
+        let sent = hello.len() + wire.len();
+        assert_eq!(io.info.bytes_received.load(std::sync::atomic::Ordering::Relaxed), sent as u64);
+        drop(writer.await.unwrap());
+        assert!(matches!(io.next_event().await, Err(Ended::Eof)));
     }
 }

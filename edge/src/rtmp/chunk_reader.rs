@@ -21,7 +21,8 @@ const INITIAL_CHUNK_SIZE: u32 = 128;
 /// A 24-bit timestamp field of all ones means "see the extended timestamp".
 const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 /// Reassembly buffers start at most this large and grow only as bytes arrive, so a header
-/// announcing a large message costs nothing until its bytes are actually sent.
+/// announcing a large message costs nothing until its bytes are actually sent. The buffer of a
+/// message no larger than this is kept for the next message (the reader's `spare`).
 const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
 
 /// What each reader may hold without charging the shared [`InputBudget`]: a few commands and
@@ -197,6 +198,11 @@ pub struct ChunkReader {
     streams: ChunkStreams,
     /// Bytes held in incomplete messages over all chunk streams.
     partial_bytes: usize,
+    /// Where the last message of at most [`INITIAL_REASSEMBLY_CAPACITY`] bytes was reassembled:
+    /// the next one reuses the allocation once the bytes handed on from it are dropped (a
+    /// publisher's frames are copied into their outbound chunks and dropped before the next
+    /// read), instead of allocating one per multi-chunk message.
+    spare: BytesMut,
     /// Whether the connection is an admitted publisher (the large message limit applies).
     admitted: bool,
     /// The shared budget this reader charges while not admitted, and what it has charged.
@@ -213,6 +219,7 @@ impl ChunkReader {
             buf: BytesMut::new(),
             streams: ChunkStreams::default(),
             partial_bytes: 0,
+            spare: BytesMut::new(),
             admitted: false,
             budget: None,
             charged: 0,
@@ -264,6 +271,13 @@ impl ChunkReader {
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// The unparsed input, for a read that appends to it directly instead of reading into a
+    /// buffer of its own and [`push`](Self::push)ing (one copy of every byte fewer). What is
+    /// appended is then [`charge`](Self::charge)d like pushed bytes.
+    pub fn input(&mut self) -> &mut BytesMut {
+        &mut self.buf
     }
 
     /// Bytes received but not yet parsed into a complete chunk.
@@ -405,7 +419,7 @@ impl ChunkReader {
             if partial.len() < length {
                 return Ok(Step::Partial);
             }
-            let payload = stream.partial.take().map(BytesMut::freeze).unwrap_or_default();
+            let payload = stream.partial.take().map(|p| keep_spare(&mut self.spare, p)).unwrap_or_default();
             self.partial_bytes -= payload.len();
             return Ok(Step::Complete(Message {
                 csid: h.csid,
@@ -463,7 +477,7 @@ impl ChunkReader {
                 payload: data.freeze(),
             }));
         }
-        let mut partial = BytesMut::with_capacity(length.min(INITIAL_REASSEMBLY_CAPACITY));
+        let mut partial = reassembly_buffer(&mut self.spare, length);
         partial.extend_from_slice(&data);
         stream.partial = Some(partial);
         self.partial_bytes += chunk_len;
@@ -477,6 +491,29 @@ impl Drop for ChunkReader {
             budget.shrink(self.charged);
         }
     }
+}
+
+/// A buffer for a message of `length` bytes: the spare if nothing else holds it any more and it
+/// is large enough, else a new one, rounded up to a power of two (no larger than
+/// [`INITIAL_REASSEMBLY_CAPACITY`]) so that it fits the next frames of about the same size too.
+fn reassembly_buffer(spare: &mut BytesMut, length: usize) -> BytesMut {
+    let capacity = length.min(INITIAL_REASSEMBLY_CAPACITY);
+    let mut buf = std::mem::take(spare);
+    if buf.try_reclaim(capacity) {
+        return buf;
+    }
+    BytesMut::with_capacity(capacity.next_power_of_two().min(INITIAL_REASSEMBLY_CAPACITY))
+}
+
+/// The reassembled message's bytes; what is left of its buffer (nothing, but the allocation
+/// with it) becomes the reader's spare if the message was no larger than a reassembly buffer
+/// starts, so the reader keeps at most one small allocation between messages.
+fn keep_spare(spare: &mut BytesMut, mut partial: BytesMut) -> Bytes {
+    let payload = partial.split().freeze();
+    if payload.len() <= INITIAL_REASSEMBLY_CAPACITY {
+        *spare = partial;
+    }
+    payload
 }
 
 enum Step {
@@ -516,6 +553,37 @@ mod tests {
             assert_eq!(msgs[0].payload, payload);
             assert_eq!((msgs[0].timestamp, msgs[0].stream_id, msgs[0].type_id), (1234, 1, msg_type::VIDEO));
         }
+    }
+
+    /// The buffer a message was reassembled in is reused for the next one only once nothing
+    /// holds the first message's bytes: a payload still held is never written over.
+    #[test]
+    fn reassembly_reuses_the_last_buffer_only_once_its_bytes_are_dropped() {
+        let first: Vec<u8> = vec![1; 1000];
+        let second: Vec<u8> = vec![2; 900];
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 0, &first, 128));
+        let held = read_all(&mut r).unwrap().remove(0).payload;
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 40, &second, 128));
+        let next = read_all(&mut r).unwrap().remove(0).payload;
+        assert_eq!((&held[..], &next[..]), (&first[..], &second[..]));
+        assert_ne!(held.as_ptr(), next.as_ptr());
+
+        let at = next.as_ptr();
+        drop(next);
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 80, &first, 128));
+        let reused = read_all(&mut r).unwrap().remove(0).payload;
+        assert_eq!(reused, first);
+        assert_eq!(reused.as_ptr(), at, "the dropped message's buffer is reused");
+        assert_eq!(held, first);
+
+        // A message larger than a reassembly buffer starts leaves no buffer behind.
+        drop(reused);
+        r.admit_publisher();
+        let large = vec![3u8; INITIAL_REASSEMBLY_CAPACITY + 1];
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 120, &large, 128));
+        assert_eq!(read_all(&mut r).unwrap().remove(0).payload, large);
+        assert_eq!(r.spare.capacity(), 0);
     }
 
     #[test]

@@ -64,13 +64,17 @@ struct SecondBytes {
 #[derive(Debug, Clone, Copy)]
 struct Last {
     ts: u32,
-    at: Instant,
+    /// Since the publish started.
+    at: Duration,
 }
 
+/// Times are kept as offsets from `started`, taken once per message: comparing offsets is a few
+/// inline instructions, where each `Instant` difference is a call into the clock arithmetic
+/// (several per message).
 pub(crate) struct Health {
     rules: HealthRules,
     started: Instant,
-    last_media: Option<Instant>,
+    last_media: Option<Duration>,
     stalls: u64,
     video: VideoConfig,
     audio: AudioConfig,
@@ -82,13 +86,13 @@ pub(crate) struct Health {
     keyframe: Option<Last>,
     /// Since when a keyframe is awaited without one: the start, or the end of the last stall (an
     /// interval across a stall measures the outage, not the encoder's GOP).
-    keyframe_awaited_since: Instant,
+    keyframe_awaited_since: Duration,
     keyframe_interval_ms: Option<u32>,
-    intervals: VecDeque<(Instant, u32)>,
+    intervals: VecDeque<(Duration, u32)>,
     seconds: VecDeque<SecondBytes>,
     backwards: u64,
     jumps: u64,
-    anomalies: VecDeque<Instant>,
+    anomalies: VecDeque<Duration>,
 }
 
 /// What a stream carries, for `/api/v1/streams`.
@@ -149,7 +153,7 @@ impl Health {
             last_video: None,
             last_audio: None,
             keyframe: None,
-            keyframe_awaited_since: now,
+            keyframe_awaited_since: Duration::ZERO,
             keyframe_interval_ms: None,
             intervals: VecDeque::new(),
             seconds: VecDeque::new(),
@@ -168,7 +172,13 @@ impl Health {
         self.announced = describe::announced(payload);
     }
 
+    /// `now` as an offset from the start.
+    fn at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
     pub(crate) fn video(&mut self, ts: u32, info: &TagInfo, payload: &[u8], now: Instant) {
+        let now = self.at(now);
         self.media(now, payload.len() as u64, 0);
         if let Some(slot) = info.config {
             if slot.packet_type == 0 && slot.track.is_none() {
@@ -195,7 +205,7 @@ impl Health {
                 let interval = ts - k.ts;
                 self.keyframe_interval_ms = Some(interval);
                 self.intervals.push_back((now, interval));
-                while self.intervals.front().is_some_and(|(at, _)| now.duration_since(*at) > RECENT) {
+                while self.intervals.front().is_some_and(|(at, _)| now.saturating_sub(*at) > RECENT) {
                     self.intervals.pop_front();
                 }
             }
@@ -204,6 +214,7 @@ impl Health {
     }
 
     pub(crate) fn audio(&mut self, ts: u32, info: &TagInfo, payload: &[u8], now: Instant) {
+        let now = self.at(now);
         self.media(now, 0, payload.len() as u64);
         if info.config.is_some() {
             let config = describe::audio_config(payload);
@@ -217,16 +228,16 @@ impl Health {
     }
 
     /// Stall detection and byte counting, for any audio or video message.
-    fn media(&mut self, now: Instant, video: u64, audio: u64) {
+    fn media(&mut self, now: Duration, video: u64, audio: u64) {
         if let Some(last) = self.last_media
-            && now.duration_since(last) > self.rules.stall
+            && now.saturating_sub(last) > self.rules.stall
         {
             self.stalls += 1;
             self.keyframe = None;
             self.keyframe_awaited_since = now;
         }
         self.last_media = Some(now);
-        let index = now.duration_since(self.started).as_secs();
+        let index = now.as_secs();
         match self.seconds.back_mut() {
             Some(s) if s.index == index => {
                 s.video += video;
@@ -239,13 +250,13 @@ impl Health {
         }
     }
 
-    fn check_timestamp(&mut self, last: Option<Last>, ts: u32, now: Instant) {
+    fn check_timestamp(&mut self, last: Option<Last>, ts: u32, now: Duration) {
         let Some(last) = last else { return };
         let anomaly = if ts < last.ts {
             self.backwards += 1;
             true
         } else {
-            let wall = now.duration_since(last.at).as_millis() as u64;
+            let wall = now.saturating_sub(last.at).as_millis() as u64;
             let jumped = u64::from(ts - last.ts) > wall + JUMP_TOLERANCE_MS;
             self.jumps += u64::from(jumped);
             jumped
@@ -256,15 +267,15 @@ impl Health {
             self.keyframe = None;
             self.keyframe_awaited_since = now;
         }
-        while self.anomalies.front().is_some_and(|at| now.duration_since(*at) > RECENT) {
+        while self.anomalies.front().is_some_and(|at| now.saturating_sub(*at) > RECENT) {
             self.anomalies.pop_front();
         }
     }
 
     /// Kilobits per second over the `n` complete seconds before `now` (fewer when the stream is
     /// younger), per track.
-    fn kbps(&self, now: Instant, n: u64) -> (u64, u64) {
-        let current = now.duration_since(self.started).as_secs();
+    fn kbps(&self, now: Duration, n: u64) -> (u64, u64) {
+        let current = now.as_secs();
         let n = n.min(current).max(1);
         let from = current.saturating_sub(n);
         let (v, a) = self
@@ -276,9 +287,10 @@ impl Health {
     }
 
     pub(crate) fn media_report(&self, now: Instant) -> MediaReport {
+        let now = self.at(now);
         let (v1, a1) = self.kbps(now, 1);
         let (v10, a10) = self.kbps(now, 10);
-        let flowing = self.last_video.is_some_and(|l| now.duration_since(l.at) < Duration::from_secs(2));
+        let flowing = self.last_video.is_some_and(|l| now.saturating_sub(l.at) < Duration::from_secs(2));
         let fps = match (self.video_ts.front(), self.video_ts.back()) {
             (Some(first), Some(last)) if flowing && last > first && self.video_ts.len() >= 2 => {
                 Some(((self.video_ts.len() - 1) as f64 * 1000.0 / f64::from(last - first) * 100.0).round() / 100.0)
@@ -302,10 +314,11 @@ impl Health {
     }
 
     pub(crate) fn report(&self, now: Instant) -> HealthReport {
+        let now = self.at(now);
         let drift = match (self.last_video, self.last_audio) {
             (Some(v), Some(a))
-                if now.duration_since(v.at) < Duration::from_secs(2)
-                    && now.duration_since(a.at) < Duration::from_secs(2) =>
+                if now.saturating_sub(v.at) < Duration::from_secs(2)
+                    && now.saturating_sub(a.at) < Duration::from_secs(2) =>
             {
                 Some(i64::from(v.ts) - i64::from(a.ts))
             }
@@ -323,10 +336,10 @@ impl Health {
         }
     }
 
-    fn verdict(&self, now: Instant, drift: Option<i64>) -> Option<(&'static str, String)> {
+    fn verdict(&self, now: Duration, drift: Option<i64>) -> Option<(&'static str, String)> {
         let rules = &self.rules;
         if let Some(last) = self.last_media {
-            let silent = now.duration_since(last);
+            let silent = now.saturating_sub(last);
             if silent > rules.stall {
                 return Some(("Stalled", format!("no media from the encoder for {:.1} s", silent.as_secs_f64())));
             }
@@ -336,7 +349,7 @@ impl Health {
         if let Some(v) = self.last_video {
             let since = match self.keyframe {
                 Some(k) => v.ts.saturating_sub(k.ts),
-                None => u32::try_from(now.duration_since(self.keyframe_awaited_since).as_millis()).unwrap_or(u32::MAX),
+                None => u32::try_from(now.saturating_sub(self.keyframe_awaited_since).as_millis()).unwrap_or(u32::MAX),
             };
             let last_interval = if self.keyframe.is_some() { self.keyframe_interval_ms.unwrap_or(0) } else { 0 };
             let interval = last_interval.max(since);
@@ -345,7 +358,7 @@ impl Health {
                 return Some(("KeyframeInterval", format!("{what} {:.1} s; {advice}", f64::from(interval) / 1000.0)));
             }
         }
-        let age = now.duration_since(self.started).as_secs();
+        let age = now.as_secs();
         if age >= BITRATE_HISTORY {
             let (v10, a10) = self.kbps(now, 10);
             let (v60, a60) = self.kbps(now, 60);

@@ -345,7 +345,8 @@ impl Stream {
         // The publisher's task writes to its players' sockets itself, after letting go of the
         // stream: one system call per player per frame, no writer task woken.
         flush_all(&mut to_flush);
-        TO_FLUSH.set(to_flush);
+        // `replace`, not `set`: `set` goes through the key's lazy initialisation every time.
+        TO_FLUSH.replace(to_flush);
         self.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         Some(dropped)

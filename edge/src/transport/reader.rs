@@ -1,6 +1,8 @@
 //! A connection's read side as the session handle uses it: wait until bytes may be there, then
-//! read without blocking. Plain TCP reads the socket; TLS reads what rustls decrypted.
+//! read without blocking into a buffer on the stack, or read straight into a buffer the caller
+//! keeps. Plain TCP reads the socket; TLS reads what rustls decrypted.
 
+use bytes::BufMut;
 use tokio::{io::AsyncReadExt, net::tcp::OwnedReadHalf};
 
 use super::tls_stream::TlsReader;
@@ -27,13 +29,17 @@ impl Reader {
         }
     }
 
-    /// Waits for and reads at least one byte (or the end of the stream). Cancel-safe.
-    pub(crate) async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Waits for and reads at least one byte (or the end of the stream), appending to `buf`
+    /// (at most its `remaining_mut()` bytes): a caller reads straight into a buffer of its own,
+    /// uninitialised. Cancel-safe: nothing is appended unless it completes.
+    pub(crate) async fn read_buf(&mut self, buf: &mut impl BufMut) -> std::io::Result<usize> {
         match self {
-            Reader::Tcp(r) => r.read(buf).await,
+            // One poll of the socket per read (its own readiness slot): `readable()` and a
+            // `try_read_buf` measured more instructions per read (it joins a waiter list).
+            Reader::Tcp(r) => r.read_buf(buf).await,
             Reader::Tls(r) => loop {
                 r.readable().await?;
-                match r.try_read(buf) {
+                match r.try_read_buf(buf) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     other => return other,
                 }

@@ -12,11 +12,12 @@
 //! record work around it, never across an await.
 
 use std::{
-    io::{IoSlice, Read, Write},
+    io::{BufRead, IoSlice, Read, Write},
     sync::{Arc, Mutex},
     task::Poll,
 };
 
+use bytes::BufMut;
 use rustls::ServerConnection;
 use tokio::net::TcpStream;
 
@@ -95,10 +96,24 @@ impl TlsReader {
     /// Reads decrypted bytes without waiting; `Ok(0)` is the end of the stream (with or without
     /// the peer's close_notify: an encoder that drops the TCP connection is just gone).
     pub(crate) fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.try_read_with(|plaintext| plaintext.read(buf))
+    }
+
+    /// [`try_read`](Self::try_read) appending to `buf`, at most its `remaining_mut()` bytes:
+    /// copied once, from rustls' plaintext straight to where the caller wants them.
+    pub(crate) fn try_read_buf(&self, buf: &mut impl BufMut) -> std::io::Result<usize> {
+        self.try_read_with(|plaintext| copy_plaintext(plaintext, buf))
+    }
+
+    /// Takes decrypted bytes with `take`, decrypting what the socket has when there are none.
+    fn try_read_with(
+        &self,
+        mut take: impl FnMut(&mut rustls::Reader<'_>) -> std::io::Result<usize>,
+    ) -> std::io::Result<usize> {
         let tcp = &self.shared.tcp;
         let mut conn = lock(&self.shared.conn);
         loop {
-            match conn.reader().read(buf) {
+            match take(&mut conn.reader()) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
@@ -121,6 +136,28 @@ impl TlsReader {
             }
         }
     }
+}
+
+/// Appends decrypted bytes to `buf` as [`Read::read`] would copy them to a slice: what there
+/// is, up to the room in `buf`; the reader's errors (`WouldBlock`, an unclean end) only when
+/// nothing was copied.
+fn copy_plaintext(plaintext: &mut rustls::Reader<'_>, buf: &mut impl BufMut) -> std::io::Result<usize> {
+    let mut copied = 0;
+    while buf.has_remaining_mut() {
+        let chunk = match plaintext.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(_) if copied > 0 => break,
+            Err(e) => return Err(e),
+        };
+        let n = chunk.len().min(buf.remaining_mut());
+        if n == 0 {
+            break;
+        }
+        buf.put_slice(&chunk[..n]);
+        plaintext.consume(n);
+        copied += n;
+    }
+    Ok(copied)
 }
 
 /// The write side, for the connection's outbox.
@@ -315,6 +352,42 @@ mod tests {
         client.shutdown().await.unwrap();
         let n = read_some(&reader, &mut buf).await;
         assert_eq!(n, 0, "the peer's close_notify is the end of the stream");
+    }
+
+    /// Reads appending to a buffer take what was decrypted across TLS records, up to the room
+    /// given, in order; the peer's close is the end of the stream.
+    #[tokio::test]
+    async fn reads_appending_to_a_buffer_take_up_to_the_room_given() {
+        let (reader, _sink, mut client) = connected().await;
+        // Larger than a TLS record (16 KiB): the plaintext arrives as several chunks.
+        let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&sent).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = bytes::BytesMut::new();
+        while got.len() < sent.len() {
+            let before = got.len();
+            let n = read_appending(&reader, &mut got, 10_000).await;
+            assert!(n > 0 && n <= 10_000, "{n}");
+            assert_eq!(got.len(), before + n);
+        }
+        assert!(got[..] == sent[..], "the bytes arrived changed or out of order");
+        client.shutdown().await.unwrap();
+        assert_eq!(read_appending(&reader, &mut got, 10_000).await, 0);
+    }
+
+    /// One read appending at most `room` bytes to `buf`, waiting for readability (5 s at most).
+    async fn read_appending(reader: &TlsReader, buf: &mut bytes::BytesMut, room: usize) -> usize {
+        timeout(Duration::from_secs(5), async {
+            loop {
+                reader.readable().await.unwrap();
+                match reader.try_read_buf(&mut (&mut *buf).limit(room)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return other.unwrap(),
+                }
+            }
+        })
+        .await
+        .unwrap()
     }
 
     /// One read from the TLS reader, waiting for readability (5 s at most).
