@@ -10,6 +10,17 @@ use common::{Edge, RawClient, ffmpeg_publish, ffprobe, finish};
 use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
 use tokio::time::Instant;
 
+/// The first `count` video packets a new player of `name` gets, as ffprobe prints them
+/// (`packet|pts=…|flags=…`, `K` for a keyframe).
+async fn first_video_packets(edge: &Edge, name: &str, count: u32) -> Vec<String> {
+    let interval = format!("%+#{count}");
+    let args = ["-select_streams", "v", "-show_packets", "-read_intervals", &interval];
+    let args = [&args[..], &["-show_entries", "packet=pts,flags", "-of", "compact"]].concat();
+    let (ok, out, err) = ffprobe(&args, &edge.url(name), Duration::from_secs(20)).await;
+    assert!(ok, "ffprobe failed: {err}");
+    out.lines().filter(|l| l.starts_with("packet")).map(str::to_string).collect()
+}
+
 #[tokio::test]
 async fn ffmpeg_publish_is_played_by_ffprobe_with_h264_and_aac() {
     let edge = Edge::start(&[]).await;
@@ -177,26 +188,9 @@ async fn mid_stream_player_gets_a_keyframe_first_without_waiting_for_the_next_on
     let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 40, 60);
     edge.wait_live("demo", 200, Duration::from_secs(20)).await;
 
-    let (ok, out, err) = ffprobe(
-        &[
-            "-select_streams",
-            "v",
-            "-show_packets",
-            "-read_intervals",
-            "%+#5",
-            "-show_entries",
-            "packet=pts,flags",
-            "-of",
-            "compact",
-        ],
-        &edge.url("demo"),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert!(ok, "ffprobe failed: {err}");
-    let packets: Vec<&str> = out.lines().filter(|l| l.starts_with("packet")).collect();
-    assert!(packets.len() >= 2, "{out}");
-    assert!(packets[0].contains("flags=K"), "first video packet is not a keyframe: {out}");
+    let packets = first_video_packets(&edge, "demo", 5).await;
+    assert!(packets.len() >= 2, "{packets:?}");
+    assert!(packets[0].contains("flags=K"), "first video packet is not a keyframe: {packets:?}");
     // Fast start: the cached GOP is sent at once, so the first frame does not wait for the next
     // keyframe (which can be up to 2 s away); the histogram has the observation.
     assert_eq!(edge.metric("streamfleet_edge_time_to_first_frame_seconds_count").await, 1.0);
@@ -218,25 +212,9 @@ async fn a_gop_over_the_edges_cache_budget_is_not_kept_and_players_start_at_the_
     assert!(edge.metric("streamfleet_edge_gop_cache_bytes").await <= 1024.0);
     assert_eq!(edge.stream("demo").await.expect("stream listed")["gop_cache_frames"], 0);
 
-    let (ok, out, err) = ffprobe(
-        &[
-            "-select_streams",
-            "v",
-            "-show_packets",
-            "-read_intervals",
-            "%+#3",
-            "-show_entries",
-            "packet=flags",
-            "-of",
-            "compact",
-        ],
-        &edge.url("demo"),
-        Duration::from_secs(20),
-    )
-    .await;
-    assert!(ok, "ffprobe failed: {err}");
-    let first = out.lines().find(|l| l.starts_with("packet")).unwrap_or_default();
-    assert!(first.contains("flags=K"), "first video packet is not a keyframe: {out}");
+    let packets = first_video_packets(&edge, "demo", 3).await;
+    let first = packets.first().map(String::as_str).unwrap_or_default();
+    assert!(first.contains("flags=K"), "first video packet is not a keyframe: {packets:?}");
     drop(publisher);
 }
 

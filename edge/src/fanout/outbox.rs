@@ -40,6 +40,9 @@ pub(crate) enum Offer {
         flush: bool,
     },
     Dropped,
+    /// Not queued: an inter frame for a player that waits for its first keyframe (see
+    /// [`Outbox::start_at_next_keyframe`]); it could not decode it.
+    Waiting,
     /// The player was too slow for too long and is now being disconnected (or already closed).
     Closed,
 }
@@ -134,6 +137,8 @@ pub(crate) struct State {
     pub(super) held_audio: u8,
     /// This player has been offered video: its audio may wait for the next video frame.
     pub(super) has_video: bool,
+    /// Pictures are left out until a keyframe (a player that joined without a cached GOP).
+    pub(super) awaiting_keyframe: bool,
     /// This player's first picture has been written (time to first frame is measured then;
     /// the write window applies only after it).
     pub(super) sent_video: bool,
@@ -235,6 +240,8 @@ impl std::fmt::Debug for Outbox {
 enum Admit {
     Queued,
     Dropped,
+    /// An inter frame before the player's first keyframe.
+    Waiting,
     /// Dropped, and the player has been behind for the slow-player timeout.
     TooSlow,
     Closed,
@@ -316,6 +323,13 @@ impl Outbox {
         offer
     }
 
+    /// This player starts at the stream's next keyframe: it joined a stream with video but
+    /// without a cached GOP to start from (the GOP did not fit the cache's bounds or its
+    /// queue), and inter frames before a keyframe cannot be decoded.
+    pub(crate) fn start_at_next_keyframe(&self) {
+        self.lock().awaiting_keyframe = true;
+    }
+
     /// Like [`Outbox::offer`], but a frame that is due now wakes nobody: the caller gets
     /// `Queued { flush: true }` and must call [`Outbox::flush`] once it holds no lock. A
     /// publisher offers a frame to all its players and then writes to their sockets itself,
@@ -354,6 +368,7 @@ impl Outbox {
         match self.admit(&mut st, frame, now) {
             Admit::Queued => {}
             Admit::Dropped => return Offer::Dropped,
+            Admit::Waiting => return Offer::Waiting,
             Admit::Closed => return Offer::Closed,
             Admit::TooSlow => {
                 self.set_closed(st, CloseReason::SlowPlayer);
@@ -412,6 +427,12 @@ impl Outbox {
     fn admit(&self, st: &mut State, frame: &Arc<Frame>, now: Instant) -> Admit {
         if st.closed.is_some() {
             return Admit::Closed;
+        }
+        if st.awaiting_keyframe && is_picture(frame) {
+            if !frame.keyframe {
+                return Admit::Waiting;
+            }
+            st.awaiting_keyframe = false;
         }
         let len = frame.wire_len();
         if !policy::accepts(frame, st.pending_bytes, self.limits.max_bytes, st.skipping) {
@@ -686,6 +707,23 @@ pub(crate) mod tests {
 
     const FLUSH: Offer = Offer::Queued { flush: true };
     const WAIT: Offer = Offer::Queued { flush: false };
+
+    #[test]
+    fn a_player_told_to_start_at_the_next_keyframe_gets_no_picture_before_it() {
+        let ob = outbox(1 << 20);
+        let now = Instant::now();
+        ob.start_at_next_keyframe();
+        let (inter, key) = (frame(FrameKind::Video, false, false, 100), frame(FrameKind::Video, true, false, 100));
+        let (audio, config) = (frame(FrameKind::Audio, false, false, 10), frame(FrameKind::Video, false, true, 10));
+        assert_eq!(ob.offer_deferred(&inter, now), Offer::Waiting);
+        assert!(matches!(ob.offer_deferred(&audio, now), Offer::Queued { .. }), "audio is not held back");
+        assert!(matches!(ob.offer_deferred(&config, now), Offer::Queued { .. }), "nor a sequence header");
+        assert!(matches!(ob.offer_deferred(&key, now), Offer::Queued { .. }));
+        assert!(matches!(ob.offer_deferred(&inter, now), Offer::Queued { .. }), "pictures after the keyframe");
+        let kinds: Vec<(bool, bool)> = ob.queued_frames().iter().map(|f| (f.keyframe, f.essential)).collect();
+        assert_eq!(kinds, vec![(false, false), (false, true), (true, false), (false, false)]);
+        assert_eq!(ob.stats.dropped_messages.load(Ordering::Relaxed), 0, "waiting is not dropping");
+    }
 
     #[test]
     fn overflow_drops_until_next_keyframe_but_keeps_essentials() {

@@ -96,16 +96,19 @@ impl FastStart {
         self.gop.push(f.clone());
     }
 
-    /// Queues it all to a new player; the GOP is skipped when larger than the player's queue
-    /// (it starts at the next keyframe instead).
+    /// Queues it all to a new player. Without a GOP to start from (none cached, or larger than
+    /// the player's queue) the player starts at the stream's next keyframe: the pictures before
+    /// it could not be decoded.
     pub(super) fn offer_to(&self, outbox: &Arc<Outbox>, queue_limit: usize, now: Instant) {
         for f in self.metadata.iter().chain(self.configs.iter().map(|(_, f)| f)) {
             outbox.offer(f, now);
         }
-        if self.gop_bytes <= queue_limit {
-            for f in &self.gop {
-                outbox.offer(f, now);
-            }
+        if self.gop.is_empty() || self.gop_bytes > queue_limit {
+            outbox.start_at_next_keyframe();
+            return;
+        }
+        for f in &self.gop {
+            outbox.offer(f, now);
         }
     }
 

@@ -513,6 +513,7 @@ fn fan_out(
                 dropped += 1;
                 true
             }
+            Offer::Waiting => true,
             Offer::Closed => {
                 windowed_gone += usize::from(p.windowed);
                 false
