@@ -210,6 +210,9 @@ async fn certificate_rotation_keeps_live_clients_and_new_handshakes_get_the_new_
     .await;
     assert_eq!(seen, second_der);
     assert_eq!(edge.metric("streamfleet_edge_tls_certificate_reloads_total{result=\"ok\"}").await, 1.0);
+    // The files were written one after the other (key first): a poll between the two saw a
+    // mismatched pair, which is not an error until it stays.
+    assert_eq!(edge.metric("streamfleet_edge_tls_certificate_reloads_total{result=\"error\"}").await, 0.0);
 
     // A bad pair (a key that belongs to another certificate) is refused; serial 2 keeps serving.
     let (_, other_key, _) = make_pair(3);

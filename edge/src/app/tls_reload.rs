@@ -2,7 +2,9 @@
 //! workers, and a changed pair that loads and matches replaces the served one for new
 //! handshakes. Polling the contents (not inotify on the files) sees a Kubernetes Secret
 //! volume's update, which swaps a `..data` symlink rather than writing the files, and costs two
-//! small reads per interval.
+//! small reads per interval. A changed pair that does not load is refused only when the next
+//! poll finds the same files: a tool that writes the certificate and the key one after the other
+//! shows a mismatched pair for a moment, and that moment is not an error.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -26,6 +28,8 @@ pub(super) async fn run(metrics: Arc<Metrics>, w: Watched) {
     // once, not at every poll.
     let mut seen = loaded;
     let mut read_error: Option<String> = None;
+    // Changed files that did not load, seen at one poll: refused if the next finds them again.
+    let mut unsettled: Option<PairFiles> = None;
     loop {
         tokio::time::sleep(interval).await;
         let (c, k, last) = (cert.clone(), key.clone(), seen.clone());
@@ -54,12 +58,18 @@ pub(super) async fn run(metrics: Arc<Metrics>, w: Watched) {
             }
             Ok(Ok(None)) => {
                 read_error = None;
+                unsettled = None;
                 continue;
             }
             Ok(Ok(Some(changed))) => changed,
         };
         read_error = None;
         let (files, pair) = changed;
+        if pair.is_err() && unsettled.as_ref() != Some(&files) {
+            unsettled = Some(files);
+            continue;
+        }
+        unsettled = None;
         seen = files;
         match pair {
             Ok(pair) => {
