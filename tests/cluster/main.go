@@ -128,13 +128,35 @@ type state struct {
 	Token string `json:"token"`
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePorts returns n distinct loopback ports that were free a moment ago. They come from below
+// Linux's ephemeral range (32768 and up by default), so no outgoing connection of another
+// process (a test's client, the Go module proxy) can take one between this check and the bind;
+// all n are held until every one is picked, so two of them are never the same port.
+func freePorts(n int) ([]int, error) {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for attempt := 0; len(ports) < n && attempt < 1000; attempt++ {
+		b := make([]byte, 2)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		port := 20000 + (int(b[0])<<8|int(b[1]))%12000
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		held = append(held, l)
+		ports = append(ports, port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	if len(ports) < n {
+		return nil, fmt.Errorf("no %d free loopback ports in 20000-31999", n)
+	}
+	return ports, nil
 }
 
 func writePEM(path, typ string, der []byte) error {
@@ -235,15 +257,7 @@ current-context: streamfleet-test
 	return os.Rename(tmp, filepath.Join(dir, "kubeconfig"))
 }
 
-func startEtcd(dir string) (*embed.Etcd, string, error) {
-	clientPort, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
-	peerPort, err := freePort()
-	if err != nil {
-		return nil, "", err
-	}
+func startEtcd(dir string, clientPort, peerPort int) (*embed.Etcd, string, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "streamfleet-test"
 	cfg.Dir = filepath.Join(dir, "etcd")
@@ -344,10 +358,11 @@ func serve(dir string) error {
 	if _, err := rand.Read(tok); err != nil {
 		return err
 	}
-	port, err := freePort()
+	ports, err := freePorts(3)
 	if err != nil {
 		return err
 	}
+	port := ports[0]
 	st := state{Port: port, Token: hex.EncodeToString(tok)}
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(st.Token+",admin,admin,system:masters\n"), 0o600); err != nil {
 		return err
@@ -360,7 +375,7 @@ func serve(dir string) error {
 		return err
 	}
 
-	etcd, etcdURL, err := startEtcd(dir)
+	etcd, etcdURL, err := startEtcd(dir, ports[1], ports[2])
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
