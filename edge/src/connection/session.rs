@@ -31,8 +31,11 @@ use crate::{
 /// sends little (a player: acks, pings) holds no read buffer of its own between reads.
 const READ_BUF_SMALL: usize = 4 * 1024;
 /// A connection whose reads fill the small buffer (a publisher) reads straight into the
-/// protocol's input buffer from then on, which a read fills up to this many bytes.
-const READ_BUF_MAX: usize = 64 * 1024;
+/// protocol's input buffer from then on, which a read fills up to this many bytes. Every page
+/// of it a read ever touched stays resident for the connection's life: 64 KiB cost 1,000
+/// publishers of 1 Mbit/s about 20 KiB more RSS each than 8 KiB, for no CPU measurable per GB
+/// (docs/benchmarks.md, "Memory per publisher").
+const READ_BUF_MAX: usize = 8 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug)]
