@@ -24,10 +24,9 @@ const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 /// announcing a large message costs nothing until its bytes are actually sent.
 const INITIAL_REASSEMBLY_CAPACITY: usize = 64 * 1024;
 /// The largest message whose reassembly buffer a reader keeps for the next message (its
-/// `spare`). A keyframe's buffer (up to
-/// 64 KiB) kept per publisher cost 1,000 publishers of 1 Mbit/s 26 KiB RSS each, while its
-/// reuse saved no CPU measurable per GB; an inter frame's (a few KiB) is kept
-/// (docs/benchmarks.md, "Memory per publisher").
+/// `spare`). A keyframe's buffer (up to 64 KiB) kept per publisher cost 1,000 publishers of
+/// 1 Mbit/s 26 KiB RSS each, while its reuse saved no CPU measurable per GB; an inter frame's
+/// (a few KiB) is kept (docs/benchmarks.md, "Memory per publisher").
 const SPARE_MAX: usize = 8 * 1024;
 
 /// What each reader may hold without charging the shared [`InputBudget`]: a few commands and
