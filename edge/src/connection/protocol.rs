@@ -181,6 +181,12 @@ impl Connection {
         self.reader().map(ChunkReader::input)
     }
 
+    /// Bytes the chunk reader's input still lacks for the chunk it stopped at (0: unknown), so
+    /// a read can make room for all of them at once.
+    pub fn input_wanted(&mut self) -> usize {
+        self.reader().map_or(0, |r| r.wanted())
+    }
+
     /// [`feed_into`](Self::feed_into) for `n` bytes a read appended to
     /// [`input_buffer`](Self::input_buffer): the same limits, acks and parsing.
     pub fn fed(&mut self, n: usize, out: &mut Vec<Output>) -> Result<(), ConnError> {

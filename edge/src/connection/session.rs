@@ -36,6 +36,9 @@ const READ_BUF_SMALL: usize = 4 * 1024;
 /// publishers of 1 Mbit/s about 20 KiB more RSS each than 8 KiB, for no CPU measurable per GB
 /// (docs/benchmarks.md, "Memory per publisher").
 const READ_BUF_MAX: usize = 8 * 1024;
+/// The most room one read makes for the rest of a large chunk; a larger rest grows the buffer
+/// by doubling as it arrives.
+const READ_ROOM_MAX: usize = 1024 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -152,10 +155,11 @@ impl Session {
     /// Reads once and feeds the protocol. Cancel-safe: a read either completes and is fed
     /// (nothing is awaited after it), or nothing was read.
     async fn read_once(&mut self) -> Result<(), Ended> {
+        let wanted = self.conn.input_wanted();
         if self.heavy
             && let Some(input) = self.conn.input_buffer()
         {
-            let n = read_appending(&mut self.read, input).await.map_err(Ended::Io)?;
+            let n = read_appending(&mut self.read, input, wanted).await.map_err(Ended::Io)?;
             self.received(n)?;
             return self.apply_outs();
         }
@@ -286,10 +290,12 @@ impl Session {
 
 /// Reads into the protocol's input buffer, up to [`READ_BUF_MAX`] bytes buffered (at least
 /// [`READ_BUF_SMALL`] of room): the buffer keeps one size, moving what was left unparsed to its
-/// front instead of growing, once the bytes handed on from it are dropped. Cancel-safe: only
-/// the buffer's capacity may have changed.
-async fn read_appending(read: &mut Reader, input: &mut BytesMut) -> std::io::Result<usize> {
-    let room = READ_BUF_MAX.saturating_sub(input.len()).max(READ_BUF_SMALL);
+/// front instead of growing, once the bytes handed on from it are dropped. A chunk larger than
+/// that (a peer may announce a chunk size of megabytes) gets room for what it still lacks,
+/// `wanted` (up to [`READ_ROOM_MAX`]), at once: growing by small reads would leave a trail of
+/// freed buffers of every size behind. Cancel-safe: only the buffer's capacity may have changed.
+async fn read_appending(read: &mut Reader, input: &mut BytesMut, wanted: usize) -> std::io::Result<usize> {
+    let room = READ_BUF_MAX.saturating_sub(input.len()).max(READ_BUF_SMALL).max(wanted.min(READ_ROOM_MAX));
     input.reserve(room);
     read.read_buf(&mut input.limit(room)).await
 }

@@ -209,6 +209,10 @@ pub struct ChunkReader {
     spare: BytesMut,
     /// Whether the connection is an admitted publisher (the large message limit applies).
     admitted: bool,
+    /// Bytes the input lacks for the chunk the parser stopped at (0 while not even a header is
+    /// complete): a read makes room for them at once, so a large chunk arrives in one
+    /// allocation instead of a growth step per small read.
+    wanted: usize,
     /// The shared budget this reader charges while not admitted, and what it has charged.
     budget: Option<Arc<InputBudget>>,
     charged: usize,
@@ -225,6 +229,7 @@ impl ChunkReader {
             partial_bytes: 0,
             spare: BytesMut::new(),
             admitted: false,
+            wanted: 0,
             budget: None,
             charged: 0,
         }
@@ -282,6 +287,11 @@ impl ChunkReader {
     /// appended is then [`charge`](Self::charge)d like pushed bytes.
     pub fn input(&mut self) -> &mut BytesMut {
         &mut self.buf
+    }
+
+    /// Bytes the input still lacks for the chunk parsing stopped at (0: unknown yet).
+    pub fn wanted(&self) -> usize {
+        self.wanted
     }
 
     /// Bytes received but not yet parsed into a complete chunk.
@@ -396,7 +406,10 @@ impl ChunkReader {
     }
 
     fn next_chunk(&mut self) -> Result<Step, ChunkError> {
-        let Some(h) = self.peek_header()? else { return Ok(Step::NeedMore) };
+        let Some(h) = self.peek_header()? else {
+            self.wanted = 0;
+            return Ok(Step::NeedMore);
+        };
         let in_progress = self.streams.get(&h.csid).and_then(|s| s.partial.as_ref()).map(|p| p.len());
 
         if let Some(received) = in_progress {
@@ -407,6 +420,7 @@ impl ChunkReader {
             let length = self.streams.get(&h.csid).map_or(0, |s| s.length) as usize;
             let chunk_len = (length.saturating_sub(received)).min(self.chunk_size as usize);
             if self.buf.len() < h.len + chunk_len {
+                self.wanted = h.len + chunk_len - self.buf.len();
                 return Ok(Step::NeedMore);
             }
             // Incomplete messages interleaved on several chunk streams count together.
@@ -454,6 +468,7 @@ impl ChunkReader {
         let length = h.length as usize;
         let chunk_len = length.min(self.chunk_size as usize);
         if self.buf.len() < h.len + chunk_len {
+            self.wanted = h.len + chunk_len - self.buf.len();
             return Ok(Step::NeedMore);
         }
         if chunk_len < length && self.partial_bytes + chunk_len > max_message as usize {
@@ -588,6 +603,24 @@ mod tests {
         r.push(&serialize_message(6, msg_type::VIDEO, 1, 120, &large, 128));
         assert_eq!(read_all(&mut r).unwrap().remove(0).payload, large);
         assert_eq!(r.spare.capacity(), 0);
+    }
+
+    /// A read can make room for the rest of a large chunk at once: the reader says how much of
+    /// it is missing, and nothing while not even a header is complete.
+    #[test]
+    fn the_reader_says_what_the_chunk_it_waits_for_lacks() {
+        let body = vec![7u8; 60_000];
+        let mut wire = set_chunk_size(65_536).to_vec();
+        wire.extend_from_slice(&serialize_message(6, msg_type::VIDEO, 1, 0, &body, 65_536));
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.push(&wire[..wire.len() - 50_000]);
+        assert!(read_all(&mut r).unwrap().iter().all(|m| m.type_id != msg_type::VIDEO));
+        assert_eq!(r.wanted(), 50_000);
+        r.push(&wire[wire.len() - 50_000..]);
+        assert_eq!(read_all(&mut r).unwrap().remove(0).payload, body);
+        r.push(&[0x06]);
+        assert!(read_all(&mut r).unwrap().is_empty());
+        assert_eq!(r.wanted(), 0, "a header byte alone says nothing about the chunk");
     }
 
     #[test]
