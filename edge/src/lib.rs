@@ -16,7 +16,8 @@
 //! 5. [`observe`]: what is measured: Prometheus metrics, the sharded byte counter, the session
 //!    table.
 //! 6. [`transport`]: what carries a connection's bytes below RTMP: plain TCP or TLS (RTMPS,
-//!    with certificate rotation), and the PROXY protocol header in front of either.
+//!    with certificate rotation), the PROXY protocol header in front of either, and the
+//!    receive low-water mark (the read path's only `unsafe`, in one file).
 //! 7. [`connection`]: one RTMP connection: the sans-IO protocol (config, events, errors, state
 //!    machine) and the session handle a role drives on a socket.
 //! 8. The roles and the process, which share the [`app`] context: [`publish`] (admission, the

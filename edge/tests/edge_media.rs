@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Edge, RawClient, ffmpeg_publish, ffprobe, finish};
-use streamfleet_testkit::{rtmp_client::fake_avc, wait::wait_until};
+use streamfleet_testkit::{
+    rtmp_client::{fake_aac, fake_avc},
+    wait::wait_until,
+};
 use tokio::time::Instant;
 
 /// The first `count` video packets a new player of `name` gets, as ffprobe prints them
@@ -386,6 +389,16 @@ async fn grouped_writes_deliver_every_packet_in_order() {
         let edge = Edge::start(extra).await;
         let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
         edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+        // With audio held, ffmpeg's reads are paced by its socket; without, every byte wakes.
+        if extra.contains(&"--hold-audio") {
+            assert_eq!(publisher_low_water(&edge).await, Some(1), "{extra:?}");
+        } else {
+            let mark = wait_until("the publisher's reads paced", Duration::from_secs(10), || async {
+                publisher_low_water(&edge).await.filter(|m| *m > 1)
+            })
+            .await;
+            assert!(mark < 4096, "{extra:?}: a video frame must wake the edge, mark {mark}");
+        }
         let (ok, out, err) = ffprobe(
             &["-read_intervals", "%+3", "-show_entries", "packet=codec_type,pts_time", "-of", "csv=p=0"],
             &edge.url("demo"),
@@ -411,6 +424,55 @@ async fn grouped_writes_deliver_every_packet_in_order() {
         assert!(gap.abs() < 0.2, "{extra:?}: audio and video end {gap:.3} s apart");
         drop(publisher);
     }
+}
+
+/// The receive low-water mark of the edge's publisher socket, as `/api/v1/sessions` shows it.
+async fn publisher_low_water(edge: &Edge) -> Option<u64> {
+    let sessions = edge.sessions().await;
+    sessions.iter().find(|s| s["role"] == "publisher").and_then(|s| s["read_low_water_bytes"].as_u64())
+}
+
+/// Once a publisher sends audio and video its socket gathers more than the held audio before it
+/// wakes the edge (docs/edge.md, "Reads paced by the socket"). A last message below that mark
+/// (a tiny picture, then silence) still reaches players: at the next quiet tick the mark drops
+/// to one byte (and a message read otherwise would leave it raised).
+#[tokio::test]
+async fn a_paced_publisher_s_last_small_message_still_reaches_players() {
+    use rml_rtmp::sessions::ClientSessionEvent;
+    let edge = Edge::start(&[]).await;
+    let mut publisher = RawClient::connect(edge.rtmp).await;
+    publisher.publish("demo-publish-key").await.unwrap();
+    // A second of AAC-sized audio and 1 Mbit/s-sized video, interleaved as encoders send them.
+    for i in 0..30u32 {
+        publisher.send_audio(fake_aac(350), i * 33).await;
+        publisher.send_video(fake_avc(i == 0, 4000), i * 33).await;
+    }
+    let mark = wait_until("the publisher's reads paced", Duration::from_secs(10), || async {
+        publisher_low_water(&edge).await.filter(|m| *m > 1)
+    })
+    .await;
+    assert!(mark > 2 * 350 && mark < 4000, "two audio messages wait, a picture wakes the edge: mark {mark}");
+
+    let mut player = RawClient::connect(edge.rtmp).await;
+    player.play("demo").await.unwrap();
+    player
+        .until(
+            "the cached GOP",
+            |e| matches!(e, ClientSessionEvent::VideoDataReceived { timestamp, .. } if timestamp.value == 29 * 33),
+        )
+        .await
+        .unwrap();
+    // 100 bytes, far below the mark, and then nothing.
+    publisher.send_video(fake_avc(false, 100), 30 * 33).await;
+    player
+        .until(
+            "the last small frame",
+            |e| matches!(e, ClientSessionEvent::VideoDataReceived { timestamp, .. } if timestamp.value == 30 * 33),
+        )
+        .await
+        .unwrap();
+    // The quiet tick read it: the mark stays at one byte until the stream is steady again.
+    assert_eq!(publisher_low_water(&edge).await, Some(1), "the quiet tick dropped the mark");
 }
 
 #[tokio::test]

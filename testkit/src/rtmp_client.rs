@@ -269,6 +269,22 @@ impl RtmpClient {
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         self.apply(vec![r]).await
     }
+
+    /// Sends one audio message with timestamp `ts` (ms).
+    pub async fn send_audio(&mut self, data: Bytes, ts: u32) -> std::io::Result<()> {
+        let r = self
+            .session
+            .publish_audio_data(data, RtmpTimestamp::new(ts), false)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        self.apply(vec![r]).await
+    }
+}
+
+/// An FLV AUDIODATA payload that looks like a raw AAC frame (not a sequence header) to the edge.
+pub fn fake_aac(len: usize) -> Bytes {
+    let mut v = vec![0xAF, 1];
+    v.resize(len.max(2), 0x21);
+    Bytes::from(v)
 }
 
 /// An FLV VIDEODATA payload that looks like H.264 (keyframe or inter frame) to the edge: not

@@ -280,6 +280,15 @@ impl Session {
         }
     }
 
+    /// Lets the socket gather `bytes` before it wakes a read (a publisher's pacing, see
+    /// `publish/read_pacing.rs`).
+    pub(crate) fn wake_after(&self, bytes: usize) -> std::io::Result<()> {
+        self.read.wake_after(bytes)?;
+        let shown = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.info.read_low_water.store(shown, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) async fn handshake(&mut self) -> Result<(), Ended> {
         while !self.conn.handshake_done() {
             self.read_once().await?;

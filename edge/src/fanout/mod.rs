@@ -48,6 +48,7 @@ mod writer;
 
 pub(crate) use frame_log::FrameLog;
 pub(crate) use outbox::{CloseReason, Offer, Outbox, OutboxLimits, Sink, WriteObserver};
+pub(crate) use policy::MAX_HELD_AUDIO;
 pub(crate) use spread::write_spread;
 pub(crate) use window::WindowFlusher;
 pub(crate) use writer::{TcpSink, run_writer};

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::SystemTime,
 };
@@ -55,6 +55,8 @@ pub(crate) struct SessionInfo {
     pub(crate) transport: &'static str,
     pub(crate) started: SystemTime,
     pub(crate) bytes_received: AtomicU64,
+    /// The socket's receive low-water mark (`publish/read_pacing.rs`); 0 until first set.
+    pub(crate) read_low_water: AtomicU32,
     mutable: Mutex<Mutable>,
     /// The connection's outbox (bytes sent and queue depth come from it).
     pub(crate) outbox: OnceLock<Arc<Outbox>>,
@@ -109,6 +111,7 @@ impl SessionInfo {
             started_at: humantime::format_rfc3339_millis(self.started).to_string(),
             duration_seconds: self.started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            read_low_water_bytes: self.read_low_water.load(Ordering::Relaxed).max(1),
             bytes_sent,
             queued_bytes,
             dropped_messages,
@@ -134,6 +137,9 @@ pub(crate) struct SessionSnapshot {
     pub(crate) started_at: String,
     pub(crate) duration_seconds: f64,
     pub(crate) bytes_received: u64,
+    /// Bytes the connection's socket gathers before it wakes the edge: 1 (any byte) unless a
+    /// publisher's reads are paced.
+    pub(crate) read_low_water_bytes: u32,
     pub(crate) bytes_sent: u64,
     /// Bytes waiting in the send queue (players): stays under --player-queue-bytes.
     pub(crate) queued_bytes: u64,
@@ -164,6 +170,7 @@ impl SessionTable {
             transport,
             started: SystemTime::now(),
             bytes_received: AtomicU64::new(0),
+            read_low_water: AtomicU32::new(0),
             mutable: Mutex::new(Mutable::default()),
             outbox: OnceLock::new(),
         });

@@ -21,7 +21,10 @@ use tokio::{
     time::{Instant, MissedTickBehavior, interval},
 };
 
-use super::admission::{self, Admitted};
+use super::{
+    admission::{self, Admitted},
+    read_pacing::ReadPacing,
+};
 use crate::{
     app::{context::Context, shutdown},
     connection::{
@@ -151,6 +154,12 @@ pub(crate) trait PublisherConn: Send {
     fn next_media(&mut self) -> impl std::future::Future<Output = Result<Option<Media>, Ended>> + Send;
     /// Ends the publish, telling the encoder why where the protocol can.
     fn close_with(&mut self, level: Level, code: &str, why: &str) -> Ended;
+    /// Lets the connection gather `bytes` before it wakes the edge (see
+    /// [`read_pacing`](super::read_pacing));
+    /// `Unsupported` where the transport has no such mark.
+    fn wake_after(&mut self, _bytes: usize) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 impl PublisherConn for Session {
@@ -180,6 +189,9 @@ impl PublisherConn for Session {
     }
     fn close_with(&mut self, level: Level, code: &str, why: &str) -> Ended {
         Session::close_with(self, level, code, why, why)
+    }
+    fn wake_after(&mut self, bytes: usize) -> std::io::Result<()> {
+        Session::wake_after(self, bytes)
     }
 }
 
@@ -277,6 +289,7 @@ async fn ingest<C: PublisherConn>(
     tokio::pin!(lost);
     let drain = shutdown::draining(&mut shutdown);
     tokio::pin!(drain);
+    let mut pacing = ReadPacing::new(settings.outbox.hold_audio);
     loop {
         tokio::select! {
             ev = io.next_media() => match ev {
@@ -291,6 +304,9 @@ async fn ingest<C: PublisherConn>(
                         }
                     }
                     window_bytes += media.payload.len() as u64;
+                    if let Some(mark) = pacing.media(media.kind, media.payload.len()) {
+                        pace(io, &mut pacing, mark);
+                    }
                     ctx.deliver(stream, session, media);
                 }
                 Ok(None) => return Ended::Closed("publisher finished".into()),
@@ -312,6 +328,8 @@ async fn ingest<C: PublisherConn>(
                 let now = Instant::now();
                 if std::mem::take(&mut media_since_tick) {
                     last_media = now;
+                } else if let Some(mark) = pacing.quiet() {
+                    pace(io, &mut pacing, mark);
                 }
                 let silent = now.saturating_duration_since(last_media);
                 if silent >= settings.idle_publisher_timeout {
@@ -341,6 +359,19 @@ async fn ingest<C: PublisherConn>(
                 let why = "edge is shutting down; reconnect to continue publishing";
                 return io.close_with(Level::Status, "NetStream.Unpublish.Success", why);
             }
+        }
+    }
+}
+
+/// Gives the publisher's socket a new low-water mark; a transport without one turns pacing off.
+fn pace<C: PublisherConn>(io: &mut C, pacing: &mut ReadPacing, mark: usize) {
+    match io.wake_after(mark) {
+        Ok(()) => tracing::trace!(bytes = mark, "publisher socket wakes the edge after"),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::Unsupported {
+                tracing::debug!(error = %e, "socket refused a receive low-water mark; reads are not paced");
+            }
+            pacing.disable();
         }
     }
 }

@@ -6,12 +6,15 @@
 //! - `tls_stream.rs`: an established TLS connection split into that read side and a
 //!   [`crate::fanout`] sink, sharing one rustls state, so the fan-out's non-blocking writes
 //!   work over TLS as over TCP.
+//! - `low_water.rs`: a socket's receive low-water mark, which lets a publisher's socket gather
+//!   bytes before it wakes the edge; the read path's only `unsafe` (one `setsockopt`).
 //! - `proxy_header.rs`: the PROXY protocol v1/v2 header (a sans-IO reader over the `ppp`
 //!   parser, trusted source ranges).
 //!
 //! Nothing here knows about RTMP, streams or the process: the accept loops in `app/` decide
 //! when to use what, and count what fails.
 
+pub(crate) mod low_water;
 pub(crate) mod proxy_header;
 pub(crate) mod reader;
 pub(crate) mod tls;

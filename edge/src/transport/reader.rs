@@ -5,7 +5,7 @@
 use bytes::BufMut;
 use tokio::{io::AsyncReadExt, net::tcp::OwnedReadHalf};
 
-use super::tls_stream::TlsReader;
+use super::{low_water, tls_stream::TlsReader};
 
 pub(crate) enum Reader {
     Tcp(OwnedReadHalf),
@@ -26,6 +26,16 @@ impl Reader {
         match self {
             Reader::Tcp(r) => r.try_read(buf),
             Reader::Tls(r) => r.try_read(buf),
+        }
+    }
+
+    /// Lets the socket gather `bytes` before it wakes a [`Reader::readable`] or a read (see
+    /// [`low_water`]); 1 wakes on any byte. Over TLS the bytes are the socket's, records
+    /// included.
+    pub(crate) fn wake_after(&self, bytes: usize) -> std::io::Result<()> {
+        match self {
+            Reader::Tcp(r) => low_water::set(r.as_ref(), bytes),
+            Reader::Tls(r) => low_water::set(r.tcp(), bytes),
         }
     }
 

@@ -80,6 +80,11 @@ pub(crate) struct TlsReader {
 }
 
 impl TlsReader {
+    /// The TCP socket under the records (for socket options).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.shared.tcp
+    }
+
     /// Resolves when decrypted bytes (or the peer's close) are waiting, or the socket is readable.
     pub(crate) async fn readable(&self) -> std::io::Result<()> {
         let waiting = {

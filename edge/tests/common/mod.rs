@@ -413,6 +413,10 @@ impl RawClient {
         self.0.send_video(data, ts).await.expect("send video");
     }
 
+    pub async fn send_audio(&mut self, data: Bytes, ts: u32) {
+        self.0.send_audio(data, ts).await.expect("send audio");
+    }
+
     /// Whether the server closed the connection within `limit` (reading and discarding input).
     pub async fn closed_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
