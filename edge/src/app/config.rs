@@ -274,8 +274,10 @@ pub struct Config {
 
     /// Let audio messages of a stream with video wait for the next video frame (at most two in
     /// a row, one video frame interval) so each player gets one write per video frame instead
-    /// of one per message, at less CPU per player (docs/benchmarks.md); `false` writes every
-    /// message at once, for players that need audio the moment it arrives.
+    /// of one per message, at less CPU per player (docs/benchmarks.md); a publisher's socket
+    /// then also gathers that audio before it wakes the edge (docs/edge.md, "Reads paced by the
+    /// socket"). `false` writes every message at once, for players that need audio the moment
+    /// it arrives.
     #[arg(long, env = "STREAMFLEET_HOLD_AUDIO", default_value_t = true, action = clap::ArgAction::Set)]
     pub hold_audio: bool,
 

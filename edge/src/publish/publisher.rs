@@ -155,8 +155,7 @@ pub(crate) trait PublisherConn: Send {
     /// Ends the publish, telling the encoder why where the protocol can.
     fn close_with(&mut self, level: Level, code: &str, why: &str) -> Ended;
     /// Lets the connection gather `bytes` before it wakes the edge (see
-    /// [`read_pacing`](super::read_pacing));
-    /// `Unsupported` where the transport has no such mark.
+    /// [`read_pacing`](super::read_pacing)); `Unsupported` where the transport has no such mark.
     fn wake_after(&mut self, _bytes: usize) -> std::io::Result<()> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
