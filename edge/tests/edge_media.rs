@@ -455,22 +455,11 @@ async fn a_paced_publisher_s_last_small_message_still_reaches_players() {
 
     let mut player = RawClient::connect(edge.rtmp).await;
     player.play("demo").await.unwrap();
-    player
-        .until(
-            "the cached GOP",
-            |e| matches!(e, ClientSessionEvent::VideoDataReceived { timestamp, .. } if timestamp.value == 29 * 33),
-        )
-        .await
-        .unwrap();
+    let picture_at = |ts: u32| move |e: &ClientSessionEvent| matches!(e, ClientSessionEvent::VideoDataReceived { timestamp, .. } if timestamp.value == ts);
+    player.until("the cached GOP", picture_at(29 * 33)).await.unwrap();
     // 100 bytes, far below the mark, and then nothing.
     publisher.send_video(fake_avc(false, 100), 30 * 33).await;
-    player
-        .until(
-            "the last small frame",
-            |e| matches!(e, ClientSessionEvent::VideoDataReceived { timestamp, .. } if timestamp.value == 30 * 33),
-        )
-        .await
-        .unwrap();
+    player.until("the last small frame", picture_at(30 * 33)).await.unwrap();
     // The quiet tick read it: the mark stays at one byte until the stream is steady again.
     assert_eq!(publisher_low_water(&edge).await, Some(1), "the quiet tick dropped the mark");
 }
