@@ -7,11 +7,12 @@
 //! players get it with the next picture anyway, or with the audio after the most the hold
 //! keeps ([`MAX_HELD_AUDIO`]). So once a stream has video, its publisher's socket wakes the edge
 //! only when more than that many of its largest recent audio messages are queued: audio waits in
-//! the kernel for the video frame, and they are read at once. Measured: 14–24 % less CPU per ingested GB at 50 and 200 publishers
-//! (docs/benchmarks.md, "Reads paced by the socket").
+//! the kernel for the video frame, and they are read at once. Measured: 58 % fewer reads and
+//! 9–20 % less CPU per ingested GB at 50 and 200 publishers (docs/benchmarks.md, "Reads paced
+//! by the socket").
 //!
 //! What it can cost: a video message smaller than the mark (a near-static picture at a low
-//! bitrate, under about 800 bytes with 128 kbit/s AAC) waits for the messages after it, at most
+//! bitrate, under about 900 bytes with 128 kbit/s AAC) waits for the messages after it, at most
 //! two audio intervals (about 43 ms at 48 kHz).
 //! A publisher that goes quiet with less than the mark queued (a last command, a stall) is read
 //! at its next tick without media ([`ReadPacing::quiet`]): the mark drops to one byte, which
