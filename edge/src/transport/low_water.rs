@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use tokio::net::TcpStream;
 
 /// Sets the socket's receive low-water mark to `bytes` (1 is the kernel's default: wake on any
-/// byte). The kernel caps it at half the receive buffer.
+/// byte). The kernel caps it at half the largest receive buffer it would grow the socket to.
 pub(crate) fn set(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
     let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
     let fd = socket.as_fd();
