@@ -489,3 +489,52 @@ async fn the_streams_api_lists_configured_streams_as_idle_until_they_go_live() {
     assert_eq!(edge.stream("solo").await.expect("solo listed")["state"], "idle");
     drop(publisher);
 }
+
+/// A publisher whose socket hardly ever runs dry is still replaced: the publisher loop takes
+/// media before it looks at its kick, lease and drain signals, and must still get to them. The
+/// encoder here writes a megabyte of 64 KiB pictures again and again, as one write each, faster
+/// than the edge's 8 KiB reads drain it; a newcomer with the key takes the stream over
+/// (`takeoverPolicy: Replace`) and the flooding publisher must be dropped.
+#[tokio::test]
+async fn a_publisher_that_never_pauses_is_still_replaced() {
+    use rml_rtmp::{sessions::ClientSessionResult, time::RtmpTimestamp};
+    use tokio::io::AsyncWriteExt;
+    let streams = common::TempFile::new(
+        "flood-streams.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: flood-key}\nstringData: {publishKey: flood-publish-key}\n---\n\
+         apiVersion: streamfleet.io/v1alpha1\nkind: LiveStream\nmetadata: {name: flood}\n\
+         spec:\n  publishKeySecretRef: {name: flood-key, key: publishKey}\n  takeoverPolicy: Replace\n",
+    );
+    let edge = Edge::start_with(vec!["--streams".into(), streams.0.display().to_string()]).await;
+    let mut flooding = RawClient::connect(edge.rtmp).await;
+    flooding.publish("flood-publish-key").await.unwrap();
+    flooding.send_video(fake_avc(true, 1000), 0).await;
+    // Sixteen pictures serialized once: after the first message their chunk headers only carry
+    // deltas, so the same bytes sent again are the next sixteen pictures.
+    let mut burst = Vec::new();
+    for _ in 0..16 {
+        let r = flooding.session.publish_video_data(fake_avc(false, 64 * 1024), RtmpTimestamp::new(33), false);
+        if let Ok(ClientSessionResult::OutboundResponse(packet)) = r {
+            burst.extend_from_slice(&packet.bytes);
+        }
+    }
+    assert!(burst.len() > 16 * 64 * 1024, "sixteen pictures serialized");
+    let flood = tokio::spawn(async move {
+        let stop = Instant::now() + Duration::from_secs(30);
+        let mut bursts = 0u32;
+        while Instant::now() < stop {
+            bursts += 1;
+            if flooding.socket.write_all(&burst).await.is_err() {
+                return Some(bursts);
+            }
+        }
+        None
+    });
+    edge.wait_live("flood", 100, Duration::from_secs(10)).await;
+
+    let mut newcomer = RawClient::connect(edge.rtmp).await;
+    newcomer.publish("flood-publish-key").await.expect("the newcomer takes the stream over");
+    let ended = tokio::time::timeout(Duration::from_secs(40), flood).await.expect("flood task ends").unwrap();
+    assert!(ended.is_some(), "the flooding publisher was never dropped\n{}", edge.logs());
+    assert!(edge.logs().contains("replaced by a newer publisher"), "{}", edge.logs());
+}

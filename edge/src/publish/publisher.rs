@@ -291,6 +291,12 @@ async fn ingest<C: PublisherConn>(
     let mut pacing = ReadPacing::new(settings.outbox.hold_audio);
     loop {
         tokio::select! {
+            // Media first, and the rest only when no message is ready: every turn of an
+            // unbiased select polls the other branches in a random order before the read, and
+            // polling a watch or a oneshot takes its lock. tokio's task budget makes the read
+            // return `Pending` after a bounded number of reads, so a publisher that never pauses
+            // still lets the lease, kick, tick and drain branches run.
+            biased;
             ev = io.next_media() => match ev {
                 Ok(Some(media)) => {
                     if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
