@@ -293,9 +293,10 @@ async fn ingest<C: PublisherConn>(
         tokio::select! {
             // Media first, and the rest only when no message is ready: every turn of an
             // unbiased select polls the other branches in a random order before the read, and
-            // polling a watch or a oneshot takes its lock. tokio's task budget makes the read
-            // return `Pending` after a bounded number of reads, so a publisher that never pauses
-            // still lets the lease, kick, tick and drain branches run.
+            // polling the lease's or the drain's watch notification takes a lock. tokio's task
+            // budget makes the read (or an SRT publisher's channel) return `Pending` after a
+            // bounded number of reads, so a publisher that never pauses still lets the lease,
+            // kick, tick and drain branches run.
             biased;
             ev = io.next_media() => match ev {
                 Ok(Some(media)) => {
