@@ -5,11 +5,11 @@
 //! media message can be serialized once and written to any number of players, and any message
 //! can be dropped for a slow player without breaking the peer's header decompression.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 
-/// Bytes [`write_message`] produces for a payload of `len` bytes.
+/// Bytes [`serialize_message`] produces for a payload of `len` bytes.
 pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {
     let chunk_size = chunk_size.max(1);
     let extended = if timestamp >= EXTENDED_TIMESTAMP_MARK { 4 } else { 0 };
@@ -17,47 +17,9 @@ pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> u
     len + 12 + extended + (chunks - 1) * (1 + extended)
 }
 
-/// Appends the chunks of one message to `out`. `csid` must be in 2..=63 (one-byte basic header);
-/// the edge only uses its fixed ids from [`super::csid`].
-pub(crate) fn write_message(
-    out: &mut BytesMut,
-    csid: u32,
-    type_id: u8,
-    stream_id: u32,
-    timestamp: u32,
-    payload: &[u8],
-    chunk_size: usize,
-) {
-    debug_assert!((2..=63).contains(&csid), "csid {csid} needs a multi-byte basic header");
-    let csid = (csid & 0x3f) as u8;
-    let chunk_size = chunk_size.max(1);
-    let extended = timestamp >= EXTENDED_TIMESTAMP_MARK;
-    let len = payload.len().min(0x00FF_FFFF);
-    out.reserve(serialized_len(len, timestamp, chunk_size));
-
-    out.put_u8(csid);
-    let ts_field = timestamp.min(EXTENDED_TIMESTAMP_MARK);
-    out.put_slice(&ts_field.to_be_bytes()[1..]);
-    out.put_slice(&(len as u32).to_be_bytes()[1..]);
-    out.put_u8(type_id);
-    out.put_u32_le(stream_id);
-    if extended {
-        out.put_u32(timestamp);
-    }
-    let mut chunks = payload[..len].chunks(chunk_size);
-    if let Some(first) = chunks.next() {
-        out.put_slice(first);
-    }
-    for chunk in chunks {
-        out.put_u8(0xC0 | csid);
-        if extended {
-            out.put_u32(timestamp);
-        }
-        out.put_slice(chunk);
-    }
-}
-
-/// [`write_message`] into a fresh buffer of exactly the right size.
+/// The chunks of one message in a fresh buffer of exactly the right size (every publisher's
+/// message goes through here once: the header is assembled on the stack and each piece is one
+/// `extend_from_slice`).
 pub(crate) fn serialize_message(
     csid: u32,
     type_id: u8,
@@ -66,9 +28,34 @@ pub(crate) fn serialize_message(
     payload: &[u8],
     chunk_size: usize,
 ) -> Bytes {
-    let mut out = BytesMut::with_capacity(serialized_len(payload.len(), timestamp, chunk_size));
-    write_message(&mut out, csid, type_id, stream_id, timestamp, payload, chunk_size);
-    out.freeze()
+    debug_assert!((2..=63).contains(&csid), "csid {csid} needs a multi-byte basic header");
+    let csid = (csid & 0x3f) as u8;
+    let chunk_size = chunk_size.max(1);
+    let payload = &payload[..payload.len().min(0x00FF_FFFF)];
+    // Exactly the final length: `Bytes::from` then keeps the allocation as it is.
+    let mut out = Vec::with_capacity(serialized_len(payload.len(), timestamp, chunk_size));
+
+    let ts = timestamp.min(EXTENDED_TIMESTAMP_MARK).to_be_bytes();
+    let len = (payload.len() as u32).to_be_bytes();
+    let id = stream_id.to_le_bytes();
+    let header = [csid, ts[1], ts[2], ts[3], len[1], len[2], len[3], type_id, id[0], id[1], id[2], id[3]];
+    out.extend_from_slice(&header);
+    let extended = (timestamp >= EXTENDED_TIMESTAMP_MARK).then(|| timestamp.to_be_bytes());
+    if let Some(ext) = extended {
+        out.extend_from_slice(&ext);
+    }
+    let mut chunks = payload.chunks(chunk_size);
+    if let Some(first) = chunks.next() {
+        out.extend_from_slice(first);
+    }
+    for chunk in chunks {
+        out.push(0xC0 | csid);
+        if let Some(ext) = extended {
+            out.extend_from_slice(&ext);
+        }
+        out.extend_from_slice(chunk);
+    }
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -109,10 +96,12 @@ mod tests {
 
     #[test]
     fn consecutive_messages_are_independent() {
-        let mut out = BytesMut::new();
-        write_message(&mut out, 9, 8, 1, 100, &[1, 2, 3], 4096);
-        write_message(&mut out, 10, 9, 1, 140, &[4; 5000], 4096);
-        write_message(&mut out, 9, 8, 1, 120, &[5], 4096);
+        let out = [
+            serialize_message(9, 8, 1, 100, &[1, 2, 3], 4096),
+            serialize_message(10, 9, 1, 140, &[4; 5000], 4096),
+            serialize_message(9, 8, 1, 120, &[5], 4096),
+        ]
+        .concat();
         let msgs = rml_parse(&out, 4096);
         assert_eq!(msgs.iter().map(|m| m.timestamp.value).collect::<Vec<_>>(), vec![100, 140, 120]);
         assert_eq!(msgs[1].data.len(), 5000);
