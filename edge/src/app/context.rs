@@ -176,14 +176,15 @@ impl Context {
     /// counts what slow players had to drop, and writes the players of any stream whose write
     /// window has ended: the publisher's task is awake anyway, so no timer has to wake for them
     /// (see `write_window`).
-    pub(crate) fn deliver(&self, stream: &Stream, session: u64, media: Media) {
-        if let Some(dropped) = stream.publish(session, media)
+    /// `now`: the caller's clock reading for this message (one per message is enough).
+    pub(crate) fn deliver(&self, stream: &Stream, session: u64, media: Media, now: tokio::time::Instant) {
+        if let Some(dropped) = stream.publish_at(session, media, now)
             && dropped > 0
         {
             self.metrics.slow_player_dropped_messages.inc_by(dropped as u64);
         }
         if let Some(window) = &self.window {
-            window.write_due(tokio::time::Instant::now());
+            window.write_due(now);
         }
     }
 

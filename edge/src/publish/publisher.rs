@@ -16,10 +16,7 @@ use std::{
 use streamfleet_registry::{
     HolderMedia, HolderUpdate, IngestProtocol, KeyHash, Lease, RegistryError, SharedEdgeRegistry,
 };
-use tokio::{
-    sync::watch,
-    time::{Instant, MissedTickBehavior, interval},
-};
+use tokio::{sync::watch, time::Instant};
 
 use super::{
     admission::{self, Admitted},
@@ -40,8 +37,9 @@ use crate::{
     },
 };
 
-/// How often the publisher loop checks idleness and updates its bitrate.
-const TICK: Duration = Duration::from_millis(100);
+/// Silence after which the publisher loop wakes to check idleness and to let a paced socket
+/// wake the edge for anything (and every `QUIET` after that while the publisher stays silent).
+const QUIET: Duration = Duration::from_millis(100);
 /// Pause before retrying a failed holder update.
 const RETRY_HOLDER_UPDATE: Duration = Duration::from_millis(200);
 /// Bitrate measurement window.
@@ -270,17 +268,23 @@ async fn ingest<C: PublisherConn>(
 ) -> Ended {
     let settings = &ctx.settings;
     let mut shutdown = ctx.shutdown.clone();
-    let mut tick = interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_media = Instant::now();
-    // Media since the last tick: the idle clock advances at ticks, not with a clock read per
-    // message (idle timeouts are seconds; a tick is 100 ms).
-    let mut media_since_tick = false;
+    // Fires once the publisher has sent no audio or video for a `QUIET` (and every `QUIET` after
+    // that while it stays silent): the idle clock and the pacing fallback need nothing while
+    // media flows. Messages move the deadline on, at most once per half a `QUIET` (`rearm_at`);
+    // moving it later only rewrites it in place, and the timer wheel re-files the entry without
+    // waking this task when the old deadline comes.
+    let quiet = tokio::time::sleep_until(last_media + QUIET);
+    tokio::pin!(quiet);
+    let mut rearm_at = last_media + QUIET / 2;
     // Mirrors `holder.idle`, so a message does not take the watch channel's lock to check it.
     let mut reported_idle = false;
-    let mut window_start = Instant::now();
-    let mut window_bytes: u64 = 0;
-    let bitrate_gauge = ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[playback]);
+    let mut bitrate = BitrateWindow {
+        start: last_media,
+        due: last_media + BITRATE_WINDOW,
+        bytes: 0,
+        gauge: ctx.metrics.stream_ingest_bitrate_kbps.with_label_values(&[playback]),
+    };
     ctx.metrics.health_publisher_changed(playback);
     // Created once, not per loop turn: each of these registers with a watch channel when first
     // polled, and a fresh one per message would register and unregister every time.
@@ -296,24 +300,33 @@ async fn ingest<C: PublisherConn>(
             // polling the lease's or the drain's watch notification takes a lock. tokio's task
             // budget makes the read (or an SRT publisher's channel) return `Pending` after a
             // bounded number of reads, so a publisher that never pauses still lets the lease,
-            // kick, tick and drain branches run.
+            // kick, quiet and drain branches run.
             biased;
             ev = io.next_media() => match ev {
                 Ok(Some(media)) => {
+                    // The one clock reading per message: the idle clock, the bitrate window and
+                    // the stream's health all use it.
+                    let now = Instant::now();
                     if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
-                        media_since_tick = true;
+                        last_media = now;
+                        if now >= rearm_at {
+                            rearm_at = now + QUIET / 2;
+                            quiet.as_mut().reset(now + QUIET);
+                        }
                         if reported_idle {
                             reported_idle = false;
-                            last_media = Instant::now();
                             holder.send_modify(|h| h.idle = false);
                             stream.publisher_idle.store(false, Ordering::Relaxed);
                         }
                     }
-                    window_bytes += media.payload.len() as u64;
+                    bitrate.bytes += media.payload.len() as u64;
+                    if now >= bitrate.due {
+                        bitrate.report(ctx, stream, holder, playback, now);
+                    }
                     if let Some(mark) = pacing.media(media.kind, media.payload.len()) {
                         pace(io, &mut pacing, mark);
                     }
-                    ctx.deliver(stream, session, media);
+                    ctx.deliver(stream, session, media, now);
                 }
                 Ok(None) => return Ended::Closed("publisher finished".into()),
                 Err(e) => return e,
@@ -330,14 +343,20 @@ async fn ingest<C: PublisherConn>(
                 tracing::info!("dropping publisher: replaced by a newer publisher on this edge");
                 return io.close_with(Level::Error, "NetStream.Publish.BadName", why);
             }
-            _ = tick.tick() => {
+            () = &mut quiet => {
                 let now = Instant::now();
-                if std::mem::take(&mut media_since_tick) {
-                    last_media = now;
-                } else if let Some(mark) = pacing.quiet() {
+                let silent = now.saturating_duration_since(last_media);
+                if silent < QUIET {
+                    // Media came after the deadline was last moved: not quiet yet.
+                    rearm_at = last_media + QUIET / 2;
+                    quiet.as_mut().reset(last_media + QUIET);
+                    continue;
+                }
+                rearm_at = now + QUIET / 2;
+                quiet.as_mut().reset(now + QUIET);
+                if let Some(mark) = pacing.quiet() {
                     pace(io, &mut pacing, mark);
                 }
-                let silent = now.saturating_duration_since(last_media);
                 if silent >= settings.idle_publisher_timeout {
                     let why = format!("no media for {}; publisher disconnected", humantime::format_duration(settings.idle_publisher_timeout));
                     return io.close_with(Level::Error, "NetStream.Publish.Idle", &why);
@@ -348,17 +367,9 @@ async fn ingest<C: PublisherConn>(
                     holder.send_modify(|h| h.idle = true);
                     stream.publisher_idle.store(true, Ordering::Relaxed);
                 }
-                let window = now.saturating_duration_since(window_start);
-                if window >= BITRATE_WINDOW {
-                    let kbps = window_bytes * 8 / window.as_millis().max(1) as u64;
-                    bitrate_gauge.set(kbps as i64);
-                    let (video, audio, media, health) = stream.health();
-                    ctx.metrics.observe_health(playback, (&video, &audio), &media, &health);
-                    let summary = Some(holder_media((&video, &audio), &media, &health));
-                    holder.send_if_modified(|h| { let changed = h.media != summary; h.media = summary; changed });
-                    holder.send_if_modified(|h| { let changed = h.kbps != kbps; h.kbps = kbps; changed });
-                    window_start = now;
-                    window_bytes = 0;
+                // A silent publisher's bitrate still falls to zero on time.
+                if now >= bitrate.due {
+                    bitrate.report(ctx, stream, holder, playback, now);
                 }
             }
             _ = &mut drain => {
@@ -366,6 +377,47 @@ async fn ingest<C: PublisherConn>(
                 return io.close_with(Level::Status, "NetStream.Unpublish.Success", why);
             }
         }
+    }
+}
+
+/// Bytes received since `start`, reported as the ingest bitrate once a [`BITRATE_WINDOW`] has
+/// passed, together with the stream's health.
+struct BitrateWindow {
+    start: Instant,
+    /// `start` + [`BITRATE_WINDOW`] (a comparison per message instead of a subtraction).
+    due: Instant,
+    bytes: u64,
+    gauge: prometheus::IntGauge,
+}
+
+impl BitrateWindow {
+    fn report(
+        &mut self,
+        ctx: &Context,
+        stream: &Stream,
+        holder: &watch::Sender<HolderState>,
+        playback: &str,
+        now: Instant,
+    ) {
+        let window = now.saturating_duration_since(self.start);
+        let kbps = self.bytes * 8 / window.as_millis().max(1) as u64;
+        self.gauge.set(kbps as i64);
+        let (video, audio, media, health) = stream.health();
+        ctx.metrics.observe_health(playback, (&video, &audio), &media, &health);
+        let summary = Some(holder_media((&video, &audio), &media, &health));
+        holder.send_if_modified(|h| {
+            let changed = h.media != summary;
+            h.media = summary;
+            changed
+        });
+        holder.send_if_modified(|h| {
+            let changed = h.kbps != kbps;
+            h.kbps = kbps;
+            changed
+        });
+        self.start = now;
+        self.due = now + BITRATE_WINDOW;
+        self.bytes = 0;
     }
 }
 

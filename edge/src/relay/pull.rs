@@ -134,7 +134,7 @@ async fn follow(ctx: &Context, stream: &Arc<Stream>, cleanup: &Cleanup, mut up: 
     let why = loop {
         tokio::select! {
             m = up.next_media() => match m {
-                Ok(Some(media)) => ctx.deliver(stream, session, media),
+                Ok(Some(media)) => ctx.deliver(stream, session, media, tokio::time::Instant::now()),
                 Ok(None) => break up.end_reason().unwrap_or("upstream ended").to_string(),
                 Err(e) => {
                     ctx.metrics.relay_upstream_errors.with_label_values(&[e.stage()]).inc();

@@ -300,11 +300,17 @@ impl Stream {
         true
     }
 
-    /// Takes one message from the publisher `session`: classifies it, updates the fast-start
-    /// caches and offers it to every player. Returns how many players had to drop it; `None`
-    /// for a message of a replaced publisher, which is ignored.
+    /// [`publish_at`](Self::publish_at) now.
+    #[cfg(test)]
     pub(crate) fn publish(&self, session: u64, media: Media) -> Option<usize> {
-        let now = Instant::now();
+        self.publish_at(session, media, Instant::now())
+    }
+
+    /// Takes one message from the publisher `session`, received at `now`: classifies it,
+    /// updates the fast-start caches and offers it to every player. Returns how many players
+    /// had to drop it; `None` for a message of a replaced publisher, which is ignored. The clock
+    /// is the caller's: the publisher's loop reads it once per message for its own idle clock.
+    pub(crate) fn publish_at(&self, session: u64, media: Media, now: Instant) -> Option<usize> {
         let len = media.payload.len();
         let mut st = self.lock();
         if st.publisher.as_ref().map(|p| p.meta.session) != Some(session) {
