@@ -26,6 +26,9 @@ pub struct PublisherConfig {
     pub plan: Arc<MediaPlan>,
     /// Deadline for `NetStream.Publish.Start`, from the TCP connect.
     pub start_timeout: Duration,
+    /// Where the connection is set up and timed (connect to `NetStream.Publish.Start`); `None`:
+    /// on the runtime that sends the media.
+    pub setup: Option<tokio::runtime::Handle>,
 }
 
 /// What a publisher measured.
@@ -49,28 +52,36 @@ pub async fn run(
     ready: oneshot::Sender<Result<(), String>>,
 ) -> PublisherOutcome {
     let mut out = PublisherOutcome::default();
-    let t0 = Instant::now();
-    let setup = async {
-        let mut conn = RtmpConnection::open(&cfg.url, 16 * 1024, 0).await?;
-        let id = conn.create_stream().await?;
-        conn.publish(id, &cfg.url.name).await?;
-        Ok::<_, ConnectError>((conn, id))
+    let (url, start_timeout) = (cfg.url.clone(), cfg.start_timeout);
+    let setup = async move {
+        let t0 = Instant::now();
+        let setup = async {
+            let mut conn = RtmpConnection::open(&url, 16 * 1024, 0).await?;
+            let id = conn.create_stream().await?;
+            conn.publish(id, &url.name).await?;
+            Ok::<_, ConnectError>((conn, id))
+        };
+        let started =
+            tokio::time::timeout(start_timeout, setup).await.unwrap_or(Err(ConnectError::PublishStartTimeout));
+        (started, t0.elapsed())
     };
-    let (mut conn, stream_id) = match tokio::time::timeout(cfg.start_timeout, setup).await {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
+    let (started, took) = match &cfg.setup {
+        None => setup.await,
+        Some(handle) => handle
+            .spawn(setup)
+            .await
+            .unwrap_or_else(|e| (Err(ConnectError::Protocol(format!("setup task failed: {e}"))), Duration::ZERO)),
+    };
+    let started = started.and_then(|(conn, id)| Ok((conn.into_current_runtime()?, id)));
+    let (mut conn, stream_id) = match started {
+        Ok(x) => x,
+        Err(e) => {
             out.failure = Some(e.to_string());
             let _ = ready.send(Err(e.to_string()));
             return out;
         }
-        Err(_) => {
-            let reason = "timed out before NetStream.Publish.Start".to_string();
-            out.failure = Some(reason.clone());
-            let _ = ready.send(Err(reason));
-            return out;
-        }
     };
-    out.publish_start_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+    out.publish_start_ms = Some(took.as_secs_f64() * 1000.0);
     if let Err(e) = send_loop(&mut conn, stream_id, &cfg, &cancel, &mut out, ready).await {
         out.dropped = Some(e.to_string());
     }

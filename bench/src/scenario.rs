@@ -63,6 +63,17 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     // Idle RSS: with the warm-up's sample it gives the memory per live stream (density).
     let idle = server_sample("at start")?;
 
+    // Publishers' connections are set up (and timed) on a thread of their own: the send thread
+    // of a thousand publishers runs tens of milliseconds late at times, and a handshake queued behind
+    // it would time the load tool, not the server's admission. Declared first, so it outlives the
+    // publishers' runtime (a TLS connection stays registered with it).
+    let setup_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sf-bench-setup")
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Publisher(format!("cannot start the set-up runtime: {e}")))?;
+    let setup_rt = RuntimeGuard(Some(setup_rt));
     // Publishers get their own runtime thread, so a thousand players' reads never delay a frame's
     // send (its send time is stamped when it is written, but the schedule should stay real time).
     let publisher_rt = tokio::runtime::Builder::new_multi_thread()
@@ -79,7 +90,13 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
         ticker.tick().await;
         let url = RtmpUrl::parse_indexed(&spec.publish_url, spec.first_index + i)
             .map_err(|message| BenchError::Url { url: spec.publish_url.clone(), message })?;
-        let cfg = PublisherConfig { url, stream: i as u32, plan: plan.clone(), start_timeout: spec.join_timeout };
+        let cfg = PublisherConfig {
+            url,
+            stream: i as u32,
+            plan: plan.clone(),
+            start_timeout: spec.join_timeout,
+            setup: Some(setup_rt.handle().clone()),
+        };
         let (tx, rx) = oneshot::channel();
         pub_tasks.push(publisher_rt.handle().spawn(publisher::run(cfg, cancel.clone(), tx)));
         pub_ready.push(rx);
@@ -245,7 +262,7 @@ fn count<'a>(
     c
 }
 
-/// Owns the publisher runtime and shuts it down without blocking (dropping a runtime inside async
+/// Owns one of the tool's runtimes and shuts it down without blocking (dropping a runtime inside async
 /// code would panic).
 struct RuntimeGuard(Option<tokio::runtime::Runtime>);
 

@@ -121,6 +121,8 @@ async fn admission_round_trips_and_refusals() {
         stream: 0,
         plan: media(),
         start_timeout: Duration::from_secs(5),
+        // Set up as the scenarios do: on another task, the connection then moved to this one.
+        setup: Some(tokio::runtime::Handle::current()),
     };
     let holder = tokio::spawn(publisher::run(holder_cfg, cancel.clone(), ready_tx));
     tokio::time::timeout(BOUND, ready_rx).await.unwrap().unwrap().expect("the holder publishes");

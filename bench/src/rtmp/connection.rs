@@ -49,6 +49,8 @@ pub enum ConnectError {
     Refused(String),
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("timed out before NetStream.Publish.Start")]
+    PublishStartTimeout,
 }
 
 impl From<ChunkError> for ConnectError {
@@ -103,6 +105,18 @@ impl RtmpConnection {
         conn.handshake().await?;
         conn.connect().await?;
         Ok(conn)
+    }
+
+    /// Moves the socket to the runtime this is called on: the load tool sets publishers up on a
+    /// thread of their own, so that a thousand streams' sends cannot delay the handshake it
+    /// times, and sends their media from another. A TLS connection stays registered where it
+    /// was opened (that runtime must outlive it).
+    pub fn into_current_runtime(mut self) -> std::io::Result<Self> {
+        self.stream = match self.stream {
+            Either::Left(tcp) => Either::Left(TcpStream::from_std(tcp.into_std()?)?),
+            tls => tls,
+        };
+        Ok(self)
     }
 
     async fn handshake(&mut self) -> Result<(), ConnectError> {
