@@ -15,8 +15,9 @@
 //! bitrate, under about 900 bytes with 128 kbit/s AAC) waits for the messages after it, at most
 //! two audio intervals (about 43 ms at 48 kHz).
 //! A publisher that goes quiet with less than the mark queued (a last command, a stall) is read
-//! at its next tick without media ([`ReadPacing::quiet`]): the mark drops to one byte, which
-//! wakes the edge at once for what is there, and stays there until the stream is steady again.
+//! once the publisher loop has seen no audio or video for 100 ms ([`ReadPacing::quiet`]): the
+//! mark drops to one byte, which wakes the edge at once for what is there, and stays there until
+//! the stream is steady again.
 
 use crate::{fanout::MAX_HELD_AUDIO, media::MediaKind};
 
@@ -81,8 +82,9 @@ impl ReadPacing {
         None
     }
 
-    /// At a tick with no media since the previous one: whatever is queued should be read now,
-    /// and what comes next too until the stream is steady again (a warm-up's worth of audio).
+    /// After a quiet spell (no audio or video for the publisher loop's `QUIET`): whatever is
+    /// queued should be read now, and what comes next too until the stream is steady again (a
+    /// warm-up's worth of audio).
     pub(crate) fn quiet(&mut self) -> Option<usize> {
         self.audio_seen = 0;
         if self.mark > 1 {
@@ -159,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_tick_drops_the_mark_until_the_stream_is_steady_again() {
+    fn a_quiet_spell_drops_the_mark_until_the_stream_is_steady_again() {
         let mut p = ReadPacing::new(true);
         stream(&mut p, 20, 372, 4000);
         assert_eq!(p.quiet(), Some(1));
