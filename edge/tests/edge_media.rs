@@ -49,6 +49,11 @@ async fn ffmpeg_publish_is_played_by_ffprobe_with_h264_and_aac() {
     assert!(edge.metric("streamfleet_edge_bytes_received_total").await > 10_000.0);
     assert!(edge.metric("streamfleet_edge_bytes_sent_total").await > 10_000.0);
     assert_eq!(edge.metric("streamfleet_edge_time_to_first_frame_seconds_count").await, 1.0);
+    // One admission timed, publish request to live: well under a second on loopback.
+    let admission = "streamfleet_edge_publish_admission_seconds";
+    assert_eq!(edge.metric(&format!("{admission}_count{{protocol=\"rtmp\"}}")).await, 1.0);
+    let took = edge.metric(&format!("{admission}_sum{{protocol=\"rtmp\"}}")).await;
+    assert!(took > 0.0 && took < 1.0, "admission took {took} s");
     drop(publisher);
 }
 

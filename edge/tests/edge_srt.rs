@@ -129,6 +129,7 @@ async fn srt_publish_is_played_over_rtmp_with_h264_and_aac() {
     assert_eq!(e.edge.metric("streamfleet_edge_srt_connections_active").await, 1.0);
     // Ingest and viewers by protocol, as the dashboard splits them.
     assert_eq!(e.edge.metric("streamfleet_edge_publishers_active{protocol=\"srt\"}").await, 1.0);
+    assert_eq!(e.edge.metric("streamfleet_edge_publish_admission_seconds_count{protocol=\"srt\"}").await, 1.0);
     assert_eq!(e.edge.metric("streamfleet_edge_publishers_active{protocol=\"rtmp\"}").await, 0.0);
     assert!(e.edge.metric("streamfleet_edge_bytes_received_total{protocol=\"srt\"}").await > 10_000.0);
     let srt_player = Command::new("ffmpeg")

@@ -49,6 +49,7 @@ EDGE_METRICS = {
     "slow_player_dropped_messages_total",
     "slow_player_disconnects_total",
     "time_to_first_frame_seconds",
+    "publish_admission_seconds",
     "handshake_failures_total",
     "connection_duration_seconds",
     "registry_up",
@@ -74,6 +75,7 @@ OPERATOR_METRICS = {
 }
 HISTOGRAMS = {
     "streamfleet_edge_time_to_first_frame_seconds",
+    "streamfleet_edge_publish_admission_seconds",
     "streamfleet_edge_connection_duration_seconds",
     "streamfleet_operator_reconcile_duration_seconds",
 }

@@ -66,6 +66,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_accepted: IntCounterVec,
     pub(crate) tls_handshake_failures: IntCounterVec,
     pub(crate) tls_handshake_seconds: Histogram,
+    /// By protocol: from a publish request to the publisher being live.
+    pub(crate) publish_admission_seconds: HistogramVec,
     pub(crate) tls_certificate_reloads: IntCounterVec,
     pub(crate) tls_certificate_stale: IntGauge,
     pub(crate) proxy_header_failures: IntCounterVec,
@@ -199,6 +201,16 @@ impl Metrics {
             .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         )?;
         registry.register(Box::new(tls_handshake_seconds.clone()))?;
+        let publish_admission_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "publish_admission_seconds",
+                "From a publish request (RTMP publish, SRT stream id) to the publisher being live: key look-up, lease and any takeover wait, by protocol",
+            )
+            .namespace(PREFIX)
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["protocol"],
+        )?;
+        registry.register(Box::new(publish_admission_seconds.clone()))?;
 
         Ok(Metrics {
             publishers_active: by_protocol_gauge(
@@ -283,6 +295,7 @@ impl Metrics {
                 &["reason"],
             )?,
             tls_handshake_seconds,
+            publish_admission_seconds,
             tls_certificate_reloads: counter_vec(
                 "tls_certificate_reloads_total",
                 "Changed certificate files seen, by result (ok: new handshakes use them; error: refused, the previous pair keeps serving)",

@@ -85,6 +85,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
         return io.reject("NetStream.Publish.BadName", "this edge accepts no publish keys");
     };
     tracing::debug!(key = %key_hash.short(), "publish requested");
+    let asked = Instant::now();
     let mut shutdown = ctx.shutdown.clone();
     let admitted = tokio::select! {
         r = admission::admit(ctx, &candidates, io.remote, ingest_protocol(io.info.transport), deadline) => r,
@@ -107,7 +108,7 @@ pub(crate) async fn run(ctx: &Arc<Context>, io: &mut Session, key: String, deadl
             return io.reject(rejection.code(), &rejection.description());
         }
     };
-    run_admitted(ctx, io, admitted, &key_hash).await
+    run_admitted(ctx, io, admitted, &key_hash, asked).await
 }
 
 /// What the registry records for an RTMP publisher, from its listener's transport (`rtmp` or
@@ -193,12 +194,14 @@ impl PublisherConn for Session {
 }
 
 /// The life of an admitted publisher (it holds the lease): ingest into the local stream until
-/// it ends, then stop the stream and release the lease.
+/// it ends, then stop the stream and release the lease. `asked`: when it asked to publish (the
+/// admission histogram's start).
 pub(crate) async fn run_admitted<C: PublisherConn>(
     ctx: &Arc<Context>,
     io: &mut C,
     admitted: Admitted,
     key_hash: &KeyHash,
+    asked: Instant,
 ) -> Ended {
     let Admitted { record, lease, mut keeper } = admitted;
     let session = io.session_id();
@@ -235,7 +238,13 @@ pub(crate) async fn run_admitted<C: PublisherConn>(
 
     let ended = match io.accept() {
         Err(e) => e,
-        Ok(()) => ingest(ctx, io, &stream, session, &mut keeper, &mut kick, &holder_tx, &record.playback_name).await,
+        Ok(()) => {
+            ctx.metrics
+                .publish_admission_seconds
+                .with_label_values(&[io.protocol()])
+                .observe(asked.elapsed().as_secs_f64());
+            ingest(ctx, io, &stream, session, &mut keeper, &mut kick, &holder_tx, &record.playback_name).await
+        }
     };
 
     // Stop first, then free the lease: players must not see frames after the release.

@@ -217,6 +217,7 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
     let Some(key_hash) = candidates.first().map(|c| c.hash) else {
         return reject(request, RejectReason::Server(ServerRejectReason::Unauthorized)).await;
     };
+    let asked = Instant::now();
     let mut shutdown = ctx.shutdown.clone();
     // A plain caller of a stream with its own passphrase is refused before the lease is taken.
     let check = |record: &StreamRecord| match key_settings(settings, record, key_size) {
@@ -269,7 +270,7 @@ async fn serve(ctx: &Arc<Context>, settings: &SrtSettings, request: ConnectionRe
         pending: VecDeque::new(),
         metrics: ctx.metrics.clone(),
     };
-    let ended = publisher::run_admitted(ctx, &mut conn, admitted, &key_hash).await;
+    let ended = publisher::run_admitted(ctx, &mut conn, admitted, &key_hash, asked).await;
     // Closed here, not on drop: the caller hears the shutdown before a draining process exits
     // (a dropped socket's task may not get to send it), rather than after its peer timeout.
     let _ = tokio::time::timeout(super::CLOSE_WAIT, conn.socket.close_and_finish()).await;
