@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::rtmp::{ConnectError, RtmpConnection, RtmpUrl};
+use crate::rtmp::{RtmpConnection, RtmpUrl};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,12 +32,7 @@ pub async fn run(cfg: &AdmissionConfig) -> Result<AdmissionOutcome, String> {
     for i in 0..cfg.count {
         let url = RtmpUrl::parse_indexed(&cfg.url_template, cfg.first_index + i)?;
         let t0 = Instant::now();
-        let attempt = async {
-            let mut conn = RtmpConnection::open(&url, 8 * 1024, 0).await?;
-            let id = conn.create_stream().await?;
-            conn.publish(id, &url.name).await?;
-            Ok::<_, ConnectError>((conn, id))
-        };
+        let attempt = RtmpConnection::open_publishing(&url, 8 * 1024);
         match tokio::time::timeout(cfg.timeout, attempt).await {
             Ok(Ok((mut conn, id))) => {
                 out.accepted_ms.push(t0.elapsed().as_secs_f64() * 1000.0);

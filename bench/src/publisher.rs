@@ -55,12 +55,7 @@ pub async fn run(
     let (url, start_timeout) = (cfg.url.clone(), cfg.start_timeout);
     let setup = async move {
         let t0 = Instant::now();
-        let setup = async {
-            let mut conn = RtmpConnection::open(&url, 16 * 1024, 0).await?;
-            let id = conn.create_stream().await?;
-            conn.publish(id, &url.name).await?;
-            Ok::<_, ConnectError>((conn, id))
-        };
+        let setup = RtmpConnection::open_publishing(&url, 16 * 1024);
         let started =
             tokio::time::timeout(start_timeout, setup).await.unwrap_or(Err(ConnectError::PublishStartTimeout));
         (started, t0.elapsed())

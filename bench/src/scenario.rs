@@ -63,26 +63,14 @@ pub async fn run_load(spec: &LoadSpec, plan: Arc<MediaPlan>) -> Result<RunReport
     // Idle RSS: with the warm-up's sample it gives the memory per live stream (density).
     let idle = server_sample("at start")?;
 
-    // Publishers' connections are set up (and timed) on a thread of their own: the send thread
-    // of a thousand publishers runs tens of milliseconds late at times, and a handshake queued behind
+    // Publishers' connections are set up (and timed) on a thread of their own: the send thread of
+    // a thousand publishers runs tens of milliseconds late at times, and a handshake queued behind
     // it would time the load tool, not the server's admission. Declared first, so it outlives the
     // publishers' runtime (a TLS connection stays registered with it).
-    let setup_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("sf-bench-setup")
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Publisher(format!("cannot start the set-up runtime: {e}")))?;
-    let setup_rt = RuntimeGuard(Some(setup_rt));
+    let setup_rt = RuntimeGuard::one_thread("sf-bench-setup", "set-up")?;
     // Publishers get their own runtime thread, so a thousand players' reads never delay a frame's
     // send (its send time is stamped when it is written, but the schedule should stay real time).
-    let publisher_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("sf-bench-publisher")
-        .enable_all()
-        .build()
-        .map_err(|e| BenchError::Publisher(format!("cannot start the publisher runtime: {e}")))?;
-    let publisher_rt = RuntimeGuard(Some(publisher_rt));
+    let publisher_rt = RuntimeGuard::one_thread("sf-bench-publisher", "publisher")?;
     let mut pub_tasks = Vec::new();
     let mut pub_ready = Vec::new();
     let mut ticker = tokio::time::interval(spec.publisher_interval.max(Duration::from_micros(1)));
@@ -275,6 +263,17 @@ impl Drop for RuntimeGuard {
 }
 
 impl RuntimeGuard {
+    /// A runtime with one worker thread named `thread`; `what` names it in the error.
+    fn one_thread(thread: &str, what: &str) -> Result<RuntimeGuard, BenchError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(thread)
+            .enable_all()
+            .build()
+            .map(|rt| RuntimeGuard(Some(rt)))
+            .map_err(|e| BenchError::Publisher(format!("cannot start the {what} runtime: {e}")))
+    }
+
     fn handle(&self) -> tokio::runtime::Handle {
         match &self.0 {
             Some(rt) => rt.handle().clone(),

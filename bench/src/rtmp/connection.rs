@@ -228,6 +228,16 @@ impl RtmpConnection {
         .await
     }
 
+    /// Opens a connection and publishes `url`'s name on a new stream: connect, handshake,
+    /// `connect`, `createStream`, `publish`, until `NetStream.Publish.Start`. Returns the
+    /// connection and its message stream id.
+    pub async fn open_publishing(url: &RtmpUrl, buf_size: usize) -> Result<(Self, u32), ConnectError> {
+        let mut conn = RtmpConnection::open(url, buf_size, 0).await?;
+        let id = conn.create_stream().await?;
+        conn.publish(id, &url.name).await?;
+        Ok((conn, id))
+    }
+
     /// Sends `deleteStream`, as a polite client does before hanging up.
     pub async fn delete_stream(&mut self, stream_id: u32) -> Result<(), ConnectError> {
         self.queue_command("deleteStream", 0, Amf0Value::Null, vec![Amf0Value::Number(f64::from(stream_id))], 0)?;
