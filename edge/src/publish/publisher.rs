@@ -280,12 +280,14 @@ async fn ingest<C: PublisherConn>(
     let mut last_media = Instant::now();
     // Fires once the publisher has sent no audio or video for a `QUIET` (and every `QUIET` after
     // that while it stays silent): the idle clock and the pacing fallback need nothing while
-    // media flows. Messages move the deadline on, at most once per half a `QUIET` (`rearm_at`);
-    // moving it later only rewrites it in place, and the timer wheel re-files the entry without
-    // waking this task when the old deadline comes.
+    // media flows. Messages move the deadline on by replacing the timer, at most once per
+    // quarter `QUIET` (`rearm_at`). Not `Sleep::reset`: moving a deadline later in place leaves
+    // the entry filed at the old one, and the runtime then wakes there only to re-file it, 10 to
+    // 20 times a second per publisher, each a wake-up of its own when nothing else is due. A
+    // new entry 100 ms out is moved again by the next picture before the wheel reaches it.
     let quiet = tokio::time::sleep_until(last_media + QUIET);
     tokio::pin!(quiet);
-    let mut rearm_at = last_media + QUIET / 2;
+    let mut rearm_at = last_media + QUIET / 4;
     // Mirrors `holder.idle`, so a message does not take the watch channel's lock to check it.
     let mut reported_idle = false;
     let mut bitrate = BitrateWindow {
@@ -319,8 +321,8 @@ async fn ingest<C: PublisherConn>(
                     if matches!(media.kind, MediaKind::Audio | MediaKind::Video) {
                         last_media = now;
                         if now >= rearm_at {
-                            rearm_at = now + QUIET / 2;
-                            quiet.as_mut().reset(now + QUIET);
+                            rearm_at = now + QUIET / 4;
+                            quiet.set(tokio::time::sleep_until(now + QUIET));
                         }
                         if reported_idle {
                             reported_idle = false;
@@ -357,11 +359,11 @@ async fn ingest<C: PublisherConn>(
                 let silent = now.saturating_duration_since(last_media);
                 if silent < QUIET {
                     // Media came after the deadline was last moved: not quiet yet.
-                    rearm_at = last_media + QUIET / 2;
+                    rearm_at = last_media + QUIET / 4;
                     quiet.as_mut().reset(last_media + QUIET);
                     continue;
                 }
-                rearm_at = now + QUIET / 2;
+                rearm_at = now + QUIET / 4;
                 quiet.as_mut().reset(now + QUIET);
                 if let Some(mark) = pacing.quiet() {
                     pace(io, &mut pacing, mark);
