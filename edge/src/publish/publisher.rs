@@ -282,9 +282,10 @@ async fn ingest<C: PublisherConn>(
     // that while it stays silent): the idle clock and the pacing fallback need nothing while
     // media flows. Messages move the deadline on by replacing the timer, at most once per
     // quarter `QUIET` (`rearm_at`). Not `Sleep::reset`: moving a deadline later in place leaves
-    // the entry filed at the old one, and the runtime then wakes there only to re-file it, 10 to
-    // 20 times a second per publisher, each a wake-up of its own when nothing else is due. A
-    // new entry 100 ms out is moved again by the next picture before the wheel reaches it.
+    // the entry filed at the old one, and the runtime then wakes there only to re-file it, about
+    // 20 times a second per publisher, each a wake-up of its own when nothing else is due. The
+    // wheel first handles an entry 100 ms out no sooner than 36 ms later (when its 64 ms slot
+    // comes down), so at 30 pictures a second the next one replaces it before then.
     let quiet = tokio::time::sleep_until(last_media + QUIET);
     tokio::pin!(quiet);
     let mut rearm_at = last_media + QUIET / 4;
