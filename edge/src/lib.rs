@@ -6,6 +6,8 @@
 //!
 //! 1. [`rtmp`]: the RTMP wire format the edge owns (chunk reader with limits, chunk writer,
 //!    AMF0 guard, the messages the edge writes itself).
+//!    Beside it, [`workers`]: the worker threads and which one a connection runs on (connections
+//!    fill the first thread before the next takes any).
 //! 2. [`media`]: what a publisher sends, independent of the protocol it came in over (media
 //!    messages, codec inspection) and the frame every player shares (serialised once).
 //!    [`mpegts`] sits just above it: MPEG-TS (SRT's payload) to and from that media.
@@ -48,6 +50,7 @@ mod srt;
 mod streams;
 mod sync;
 mod transport;
+mod workers;
 
 pub use app::{config, server};
 pub use transport::{ProxyMode, TrustedCidrs, fuzz_proxy_header};

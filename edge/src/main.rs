@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let runtime = match streamfleet_edge::server::runtime(&config) {
+    let runtime = match streamfleet_edge::server::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("streamfleet-edge: cannot start the async runtime: {e}");

@@ -1,6 +1,6 @@
 //! Real-client tests of the edge binary: ffmpeg publishes, ffprobe plays; admission by key,
 //! rejection of a second publisher, fast republish, takeover of a silent publisher, fast start
-//! on a keyframe, maxViewers.
+//! on a keyframe, maxViewers, connections packed onto the first of two worker threads.
 
 mod common;
 
@@ -54,6 +54,28 @@ async fn ffmpeg_publish_is_played_by_ffprobe_with_h264_and_aac() {
     assert_eq!(edge.metric(&format!("{admission}_count{{protocol=\"rtmp\"}}")).await, 1.0);
     let took = edge.metric(&format!("{admission}_sum{{protocol=\"rtmp\"}}")).await;
     assert!(took > 0.0 && took < 1.0, "admission took {took} s");
+    drop(publisher);
+}
+
+#[tokio::test]
+async fn with_two_worker_threads_a_light_load_runs_on_the_first_and_plays_intact() {
+    let edge = Edge::start(&["--worker-threads", "2"]).await;
+    let publisher = ffmpeg_publish(&edge.url("demo-publish-key"), 30, 30);
+    edge.wait_live("demo", 30, Duration::from_secs(20)).await;
+
+    let packets = first_video_packets(&edge, "demo", 60).await;
+    assert_eq!(packets.len(), 60, "{packets:?}");
+    assert!(packets[0].contains("flags=K"), "first video packet is not a keyframe: {packets:?}");
+    // The player is gone; the publisher alone is left, on the first worker: one thread carries
+    // this load, so the second is never woken for it.
+    let worker = |i: u32| format!("streamfleet_edge_worker_connections{{worker=\"{i}\"}}");
+    wait_until("the player's connection counted off", Duration::from_secs(5), || async {
+        (edge.metric(&worker(0)).await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(edge.metric(&worker(1)).await, 0.0);
+    let busy = edge.metric("streamfleet_edge_worker_busy_ratio{worker=\"1\"}").await;
+    assert!(busy < 0.05, "the second worker was busy {busy} without a connection");
     drop(publisher);
 }
 

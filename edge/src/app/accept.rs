@@ -79,9 +79,8 @@ pub(super) fn admit(
     let shared = shared.clone();
     let (transport, mode, acceptor) = (listener.transport, listener.proxy, listener.tls.clone());
     let span = tracing::info_span!("accept", %peer, transport);
-    tokio::spawn(
+    crate::workers::spawn_connection(socket, move |mut socket| {
         async move {
-            let mut socket = socket;
             let (client, ip_slot) = match early_ip_slot {
                 Some(slot) => (peer, slot),
                 None => {
@@ -102,8 +101,8 @@ pub(super) fn admit(
             drop(total);
             drop(tracked);
         }
-        .instrument(span),
-    );
+        .instrument(span)
+    });
 }
 
 /// The client's address from the PROXY header, or `None` (counted and logged) when the header

@@ -245,11 +245,10 @@ pub struct Config {
     #[arg(long, env = "STREAMFLEET_KEY_FAILURE_MAX_DELAY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub key_failure_max_delay: Duration,
 
-    /// Worker threads of the async runtime; 0 = one per CPU available to the process (a cgroup
-    /// CPU limit counts). A thread serves about one core's worth; threads beyond the cores the
-    /// edge keeps busy cost wake-ups whenever work moves between them, so on a small or shared
-    /// machine set fewer (docs/benchmarks.md). 1 runs everything on one thread (tokio's
-    /// single-threaded scheduler).
+    /// Worker threads; 0 = one per CPU available to the process (a cgroup CPU limit counts).
+    /// Each thread serves the connections placed on it; a new connection goes to the first
+    /// thread that is not too busy, so a light load runs on one thread and the others take over
+    /// as it grows (docs/edge.md, "Worker threads").
     #[arg(long, env = "STREAMFLEET_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 

@@ -91,6 +91,7 @@ pub(crate) fn router(state: AppState) -> Router {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let gop = s.ctx.hub.gop_budget();
     s.ctx.metrics.observe_gop_caches(gop.used(), gop.max(), gop.refusals());
+    s.ctx.metrics.observe_workers(&crate::workers::loads());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.ctx.metrics.render())
 }
 

@@ -22,6 +22,7 @@ use crate::{
     observe::Metrics,
     relay::{Relay, RelaySecret},
     transport::{ProxyMode, tls},
+    workers::{self, Workers},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -94,23 +95,19 @@ async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream
     }
 }
 
-/// The async runtime the edge runs on, with `--worker-threads` workers (0: one per CPU).
-/// One worker is tokio's single-threaded scheduler: everything runs on the thread that
-/// started the edge, without the work-stealing scheduler's bookkeeping (its statistics and
-/// clock reads per scheduling round) or a hand-off between the main thread and a worker.
-pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
-    let workers = match config.worker_threads {
+/// How many worker threads the edge runs: `--worker-threads`, or one per CPU for 0.
+pub fn worker_count(config: &Config) -> usize {
+    match config.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
-    };
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    builder.enable_all().build()
+    }
+}
+
+/// The async runtime of the edge's first worker thread, the one that calls [`run`]: a
+/// single-threaded runtime; `run` starts the other workers (`crate::workers` says why they are
+/// not one work-stealing pool).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// Says at start how publish keys are looked up. No secret on a fleet edge is logged loudly:
@@ -145,6 +142,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let api_token = api_token.map_err(StartError::ApiToken)?.map(Arc::<str>::from);
     settings.key_hasher = key_hasher.map_err(StartError::KeyHashSecret)?;
     report_key_hashing(&config, &settings.key_hasher);
+    let workers = Workers::start(worker_count(&config))
+        .map_err(|e| StartError::Startup(format!("cannot start the worker threads: {e}")))?;
     let registry = registry_backend::connect(&config, &settings.key_hasher).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();
@@ -153,6 +152,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         edge = %ctx.settings.edge_id,
         relay = relay_secret.is_some(),
         api_token = api_token.is_some(),
+        worker_threads = workers.count(),
         "edge starting"
     );
 
@@ -294,6 +294,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         t.abort();
     }
     http_task.abort();
+    drop(workers);
     Ok(())
 }
 
@@ -321,14 +322,14 @@ fn admit_relay(ctx: &Arc<Context>, tracker: &Arc<ConnTracker>, gate: &Gate, sock
     let tracked = tracker.try_enter(usize::MAX);
     let ctx = ctx.clone();
     let span = tracing::info_span!("relay", %remote);
-    tokio::spawn(
+    workers::spawn_connection(socket, move |socket| {
         async move {
             serve_on(ctx, Accepted::Tcp(socket), remote, Listener::Relay, "relay").await;
             drop(slots);
             drop(tracked);
         }
-        .instrument(span),
-    );
+        .instrument(span)
+    });
 }
 
 #[cfg(test)]
@@ -336,14 +337,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_runtime_has_the_worker_threads_asked_for() {
+    fn the_worker_threads_are_those_asked_for() {
         use clap::Parser;
         let parse = |extra: &[&str]| {
             let mut args = vec!["streamfleet-edge", "--streams", "streams.yaml"];
             args.extend_from_slice(extra);
             Config::try_parse_from(args).unwrap()
         };
-        let workers = |c: &Config| runtime(c).unwrap().metrics().num_workers();
+        let workers = |c: &Config| {
+            let rt = runtime().unwrap();
+            rt.block_on(async { crate::workers::Workers::start(worker_count(c)).unwrap().count() })
+        };
         assert_eq!(workers(&parse(&["--worker-threads", "1"])), 1);
         assert_eq!(workers(&parse(&["--worker-threads", "3"])), 3);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -10,7 +10,7 @@ pub(crate) const WRITE_PER_TASK: usize = 256;
 
 /// Runs `write` on every outbox of `list`, emptying it: the first [`WRITE_PER_TASK`] (the
 /// longest-connected players) from the calling task, the rest in helper tasks of that many each,
-/// which the runtime's other workers take.
+/// which the edge's workers take in turn.
 pub(crate) fn write_spread<T: ?Sized + Send + Sync + 'static>(
     list: &mut Vec<Arc<T>>,
     write: impl Fn(&Arc<T>) + Copy + Send + 'static,
@@ -18,7 +18,7 @@ pub(crate) fn write_spread<T: ?Sized + Send + Sync + 'static>(
     if list.len() > WRITE_PER_TASK && tokio::runtime::Handle::try_current().is_ok() {
         while list.len() > WRITE_PER_TASK {
             let chunk = list.split_off((list.len() - WRITE_PER_TASK).max(WRITE_PER_TASK));
-            tokio::spawn(async move {
+            crate::workers::spawn_helper(async move {
                 for outbox in &chunk {
                     write(outbox);
                 }

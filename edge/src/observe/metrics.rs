@@ -17,6 +17,7 @@ use crate::{
         health::{HealthReport, MediaReport},
     },
     sync::lock,
+    workers::Load,
 };
 
 const PREFIX: &str = "streamfleet_edge";
@@ -40,6 +41,9 @@ pub(crate) struct Metrics {
     gop_cache_limit_bytes: IntGauge,
     gop_cache_refusals: IntCounter,
     gop_cache_refusals_seen: std::sync::atomic::AtomicU64,
+    /// Each worker thread's load, read at each scrape ([`Metrics::observe_workers`]).
+    worker_busy: GaugeVec,
+    worker_connections: IntGaugeVec,
     pub(crate) lease_renewals: IntCounter,
     pub(crate) lease_renew_failures: IntCounter,
     pub(crate) lease_losses: IntCounterVec,
@@ -242,6 +246,22 @@ impl Metrics {
                 &["reason"],
             )?,
             takeovers: counter("takeovers_total", "Publishers admitted by replacing the previous publisher")?,
+            worker_busy: {
+                let g = GaugeVec::new(
+                    opts(
+                        "worker_busy_ratio",
+                        "Share of the last 100 ms each worker thread spent running tasks; a new connection goes to the first worker not too busy (docs/edge.md)",
+                    ),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            worker_connections: gauge_vec(
+                "worker_connections",
+                "Connections running on each worker thread (RTMP, RTMPS, relay and SRT callers)",
+                &["worker"],
+            )?,
             gop_cache_bytes: gauge("gop_cache_bytes", "Bytes the GOP caches of all streams hold together")?,
             gop_cache_limit_bytes: gauge(
                 "gop_cache_limit_bytes",
@@ -413,6 +433,17 @@ impl Metrics {
         self.gop_cache_limit_bytes.set(if max == usize::MAX { 0 } else { i64::try_from(max).unwrap_or(i64::MAX) });
         let seen = self.gop_cache_refusals_seen.fetch_max(refusals, std::sync::atomic::Ordering::Relaxed);
         self.gop_cache_refusals.inc_by(refusals.saturating_sub(seen));
+    }
+
+    /// Sets the per-worker gauges from the workers' own accounting.
+    pub(crate) fn observe_workers(&self, loads: &[Load]) {
+        for (i, load) in loads.iter().enumerate() {
+            let worker = i.to_string();
+            self.worker_busy.with_label_values(&[&worker]).set(load.busy);
+            self.worker_connections
+                .with_label_values(&[&worker])
+                .set(i64::try_from(load.connections).unwrap_or(i64::MAX));
+        }
     }
 
     /// Text exposition format.

@@ -126,7 +126,7 @@ async fn accept_loop(
         let (ctx, settings, tracker, slots, per_ip) =
             (ctx.clone(), settings.clone(), tracker.clone(), slots.clone(), per_ip.clone());
         let span = tracing::info_span!("srt", %remote, stream = tracing::field::Empty);
-        tokio::spawn(
+        crate::workers::spawn_placed(
             async move {
                 if ctx.is_draining() {
                     reject(request, down()).await;
