@@ -8,9 +8,11 @@
 //!
 //! So connections are packed, not spread: a new one goes to the first worker that is not
 //! [full](Shared::full), and a lightly loaded edge runs on its first thread alone while the
-//! others wait for the load that needs them. Connections never move once placed; a
-//! publisher's players are still written from its own thread, on whichever workers they run
-//! ([`spawn_helper`] spreads a large fan-out over all of them).
+//! others wait for the load that needs them. Connections never move once placed. A publisher's
+//! players are written from its own thread, on whichever workers they run, with two exceptions
+//! that keep a thread from carrying what another has room for: [`spawn_helper`] spreads a large
+//! fan-out over all workers, and a busy worker hands a growing share of its streams' writes to
+//! the least busy one ([`relief`]).
 //!
 //! The first worker is the thread that runs the edge (it also accepts, serves HTTP and talks to
 //! the registry); [`Workers::start`] adds the others and [`Workers`]'s drop stops them.
@@ -41,6 +43,15 @@ const BUSY_PERMILLE: u32 = 600;
 /// restart must not land on one thread.
 const BURST: u32 = 64;
 
+/// Relief (see [`relief`]) grows by this share of a busy worker's streams (in thousandths) per
+/// [`SAMPLE`] while another worker is at least [`RELIEF_MARGIN`] less busy, and shrinks by it once
+/// the worker is below [`BUSY_PERMILLE`] by that margin: a stream at a time moves, never all at
+/// once, which would only move the whole load to the other thread and back each sample.
+const RELIEF_STEP: u32 = 100;
+
+/// How much less busy (in thousandths) another worker must be to take a busy one's writes.
+const RELIEF_MARGIN: u32 = 150;
+
 /// The workers of one edge, shared by all of them.
 struct Shared {
     handles: Vec<Handle>,
@@ -52,6 +63,10 @@ struct Shared {
     connections: Vec<Arc<AtomicUsize>>,
     /// Round-robin position of [`spawn_helper`].
     next_helper: AtomicUsize,
+    /// Per worker: the share of its streams (thousandths) whose players another worker writes.
+    relief: Vec<AtomicU32>,
+    /// Per worker: the worker that writes them.
+    relief_to: Vec<AtomicUsize>,
 }
 
 thread_local! {
@@ -95,6 +110,8 @@ impl Workers {
             placed: (0..count).map(|_| AtomicU32::new(0)).collect(),
             connections: (0..count).map(|_| Arc::new(AtomicUsize::new(0))).collect(),
             next_helper: AtomicUsize::new(0),
+            relief: (0..count).map(|_| AtomicU32::new(0)).collect(),
+            relief_to: (0..count).map(|_| AtomicUsize::new(0)).collect(),
             handles,
         });
         for (i, rt) in runtimes.into_iter().enumerate() {
@@ -150,6 +167,25 @@ impl Shared {
         })
     }
 
+    /// Moves each worker's relief one step after a sample: up while it is busy and the least
+    /// busy other worker has room, down once it has room itself (see [`RELIEF_STEP`]).
+    fn adjust_relief(&self) {
+        let busy: Vec<u32> = self.busy.iter().map(|b| b.load(Relaxed)).collect();
+        for (i, &mine) in busy.iter().enumerate() {
+            let other = (0..busy.len()).filter(|&j| j != i).min_by_key(|&j| busy[j]);
+            let share = self.relief[i].load(Relaxed);
+            let share = match other {
+                Some(j) if mine >= BUSY_PERMILLE && busy[j] + RELIEF_MARGIN <= mine => {
+                    self.relief_to[i].store(j, Relaxed);
+                    (share + RELIEF_STEP).min(1000)
+                }
+                _ if mine + RELIEF_MARGIN < BUSY_PERMILLE => share.saturating_sub(RELIEF_STEP),
+                _ => share,
+            };
+            self.relief[i].store(share, Relaxed);
+        }
+    }
+
     /// Chooses the worker for a new connection and counts the connection on it.
     fn place(&self) -> (usize, Placed) {
         let target = self.choose();
@@ -181,6 +217,7 @@ async fn measure(shared: Weak<Shared>) {
             s.busy[i].store(u32::try_from(share.min(1000)).unwrap_or(1000), Relaxed);
             s.placed[i].store(0, Relaxed);
         }
+        s.adjust_relief();
         (last, at) = (busy, now);
     }
 }
@@ -256,6 +293,29 @@ pub(crate) fn spawn_helper(task: impl Future<Output = ()> + Send + 'static) {
             tokio::spawn(task);
         }
     }
+}
+
+/// The worker that writes the players of the stream identified by `key` (any value stable for
+/// the stream) instead of this thread, when this thread is a busy worker handing part of its
+/// streams' writes to a less busy one: connections stay where they were placed, and the writes
+/// for their players, most of a publisher's cost, move a share of streams at a time to where
+/// there is room. `None`: write them here.
+pub(crate) fn relief(key: usize) -> Option<Handle> {
+    CURRENT.with(|c| {
+        let c = c.borrow();
+        let (shared, me) = c.as_ref()?;
+        let share = shared.relief.get(*me)?.load(Relaxed);
+        if share == 0 || spread_key(key) >= share {
+            return None;
+        }
+        shared.handles.get(shared.relief_to[*me].load(Relaxed)).cloned()
+    })
+}
+
+/// `key` spread evenly over 0..1000, so that a share of streams is about that share of keys.
+fn spread_key(key: usize) -> u32 {
+    let mixed = (key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % 1000) as u32
 }
 
 /// Each worker's load over the last sample and its connections, first worker first; empty off
@@ -365,10 +425,69 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_worker_hands_a_growing_share_of_its_streams_to_the_least_busy() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let workers = Workers::start_measured(3, false).unwrap();
+            let s = &workers.shared;
+            let streams: Vec<usize> = (0..2000).map(|i| 0x1000 + i * 0x40).collect();
+            let relieved = || streams.iter().filter(|&&k| relief(k).is_some()).count();
+            let set = |b: [u32; 3]| {
+                for (i, v) in b.into_iter().enumerate() {
+                    s.busy[i].store(v, Relaxed);
+                }
+                s.adjust_relief();
+            };
+            assert_eq!(relieved(), 0, "a worker with room writes its own players");
+
+            set([700, 400, 100]);
+            let one_step = relieved();
+            assert!((100..300).contains(&one_step), "one step moves about a tenth: {one_step}");
+            set([700, 400, 100]);
+            let two_steps = relieved();
+            assert!(two_steps > one_step && two_steps < 500, "{one_step} then {two_steps}");
+            // The same streams stay moved: a stream's key decides, not chance.
+            assert_eq!(relieved(), two_steps);
+
+            set([550, 400, 100]);
+            assert_eq!(relieved(), two_steps, "between the marks the share holds");
+            set([300, 400, 100]);
+            assert!(relieved() < two_steps, "with room again, streams come back");
+            set([300, 400, 100]);
+            set([300, 400, 100]);
+            assert_eq!(relieved(), 0);
+
+            set([900, 850, 800]);
+            assert_eq!(relieved(), 0, "with every worker busy, nobody has room to offer");
+        });
+    }
+
+    #[test]
+    fn relief_goes_to_the_least_busy_worker() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let workers = Workers::start_measured(3, false).unwrap();
+            let s = &workers.shared;
+            for _ in 0..10 {
+                s.busy[0].store(900, Relaxed);
+                s.busy[1].store(500, Relaxed);
+                s.busy[2].store(100, Relaxed);
+                s.adjust_relief();
+            }
+            let (tx, rx) = oneshot::channel();
+            relief(0x1234).expect("all streams relieved").spawn(async move {
+                let _ = tx.send(std::thread::current().name().unwrap_or("").to_string());
+            });
+            assert_eq!(rx.await.unwrap(), "edge-worker-2");
+        });
+    }
+
+    #[test]
     fn off_the_workers_everything_runs_on_the_current_runtime() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             assert!(loads().is_empty());
+            assert!(relief(0).is_none());
             let (tx, rx) = oneshot::channel();
             spawn_helper(async move {
                 let _ = tx.send(std::thread::current().id());

@@ -10,7 +10,8 @@ pub(crate) const WRITE_PER_TASK: usize = 256;
 
 /// Runs `write` on every outbox of `list`, emptying it: the first [`WRITE_PER_TASK`] (the
 /// longest-connected players) from the calling task, the rest in helper tasks of that many each,
-/// which the edge's workers take in turn.
+/// which the edge's workers take in turn. When the calling thread is busy and relieved by another
+/// worker for this stream, the first group goes to that worker as well.
 pub(crate) fn write_spread<T: ?Sized + Send + Sync + 'static>(
     list: &mut Vec<Arc<T>>,
     write: impl Fn(&Arc<T>) + Copy + Send + 'static,
@@ -24,6 +25,19 @@ pub(crate) fn write_spread<T: ?Sized + Send + Sync + 'static>(
                 }
             });
         }
+    }
+    // This worker is busy and hands part of its streams' writes to a less busy one: keyed by the
+    // longest-connected player, so a stream stays on one side until its share changes.
+    if let Some(first) = list.first()
+        && let Some(worker) = crate::workers::relief(Arc::as_ptr(first) as *const u8 as usize)
+    {
+        let group: Vec<Arc<T>> = std::mem::take(list);
+        worker.spawn(async move {
+            for outbox in &group {
+                write(outbox);
+            }
+        });
+        return;
     }
     for outbox in list.drain(..) {
         write(&outbox);
