@@ -338,6 +338,11 @@ mod tests {
 
     use super::*;
 
+    /// Runs `f` on a single-threaded runtime, as the edge runs its first worker.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
     /// A connection placed by `spawn_connection`: the worker thread it ran on, after echoing
     /// one byte back over its socket.
     async fn place_one(listener: &tokio::net::TcpListener) -> String {
@@ -362,8 +367,7 @@ mod tests {
 
     #[test]
     fn connections_fill_the_first_worker_then_go_to_the_next() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let main = std::thread::current().name().unwrap_or("").to_string();
             let workers = Workers::start_measured(2, false).unwrap();
             assert_eq!(workers.count(), 2);
@@ -387,8 +391,7 @@ mod tests {
 
     #[test]
     fn the_load_is_measured_and_connections_counted_while_they_live() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let _workers = Workers::start(2).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
@@ -426,8 +429,7 @@ mod tests {
 
     #[test]
     fn a_busy_worker_hands_a_growing_share_of_its_streams_to_the_least_busy() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let workers = Workers::start_measured(3, false).unwrap();
             let s = &workers.shared;
             let streams: Vec<usize> = (0..2000).map(|i| 0x1000 + i * 0x40).collect();
@@ -464,8 +466,7 @@ mod tests {
 
     #[test]
     fn relief_goes_to_the_least_busy_worker() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             let workers = Workers::start_measured(3, false).unwrap();
             let s = &workers.shared;
             for _ in 0..10 {
@@ -484,8 +485,7 @@ mod tests {
 
     #[test]
     fn off_the_workers_everything_runs_on_the_current_runtime() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        block_on(async {
             assert!(loads().is_empty());
             assert!(relief(0).is_none());
             let (tx, rx) = oneshot::channel();
