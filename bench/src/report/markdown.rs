@@ -309,6 +309,13 @@ pub fn render(inp: &Inputs<'_>) -> String {
     if points.is_empty() {
         let _ = writeln!(out, "Not run.");
     } else {
+        if let Some(r) = points[0].1.values().filter_map(|g| g.first()).next() {
+            let _ = writeln!(
+                out,
+                "Media per publisher: {} ({:.0} kbit/s with audio, GOP {} ms, {:.0} fps).\n",
+                r.params.media, r.params.media_kbps, r.params.gop_ms, r.params.fps
+            );
+        }
         let _ = writeln!(
             out,
             "| publishers | server CPU-s per GB delivered | server CPU % of a core | latency p50/p99 ms | p99 ratio | failed+dropped publishers | failed+dropped players | other load (cores) |"
@@ -1015,6 +1022,40 @@ mod tests {
         assert!(doc.contains("| CPU-s per GB ≤ 0.8× nginx-rtmp | **0.60×** | met (0.60× ≤ 0.8×) |"));
         assert!(doc.contains("| RSS per publisher ≤ nginx-rtmp's (GOP cache stated separately) | streamfleet-edge 200.0 KiB without a GOP cache (**0.50×**), 300.0 KiB with one GOP per stream cached (**0.75×**); nginx-rtmp 400.0 KiB; one GOP of the media is 275 KiB | met (0.50× ≤ 1×) without the GOP cache; met (0.75× ≤ 1×) with it |"), "{doc}");
         assert!(doc.contains("### 7. Cores: the edge with one and two worker threads\n\nNot run."));
+    }
+
+    #[test]
+    fn ingest_section_states_the_publishers_media() {
+        let run = |server: &str, cpu: f64| RunReport {
+            scenario: "ingest".into(),
+            server: server.into(),
+            tag: "ingest-200".into(),
+            params: Params {
+                players: 200,
+                publishers: 200,
+                media: "1280x720-30fps-3000k-gop2s-20s.flv".into(),
+                media_kbps: 3128.0,
+                gop_ms: 2000,
+                fps: 30.0,
+                ..Default::default()
+            },
+            server_stats: Some(ServerStats { cpu_s_per_gb: Some(cpu), ..Default::default() }),
+            ..Default::default()
+        };
+        let doc = render_runs(vec![
+            run("nginx-rtmp", 4.0),
+            run("streamfleet-edge", 3.0),
+            run("streamfleet-edge no GOP cache", 2.8),
+        ]);
+        let section = doc.split("### 3. Ingest").nth(1).unwrap();
+        assert!(
+            section.contains(
+                "Media per publisher: 1280x720-30fps-3000k-gop2s-20s.flv (3128 kbit/s with audio, GOP 2000 ms, 30 fps)."
+            ),
+            "{section}"
+        );
+        // The edge without its GOP cache (nginx-rtmp keeps none) gets a ratio of its own.
+        assert!(section.contains("| 200 | 4.00 · 3.00 · 2.80 · **0.75×** · **0.70×** |"), "{section}");
     }
 
     #[test]
