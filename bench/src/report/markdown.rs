@@ -57,6 +57,11 @@ fn servers(inp: &Inputs<'_>) -> Vec<String> {
 
 type Metric = fn(&RunReport) -> Option<f64>;
 
+/// The first run of a section's first point: what its media line describes.
+fn first_run<'a>(points: &[(&String, &'a BTreeMap<String, Group>)]) -> Option<&'a RunReport> {
+    points.first()?.1.values().find_map(|g| g.first())
+}
+
 fn lat_p50(r: &RunReport) -> Option<f64> {
     r.latency_window_ms.map(|s| s.p50)
 }
@@ -231,7 +236,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
     if points.is_empty() {
         let _ = writeln!(out, "Not run.");
     } else {
-        let media = points[0].1.values().filter_map(|g| g.first()).next().map(|r| {
+        let media = first_run(&points).map(|r| {
             format!(
                 "{} ({:.0} kbit/s, GOP {} ms, {:.0} fps)",
                 r.params.media, r.params.media_kbps, r.params.gop_ms, r.params.fps
@@ -309,7 +314,7 @@ pub fn render(inp: &Inputs<'_>) -> String {
     if points.is_empty() {
         let _ = writeln!(out, "Not run.");
     } else {
-        if let Some(r) = points[0].1.values().filter_map(|g| g.first()).next() {
+        if let Some(r) = first_run(&points) {
             let _ = writeln!(
                 out,
                 "Media per publisher: {} ({:.0} kbit/s with audio, GOP {} ms, {:.0} fps).\n",
@@ -444,8 +449,7 @@ fn density_section(inp: &Inputs<'_>, servers: &[String]) -> String {
         let _ = writeln!(out, "Not run.");
         return out;
     }
-    let first = points[0].1.values().filter_map(|g| g.first()).next();
-    if let Some(r) = first {
+    if let Some(r) = first_run(&points) {
         let _ = writeln!(
             out,
             "Media: {} ({:.0} kbit/s, GOP {} ms); publishers and players ramped at {:.0}/s. Admission = each publisher's TCP connect → `NetStream.Publish.Start` during the ramp. RSS per publisher = (RSS with every publisher up, after the warm-up − RSS of the fresh, idle server) ÷ publishers, before any player joins. It includes the GOP cache; the cache's share is measured by a third server when present, the same edge with `--gop-cache-total-bytes 1` (“no GOP cache”: it keeps no GOP, its players start at the next keyframe), and one GOP of the media (bitrate × keyframe interval, computed) is stated next to it.\n",
