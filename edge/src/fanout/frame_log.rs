@@ -128,9 +128,10 @@ impl FrameLog {
 mod tests {
     use super::*;
     use crate::media::FrameKind;
+    use bytes::Bytes;
 
     fn frame(ts: u32) -> Arc<Frame> {
-        Arc::new(Frame::new(FrameKind::Video, ts, false, false, &[0x27, 1, 0, 0, 0]))
+        Arc::new(Frame::new(FrameKind::Video, ts, false, false, Bytes::from_static(&[0x27, 1, 0, 0, 0])))
     }
 
     /// The timestamps past `cursor`, how many were missed, and the next cursor.

@@ -1,5 +1,5 @@
-//! Where bytes fan out. Each media message is serialized into RTMP chunks once
-//! ([`Frame::new`](crate::media::Frame::new)) and shared by every player as reference-counted [`Bytes`]; each connection
+//! Where bytes fan out. Each media message becomes one [`Frame`](crate::media::Frame) (its
+//! payload as received and its RTMP chunk headers) shared by every player; each connection
 //! has one [`Outbox`] (a bounded queue) whose bytes are written to the socket in order by one
 //! owner at a time.
 //!

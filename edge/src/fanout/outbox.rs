@@ -22,7 +22,7 @@ use super::{
     window::{WindowFlusher, Windowed, window_end},
 };
 use crate::{
-    media::{DEFAULT_STREAM_ID, Frame, FrameKind},
+    media::{DEFAULT_STREAM_ID, Frame, FrameKind, Pieces},
     sync::lock,
 };
 
@@ -61,7 +61,7 @@ pub(crate) enum CloseReason {
 #[derive(Debug)]
 pub(super) enum Item {
     Bytes(Bytes),
-    /// A frame's shared chunks (the player's message stream is [`DEFAULT_STREAM_ID`]).
+    /// A shared frame (the player's message stream is [`DEFAULT_STREAM_ID`]).
     Frame(Arc<Frame>),
     /// A frame serialized for this player's message stream id; whether it is a picture (not a
     /// sequence header). Kept as small as the other variants: queues keep their entries.
@@ -77,15 +77,19 @@ impl Item {
         }
     }
 
-    pub(super) fn data(&self) -> &[u8] {
+    /// The item's wire bytes, as the slices a vectored write takes.
+    pub(super) fn pieces(&self) -> Pieces<'_> {
         match self {
-            Item::Bytes(b) | Item::Reframed(b, _) => b,
-            Item::Frame(f) => &f.chunks,
+            Item::Bytes(b) | Item::Reframed(b, _) => Pieces::single(b),
+            Item::Frame(f) => f.pieces(),
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        self.data().len()
+        match self {
+            Item::Bytes(b) | Item::Reframed(b, _) => b.len(),
+            Item::Frame(f) => f.wire_len(),
+        }
     }
 
     pub(super) fn is_first_picture(&self) -> bool {
@@ -614,7 +618,7 @@ pub(crate) mod tests {
     use std::task::Waker;
 
     fn frame(kind: FrameKind, keyframe: bool, essential: bool, len: usize) -> Arc<Frame> {
-        Arc::new(Frame::new(kind, 0, keyframe, essential, &vec![0u8; len]))
+        Arc::new(Frame::new(kind, 0, keyframe, essential, Bytes::from(vec![0u8; len])))
     }
 
     fn outbox(max: usize) -> Arc<Outbox> {
@@ -634,6 +638,8 @@ pub(crate) mod tests {
         waker: Option<Waker>,
         /// The thread of each write that took bytes.
         threads: Vec<std::thread::ThreadId>,
+        /// Bytes each write took.
+        sizes: Vec<usize>,
     }
 
     impl FakeSink {
@@ -652,6 +658,10 @@ pub(crate) mod tests {
         }
         pub(crate) fn calls(&self) -> usize {
             self.0.lock().unwrap().calls
+        }
+        /// Bytes each write that took any took, in order.
+        pub(crate) fn sizes(&self) -> Vec<usize> {
+            self.0.lock().unwrap().sizes.clone()
         }
     }
 
@@ -673,6 +683,7 @@ pub(crate) mod tests {
             }
             f.room -= n;
             f.threads.push(std::thread::current().id());
+            f.sizes.push(n);
             Ok(n)
         }
         fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
@@ -805,9 +816,9 @@ pub(crate) mod tests {
         ob.flush();
         // Three frames, two calls (the audio went with the second video frame), on this thread.
         assert_eq!(sink.calls(), 2);
-        let mut want = video.chunks.to_vec();
-        want.extend_from_slice(&audio.chunks);
-        want.extend_from_slice(&video.chunks);
+        let mut want = video.wire().to_vec();
+        want.extend_from_slice(&audio.wire());
+        want.extend_from_slice(&video.wire());
         assert_eq!(sink.data(), want);
         assert!(sink.0.lock().unwrap().threads.iter().all(|t| *t == std::thread::current().id()));
         assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
@@ -878,7 +889,7 @@ pub(crate) mod tests {
         waker.expect("the writer task waits for room").wake();
         ob.close(CloseReason::Finished);
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap(), CloseReason::Finished);
-        assert_eq!(sink.state.lock().unwrap().delivered, video.chunks.to_vec(), "the backlog reached the socket");
+        assert_eq!(sink.state.lock().unwrap().delivered, video.wire().to_vec(), "the backlog reached the socket");
     }
 
     #[tokio::test]
@@ -898,9 +909,9 @@ pub(crate) mod tests {
         sink.give(1 << 20);
         ob.close(CloseReason::Finished);
         assert_eq!(writer.await.unwrap(), CloseReason::Finished);
-        let mut want = a.chunks.to_vec();
+        let mut want = a.wire().to_vec();
         want.extend_from_slice(b"ctl");
-        want.extend_from_slice(&b.chunks);
+        want.extend_from_slice(&b.wire());
         assert_eq!(sink.data(), want);
         assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
         assert!(ob.lock().sink.is_none(), "the writer let go of the socket");
@@ -941,7 +952,7 @@ pub(crate) mod tests {
         assert_eq!(sink.data().len(), 700);
         sink.give(1 << 20);
         let want: Vec<u8> = frames.iter().flat_map(|f| f.chunks_for(3).to_vec()).collect();
-        assert_ne!(frames[0].chunks_for(3), frames[0].chunks, "the stream id is in the chunk headers");
+        assert_ne!(frames[0].chunks_for(3), frames[0].wire(), "the stream id is in the chunk headers");
         streamfleet_testkit::wait::wait_until("the rest written", Duration::from_secs(5), || async {
             (sink.data().len() == want.len()).then_some(())
         })
@@ -1053,7 +1064,7 @@ pub(crate) mod tests {
         ob.close(CloseReason::Finished);
         assert_eq!(writer.await.unwrap(), CloseReason::Finished);
         let mut want = b"hello".to_vec();
-        want.extend_from_slice(&f.chunks);
+        want.extend_from_slice(&f.wire());
         want.extend_from_slice(b"bye");
         assert_eq!(sink.data(), want);
         assert_eq!(ob.stats.bytes_sent.load(Ordering::Relaxed), want.len() as u64);
@@ -1096,13 +1107,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frames_share_one_serialization() {
+    fn players_on_the_default_stream_id_share_the_frame() {
         let f = frame(FrameKind::Video, true, false, 10_000);
-        let a = f.chunks_for(DEFAULT_STREAM_ID);
-        let b = f.chunks_for(DEFAULT_STREAM_ID);
-        assert_eq!(a.as_ptr(), b.as_ptr(), "same bytes, not a copy");
-        let other = f.chunks_for(3);
-        assert_ne!(other, a);
-        assert_eq!(other.len(), a.len());
+        let shared = Item::for_player(&f, DEFAULT_STREAM_ID);
+        assert!(matches!(&shared, Item::Frame(g) if Arc::ptr_eq(g, &f)), "the frame itself, not a copy");
+        let other = Item::for_player(&f, 3);
+        let bytes = |i: &Item| i.pieces().collect::<Vec<_>>().concat();
+        assert_eq!(bytes(&shared), f.wire());
+        assert_eq!((shared.len(), other.len()), (f.wire_len(), f.wire_len()));
+        assert_ne!(bytes(&other), bytes(&shared), "the stream id is in the header");
     }
 }

@@ -172,19 +172,30 @@ impl Outbox {
         self.wrote(n, first_video);
     }
 
-    /// The bytes of the next write: the queue's front (up to [`MAX_IOVECS`] items). Only the
-    /// owner of the write may call it, and must clear `bufs` before [`Outbox::consume`].
+    /// The bytes of the next write: the queue's front, up to [`MAX_IOVECS`] slices (a frame
+    /// is several: its headers and its payload's chunks). Only the owner of the write may call
+    /// it, and must clear `bufs` before [`Outbox::consume`].
     fn collect(&self, st: &State, bufs: &mut WriteList) -> usize {
         debug_assert!(st.writing, "only the owner of the write may borrow queued bytes");
         debug_assert!(bufs.0.is_empty(), "a write list still borrows bytes from an earlier write");
         let mut total = 0;
-        for (i, item) in st.queue.iter().take(MAX_IOVECS).enumerate() {
-            let mut b = item.data();
-            if i == 0 {
-                b = &b[st.front_offset.min(b.len())..];
+        // What the front item's earlier writes took.
+        let mut skip = st.front_offset;
+        for item in &st.queue {
+            for piece in item.pieces() {
+                if skip >= piece.len() {
+                    skip -= piece.len();
+                    continue;
+                }
+                if bufs.0.len() == MAX_IOVECS {
+                    return total;
+                }
+                let piece = &piece[skip..];
+                skip = 0;
+                total += piece.len();
+                bufs.push(piece);
             }
-            total += b.len();
-            bufs.push(b);
+            skip = 0;
         }
         total
     }
@@ -272,8 +283,10 @@ fn write_now(sink: &dyn Sink, bufs: &WriteList) -> Wrote {
     }
 }
 
-/// The most buffers handed to one `writev` (Linux IOV_MAX is 1024); kept on the stack.
-const MAX_IOVECS: usize = 64;
+/// The most slices handed to one `writev` (Linux IOV_MAX is 1024). A frame is two per chunk
+/// of the edge's chunk size: dozens of frames per write still, as a new player's fast start
+/// needs.
+const MAX_IOVECS: usize = 256;
 /// Queue entries an outbox keeps allocated once drained; a join burst (a whole GOP) grows its
 /// queue far beyond, and that memory is given back afterwards.
 const KEEP_ENTRIES: usize = 16;
@@ -403,8 +416,8 @@ mod tests {
         let mut want = Vec::new();
         for i in 0..frames {
             let payload = Bytes::from(vec![(i % 251) as u8; 64 + (i * 37) % 300]);
-            let frame = Arc::new(Frame::new(FrameKind::Video, i as u32, i % 10 == 0, false, &payload));
-            want.extend_from_slice(&frame.chunks);
+            let frame = Arc::new(Frame::new(FrameKind::Video, i as u32, i % 10 == 0, false, payload));
+            want.extend_from_slice(&frame.wire());
             if ob.offer_deferred(&frame, Instant::now()) == (Offer::Queued { flush: true }) {
                 ob.flush();
             }
@@ -419,5 +432,36 @@ mod tests {
         sink.give(usize::MAX / 2);
         assert_eq!(writer.join().unwrap(), CloseReason::Finished);
         assert_eq!(sink.data(), want);
+    }
+
+    /// A frame larger than the edge's chunk size is several slices. A write hands over at most
+    /// [`MAX_IOVECS`] of them, wherever that falls in a frame, and the next write goes on from
+    /// there: the player gets every frame's chunks whole and in order.
+    #[tokio::test]
+    async fn frames_of_many_chunks_are_written_whole_and_in_order() {
+        let ob = Outbox::new(OutboxLimits::new(4 << 20, Duration::from_secs(30)));
+        let sink = FakeSink::with_room(0);
+        ob.attach(sink.clone(), Arc::new(()), None);
+        let frames: Vec<Arc<Frame>> = (0..60u32)
+            .map(|i| Arc::new(Frame::new(FrameKind::Video, i * 33, i == 0, false, Bytes::from(vec![i as u8; 20_000]))))
+            .collect();
+        let pieces: usize = frames.iter().map(|f| f.pieces().count()).sum();
+        assert!(pieces > 2 * MAX_IOVECS, "{pieces} slices");
+        for f in &frames {
+            if ob.offer_deferred(f, Instant::now()) == (Offer::Queued { flush: true }) {
+                ob.flush();
+            }
+        }
+        let writer = tokio::spawn(run_writer(ob.clone()));
+        sink.give(usize::MAX / 2);
+        ob.close(CloseReason::Finished);
+        assert_eq!(writer.await.unwrap(), CloseReason::Finished);
+        let want: Vec<u8> = frames.iter().flat_map(|f| f.wire().to_vec()).collect();
+        assert!(sink.data() == want, "the player got other bytes than the frames' chunks");
+        let per_write: Vec<usize> = {
+            let all: Vec<usize> = frames.iter().flat_map(|f| f.pieces().map(<[u8]>::len).collect::<Vec<_>>()).collect();
+            all.chunks(MAX_IOVECS).map(|w| w.iter().sum()).collect()
+        };
+        assert_eq!(sink.sizes(), per_write, "writes of {MAX_IOVECS} slices each");
     }
 }

@@ -1,17 +1,23 @@
-//! The frame every player of a stream shares: one media message serialised into RTMP chunks
-//! once (full header, absolute timestamp, the edge's chunk size) and handed to each player as
-//! reference-counted bytes. A player on another message stream id gets its own copy.
+//! The frame every player of a stream shares: one media message, its payload kept as the
+//! publisher's connection handed it over, and the RTMP chunk headers (full header, absolute
+//! timestamp, the edge's chunk size) that frame it on the wire. A write hands the headers and
+//! the payload's pieces to `writev` side by side ([`Frame::pieces`]), so the payload is never
+//! copied into a serialized form: copying each message into its chunks was 7 % of the edge's
+//! CPU at 3 Mbit/s ingest (docs/benchmarks.md, "Frames that keep their payload").
 //!
-//! The frame keeps only the chunk bytes, not the payload it was made from: the GOP cache holds
-//! every frame of the current GOP, and keeping both would hold each GOP twice and keep the
-//! publisher's read buffers alive until the next keyframe (so the reader could not reuse them).
+//! The payload is held for as long as the GOP cache keeps the frame, so it must be an
+//! allocation of its own ([`crate::media::Media::payload`] says who guarantees that).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::rtmp::{OUT_CHUNK_SIZE, chunk_writer::serialize_message, csid, msg_type};
+use crate::rtmp::{
+    OUT_CHUNK_SIZE,
+    chunk_writer::{EXTENDED_TIMESTAMP_MARK, serialize_message, serialized_len},
+    csid, msg_type,
+};
 
 /// The message stream id nearly every client gets from `createStream` (rml_rtmp numbers them
-/// from 1 per connection). Frames are pre-serialized for it; other ids are serialized per player.
+/// from 1 per connection). Frames carry headers for it; other ids are serialized per player.
 pub(crate) const DEFAULT_STREAM_ID: u32 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,94 +30,155 @@ pub(crate) enum FrameKind {
     Status,
 }
 
-/// One media message, serialized once and shared by every player of a stream.
+/// One media message, shared by every player of a stream.
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub(crate) kind: FrameKind,
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) timestamp: u32,
     pub(crate) keyframe: bool,
-    /// Sequence headers, metadata and status messages are never dropped for slow players.
     pub(crate) essential: bool,
-    /// Length of the message payload (the chunk bytes add headers).
-    pub(crate) payload_len: usize,
-    /// Chunk bytes for message stream [`DEFAULT_STREAM_ID`].
-    pub(crate) chunks: Bytes,
+    /// The message payload, as received.
+    pub(crate) payload: Bytes,
+    /// The first chunk's header for message stream [`DEFAULT_STREAM_ID`]: 12 bytes, 16 with an
+    /// extended timestamp.
+    header: [u8; 16],
+    /// Each continuation chunk's header (format 3): 1 byte, 5 with an extended timestamp.
+    continuation: [u8; 5],
+    extended: bool,
 }
 
-/// Where the message stream id sits in the chunks [`serialize_message`] writes: after the
-/// one-byte basic header, 3 bytes of timestamp, 3 of length and 1 of type, little-endian. Only
-/// the first chunk carries it (the continuation chunks are format 3).
-const STREAM_ID_AT: std::ops::Range<usize> = 8..12;
-
 impl Frame {
-    pub(crate) fn new(kind: FrameKind, timestamp: u32, keyframe: bool, essential: bool, payload: &[u8]) -> Frame {
-        let chunks = serialize_for(kind, timestamp, payload, DEFAULT_STREAM_ID);
-        Frame { kind, timestamp, keyframe, essential, payload_len: payload.len(), chunks }
+    pub(crate) fn new(kind: FrameKind, timestamp: u32, keyframe: bool, essential: bool, payload: Bytes) -> Frame {
+        let (csid, type_id) = ids(kind);
+        let payload = if payload.len() > MAX_PAYLOAD { payload.slice(..MAX_PAYLOAD) } else { payload };
+        let extended = timestamp >= EXTENDED_TIMESTAMP_MARK;
+        let ts = timestamp.min(EXTENDED_TIMESTAMP_MARK).to_be_bytes();
+        let len = (payload.len() as u32).to_be_bytes();
+        let id = DEFAULT_STREAM_ID.to_le_bytes();
+        let full = timestamp.to_be_bytes();
+        let basic = (csid & 0x3f) as u8;
+        let header = [
+            basic, ts[1], ts[2], ts[3], len[1], len[2], len[3], type_id, id[0], id[1], id[2], id[3], full[0], full[1],
+            full[2], full[3],
+        ];
+        let continuation = [0xC0 | basic, full[0], full[1], full[2], full[3]];
+        Frame { kind, timestamp, keyframe, essential, payload, header, continuation, extended }
     }
 
-    /// The chunk bytes for a player on `stream_id` (shared for the default id, a copy with the
-    /// id rewritten otherwise).
+    /// The frame's wire bytes for message stream [`DEFAULT_STREAM_ID`], in order: the header,
+    /// then the payload in chunks of the edge's chunk size with a continuation header between
+    /// them. Every piece borrows from the frame.
+    pub(crate) fn pieces(&self) -> Pieces<'_> {
+        let (header, continuation) = if self.extended {
+            (&self.header[..], &self.continuation[..])
+        } else {
+            (&self.header[..12], &self.continuation[..1])
+        };
+        Pieces { head: Some(header), rest: &self.payload, continuation, separator_due: false }
+    }
+
+    /// The chunk bytes for a player on another message stream id than the default (a copy
+    /// with that id in the header).
     pub(crate) fn chunks_for(&self, stream_id: u32) -> Bytes {
-        if stream_id == DEFAULT_STREAM_ID {
-            return self.chunks.clone();
-        }
-        let mut copy = BytesMut::from(&self.chunks[..]);
-        if let Some(field) = copy.get_mut(STREAM_ID_AT) {
-            field.copy_from_slice(&stream_id.to_le_bytes());
-        }
-        copy.freeze()
+        let (csid, type_id) = ids(self.kind);
+        serialize_message(csid, type_id, stream_id, self.timestamp, &self.payload, OUT_CHUNK_SIZE as usize)
     }
 
-    /// The payload, taken back out of the chunks (tests only: the edge never needs it again).
+    /// The wire bytes [`pieces`](Self::pieces) hands out, in one buffer (tests only: the edge
+    /// writes the pieces).
     #[cfg(test)]
-    pub(crate) fn payload(&self) -> Bytes {
-        let extended = if self.timestamp >= 0x00FF_FFFF { 4 } else { 0 };
-        let mut rest = &self.chunks[12 + extended..];
-        let mut out = BytesMut::with_capacity(self.payload_len);
-        loop {
-            let take = rest.len().min(OUT_CHUNK_SIZE as usize);
-            out.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if rest.is_empty() {
-                return out.freeze();
-            }
-            rest = &rest[1 + extended..];
-        }
+    pub(crate) fn wire(&self) -> Bytes {
+        self.pieces().collect::<Vec<&[u8]>>().concat().into()
     }
 
     /// Bytes this frame occupies in a player's queue.
     pub(crate) fn wire_len(&self) -> usize {
-        self.chunks.len()
+        serialized_len(self.payload.len(), self.timestamp, OUT_CHUNK_SIZE as usize)
     }
 }
 
-fn serialize_for(kind: FrameKind, timestamp: u32, payload: &[u8], stream_id: u32) -> Bytes {
-    let (csid, type_id) = match kind {
+/// The largest payload one RTMP message carries (its length field has 24 bits).
+const MAX_PAYLOAD: usize = 0x00FF_FFFF;
+
+fn ids(kind: FrameKind) -> (u32, u8) {
+    match kind {
         FrameKind::Audio => (csid::AUDIO, msg_type::AUDIO),
         FrameKind::Video => (csid::VIDEO, msg_type::VIDEO),
         FrameKind::Data => (csid::DATA, msg_type::AMF0_DATA),
         FrameKind::Status => (csid::CONTROL, msg_type::AMF0_COMMAND),
-    };
-    serialize_message(csid, type_id, stream_id, timestamp, payload, OUT_CHUNK_SIZE as usize)
+    }
+}
+
+/// The slices of one queued item's wire bytes: a frame's headers and payload chunks
+/// ([`Frame::pieces`]), or one buffer ([`Pieces::single`]).
+pub(crate) struct Pieces<'a> {
+    head: Option<&'a [u8]>,
+    rest: &'a [u8],
+    continuation: &'a [u8],
+    separator_due: bool,
+}
+
+impl<'a> Pieces<'a> {
+    pub(crate) fn single(bytes: &'a [u8]) -> Pieces<'a> {
+        Pieces { head: Some(bytes), rest: &[], continuation: &[], separator_due: false }
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(head) = self.head.take() {
+            return Some(head);
+        }
+        if self.rest.is_empty() {
+            return None;
+        }
+        if self.separator_due {
+            self.separator_due = false;
+            return Some(self.continuation);
+        }
+        let (chunk, rest) = self.rest.split_at(self.rest.len().min(OUT_CHUNK_SIZE as usize));
+        self.rest = rest;
+        self.separator_due = !rest.is_empty();
+        Some(chunk)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A player on another message stream id gets exactly what serializing the payload for that
-    /// id gives, for one chunk, several chunks and an extended timestamp.
+    /// A frame's pieces are exactly what serializing its payload gives, for the default
+    /// message stream id and any other, for no payload, one chunk, several chunks, a payload
+    /// that ends on a chunk boundary and an extended timestamp.
     #[test]
-    fn chunks_for_another_stream_id_match_a_fresh_serialization() {
-        for (len, ts) in [(10, 40), (4096 * 2 + 7, 1000), (5000, 0x0100_0000)] {
-            let payload: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
-            let f = Frame::new(FrameKind::Video, ts, true, false, &payload);
-            assert_eq!(f.payload_len, len);
-            assert_eq!(f.payload(), payload, "len {len}");
-            for id in [DEFAULT_STREAM_ID, 3, 0x0102_0304] {
-                assert_eq!(f.chunks_for(id), serialize_for(FrameKind::Video, ts, &payload, id), "len {len}, id {id}");
+    fn pieces_match_a_fresh_serialization() {
+        let chunk = OUT_CHUNK_SIZE as usize;
+        for (len, ts) in
+            [(0, 0), (10, 40), (chunk, 7), (chunk * 2 + 7, 1000), (5000, 0x0100_0000), (chunk * 3, 0x00FF_FFFF)]
+        {
+            let payload: Bytes = (0..len).map(|i| (i * 31) as u8).collect::<Vec<u8>>().into();
+            let f = Frame::new(FrameKind::Video, ts, true, false, payload.clone());
+            let fresh = serialize_message(csid::VIDEO, msg_type::VIDEO, DEFAULT_STREAM_ID, ts, &payload, chunk);
+            assert_eq!(f.wire(), fresh, "len {len}, ts {ts}");
+            assert_eq!(f.wire_len(), fresh.len(), "len {len}, ts {ts}");
+            assert_eq!(f.pieces().count(), 1 + (2 * len.div_ceil(chunk)).saturating_sub(1), "len {len}");
+            for id in [3, 0x0102_0304] {
+                let other = serialize_message(csid::VIDEO, msg_type::VIDEO, id, ts, &payload, chunk);
+                assert_eq!(f.chunks_for(id), other, "len {len}, id {id}");
             }
         }
+    }
+
+    /// The frame holds the payload it was given, not a copy.
+    #[test]
+    fn frames_keep_their_payload() {
+        let payload = Bytes::from(vec![7u8; 10_000]);
+        let f = Frame::new(FrameKind::Audio, 40, false, false, payload.clone());
+        assert_eq!(f.payload.as_ptr(), payload.as_ptr());
+        let pieces: Vec<&[u8]> = f.pieces().collect();
+        assert_eq!(pieces[1].as_ptr(), payload.as_ptr(), "the first chunk is the payload itself");
     }
 }

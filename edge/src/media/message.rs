@@ -19,5 +19,9 @@ pub enum MediaKind {
 pub struct Media {
     pub kind: MediaKind,
     pub timestamp: u32,
+    /// Kept as it is by the stream's frame, and so by the GOP cache for seconds: it must be an
+    /// allocation of its own (about its size), never a slice of a buffer its producer reuses or
+    /// that holds much more, which the cache would keep alive with it. The RTMP chunk reader,
+    /// the relay pull and the MPEG-TS demuxer each hand on such allocations.
     pub payload: Bytes,
 }

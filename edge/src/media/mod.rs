@@ -6,7 +6,7 @@
 //!   FourCC and multitrack);
 //! - [`describe`]: what configuration packets and `onMetaData` say (resolution, profile, sample
 //!   rate, channels, announced frame rate and bitrates);
-//! - [`frame`]: a message serialised once into RTMP chunks and shared by every player.
+//! - [`frame`]: a message with its RTMP chunk headers, shared by every player.
 //!
 //! A new ingest protocol produces [`Media`]; everything from here up is unchanged.
 
@@ -17,5 +17,5 @@ pub(crate) use codec::ConfigSlot;
 mod frame;
 mod message;
 
-pub(crate) use frame::{DEFAULT_STREAM_ID, Frame, FrameKind};
+pub(crate) use frame::{DEFAULT_STREAM_ID, Frame, FrameKind, Pieces};
 pub use message::{Media, MediaKind};

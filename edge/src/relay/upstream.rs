@@ -188,12 +188,18 @@ impl Upstream {
 
     fn event(&mut self, e: ClientSessionEvent) {
         match e {
-            ClientSessionEvent::VideoDataReceived { timestamp, data } => {
-                self.media.push_back(Media { kind: MediaKind::Video, timestamp: timestamp.value, payload: data })
-            }
-            ClientSessionEvent::AudioDataReceived { timestamp, data } => {
-                self.media.push_back(Media { kind: MediaKind::Audio, timestamp: timestamp.value, payload: data })
-            }
+            // Copied: rml_rtmp's payloads may be slices of its own reassembly buffer, and the
+            // fan-out keeps a payload as long as its GOP lasts (see `Media::payload`).
+            ClientSessionEvent::VideoDataReceived { timestamp, data } => self.media.push_back(Media {
+                kind: MediaKind::Video,
+                timestamp: timestamp.value,
+                payload: Bytes::copy_from_slice(&data),
+            }),
+            ClientSessionEvent::AudioDataReceived { timestamp, data } => self.media.push_back(Media {
+                kind: MediaKind::Audio,
+                timestamp: timestamp.value,
+                payload: Bytes::copy_from_slice(&data),
+            }),
             ClientSessionEvent::StreamMetadataReceived { metadata } => {
                 if let Some(payload) = encode_metadata(&metadata) {
                     self.media.push_back(Media { kind: MediaKind::Metadata, timestamp: 0, payload });

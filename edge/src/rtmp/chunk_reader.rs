@@ -432,7 +432,7 @@ impl ChunkReader {
             let data = self.buf.split_to(chunk_len);
             let Some(stream) = self.streams.get_mut(&h.csid) else { return Ok(Step::Partial) };
             let Some(partial) = stream.partial.as_mut() else { return Ok(Step::Partial) };
-            partial.extend_from_slice(&data);
+            append(partial, &data, length);
             self.partial_bytes += chunk_len;
             if partial.len() < length {
                 return Ok(Step::Partial);
@@ -487,13 +487,17 @@ impl ChunkReader {
         stream.stream_id = h.stream_id;
 
         if chunk_len == length {
-            // The common case: the whole message in one chunk, handed on without a copy.
+            // The whole message in one chunk. Media is handed on in an allocation of its own:
+            // the fan-out keeps it (the GOP cache, for seconds), and a slice would keep the
+            // whole input buffer with it. Anything else is parsed and dropped at once, so it is
+            // handed on without a copy.
+            let payload = if is_media(h.type_id) { Bytes::copy_from_slice(&data) } else { data.freeze() };
             return Ok(Step::Complete(Message {
                 csid: h.csid,
                 type_id: stream.type_id,
                 stream_id: stream.stream_id,
                 timestamp: stream.timestamp,
-                payload: data.freeze(),
+                payload,
             }));
         }
         let mut partial = reassembly_buffer(&mut self.spare, length);
@@ -513,15 +517,35 @@ impl Drop for ChunkReader {
 }
 
 /// A buffer for a message of `length` bytes: the spare if nothing else holds it any more and it
-/// is large enough, else a new one, rounded up to a power of two (no larger than
-/// [`INITIAL_REASSEMBLY_CAPACITY`]) so that it fits the next frames of about the same size too.
+/// is large enough, else a new one of exactly that size (at most
+/// [`INITIAL_REASSEMBLY_CAPACITY`] before the bytes arrive). The fan-out keeps a media
+/// message's buffer as the frame's payload, so slack here would be held by the GOP cache.
 fn reassembly_buffer(spare: &mut BytesMut, length: usize) -> BytesMut {
     let capacity = length.min(INITIAL_REASSEMBLY_CAPACITY);
     let mut buf = std::mem::take(spare);
     if buf.try_reclaim(capacity) {
         return buf;
     }
-    BytesMut::with_capacity(capacity.next_power_of_two().min(INITIAL_REASSEMBLY_CAPACITY))
+    BytesMut::with_capacity(capacity)
+}
+
+/// Appends a chunk to a message being reassembled. A buffer that is full grows to twice its
+/// size (as `BytesMut` would, so nothing is allocated far ahead of the bytes received) but
+/// never beyond the message's `length`: the last step ends exactly at the message's size.
+fn append(partial: &mut BytesMut, data: &[u8], length: usize) {
+    let need = partial.len() + data.len();
+    if partial.capacity() < need {
+        let want = need.max(partial.capacity() * 2).min(length.max(need));
+        let mut bigger = BytesMut::with_capacity(want);
+        bigger.extend_from_slice(partial);
+        *partial = bigger;
+    }
+    partial.extend_from_slice(data);
+}
+
+/// Audio, video and script data: what the fan-out keeps.
+fn is_media(type_id: u8) -> bool {
+    matches!(type_id, msg_type::AUDIO | msg_type::VIDEO | msg_type::AMF0_DATA)
 }
 
 /// The reassembled message's bytes; what is left of its buffer (nothing, but the allocation
@@ -590,9 +614,10 @@ mod tests {
 
         let at = next.as_ptr();
         drop(next);
-        r.push(&serialize_message(6, msg_type::VIDEO, 1, 80, &first, 128));
+        let smaller = vec![4u8; 800];
+        r.push(&serialize_message(6, msg_type::VIDEO, 1, 80, &smaller, 128));
         let reused = read_all(&mut r).unwrap().remove(0).payload;
-        assert_eq!(reused, first);
+        assert_eq!(reused, smaller);
         assert_eq!(reused.as_ptr(), at, "the dropped message's buffer is reused");
         assert_eq!(held, first);
 
@@ -603,6 +628,32 @@ mod tests {
         r.push(&serialize_message(6, msg_type::VIDEO, 1, 120, &large, 128));
         assert_eq!(read_all(&mut r).unwrap().remove(0).payload, large);
         assert_eq!(r.spare.capacity(), 0);
+    }
+
+    /// Media payloads are allocations of their own and about their size, since the fan-out
+    /// keeps them for as long as their GOP lasts: a one-chunk message is copied out of the input
+    /// buffer, and a reassembled one (even beyond the initial reassembly capacity) ends in a
+    /// buffer of exactly its size. A command stays a slice of the input.
+    #[test]
+    fn media_payloads_hold_no_more_than_their_bytes() {
+        let mut r = ChunkReader::new(ReaderLimits::default());
+        r.admit_publisher();
+        let small = vec![5u8; 100];
+        let large: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = serialize_message(4, msg_type::AUDIO, 1, 0, &small, 128).to_vec();
+        wire.extend_from_slice(&set_chunk_size(4096));
+        wire.extend_from_slice(&serialize_message(6, msg_type::VIDEO, 1, 0, &large, 4096));
+        wire.extend_from_slice(&serialize_message(3, msg_type::AMF0_COMMAND, 0, 0, &[2, 0, 1, b'x'], 4096));
+        r.push(&wire);
+        let mut msgs = read_all(&mut r).unwrap().into_iter().filter(|m| m.type_id != msg_type::SET_CHUNK_SIZE);
+        for (want, what) in [(&small[..], "one-chunk audio"), (&large[..], "reassembled video")] {
+            let m = msgs.next().unwrap();
+            assert!(m.payload == want, "{what}: not the bytes sent");
+            let own = m.payload.try_into_mut().unwrap_or_else(|_| panic!("{what} shares its allocation"));
+            assert_eq!(own.capacity(), want.len(), "{what}");
+        }
+        let command = msgs.next().unwrap();
+        assert!(command.payload.try_into_mut().is_err(), "the command is a slice of the input buffer");
     }
 
     /// A read can make room for the rest of a large chunk at once: the reader says how much of

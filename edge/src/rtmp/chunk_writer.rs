@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
+pub(crate) const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
 
 /// Bytes [`serialize_message`] produces for a payload of `len` bytes.
 pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {

@@ -88,11 +88,11 @@ impl FastStart {
         // A stream without keyframes (or absurdly long GOPs) must not grow memory, nor may all
         // the caches together outgrow the edge's budget: drop the cache; it restarts at the
         // next keyframe.
-        if self.gop_bytes + f.payload_len > self.limits.per_stream || !self.limits.budget.try_take(f.payload_len) {
+        if self.gop_bytes + f.payload.len() > self.limits.per_stream || !self.limits.budget.try_take(f.payload.len()) {
             self.drop_gop();
             return;
         }
-        self.gop_bytes += f.payload_len;
+        self.gop_bytes += f.payload.len();
         self.gop.push(f.clone());
     }
 

@@ -323,7 +323,7 @@ impl Stream {
                 st.video_codec = info.codec;
                 st.health.video(media.timestamp, &info, &media.payload, now);
                 let essential = info.config.is_some();
-                let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, essential, &media.payload));
+                let f = Arc::new(Frame::new(FrameKind::Video, ts, info.keyframe, essential, media.payload));
                 st.cache.video(&f, info.config);
                 f
             }
@@ -331,7 +331,7 @@ impl Stream {
                 let info = codec::audio(&media.payload);
                 st.audio_codec = info.codec;
                 st.health.audio(media.timestamp, &info, &media.payload, now);
-                let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.config.is_some(), &media.payload));
+                let f = Arc::new(Frame::new(FrameKind::Audio, ts, false, info.config.is_some(), media.payload));
                 st.cache.audio(&f, info.config);
                 f
             }
@@ -339,11 +339,11 @@ impl Stream {
                 // Timestamp 0: FFmpeg's FLV demuxer reads onMetaData at any time but turns one
                 // with a non-zero timestamp (e.g. after rebasing) into an extra data stream.
                 st.health.metadata(&media.payload);
-                let f = Arc::new(Frame::new(FrameKind::Data, 0, false, true, &media.payload));
+                let f = Arc::new(Frame::new(FrameKind::Data, 0, false, true, media.payload));
                 st.cache.metadata(&f);
                 f
             }
-            MediaKind::Data => Arc::new(Frame::new(FrameKind::Data, ts, false, false, &media.payload)),
+            MediaKind::Data => Arc::new(Frame::new(FrameKind::Data, ts, false, false, media.payload)),
         };
         let mut to_flush = TO_FLUSH.take();
         let dropped = fan_out(&mut st, &frame, now, &self.stats, &self.log, &mut to_flush);
@@ -473,7 +473,7 @@ fn count_viewers(st: &State) -> usize {
 }
 
 fn status_frame(code: &str, description: &str) -> Arc<Frame> {
-    Arc::new(Frame::new(FrameKind::Status, 0, false, true, &on_status_payload(Level::Status, code, description)))
+    Arc::new(Frame::new(FrameKind::Status, 0, false, true, on_status_payload(Level::Status, code, description)))
 }
 
 thread_local! {
@@ -619,7 +619,7 @@ pub(crate) mod tests {
         s.publish(1, video(40, &[0x17, 0, 0xBB]));
         let ob = outbox();
         s.add_player(9, ob.clone(), 1 << 20, None).unwrap();
-        let payloads: Vec<Bytes> = ob.queued_frames().iter().map(|f| f.payload()).collect();
+        let payloads: Vec<Bytes> = ob.queued_frames().iter().map(|f| f.payload.clone()).collect();
         assert_eq!(
             payloads[..3],
             [Bytes::from_static(&[0x17, 0, 0xBB]), opus_head.payload, multichannel.payload],
@@ -731,7 +731,7 @@ pub(crate) mod tests {
             .collect();
         let key = [0x17, 1, 1, 7];
         s.publish(1, video(0, &key));
-        let want = Frame::new(FrameKind::Video, 0, true, false, &key).chunks;
+        let want = Frame::new(FrameKind::Video, 0, true, false, Bytes::copy_from_slice(&key)).wire();
         // The publisher wrote the first players itself; helper tasks write the rest.
         streamfleet_testkit::wait::wait_until("every player's write", Duration::from_secs(5), || async {
             sinks.iter().all(|k| !k.data().is_empty()).then_some(())
@@ -768,7 +768,7 @@ pub(crate) mod tests {
             MediaKind::Video => (FrameKind::Video, m.payload[0] >> 4 == 1, m.payload[1] == 0),
             _ => (FrameKind::Audio, false, m.payload[1] == 0),
         };
-        Frame::new(kind, m.timestamp, keyframe, essential, &m.payload).chunks.to_vec()
+        Frame::new(kind, m.timestamp, keyframe, essential, m.payload.clone()).wire().to_vec()
     }
 
     /// 33 ms of media: a video frame (a keyframe every 30) and an audio frame.
