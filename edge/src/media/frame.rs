@@ -34,9 +34,9 @@ pub(crate) enum FrameKind {
 #[derive(Debug)]
 pub(crate) struct Frame {
     pub(crate) kind: FrameKind,
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) timestamp: u32,
     pub(crate) keyframe: bool,
+    /// Sequence headers, metadata and status messages are never dropped for slow players.
     pub(crate) essential: bool,
     /// The message payload, as received.
     pub(crate) payload: Bytes,
