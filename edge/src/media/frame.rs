@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::rtmp::{
     OUT_CHUNK_SIZE,
-    chunk_writer::{EXTENDED_TIMESTAMP_MARK, serialize_message, serialized_len},
+    chunk_writer::{ChunkHeaders, MAX_MESSAGE_LEN, serialize_message, serialized_len},
     csid, msg_type,
 };
 
@@ -40,42 +40,28 @@ pub(crate) struct Frame {
     pub(crate) essential: bool,
     /// The message payload, as received.
     pub(crate) payload: Bytes,
-    /// The first chunk's header for message stream [`DEFAULT_STREAM_ID`]: 12 bytes, 16 with an
-    /// extended timestamp.
-    header: [u8; 16],
-    /// Each continuation chunk's header (format 3): 1 byte, 5 with an extended timestamp.
-    continuation: [u8; 5],
-    extended: bool,
+    /// Its chunk headers for message stream [`DEFAULT_STREAM_ID`].
+    headers: ChunkHeaders,
 }
 
 impl Frame {
     pub(crate) fn new(kind: FrameKind, timestamp: u32, keyframe: bool, essential: bool, payload: Bytes) -> Frame {
         let (csid, type_id) = ids(kind);
-        let payload = if payload.len() > MAX_PAYLOAD { payload.slice(..MAX_PAYLOAD) } else { payload };
-        let extended = timestamp >= EXTENDED_TIMESTAMP_MARK;
-        let ts = timestamp.min(EXTENDED_TIMESTAMP_MARK).to_be_bytes();
-        let len = (payload.len() as u32).to_be_bytes();
-        let id = DEFAULT_STREAM_ID.to_le_bytes();
-        let full = timestamp.to_be_bytes();
-        let basic = (csid & 0x3f) as u8;
-        let header = [
-            basic, ts[1], ts[2], ts[3], len[1], len[2], len[3], type_id, id[0], id[1], id[2], id[3], full[0], full[1],
-            full[2], full[3],
-        ];
-        let continuation = [0xC0 | basic, full[0], full[1], full[2], full[3]];
-        Frame { kind, timestamp, keyframe, essential, payload, header, continuation, extended }
+        let payload = if payload.len() > MAX_MESSAGE_LEN { payload.slice(..MAX_MESSAGE_LEN) } else { payload };
+        let headers = ChunkHeaders::new(csid, type_id, DEFAULT_STREAM_ID, timestamp, payload.len());
+        Frame { kind, timestamp, keyframe, essential, payload, headers }
     }
 
     /// The frame's wire bytes for message stream [`DEFAULT_STREAM_ID`], in order: the header,
     /// then the payload in chunks of the edge's chunk size with a continuation header between
     /// them. Every piece borrows from the frame.
     pub(crate) fn pieces(&self) -> Pieces<'_> {
-        let (header, continuation) = if self.extended {
-            (&self.header[..], &self.continuation[..])
-        } else {
-            (&self.header[..12], &self.continuation[..1])
-        };
-        Pieces { head: Some(header), rest: &self.payload, continuation, separator_due: false }
+        Pieces {
+            head: Some(self.headers.first()),
+            rest: &self.payload,
+            continuation: self.headers.continuation(),
+            separator_due: false,
+        }
     }
 
     /// The chunk bytes for a player on another message stream id than the default (a copy
@@ -97,9 +83,6 @@ impl Frame {
         serialized_len(self.payload.len(), self.timestamp, OUT_CHUNK_SIZE as usize)
     }
 }
-
-/// The largest payload one RTMP message carries (its length field has 24 bits).
-const MAX_PAYLOAD: usize = 0x00FF_FFFF;
 
 fn ids(kind: FrameKind) -> (u32, u8) {
     match kind {

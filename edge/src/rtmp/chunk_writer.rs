@@ -7,7 +7,51 @@
 
 use bytes::Bytes;
 
-pub(crate) const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
+const EXTENDED_TIMESTAMP_MARK: u32 = 0x00FF_FFFF;
+/// The largest payload one message carries (its length field has 24 bits); longer payloads are
+/// cut to it.
+pub(crate) const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
+
+/// The headers of one message's chunks: the first chunk's full (format 0) header, and the
+/// format 3 header before each continuation chunk, both with the extended timestamp when the
+/// timestamp needs one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkHeaders {
+    first: [u8; 16],
+    continuation: [u8; 5],
+    extended: bool,
+}
+
+impl ChunkHeaders {
+    /// For a payload of `len` bytes (at most [`MAX_MESSAGE_LEN`]).
+    pub(crate) fn new(csid: u32, type_id: u8, stream_id: u32, timestamp: u32, len: usize) -> ChunkHeaders {
+        debug_assert!((2..=63).contains(&csid), "csid {csid} needs a multi-byte basic header");
+        debug_assert!(len <= MAX_MESSAGE_LEN);
+        let basic = (csid & 0x3f) as u8;
+        let ts = timestamp.min(EXTENDED_TIMESTAMP_MARK).to_be_bytes();
+        let len = (len as u32).to_be_bytes();
+        let id = stream_id.to_le_bytes();
+        let full = timestamp.to_be_bytes();
+        ChunkHeaders {
+            first: [
+                basic, ts[1], ts[2], ts[3], len[1], len[2], len[3], type_id, id[0], id[1], id[2], id[3], full[0],
+                full[1], full[2], full[3],
+            ],
+            continuation: [0xC0 | basic, full[0], full[1], full[2], full[3]],
+            extended: timestamp >= EXTENDED_TIMESTAMP_MARK,
+        }
+    }
+
+    /// The first chunk's header: 12 bytes, 16 with an extended timestamp.
+    pub(crate) fn first(&self) -> &[u8] {
+        if self.extended { &self.first } else { &self.first[..12] }
+    }
+
+    /// The header before each continuation chunk: 1 byte, 5 with an extended timestamp.
+    pub(crate) fn continuation(&self) -> &[u8] {
+        if self.extended { &self.continuation } else { &self.continuation[..1] }
+    }
+}
 
 /// Bytes [`serialize_message`] produces for a payload of `len` bytes.
 pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> usize {
@@ -17,9 +61,8 @@ pub(crate) fn serialized_len(len: usize, timestamp: u32, chunk_size: usize) -> u
     len + 12 + extended + (chunks - 1) * (1 + extended)
 }
 
-/// The chunks of one message in a fresh buffer of exactly the right size (every publisher's
-/// message goes through here once: the header is assembled on the stack and each piece is one
-/// `extend_from_slice`).
+/// The chunks of one message in a fresh buffer of exactly the right size (the headers are
+/// assembled on the stack and each piece is one `extend_from_slice`).
 pub(crate) fn serialize_message(
     csid: u32,
     type_id: u8,
@@ -28,31 +71,18 @@ pub(crate) fn serialize_message(
     payload: &[u8],
     chunk_size: usize,
 ) -> Bytes {
-    debug_assert!((2..=63).contains(&csid), "csid {csid} needs a multi-byte basic header");
-    let csid = (csid & 0x3f) as u8;
     let chunk_size = chunk_size.max(1);
-    let payload = &payload[..payload.len().min(0x00FF_FFFF)];
+    let payload = &payload[..payload.len().min(MAX_MESSAGE_LEN)];
+    let headers = ChunkHeaders::new(csid, type_id, stream_id, timestamp, payload.len());
     // Exactly the final length: `Bytes::from` then keeps the allocation as it is.
     let mut out = Vec::with_capacity(serialized_len(payload.len(), timestamp, chunk_size));
-
-    let ts = timestamp.min(EXTENDED_TIMESTAMP_MARK).to_be_bytes();
-    let len = (payload.len() as u32).to_be_bytes();
-    let id = stream_id.to_le_bytes();
-    let header = [csid, ts[1], ts[2], ts[3], len[1], len[2], len[3], type_id, id[0], id[1], id[2], id[3]];
-    out.extend_from_slice(&header);
-    let extended = (timestamp >= EXTENDED_TIMESTAMP_MARK).then(|| timestamp.to_be_bytes());
-    if let Some(ext) = extended {
-        out.extend_from_slice(&ext);
-    }
+    out.extend_from_slice(headers.first());
     let mut chunks = payload.chunks(chunk_size);
     if let Some(first) = chunks.next() {
         out.extend_from_slice(first);
     }
     for chunk in chunks {
-        out.push(0xC0 | csid);
-        if let Some(ext) = extended {
-            out.extend_from_slice(&ext);
-        }
+        out.extend_from_slice(headers.continuation());
         out.extend_from_slice(chunk);
     }
     Bytes::from(out)
