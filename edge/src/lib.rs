@@ -7,7 +7,8 @@
 //! 1. [`rtmp`]: the RTMP wire format the edge owns (chunk reader with limits, chunk writer,
 //!    AMF0 guard, the messages the edge writes itself).
 //!    Beside it, [`workers`]: the worker threads and which one a connection runs on (connections
-//!    fill the first thread before the next takes any).
+//!    fill the first thread before the next takes any); and [`allocator`]: how long freed memory
+//!    is kept before it goes back to the OS.
 //! 2. [`media`]: what a publisher sends, independent of the protocol it came in over (media
 //!    messages, codec inspection) and the frame every player shares (serialised once).
 //!    [`mpegts`] sits just above it: MPEG-TS (SRT's payload) to and from that media.
@@ -36,6 +37,7 @@
 //! Everything is `pub(crate)` unless the binary, the fuzz target or the tests need it, so the
 //! dead-code lint sees the whole crate.
 
+pub mod allocator;
 mod app;
 pub mod connection;
 mod fanout;

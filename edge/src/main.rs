@@ -4,13 +4,13 @@ use clap::Parser;
 use streamfleet_edge::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc, not glibc's malloc: frames of every size are allocated per message and a GOP's
-/// worth freed at each keyframe, which glibc paid for in bin searches (14 % more CPU per
-/// ingested GB; see the dependency's note in Cargo.toml).
+/// mimalloc, not glibc's malloc; `streamfleet_edge::allocator` says why and sets how long it
+/// keeps freed memory.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    let purge_delay_ms = streamfleet_edge::allocator::configure();
     let config = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // The SRT crates log packets with `{:?}`, handshakes included, whose stream ID carries the
@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    tracing::debug!(purge_delay_ms, "allocator: memory freed in bulk goes back to the OS after this delay");
     let runtime = match streamfleet_edge::server::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -18,7 +18,7 @@ use std::{
 /// The roles and the process share the top layer (the context they all take is there); between
 /// their files only the no-cycle rule applies.
 const LAYERS: &[&[&str]] = &[
-    &["rtmp", "sync", "workers"],
+    &["rtmp", "sync", "workers", "allocator"],
     &["media"],
     &["mpegts"],
     &["fanout"],

@@ -144,6 +144,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     report_key_hashing(&config, &settings.key_hasher);
     let workers = Workers::start(worker_count(&config))
         .map_err(|e| StartError::Startup(format!("cannot start the worker threads: {e}")))?;
+    tokio::spawn(crate::allocator::hand_back_freed_memory());
     let registry = registry_backend::connect(&config, &settings.key_hasher).await?;
     let metrics = Arc::new(Metrics::new()?);
     let (shutdown, shutdown_rx) = Shutdown::new();

@@ -106,12 +106,7 @@ pub struct Edge {
 impl Edge {
     /// An edge with the in-memory registry loaded from [`STREAMS_YAML`], plus `extra` flags.
     pub async fn start(extra: &[&str]) -> Edge {
-        let file = TempFile::new("streams.yaml", STREAMS_YAML);
-        let mut args: Vec<String> = vec!["--streams".into(), file.0.display().to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut edge = Edge::start_with(args).await;
-        edge._streams = Some(file);
-        edge
+        Edge::start_on_streams(&[], extra).await
     }
 
     /// An edge with exactly these flags (plus loopback listeners on free ports).
@@ -122,11 +117,25 @@ impl Edge {
     /// Like [`Edge::start`], with the process's file-descriptor limit set to `nofile` (soft and
     /// hard, with `prlimit`, which execs the edge: the pid stays the edge's).
     pub async fn start_with_fd_limit(nofile: u32, extra: &[&str]) -> Edge {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Edge::start_on_streams(&["prlimit", &limit, "--"], extra).await
+    }
+
+    /// Like [`Edge::start`], with `vars` (`NAME=value`) added to the edge's environment (by
+    /// `env`, which execs the edge: the pid stays the edge's).
+    pub async fn start_with_env(vars: &[&str], extra: &[&str]) -> Edge {
+        let mut wrapper = vec!["env"];
+        wrapper.extend(vars);
+        Edge::start_on_streams(&wrapper, extra).await
+    }
+
+    /// The edge on the in-memory registry loaded from [`STREAMS_YAML`], plus `extra` flags, run
+    /// by `wrapper` (see [`Edge::start_wrapped`]).
+    async fn start_on_streams(wrapper: &[&str], extra: &[&str]) -> Edge {
         let file = TempFile::new("streams.yaml", STREAMS_YAML);
         let mut args: Vec<String> = vec!["--streams".into(), file.0.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let limit = format!("--nofile={nofile}:{nofile}");
-        let mut edge = Edge::start_wrapped(&["prlimit", &limit, "--"], args).await;
+        let mut edge = Edge::start_wrapped(wrapper, args).await;
         edge._streams = Some(file);
         edge
     }
