@@ -76,14 +76,29 @@ impl OutputLines {
         markers: [&str; N],
         limit: Duration,
     ) -> [SocketAddr; N] {
+        match self.try_wait_addrs(child, who, markers, limit).await {
+            Ok(addrs) => addrs,
+            Err(exited) => panic!("{exited}"),
+        }
+    }
+
+    /// [`OutputLines::wait_addrs`], with a `child` that exits first as an error (what it said,
+    /// for a caller that can start it again); panics only if `limit` passes.
+    pub async fn try_wait_addrs<const N: usize>(
+        &self,
+        child: &mut Child,
+        who: &str,
+        markers: [&str; N],
+        limit: Duration,
+    ) -> Result<[SocketAddr; N], String> {
         let deadline = Instant::now() + limit;
         loop {
             let found: Vec<SocketAddr> = markers.iter().filter_map(|m| self.logged_addr(m)).collect();
             if let Ok(addrs) = <[SocketAddr; N]>::try_from(found) {
-                return addrs;
+                return Ok(addrs);
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("{who} exited with {status} before listening:\n{}", self.text());
+                return Err(format!("{who} exited with {status} before listening:\n{}", self.text()));
             }
             assert!(Instant::now() < deadline, "{who} did not start listening:\n{}", self.text());
             tokio::time::sleep(POLL).await;

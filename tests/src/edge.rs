@@ -35,7 +35,36 @@ pub struct EdgeProcess {
 impl EdgeProcess {
     /// Spawns `binary` with `args` (the harness adds the listeners and the edge id) and waits
     /// until it logs its RTMP and HTTP addresses.
-    pub async fn spawn(binary: &Path, id: &str, relay: SocketAddr, args: &[String], envs: &[(&str, &str)]) -> Self {
+    ///
+    /// The relay listener gets a free loopback port the harness picks, because the edge
+    /// advertises it to other edges as given. Another process can take that port between the
+    /// pick and the edge's bind; the edge then exits with "Address already in use" on
+    /// `--relay-listen`, and the harness starts it again on a new port (up to five times).
+    pub async fn spawn(binary: &Path, id: &str, args: &[String], envs: &[(&str, &str)]) -> Self {
+        const ATTEMPTS: usize = 5;
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            let relay: SocketAddr = ([127, 0, 0, 1], streamfleet_testkit::free_port()).into();
+            match EdgeProcess::try_spawn(binary, id, relay, args, envs).await {
+                Ok(edge) => return edge,
+                Err(exited) if exited.contains("cannot listen on --relay-listen") && exited.contains("in use") => {
+                    last = exited;
+                }
+                Err(exited) => panic!("{exited}"),
+            }
+        }
+        panic!("edge {id}: the relay port was taken {ATTEMPTS} times in a row; last attempt:\n{last}")
+    }
+
+    /// One start of the edge with its relay listener on `relay`: the edge, or what it said
+    /// before it exited.
+    async fn try_spawn(
+        binary: &Path,
+        id: &str,
+        relay: SocketAddr,
+        args: &[String],
+        envs: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(binary);
         cmd.args(args)
             .args(["--edge-id", id, "--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
@@ -55,14 +84,14 @@ impl EdgeProcess {
         let pid = child.id().unwrap_or_else(|| panic!("edge {id} exited at once"));
         let logs = OutputLines::capture(&mut child);
         let [rtmp, http] = logs
-            .wait_addrs(
+            .try_wait_addrs(
                 &mut child,
                 &format!("edge {id}"),
                 ["rtmp listening addr=", "http listening addr="],
                 Duration::from_secs(20),
             )
-            .await;
-        EdgeProcess { id: id.to_string(), rtmp, http, relay, pid, child, logs }
+            .await?;
+        Ok(EdgeProcess { id: id.to_string(), rtmp, http, relay, pid, child, logs })
     }
 
     /// `rtmp://<edge>/live/<name>`.

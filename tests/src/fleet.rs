@@ -184,11 +184,9 @@ impl Fleet {
                 format!("{}ms", config.drain_timeout.as_millis()),
             ];
             args.extend(config.edge_args.iter().cloned());
-            let relay: SocketAddr = ([127, 0, 0, 1], streamfleet_testkit::free_port()).into();
             let id = format!("edge-{}", (b'a' + i as u8) as char);
             starting.push(async move {
-                EdgeProcess::spawn(&binaries.edge, &id, relay, &args, &[("STREAMFLEET_RELAY_SECRET", RELAY_SECRET)])
-                    .await
+                EdgeProcess::spawn(&binaries.edge, &id, &args, &[("STREAMFLEET_RELAY_SECRET", RELAY_SECRET)]).await
             });
         }
         let edges = futures::future::join_all(starting).await;

@@ -13,7 +13,7 @@
 //! hand: `scripts/cluster up`, then `cargo test -p streamfleet-tests --test cluster_e2e -- --nocapture`.
 //! Without a cluster it prints `skipped: …` and passes, except under `CI=true`, where it fails.
 
-use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::{Value, json};
 use streamfleet_registry::{
@@ -135,12 +135,9 @@ async fn streamfleet_on_a_real_cluster() {
     registry.end_quarantine().await.expect("fresh registry");
     let mut edges = Vec::new();
     for id in ["edge-a", "edge-b"] {
-        let relay: SocketAddr = ([127, 0, 0, 1], streamfleet_testkit::free_port()).into();
         let args: Vec<String> =
             ["--redis-url", &redis.url(), "--lease-ttl", "3s", "--drain-timeout", "5s"].map(String::from).to_vec();
-        edges.push(
-            EdgeProcess::spawn(&bins.edge, id, relay, &args, &[("STREAMFLEET_RELAY_SECRET", RELAY_SECRET)]).await,
-        );
+        edges.push(EdgeProcess::spawn(&bins.edge, id, &args, &[("STREAMFLEET_RELAY_SECRET", RELAY_SECRET)]).await);
     }
     for e in &edges {
         e.wait_readyz(200, Duration::from_secs(20)).await;
